@@ -1,0 +1,20 @@
+//! flashgen-codegen: kernel specs, their validation, the tile search space, and rendering of
+//! CUDA C++ from the embedded templates. Pure Rust with no CUDA dependency, so the proc-macro and
+//! the CLI can use it anywhere.
+
+pub mod error;
+pub mod render;
+pub mod space;
+pub mod spec;
+pub mod text;
+pub mod validate;
+
+pub use error::SpecError;
+pub use render::{render, spec_hash, template_digest, KernelSource};
+pub use space::{default_tile, search_space};
+pub use spec::{Arch, DType, KernelSpec, TileConfig, Variant, HEAD_DIMS};
+pub use text::{parse_arch, parse_spec, parse_tile};
+pub use validate::{shared_memory_bytes, validate, validate_arch_free};
+
+/// Version of the kernel ABI (the parameter struct the runtime passes); bumped on any change.
+pub const KERNEL_ABI_VERSION: u32 = 1;

@@ -1,0 +1,107 @@
+//! Renders a spec into self-contained CUDA C++ through the embedded tera templates.
+
+use crate::spec::KernelSpec;
+use crate::validate::{q_in_registers, shared_memory_bytes, SMEM_ROW_PAD};
+use sha2::{Digest, Sha256};
+use std::sync::OnceLock;
+use tera::{Context, Tera};
+
+/// The templates, embedded at build time. Names are their paths under `templates/`.
+pub const TEMPLATES: &[(&str, &str)] = &[
+    (
+        "device/types.cuh",
+        include_str!("../../templates/device/types.cuh"),
+    ),
+    (
+        "device/mma.cuh",
+        include_str!("../../templates/device/mma.cuh"),
+    ),
+    (
+        "variants/dense.cuh",
+        include_str!("../../templates/variants/dense.cuh"),
+    ),
+    (
+        "attention_fwd.cu",
+        include_str!("../../templates/attention_fwd.cu"),
+    ),
+];
+
+/// Generated source of one kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelSource {
+    /// The `extern "C"` symbol to launch.
+    pub kernel_name: String,
+    /// CUDA C++ with no includes.
+    pub code: String,
+    /// Threads per CTA.
+    pub threads: u32,
+    /// Dynamic shared memory per CTA, in bytes.
+    pub shared_bytes: u32,
+}
+
+fn tera() -> &'static Tera {
+    static TERA: OnceLock<Tera> = OnceLock::new();
+    TERA.get_or_init(|| {
+        let mut tera = Tera::default();
+        tera.add_raw_templates(TEMPLATES.iter().copied())
+            .expect("embedded templates parse (checked by the codegen tests)");
+        tera
+    })
+}
+
+/// Digest of all template texts: part of every spec hash, so a template edit invalidates caches.
+pub fn template_digest() -> &'static str {
+    static DIGEST: OnceLock<String> = OnceLock::new();
+    DIGEST.get_or_init(|| {
+        let mut h = Sha256::new();
+        for (name, text) in TEMPLATES {
+            h.update(name.as_bytes());
+            h.update([0]);
+            h.update(text.as_bytes());
+            h.update([0]);
+        }
+        hex(&h.finalize())
+    })
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Renders the kernel for a spec. The spec should be validated first; rendering itself only
+/// fails if a template is broken.
+pub fn render(spec: &KernelSpec) -> Result<KernelSource, tera::Error> {
+    let tile = spec.tile;
+    let mut ctx = Context::new();
+    ctx.insert("kernel_name", &spec.kernel_name());
+    ctx.insert("spec", &spec.to_string());
+    ctx.insert("variant", spec.variant.name());
+    ctx.insert("head_dim", &spec.head_dim);
+    ctx.insert("dtype", spec.dtype.name());
+    ctx.insert("causal", &spec.causal);
+    ctx.insert("lse", &spec.lse);
+    ctx.insert("varlen", &spec.varlen);
+    ctx.insert("block_m", &tile.block_m);
+    ctx.insert("block_n", &tile.block_n);
+    ctx.insert("warps", &tile.warps);
+    ctx.insert("stages", &tile.stages);
+    ctx.insert("m_tiles", &tile.m_tiles());
+    ctx.insert("q_in_regs", &q_in_registers(&tile, spec.head_dim));
+    ctx.insert("smem_pad", &SMEM_ROW_PAD);
+    let code = tera().render("attention_fwd.cu", &ctx)?;
+    Ok(KernelSource {
+        kernel_name: spec.kernel_name(),
+        code,
+        threads: tile.threads(),
+        shared_bytes: shared_memory_bytes(&tile, spec.head_dim),
+    })
+}
+
+/// Stable hash of a spec and the template version: equal across runs, machines and builds.
+pub fn spec_hash(spec: &KernelSpec) -> String {
+    let mut h = Sha256::new();
+    h.update(spec.to_string().as_bytes());
+    h.update([0]);
+    h.update(template_digest().as_bytes());
+    hex(&h.finalize())
+}

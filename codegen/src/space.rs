@@ -1,0 +1,38 @@
+//! The tile search space and the heuristic default config.
+
+use crate::spec::{Arch, KernelSpec, TileConfig};
+use crate::validate::validate;
+
+/// Every tile config the templates support for `spec` on `arch`, in a stable order.
+pub fn search_space(spec: &KernelSpec, arch: Arch) -> Vec<TileConfig> {
+    let mut out = Vec::new();
+    for &block_m in &TileConfig::BLOCK_M {
+        for &block_n in &TileConfig::BLOCK_N {
+            for &warps in &TileConfig::WARPS {
+                for &stages in &TileConfig::STAGES {
+                    let tile = TileConfig::new(block_m, block_n, warps, stages);
+                    if validate(&spec.with_tile(tile), arch).is_ok() {
+                        out.push(tile);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A config that is good without tuning: FlashAttention-2's shapes (128 query rows over 4 warps,
+/// 64 keys a step) where registers allow, 16 rows per warp for the largest head dim.
+pub fn default_tile(spec: &KernelSpec, arch: Arch) -> TileConfig {
+    let preferred = match spec.head_dim {
+        256 => TileConfig::new(64, 64, 4, 1),
+        _ => TileConfig::new(128, 64, 4, 1),
+    };
+    if validate(&spec.with_tile(preferred), arch).is_ok() {
+        return preferred;
+    }
+    search_space(spec, arch)
+        .into_iter()
+        .next()
+        .unwrap_or(preferred)
+}

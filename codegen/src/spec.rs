@@ -1,0 +1,233 @@
+//! What a kernel is: the variant, the problem constants baked into the code, and the tile config.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Element type of Q, K, V and O. Accumulation is always f32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DType {
+    Bf16,
+    F16,
+}
+
+impl DType {
+    pub const ALL: [DType; 2] = [DType::Bf16, DType::F16];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::Bf16 => "bf16",
+            DType::F16 => "f16",
+        }
+    }
+
+    pub fn size_bytes(self) -> usize {
+        2
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which keys a query sees; the rows of the semantics table in DESIGN.md.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Variant {
+    /// Every key, or with `causal` every key at or before the query's position.
+    Dense,
+}
+
+impl Variant {
+    pub const ALL: [Variant; 1] = [Variant::Dense];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Dense => "dense",
+        }
+    }
+
+    /// Whether the `causal` flag means something for this variant.
+    pub fn accepts_causal(self) -> bool {
+        matches!(self, Variant::Dense)
+    }
+}
+
+impl fmt::Display for Variant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Head dims the templates are written for.
+pub const HEAD_DIMS: [u32; 5] = [32, 64, 96, 128, 256];
+
+/// How a CTA tiles the problem. `block_m` query rows and `block_n` keys per step; `warps` warps,
+/// each owning `block_m / warps` query rows (16 or 32, one or two MMA row tiles); `stages` K/V
+/// buffers in shared memory (1: K and V loads overlap each other's compute, FlashAttention-2
+/// style; 2: the next K/V tile is prefetched whole while this one is computed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TileConfig {
+    pub block_m: u32,
+    pub block_n: u32,
+    pub warps: u32,
+    pub stages: u32,
+}
+
+impl TileConfig {
+    pub const BLOCK_M: [u32; 2] = [64, 128];
+    pub const BLOCK_N: [u32; 3] = [32, 64, 128];
+    pub const WARPS: [u32; 2] = [4, 8];
+    pub const STAGES: [u32; 2] = [1, 2];
+
+    pub const fn new(block_m: u32, block_n: u32, warps: u32, stages: u32) -> Self {
+        TileConfig {
+            block_m,
+            block_n,
+            warps,
+            stages,
+        }
+    }
+
+    pub fn threads(&self) -> u32 {
+        self.warps * 32
+    }
+
+    /// Query rows owned by one warp.
+    pub fn rows_per_warp(&self) -> u32 {
+        self.block_m / self.warps
+    }
+
+    /// 16-row MMA tiles per warp.
+    pub fn m_tiles(&self) -> u32 {
+        self.rows_per_warp() / 16
+    }
+}
+
+impl fmt::Display for TileConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "m{}n{}w{}s{}",
+            self.block_m, self.block_n, self.warps, self.stages
+        )
+    }
+}
+
+/// A GPU architecture, as compute capability. 9.0 compiles for `sm_90a`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Arch {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl Arch {
+    pub const SM80: Arch = Arch::new(8, 0);
+    pub const SM86: Arch = Arch::new(8, 6);
+    pub const SM89: Arch = Arch::new(8, 9);
+    pub const SM90: Arch = Arch::new(9, 0);
+
+    pub const fn new(major: u32, minor: u32) -> Self {
+        Arch { major, minor }
+    }
+
+    /// The `-arch` value NVRTC compiles CUBIN for. Hopper gets the `a` target so arch-specific
+    /// instructions are available and the binary is exact for the chip.
+    pub fn sm_name(&self) -> String {
+        if self.major == 9 && self.minor == 0 {
+            "sm_90a".to_string()
+        } else {
+            format!("sm_{}{}", self.major, self.minor)
+        }
+    }
+
+    /// Largest dynamic shared memory one block may opt into, in bytes.
+    pub fn max_shared_bytes_per_block(&self) -> u32 {
+        match (self.major, self.minor) {
+            (8, 0) | (8, 7) => 166_912,
+            (9, _) | (10, _) => 232_448,
+            _ => 101_376,
+        }
+    }
+
+    /// Tensor-core `mma.sync` with bf16 needs sm_80.
+    pub fn is_supported(&self) -> bool {
+        self.major >= 8
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.sm_name())
+    }
+}
+
+/// Everything that is baked into one generated kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct KernelSpec {
+    pub variant: Variant,
+    pub head_dim: u32,
+    pub dtype: DType,
+    /// Bottom-right aligned causal mask (`j <= i + sk - sq`).
+    pub causal: bool,
+    /// Also write the log-sum-exp of each query row.
+    pub lse: bool,
+    /// Packed varlen batch addressed through `cu_seqlens_q/k`.
+    pub varlen: bool,
+    pub tile: TileConfig,
+}
+
+impl KernelSpec {
+    /// A spec with the heuristic default tile config for `arch`.
+    pub fn new(variant: Variant, head_dim: u32, dtype: DType, causal: bool, arch: Arch) -> Self {
+        let mut spec = KernelSpec {
+            variant,
+            head_dim,
+            dtype,
+            causal,
+            lse: false,
+            varlen: false,
+            tile: TileConfig::new(128, 64, 4, 1),
+        };
+        spec.tile = crate::space::default_tile(&spec, arch);
+        spec
+    }
+
+    pub fn with_lse(mut self, lse: bool) -> Self {
+        self.lse = lse;
+        self
+    }
+
+    pub fn with_varlen(mut self, varlen: bool) -> Self {
+        self.varlen = varlen;
+        self
+    }
+
+    pub fn with_tile(mut self, tile: TileConfig) -> Self {
+        self.tile = tile;
+        self
+    }
+
+    /// The C symbol of the generated kernel; unique per spec.
+    pub fn kernel_name(&self) -> String {
+        let mut name = format!(
+            "flashgen_{}_d{}_{}_{}",
+            self.variant.name().replace('-', "_"),
+            self.head_dim,
+            self.dtype,
+            self.tile
+        );
+        if self.causal {
+            name.push_str("_causal");
+        }
+        if self.lse {
+            name.push_str("_lse");
+        }
+        if self.varlen {
+            name.push_str("_varlen");
+        }
+        name
+    }
+}

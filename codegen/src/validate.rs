@@ -1,0 +1,100 @@
+//! Spec validation: the single source of truth for what the templates can generate.
+
+use crate::error::SpecError;
+use crate::spec::{Arch, KernelSpec, TileConfig, HEAD_DIMS};
+
+/// Accumulator registers per thread that leave room for fragments, addresses and softmax state
+/// within the 255-register limit.
+pub const MAX_ACCUMULATOR_REGISTERS: u32 = 192;
+
+/// Shared-memory rows are padded by 8 elements (16 bytes) so `ldmatrix` reads of 8 rows hit 8
+/// different bank groups for every head dim, 96 included.
+pub const SMEM_ROW_PAD: u32 = 8;
+
+/// f32 accumulator registers per thread: the output tile (`rows x head_dim`) and the score tile
+/// (`rows x block_n`) of the warp, spread over 32 lanes.
+pub fn accumulator_registers(tile: &TileConfig, head_dim: u32) -> u32 {
+    tile.m_tiles() * (head_dim / 2 + tile.block_n / 2)
+}
+
+/// Whether Q stays in registers for the whole KV loop (otherwise it is re-read from shared
+/// memory with `ldmatrix` at each step, as FlashAttention-2 does for large tiles).
+pub fn q_in_registers(tile: &TileConfig, head_dim: u32) -> bool {
+    accumulator_registers(tile, head_dim) + tile.m_tiles() * head_dim / 4
+        <= MAX_ACCUMULATOR_REGISTERS
+}
+
+/// Dynamic shared memory of one CTA: the Q tile (reused to stage O) and `stages` K and V tiles.
+pub fn shared_memory_bytes(tile: &TileConfig, head_dim: u32) -> u32 {
+    let row_bytes = (head_dim + SMEM_ROW_PAD) * 2;
+    (tile.block_m + 2 * tile.stages * tile.block_n) * row_bytes
+}
+
+/// Checks the tile alone (no arch): legal values and register fit.
+pub fn validate_tile(tile: &TileConfig, head_dim: u32) -> Result<(), SpecError> {
+    if !TileConfig::BLOCK_M.contains(&tile.block_m) {
+        return Err(SpecError::BlockM { got: tile.block_m });
+    }
+    if !TileConfig::BLOCK_N.contains(&tile.block_n) {
+        return Err(SpecError::BlockN { got: tile.block_n });
+    }
+    if !TileConfig::WARPS.contains(&tile.warps) {
+        return Err(SpecError::Warps { got: tile.warps });
+    }
+    if !TileConfig::STAGES.contains(&tile.stages) {
+        return Err(SpecError::Stages { got: tile.stages });
+    }
+    let rows = tile.block_m / tile.warps;
+    if tile.block_m % tile.warps != 0 || !(rows == 16 || rows == 32) {
+        return Err(SpecError::RowsPerWarp {
+            block_m: tile.block_m,
+            warps: tile.warps,
+            rows,
+        });
+    }
+    let needed = accumulator_registers(tile, head_dim);
+    if needed > MAX_ACCUMULATOR_REGISTERS {
+        return Err(SpecError::Registers {
+            tile: *tile,
+            head_dim,
+            needed,
+            max: MAX_ACCUMULATOR_REGISTERS,
+        });
+    }
+    Ok(())
+}
+
+/// Checks a spec for an arch. Errors name the field and the allowed values.
+pub fn validate(spec: &KernelSpec, arch: Arch) -> Result<(), SpecError> {
+    if !arch.is_supported() {
+        return Err(SpecError::Arch { arch });
+    }
+    validate_arch_free(spec)?;
+    let needed = shared_memory_bytes(&spec.tile, spec.head_dim);
+    let max = arch.max_shared_bytes_per_block();
+    if needed > max {
+        return Err(SpecError::SharedMemory {
+            tile: spec.tile,
+            head_dim: spec.head_dim,
+            arch,
+            needed,
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// The checks that do not depend on the target GPU (what the proc-macro can check at build time).
+pub fn validate_arch_free(spec: &KernelSpec) -> Result<(), SpecError> {
+    if !HEAD_DIMS.contains(&spec.head_dim) {
+        return Err(SpecError::HeadDim {
+            got: spec.head_dim,
+        });
+    }
+    if spec.causal && !spec.variant.accepts_causal() {
+        return Err(SpecError::CausalNotApplicable {
+            variant: spec.variant,
+        });
+    }
+    validate_tile(&spec.tile, spec.head_dim)
+}

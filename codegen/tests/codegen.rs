@@ -1,0 +1,133 @@
+use flashgen_codegen::*;
+
+fn spec(d: u32, tile: TileConfig) -> KernelSpec {
+    KernelSpec::new(Variant::Dense, d, DType::Bf16, true, Arch::SM90).with_tile(tile)
+}
+
+#[test]
+fn every_validation_error_names_its_field_and_allowed_values() {
+    let ok = TileConfig::new(128, 64, 4, 1);
+    let cases: Vec<(KernelSpec, Arch, &str, &str)> = vec![
+        (spec(80, ok), Arch::SM90, "head_dim", "32, 64, 96, 128, 256"),
+        (spec(128, TileConfig::new(96, 64, 4, 1)), Arch::SM90, "block_m", "64, 128"),
+        (spec(128, TileConfig::new(128, 48, 4, 1)), Arch::SM90, "block_n", "32, 64, 128"),
+        (spec(128, TileConfig::new(128, 64, 2, 1)), Arch::SM90, "warps", "4, 8"),
+        (spec(128, TileConfig::new(128, 64, 4, 3)), Arch::SM90, "stages", "1, 2"),
+        (spec(128, TileConfig::new(64, 64, 8, 1)), Arch::SM90, "block_m", "16 or 32 rows per warp"),
+        (spec(256, TileConfig::new(128, 64, 4, 1)), Arch::SM90, "tile", "at most 192"),
+        (spec(256, TileConfig::new(128, 128, 8, 2)), Arch::SM86, "tile", "at most 101376"),
+        (spec(128, ok), Arch::new(7, 5), "arch", "8.0 or newer"),
+    ];
+    for (spec, arch, field, allowed) in cases {
+        let err = validate(&spec, arch).expect_err(&format!("{spec} on {arch} must be rejected"));
+        assert_eq!(err.field(), field, "{err}");
+        assert!(err.to_string().contains(allowed), "`{err}` should mention `{allowed}`");
+    }
+    assert!(validate(&spec(128, ok), Arch::SM90).is_ok());
+}
+
+#[test]
+fn shared_memory_budget_depends_on_arch() {
+    // A 64x64 one-stage d256 tile: (64 + 2*64) rows of (256 + 8) 2-byte elements = 101376 bytes,
+    // exactly sm_86's limit.
+    let t = TileConfig::new(64, 64, 4, 1);
+    assert_eq!(shared_memory_bytes(&t, 256), 101_376);
+    assert!(validate(&spec(256, t), Arch::SM86).is_ok());
+    // Two stages: 168960 bytes, over sm_80's 166912 but within sm_90's 232448.
+    let t2 = TileConfig::new(64, 64, 4, 2);
+    assert_eq!(shared_memory_bytes(&t2, 256), 168_960);
+    assert!(validate(&spec(256, t2), Arch::SM86).is_err());
+    assert!(validate(&spec(256, t2), Arch::SM80).is_err());
+    assert!(validate(&spec(256, t2), Arch::SM90).is_ok());
+}
+
+#[test]
+fn text_form_round_trips() {
+    for arch in [Arch::SM80, Arch::SM86, Arch::SM90] {
+        for d in HEAD_DIMS {
+            for dtype in DType::ALL {
+                for causal in [false, true] {
+                    let base = KernelSpec::new(Variant::Dense, d, dtype, causal, arch)
+                        .with_lse(d % 64 == 0)
+                        .with_varlen(causal);
+                    for tile in search_space(&base, arch) {
+                        let s = base.with_tile(tile);
+                        let text = s.to_string();
+                        assert_eq!(parse_spec(&text, arch).unwrap(), s, "{text}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn parse_errors_are_clear() {
+    let cases = [
+        ("sparse,d128,bf16", "unknown variant `sparse`; allowed values: dense"),
+        ("dense,bf16", "missing head dim"),
+        ("dense,d128", "missing dtype"),
+        ("dense,d128,bf16,fast", "unknown part `fast`"),
+        ("dense,d128,bf16,m128x64", "m<block_m>n<block_n>w<warps>s<stages>"),
+        ("dense,d100,bf16", "head_dim = 100"),
+    ];
+    for (text, want) in cases {
+        let err = parse_spec(text, Arch::SM90).unwrap_err();
+        assert!(err.to_string().contains(want), "`{err}` should contain `{want}`");
+    }
+    assert_eq!(parse_arch("sm_90a").unwrap(), Arch::SM90);
+    assert_eq!(parse_arch("8.6").unwrap(), Arch::SM86);
+    assert_eq!(parse_arch("80").unwrap(), Arch::SM80);
+    assert_eq!(parse_arch("sm_75").unwrap_err().field(), "arch");
+    assert!(parse_arch("hopper").is_err());
+}
+
+#[test]
+fn missing_tile_takes_the_default() {
+    let s = parse_spec("dense,d128,bf16,causal", Arch::SM90).unwrap();
+    assert_eq!(s.tile, default_tile(&s, Arch::SM90));
+    assert!(s.causal && !s.lse && !s.varlen);
+}
+
+#[test]
+fn default_tile_is_valid_for_every_spec_and_arch() {
+    for arch in [Arch::SM80, Arch::SM86, Arch::SM89, Arch::SM90] {
+        for d in HEAD_DIMS {
+            let s = KernelSpec::new(Variant::Dense, d, DType::F16, false, arch);
+            validate(&s, arch).unwrap_or_else(|e| panic!("default for d{d} on {arch}: {e}"));
+            assert!(search_space(&s, arch).contains(&s.tile));
+        }
+    }
+}
+
+#[test]
+fn rendering_is_deterministic_and_complete() {
+    let s = parse_spec("dense,d64,f16,causal,lse,varlen,m128n64w4s2", Arch::SM80).unwrap();
+    let a = render(&s).unwrap();
+    let b = render(&s).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(a.kernel_name, s.kernel_name());
+    assert!(a.code.contains(&format!("__global__ void __launch_bounds__(THREADS) {}(", s.kernel_name())));
+    assert!(a.code.contains("constexpr int HEAD_DIM = 64;"));
+    assert!(a.code.contains("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32"));
+    assert!(a.code.contains("cvt.rn.f16x2.f32"));
+    assert!(a.code.contains("constexpr bool VARLEN = true;"));
+    assert!(!a.code.contains("#include"), "templates must be self-contained");
+    assert!(!a.code.contains("{{") && !a.code.contains("{%"), "unrendered template syntax");
+    assert_eq!(a.threads, 128);
+    assert_eq!(a.shared_bytes, shared_memory_bytes(&s.tile, 64));
+}
+
+#[test]
+fn hash_is_stable_and_distinguishes_specs() {
+    let s = parse_spec("dense,d128,bf16,causal", Arch::SM90).unwrap();
+    assert_eq!(spec_hash(&s), spec_hash(&s.clone()));
+    assert_eq!(spec_hash(&s).len(), 64);
+    let mut seen = std::collections::HashSet::new();
+    for tile in search_space(&s, Arch::SM90) {
+        for lse in [false, true] {
+            assert!(seen.insert(spec_hash(&s.with_tile(tile).with_lse(lse))));
+        }
+    }
+    assert_eq!(template_digest().len(), 64);
+}

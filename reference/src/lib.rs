@@ -1,0 +1,1 @@
+//! f64 CPU reference of the attention semantics in DESIGN.md.
