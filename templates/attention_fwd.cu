@@ -52,33 +52,23 @@ struct FlashParams {
 // async copies; rows at or past `limit` are zero-filled, so padded keys contribute exact zeros.
 template <int ROWS>
 __device__ __forceinline__ void fg_load_rows(elem_t* smem, const elem_t* g, fg_i64 row_stride, int row0, int limit) {
-    constexpr int TOTAL = ROWS * ROW_CHUNKS;
+    // Each thread keeps one column chunk of rows r, r + ROWS_PER_ITER, ...: one address
+    // computation per tile, then constant steps (immediate offsets in shared memory), which keeps
+    // registers free for the MMAs.
     constexpr int ROWS_PER_ITER = THREADS / ROW_CHUNKS;
-    if constexpr (THREADS % ROW_CHUNKS == 0 && ROWS_PER_ITER > 0 && ROWS % ROWS_PER_ITER == 0) {
-        // Each thread keeps one column chunk: one address computation per tile, then constant
-        // steps (immediate offsets in shared memory), which keeps registers free for the MMAs.
-        const int r = (int)threadIdx.x / ROW_CHUNKS;
-        const int c = (int)threadIdx.x % ROW_CHUNKS;
-        const fg_u32 dst = fg_smem_addr(smem + r * SMEM_ROW + c * 8);
-        const elem_t* src = g + (fg_i64)(row0 + r) * row_stride + c * 8;
-        const fg_i64 step = (fg_i64)ROWS_PER_ITER * row_stride;
+    constexpr int ITERS = (ROWS + ROWS_PER_ITER - 1) / ROWS_PER_ITER;
+    static_assert(ROWS_PER_ITER > 0, "a CTA covers at least one row per step");
+    const int r = (int)threadIdx.x / ROW_CHUNKS;
+    const int c = (int)threadIdx.x % ROW_CHUNKS;
+    if (THREADS % ROW_CHUNKS != 0 && r >= ROWS_PER_ITER) return;  // leftover threads idle
+    const fg_u32 dst = fg_smem_addr(smem + r * SMEM_ROW + c * 8);
+    const elem_t* src = g + (fg_i64)(row0 + r) * row_stride + c * 8;
+    const fg_i64 step = (fg_i64)ROWS_PER_ITER * row_stride;
 #pragma unroll
-        for (int it = 0; it < ROWS / ROWS_PER_ITER; ++it) {
+    for (int it = 0; it < ITERS; ++it) {
+        if (ROWS % ROWS_PER_ITER == 0 || r + it * ROWS_PER_ITER < ROWS) {
             const bool valid = row0 + r + it * ROWS_PER_ITER < limit;
             fg_cp_async16(dst + it * ROWS_PER_ITER * SMEM_ROW * 2, valid ? src + it * step : g, valid);
-        }
-    } else {
-        constexpr int ITERS = (TOTAL + THREADS - 1) / THREADS;
-#pragma unroll
-        for (int it = 0; it < ITERS; ++it) {
-            const int idx = it * THREADS + (int)threadIdx.x;
-            if (TOTAL % THREADS == 0 || idx < TOTAL) {
-                const int r = idx / ROW_CHUNKS;
-                const int c = idx % ROW_CHUNKS;
-                const bool valid = row0 + r < limit;
-                const elem_t* src = valid ? g + (fg_i64)(row0 + r) * row_stride + c * 8 : g;
-                fg_cp_async16(fg_smem_addr(smem + r * SMEM_ROW + c * 8), src, valid);
-            }
         }
     }
 }

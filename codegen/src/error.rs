@@ -29,7 +29,8 @@ pub enum SpecError {
 
     #[error(
         "tile {tile} needs about {needed} accumulator registers per thread at head_dim {head_dim}; \
-         at most {max} fit without spilling: use 16 rows per warp or a smaller block_n"
+         at most {max} fit without spilling (128 with 2 stages): use 16 rows per warp, a smaller \
+         block_n or 1 stage"
     )]
     Registers {
         tile: TileConfig,

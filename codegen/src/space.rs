@@ -36,3 +36,25 @@ pub fn default_tile(spec: &KernelSpec, arch: Arch) -> TileConfig {
         .next()
         .unwrap_or(preferred)
 }
+
+/// The built-in default set of kernels (what `flashgen compile --default-set` builds and the
+/// tuner tunes): every variant at head dims 64 and 128, bf16, with lse output.
+pub fn default_set(arch: Arch) -> Vec<KernelSpec> {
+    let mut out = Vec::new();
+    for variant in crate::spec::Variant::ALL {
+        for head_dim in [64, 128] {
+            let causal_options: &[bool] = if variant.accepts_causal() {
+                &[false, true]
+            } else {
+                &[false]
+            };
+            for &causal in causal_options {
+                out.push(
+                    KernelSpec::new(variant, head_dim, crate::spec::DType::Bf16, causal, arch)
+                        .with_lse(true),
+                );
+            }
+        }
+    }
+    out
+}

@@ -15,7 +15,8 @@ fn every_validation_error_names_its_field_and_allowed_values() {
         (spec(128, TileConfig::new(128, 64, 4, 3)), Arch::SM90, "stages", "1, 2"),
         (spec(128, TileConfig::new(64, 64, 8, 1)), Arch::SM90, "block_m", "16 or 32 rows per warp"),
         (spec(256, TileConfig::new(128, 64, 4, 1)), Arch::SM90, "tile", "at most 192"),
-        (spec(256, TileConfig::new(128, 128, 8, 2)), Arch::SM86, "tile", "at most 101376"),
+        (spec(256, TileConfig::new(64, 128, 4, 1)), Arch::SM86, "tile", "at most 101376"),
+        (spec(128, TileConfig::new(128, 64, 4, 2)), Arch::SM90, "tile", "1 stage"),
         (spec(128, ok), Arch::new(7, 5), "arch", "8.0 or newer"),
     ];
     for (spec, arch, field, allowed) in cases {
@@ -33,12 +34,13 @@ fn shared_memory_budget_depends_on_arch() {
     let t = TileConfig::new(64, 64, 4, 1);
     assert_eq!(shared_memory_bytes(&t, 256), 101_376);
     assert!(validate(&spec(256, t), Arch::SM86).is_ok());
-    // Two stages: 168960 bytes, over sm_80's 166912 but within sm_90's 232448.
-    let t2 = TileConfig::new(64, 64, 4, 2);
-    assert_eq!(shared_memory_bytes(&t2, 256), 168_960);
-    assert!(validate(&spec(256, t2), Arch::SM86).is_err());
-    assert!(validate(&spec(256, t2), Arch::SM80).is_err());
-    assert!(validate(&spec(256, t2), Arch::SM90).is_ok());
+    // (128 + 2*2*128) rows of (128 + 8) elements: 174080 bytes, over sm_80's 166912 but within
+    // sm_90's 232448.
+    let t2 = TileConfig::new(128, 128, 8, 2);
+    assert_eq!(shared_memory_bytes(&t2, 128), 174_080);
+    assert!(validate(&spec(128, t2), Arch::SM86).is_err());
+    assert!(validate(&spec(128, t2), Arch::SM80).is_err());
+    assert!(validate(&spec(128, t2), Arch::SM90).is_ok());
 }
 
 #[test]
