@@ -12,6 +12,7 @@ constexpr int BLOCK_N = {{ block_n }};
 constexpr int WARPS = {{ warps }};
 constexpr int STAGES = {{ stages }};
 constexpr int M_TILES = {{ m_tiles }};
+constexpr bool CAUSAL = {{ causal }};
 constexpr bool WRITE_LSE = {{ lse }};
 constexpr bool VARLEN = {{ varlen }};
 constexpr bool Q_IN_REGS = {{ q_in_regs }};
@@ -44,9 +45,31 @@ struct FlashParams {
     fg_i64 lse_batch_stride, lse_head_stride;
     int batch, heads_q, heads_kv, seqlen_q, seqlen_k;
     float scale_log2;
+    // Variant parameters; zero or null where the variant does not use them.
+    int sink, window;                              // streaming, in tokens
+    int block_q, block_k;                          // block-sparse mask block sizes
+    int list_heads, max_blocks;                    // block list heads (1 = shared), row capacity
+    int reserved;
+    fg_i64 list_batch_stride, list_head_stride;    // in block rows
+    const int* kv_count;                           // [batch, list_heads, q_blocks]
+    const int* kv_index;                           // [batch, list_heads, q_blocks, max_blocks]
+    const int* head_kind;                          // mixed: HeadKind of each query head
+    const int* head_order;                         // mixed: launch order of the heads
 };
 
-{% if variant == "dense" %}{% include "variants/dense.cuh" %}{% endif %}
+{% if variant == "dense" or variant == "mixed" %}{% include "variants/dense.cuh" %}{% endif %}
+{% if variant == "streaming" or variant == "mixed" %}{% include "variants/streaming.cuh" %}{% endif %}
+{% if variant == "block-sparse" or variant == "mixed" %}{% include "variants/block_sparse.cuh" %}{% endif %}
+{% if variant == "mixed" %}{% include "variants/mixed.cuh" %}{% endif %}
+{%- if variant == "dense" %}
+typedef DenseSchedule<CAUSAL> Schedule;
+{%- elif variant == "streaming" %}
+typedef StreamingSchedule Schedule;
+{%- elif variant == "block-sparse" %}
+typedef BlockSparseSchedule<CAUSAL> Schedule;
+{%- else %}
+typedef MixedSchedule Schedule;
+{%- endif %}
 
 // Copies rows [row0, row0 + ROWS) of a [seq, HEAD_DIM] matrix into shared memory with 16-byte
 // async copies; rows at or past `limit` are zero-filled, so padded keys contribute exact zeros.
@@ -109,7 +132,12 @@ extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const Fl
 
     // Heavy query tiles (late rows under a causal mask) are scheduled first.
     const int m_block = (int)gridDim.x - 1 - (int)blockIdx.x;
+{%- if variant == "mixed" %}
+    // Heads run in the given order (heavy kinds first) so cheap heads fill the tail of the grid.
+    const int head = p.head_order[blockIdx.y];
+{%- else %}
     const int head = blockIdx.y;
+{%- endif %}
     const int batch = blockIdx.z;
     const int warp = threadIdx.x / 32;
     const int lane = threadIdx.x % 32;
@@ -125,7 +153,8 @@ extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const Fl
     const elem_t* k = static_cast<const elem_t*>(p.k) + batch * p.k_batch_stride + seq.k_start * p.k_row_stride + kv_head * p.k_head_stride;
     const elem_t* v = static_cast<const elem_t*>(p.v) + batch * p.v_batch_stride + seq.k_start * p.v_row_stride + kv_head * p.v_head_stride;
 
-    const TileSchedule sched = fg_make_schedule(m_block, sq, sk);
+    Schedule sched;
+    sched.init(p, batch, head, m_block, sq, sk);
     const int steps = sched.count();
 
     // Fragment coordinates: lane = 4 * g + t; a thread holds rows g and g + 8 of each 16-row
@@ -249,7 +278,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const Fl
                     for (int e = 0; e < 4; ++e) {
                         const int i = row0 + warp_row + mt * 16 + g + (e / 2) * 8;
                         const int j = n_block * BLOCK_N + st * 8 + 2 * t + (e % 2);
-                        if (!fg_visible(i, j, sq, sk)) s[mt][st][e] = fg_neg_inf();
+                        if (!sched.visible(i, j)) s[mt][st][e] = fg_neg_inf();
                     }
         }
 {%- if stages == 1 %}

@@ -54,7 +54,7 @@ pub enum SpecError {
     #[error("arch = {arch} is not supported; allowed: compute capability 8.0 or newer (sm_80, sm_86, sm_89, sm_90a, ...)")]
     Arch { arch: Arch },
 
-    #[error("causal = true does not apply to variant {variant}; allowed only for: dense")]
+    #[error("causal = true does not apply to variant {variant}; allowed for: dense, block-sparse, mixed (streaming is causal by definition)")]
     CausalNotApplicable { variant: Variant },
 
     #[error("cannot parse `{input}`: {reason}")]

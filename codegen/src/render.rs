@@ -21,6 +21,18 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/variants/dense.cuh"),
     ),
     (
+        "variants/streaming.cuh",
+        include_str!("../../templates/variants/streaming.cuh"),
+    ),
+    (
+        "variants/block_sparse.cuh",
+        include_str!("../../templates/variants/block_sparse.cuh"),
+    ),
+    (
+        "variants/mixed.cuh",
+        include_str!("../../templates/variants/mixed.cuh"),
+    ),
+    (
         "attention_fwd.cu",
         include_str!("../../templates/attention_fwd.cu"),
     ),

@@ -38,20 +38,35 @@ impl fmt::Display for DType {
 pub enum Variant {
     /// Every key, or with `causal` every key at or before the query's position.
     Dense,
+    /// A-shaped mask: sink tokens plus a local window, causal (`sink`, `window` at launch).
+    Streaming,
+    /// Keys in the listed blocks of a BSR block list; with `causal` also only `j <= pos`.
+    BlockSparse,
+    /// One of dense, dense-causal, streaming, block-sparse per query head, in one launch; the
+    /// `causal` flag applies to the block-sparse heads.
+    Mixed,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 1] = [Variant::Dense];
+    pub const ALL: [Variant; 4] = [
+        Variant::Dense,
+        Variant::Streaming,
+        Variant::BlockSparse,
+        Variant::Mixed,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Variant::Dense => "dense",
+            Variant::Streaming => "streaming",
+            Variant::BlockSparse => "block-sparse",
+            Variant::Mixed => "mixed",
         }
     }
 
     /// Whether the `causal` flag means something for this variant.
     pub fn accepts_causal(self) -> bool {
-        matches!(self, Variant::Dense)
+        !matches!(self, Variant::Streaming)
     }
 }
 

@@ -66,7 +66,8 @@ fn text_form_round_trips() {
 #[test]
 fn parse_errors_are_clear() {
     let cases = [
-        ("sparse,d128,bf16", "unknown variant `sparse`; allowed values: dense"),
+        ("sparse,d128,bf16", "unknown variant `sparse`; allowed values: dense, streaming, block-sparse, mixed"),
+        ("streaming,d128,bf16,causal", "causal = true does not apply to variant streaming"),
         ("dense,bf16", "missing head dim"),
         ("dense,d128", "missing dtype"),
         ("dense,d128,bf16,fast", "unknown part `fast`"),
