@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Runs on a GPU machine from the repository root, over the binaries of scripts/build-carry.sh:
+#   scripts/gpu-check.sh [tests] [sanitizer] [bench] [peers]   (default: all four)
+# Logs go to $OUT (default /tmp/flashgen-out); a short summary is printed last.
+set -uo pipefail
+out=${OUT:-/tmp/flashgen-out}
+mkdir -p "$out"
+carry=.carry
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export FLASHGEN_CACHE_DIR=${FLASHGEN_CACHE_DIR:-/tmp/flashgen-cache}
+export PYTHONUNBUFFERED=1
+steps=${*:-tests sanitizer bench peers}
+summary=()
+
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv | tee "$out/gpu.txt"
+
+for step in $steps; do
+    start=$(date +%s)
+    case $step in
+    tests)
+        rc=0
+        for t in "$carry"/tests/*; do
+            echo "== $(basename "$t")"
+            "$t" --include-ignored --test-threads=1 2>&1 || rc=1
+        done > "$out/tests.log"
+        grep -E "^test result|FAILED|panicked" "$out/tests.log" | tail -40
+        summary+=("tests: rc=$rc, $(grep -c '\.\.\. ok' "$out/tests.log") ok, $(grep -c '\.\.\. FAILED' "$out/tests.log") failed")
+        ;;
+    sanitizer)
+        rc=0
+        for tool in memcheck racecheck; do
+            compute-sanitizer --tool "$tool" --error-exitcode 9 --target-processes all \
+                "$carry/tests/gpu_kernels" --include-ignored --test-threads=1 sanitizer_ \
+                > "$out/sanitizer-$tool.log" 2>&1 || rc=1
+            tail -5 "$out/sanitizer-$tool.log"
+        done
+        summary+=("sanitizer: rc=$rc ($(grep -h 'ERROR SUMMARY' "$out"/sanitizer-*.log | tr '\n' ' '))")
+        ;;
+    bench)
+        "$carry"/bench-attention --json "$out/bench.json" 2>&1 | tee "$out/bench.log"
+        summary+=("bench: rc=${PIPESTATUS[0]}")
+        ;;
+    peers)
+        python3 "$carry/peers.py" 2>&1 | tee "$out/peers.log"
+        summary+=("peers: rc=${PIPESTATUS[0]}")
+        ;;
+    *)
+        echo "unknown step $step" >&2
+        ;;
+    esac
+    echo "[$step took $(( $(date +%s) - start ))s]"
+done
+echo "==== summary"
+printf '%s\n' "${summary[@]}"
