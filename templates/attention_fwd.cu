@@ -49,7 +49,6 @@ struct FlashParams {
     int sink, window;                              // streaming, in tokens
     int block_q, block_k;                          // block-sparse mask block sizes
     int list_heads, max_blocks;                    // block list heads (1 = shared), row capacity
-    int reserved;
     fg_i64 list_batch_stride, list_head_stride;    // in block rows
     const int* kv_count;                           // [batch, list_heads, q_blocks]
     const int* kv_index;                           // [batch, list_heads, q_blocks, max_blocks]

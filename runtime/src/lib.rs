@@ -1,1 +1,55 @@
-//! flashgen-runtime
+//! flashgen-runtime: compiles generated kernels with NVRTC (to CUBIN for the device's exact
+//! arch), caches them in memory and on disk, and launches them over device buffers with every
+//! argument validated first.
+//!
+//! ```no_run
+//! use flashgen_codegen::{DType, KernelSpec, Variant};
+//! use flashgen_runtime::{AttentionArgs, Layout, Runtime, Tensor, TensorMut};
+//! use half::bf16;
+//!
+//! # fn main() -> flashgen_runtime::Result<()> {
+//! let rt = Runtime::new(0)?;
+//! let spec = KernelSpec::new(Variant::Dense, 128, DType::Bf16, true, rt.arch());
+//! let (b, s, h, d) = (1, 4096, 32, 128);
+//! let layout = Layout::bshd(b, s, h, d);
+//! let zeros = vec![bf16::ZERO; layout.numel()];
+//! let q = rt.stream().clone_htod(&zeros).unwrap();
+//! let k = rt.stream().clone_htod(&zeros).unwrap();
+//! let v = rt.stream().clone_htod(&zeros).unwrap();
+//! let mut o = rt.stream().alloc_zeros::<bf16>(layout.numel()).unwrap();
+//! rt.attention(
+//!     &spec,
+//!     AttentionArgs::new(
+//!         Tensor { data: &q, layout },
+//!         Tensor { data: &k, layout },
+//!         Tensor { data: &v, layout },
+//!         TensorMut { data: &mut o, layout },
+//!     ),
+//! )?;
+//! # Ok(()) }
+//! ```
+
+pub mod cache;
+pub mod compile;
+pub mod error;
+pub mod layout;
+pub mod libs;
+pub mod masks;
+pub mod params;
+pub mod plan;
+pub mod runtime;
+
+pub use cache::{CacheHit, CacheSource, KernelCache};
+pub use compile::{compile, compile_options, nvrtc_version, CompiledKernel, ResourceReport};
+pub use error::{Error, Result};
+pub use layout::Layout;
+pub use masks::{dense_density, heavy_first_order, BlockMask, HeadKind, MaskError, StreamingParams};
+pub use params::FlashParams;
+pub use plan::{plan, Plan};
+pub use runtime::{
+    device_count, driver_version, AttentionArgs, DeviceBlockMask, DeviceHeadKinds, DeviceInfo,
+    Element, LoadedKernel, Mask, Runtime, Tensor, TensorMut, Varlen,
+};
+
+/// Re-exported so users name device buffers with the same cudarc the runtime uses.
+pub use cudarc;

@@ -1,0 +1,371 @@
+//! The kernel cache: compiled CUBINs in memory and on disk, keyed by everything that changes the
+//! binary. Disk entries are written atomically and checked on read (magic, format, key, length,
+//! digest); anything that does not check out is recompiled and overwritten, never trusted.
+
+use crate::compile::{compile, compile_options, nvrtc_version, CompiledKernel, ResourceReport};
+use crate::error::{Error, Result};
+use flashgen_codegen::{render, spec_hash, Arch, KernelSpec, KERNEL_ABI_VERSION};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+const MAGIC: &[u8; 16] = b"FLASHGEN-CUBIN\0\0";
+const FORMAT_VERSION: u32 = 1;
+
+/// Where a kernel came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheSource {
+    Memory,
+    Disk,
+    Compiled { millis: u64 },
+}
+
+/// A compiled kernel and where it came from.
+#[derive(Clone, Debug)]
+pub struct CacheHit {
+    pub kernel: Arc<CompiledKernel>,
+    pub source: CacheSource,
+    /// A disk entry that was found and rejected, or a write that failed (the cache then works
+    /// from memory only; the kernel itself is fine).
+    pub warning: Option<String>,
+}
+
+/// Memory + disk cache of compiled kernels.
+pub struct KernelCache {
+    dir: Option<PathBuf>,
+    memory: Mutex<HashMap<String, Arc<CompiledKernel>>>,
+}
+
+impl KernelCache {
+    /// The cache at `$FLASHGEN_CACHE_DIR`, else the user cache dir's `flashgen` folder, else
+    /// memory only.
+    pub fn from_env() -> Self {
+        Self::new(default_dir())
+    }
+
+    /// A cache over `dir` (memory only with `None`).
+    pub fn new(dir: Option<PathBuf>) -> Self {
+        KernelCache {
+            dir,
+            memory: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// The cache key of a spec on an arch with the loaded NVRTC.
+    pub fn key(spec: &KernelSpec, arch: Arch) -> Result<String> {
+        let (major, minor) = nvrtc_version()?;
+        Ok(key_for(spec, arch, (major, minor)))
+    }
+
+    /// Returns the compiled kernel for a validated spec, compiling it on a miss.
+    pub fn get_or_compile(&self, spec: &KernelSpec, arch: Arch) -> Result<CacheHit> {
+        let key = Self::key(spec, arch)?;
+        if let Some(kernel) = self.memory.lock().expect("cache lock").get(&key) {
+            return Ok(CacheHit {
+                kernel: kernel.clone(),
+                source: CacheSource::Memory,
+                warning: None,
+            });
+        }
+        let mut warning = None;
+        if let Some(path) = self.path(&key) {
+            match read_entry(&path, &key) {
+                Ok(Some(kernel)) if kernel.arch == arch => {
+                    let kernel = Arc::new(kernel);
+                    self.remember(&key, &kernel);
+                    return Ok(CacheHit {
+                        kernel,
+                        source: CacheSource::Disk,
+                        warning: None,
+                    });
+                }
+                Ok(Some(_)) => {
+                    warning = Some(format!(
+                        "cache entry {} is for another arch; recompiled",
+                        path.display()
+                    ))
+                }
+                Ok(None) => {}
+                Err(reason) => {
+                    warning = Some(format!(
+                        "cache entry {} rejected ({reason}); recompiled",
+                        path.display()
+                    ))
+                }
+            }
+        }
+        let source = render(spec).map_err(|e| Error::Render(format!("{e:?}")))?;
+        let (kernel, millis) = compile(&source, arch)?;
+        let kernel = Arc::new(kernel);
+        if let Some(path) = self.path(&key) {
+            if let Err(e) = write_entry(&path, &key, &kernel) {
+                let note = format!("kernel cache write to {} failed: {e}", path.display());
+                warning = Some(match warning {
+                    Some(w) => format!("{w}; {note}"),
+                    None => note,
+                });
+            }
+        }
+        self.remember(&key, &kernel);
+        Ok(CacheHit {
+            kernel,
+            source: CacheSource::Compiled {
+                millis: millis as u64,
+            },
+            warning,
+        })
+    }
+
+    fn remember(&self, key: &str, kernel: &Arc<CompiledKernel>) {
+        self.memory
+            .lock()
+            .expect("cache lock")
+            .insert(key.to_string(), kernel.clone());
+    }
+
+    fn path(&self, key: &str) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join(format!("{key}.cubin")))
+    }
+}
+
+/// `$FLASHGEN_CACHE_DIR`, else the user cache dir's `flashgen` folder.
+pub fn default_dir() -> Option<PathBuf> {
+    match std::env::var_os("FLASHGEN_CACHE_DIR") {
+        Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
+        _ => dirs::cache_dir().map(|d| d.join("flashgen")),
+    }
+}
+
+/// The key: a digest of the spec hash (spec + templates), NVRTC version, arch, options and ABI.
+pub fn key_for(spec: &KernelSpec, arch: Arch, nvrtc: (i32, i32)) -> String {
+    let mut h = Sha256::new();
+    h.update(spec_hash(spec).as_bytes());
+    h.update(format!("|nvrtc {}.{}|{}|abi {KERNEL_ABI_VERSION}|", nvrtc.0, nvrtc.1, arch.sm_name()).as_bytes());
+    for option in compile_options(arch) {
+        h.update(option.as_bytes());
+        h.update([0]);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn encode_payload(kernel: &CompiledKernel) -> Vec<u8> {
+    let mut out = Vec::with_capacity(kernel.cubin.len() + kernel.log.len() + 256);
+    let put_bytes = |out: &mut Vec<u8>, bytes: &[u8]| {
+        out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        out.extend_from_slice(bytes);
+    };
+    put_bytes(&mut out, kernel.kernel_name.as_bytes());
+    put_bytes(&mut out, kernel.log.as_bytes());
+    let r = &kernel.report;
+    for v in [
+        kernel.arch.major,
+        kernel.arch.minor,
+        kernel.threads,
+        kernel.dynamic_shared_bytes,
+        r.registers,
+        r.spill_stores_bytes,
+        r.spill_loads_bytes,
+        r.stack_frame_bytes,
+        r.static_shared_bytes,
+    ] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    put_bytes(&mut out, &kernel.cubin);
+    out
+}
+
+/// Reads fields off a byte slice; every read is bounds-checked.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
+        if self.0.len() < n {
+            return Err("truncated".into());
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn u32(&mut self) -> std::result::Result<u32, String> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+    fn u64(&mut self) -> std::result::Result<u64, String> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+    fn bytes(&mut self) -> std::result::Result<&'a [u8], String> {
+        let n = self.u64()?;
+        let n = usize::try_from(n).map_err(|_| "length out of range".to_string())?;
+        self.take(n)
+    }
+    fn string(&mut self) -> std::result::Result<String, String> {
+        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| "text is not UTF-8".to_string())
+    }
+}
+
+fn decode_payload(payload: &[u8]) -> std::result::Result<CompiledKernel, String> {
+    let mut r = Reader(payload);
+    let kernel_name = r.string()?;
+    let log = r.string()?;
+    let mut v = [0u32; 9];
+    for x in &mut v {
+        *x = r.u32()?;
+    }
+    let cubin = r.bytes()?.to_vec();
+    if !r.0.is_empty() {
+        return Err("trailing bytes".into());
+    }
+    if !cubin.starts_with(b"\x7fELF") {
+        return Err("payload is not an ELF image".into());
+    }
+    Ok(CompiledKernel {
+        kernel_name,
+        arch: Arch::new(v[0], v[1]),
+        cubin,
+        log,
+        threads: v[2],
+        dynamic_shared_bytes: v[3],
+        report: ResourceReport {
+            registers: v[4],
+            spill_stores_bytes: v[5],
+            spill_loads_bytes: v[6],
+            stack_frame_bytes: v[7],
+            static_shared_bytes: v[8],
+        },
+    })
+}
+
+/// Writes an entry atomically: a temporary file in the same folder, synced, then renamed.
+pub fn write_entry(path: &Path, key: &str, kernel: &CompiledKernel) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let payload = encode_payload(kernel);
+    let mut bytes = Vec::with_capacity(payload.len() + 128);
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(key.as_bytes());
+    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&Sha256::digest(&payload));
+    bytes.extend_from_slice(&payload);
+    let tmp = dir.join(format!(
+        ".{key}.{}.{:?}.tmp",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Reads an entry: `Ok(None)` when absent, `Err(reason)` when present but not trustworthy.
+pub fn read_entry(path: &Path, key: &str) -> std::result::Result<Option<CompiledKernel>, String> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("unreadable: {e}")),
+    };
+    let mut r = Reader(&bytes);
+    if r.take(MAGIC.len())? != MAGIC {
+        return Err("not a flashgen cache file".into());
+    }
+    if r.u32()? != FORMAT_VERSION {
+        return Err("written by another cache format".into());
+    }
+    if r.take(key.len())? != key.as_bytes() {
+        return Err("entry belongs to another key".into());
+    }
+    let len = r.u64()?;
+    let digest = r.take(32)?.to_vec();
+    if r.0.len() as u64 != len {
+        return Err(format!(
+            "payload is {} bytes, header says {len}",
+            r.0.len()
+        ));
+    }
+    if Sha256::digest(r.0).as_slice() != digest.as_slice() {
+        return Err("payload digest mismatch".into());
+    }
+    decode_payload(r.0).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kernel() -> CompiledKernel {
+        CompiledKernel {
+            kernel_name: "k".into(),
+            arch: Arch::SM90,
+            cubin: b"\x7fELF and some machine code".to_vec(),
+            log: "ptxas info : Used 1 registers".into(),
+            report: ResourceReport {
+                registers: 1,
+                ..Default::default()
+            },
+            threads: 128,
+            dynamic_shared_bytes: 4096,
+        }
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("flashgen-cache-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn entries_round_trip() {
+        let dir = temp_dir("round-trip");
+        let path = dir.join("a.cubin");
+        write_entry(&path, "a", &kernel()).unwrap();
+        assert_eq!(read_entry(&path, "a").unwrap(), Some(kernel()));
+        assert_eq!(read_entry(&dir.join("missing.cubin"), "missing").unwrap(), None);
+    }
+
+    #[test]
+    fn every_kind_of_damage_is_rejected() {
+        let dir = temp_dir("damage");
+        let path = dir.join("a.cubin");
+        write_entry(&path, "a", &kernel()).unwrap();
+        let good = std::fs::read(&path).unwrap();
+
+        // A flipped byte anywhere in the payload breaks the digest; in the header, the magic,
+        // version, key or length.
+        for at in [0, 17, 21, 60, good.len() - 1, good.len() / 2] {
+            let mut bad = good.clone();
+            bad[at] ^= 0x40;
+            std::fs::write(&path, &bad).unwrap();
+            assert!(read_entry(&path, "a").is_err(), "flip at {at} accepted");
+        }
+        for cut in [0, 10, 30, good.len() - 1] {
+            std::fs::write(&path, &good[..cut]).unwrap();
+            assert!(read_entry(&path, "a").is_err(), "truncation at {cut} accepted");
+        }
+        // Another key's entry under this key's name.
+        std::fs::write(&path, &good).unwrap();
+        assert_eq!(read_entry(&path, "b").unwrap_err(), "entry belongs to another key");
+    }
+
+    #[test]
+    fn keys_separate_arch_nvrtc_and_spec() {
+        let spec = flashgen_codegen::parse_spec("dense,d128,bf16,causal", Arch::SM90).unwrap();
+        let a = key_for(&spec, Arch::SM90, (13, 0));
+        assert_eq!(a, key_for(&spec, Arch::SM90, (13, 0)));
+        assert_ne!(a, key_for(&spec, Arch::SM80, (13, 0)));
+        assert_ne!(a, key_for(&spec, Arch::SM90, (13, 1)));
+        assert_ne!(a, key_for(&spec.with_lse(true), Arch::SM90, (13, 0)));
+    }
+}

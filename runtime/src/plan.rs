@@ -1,0 +1,383 @@
+//! Launch planning: validates a launch against its spec (shapes, strides, alignment, buffer
+//! sizes, dtype, variant arguments) and produces the kernel parameters and grid. Pure: pointers
+//! are plain numbers here, so every check runs without a GPU.
+
+use crate::error::{invalid, Result};
+use crate::layout::Layout;
+use crate::masks::{BlockMask, HeadKind, StreamingParams};
+use crate::params::FlashParams;
+use flashgen_codegen::{DType, KernelSpec, Variant};
+
+/// A device buffer: address and length in elements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Buffer {
+    pub ptr: u64,
+    pub len: usize,
+}
+
+/// A tensor argument: its buffer and layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TensorArg {
+    pub buffer: Buffer,
+    pub layout: Layout,
+}
+
+/// Varlen arguments: device `cu_seqlens` and the same values on the host for validation.
+#[derive(Clone, Copy, Debug)]
+pub struct VarlenArg<'a> {
+    pub cu_seqlens_q: Buffer,
+    pub cu_seqlens_k: Buffer,
+    pub host_q: &'a [i32],
+    pub host_k: &'a [i32],
+}
+
+/// A block list on the device, with its host copy (used for validation).
+#[derive(Clone, Copy, Debug)]
+pub struct BlockListArg<'a> {
+    pub mask: &'a BlockMask,
+    pub kv_count: Buffer,
+    pub kv_index: Buffer,
+}
+
+/// Per-head kinds on the device, with the host copy.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadKindsArg<'a> {
+    pub kinds: &'a [HeadKind],
+    pub kinds_dev: Buffer,
+    pub order_dev: Buffer,
+}
+
+/// The variant's own arguments.
+#[derive(Clone, Copy, Debug)]
+pub enum MaskArg<'a> {
+    /// Dense (the spec's `causal` flag decides).
+    None,
+    Streaming(StreamingParams),
+    BlockSparse(BlockListArg<'a>),
+    Mixed {
+        heads: HeadKindsArg<'a>,
+        /// For the streaming heads.
+        streaming: Option<StreamingParams>,
+        /// For the block-sparse heads.
+        block_list: Option<BlockListArg<'a>>,
+    },
+}
+
+/// Everything a launch needs, as plain data.
+#[derive(Clone, Copy, Debug)]
+pub struct LaunchDesc<'a> {
+    pub dtype: DType,
+    pub q: TensorArg,
+    pub k: TensorArg,
+    pub v: TensorArg,
+    pub o: TensorArg,
+    pub lse: Option<Buffer>,
+    pub varlen: Option<VarlenArg<'a>>,
+    pub scale: Option<f32>,
+    pub mask: MaskArg<'a>,
+}
+
+/// A validated launch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub params: FlashParams,
+    /// (query tiles, query heads, batch); `None` when there is nothing to compute.
+    pub grid: Option<(u32, u32, u32)>,
+}
+
+const ELEMENT_ALIGN: usize = 8; // 16-byte async copies of 2-byte elements
+
+fn check_tensor(name: &'static str, t: &TensorArg, head_dim: u32) -> Result<()> {
+    let l = &t.layout;
+    if l.dim != head_dim as usize {
+        return Err(invalid(
+            name,
+            format!("head dim is {}, the kernel was generated for {head_dim}", l.dim),
+        ));
+    }
+    if l.strides[3] != 1 {
+        return Err(invalid(
+            name,
+            format!("the head dim must be contiguous (stride 1), got stride {}", l.strides[3]),
+        ));
+    }
+    for (axis, stride) in ["batch", "seq", "heads"].iter().zip(l.strides) {
+        if stride % ELEMENT_ALIGN != 0 {
+            return Err(invalid(
+                name,
+                format!(
+                    "{axis} stride {stride} is not a multiple of 8 elements (rows are copied in 16-byte chunks)"
+                ),
+            ));
+        }
+    }
+    if t.buffer.ptr % 16 != 0 {
+        return Err(invalid(name, format!("base address {:#x} is not 16-byte aligned", t.buffer.ptr)));
+    }
+    let need = l.required_len();
+    if t.buffer.len < need {
+        return Err(invalid(
+            name,
+            format!("buffer has {} elements, its layout addresses {need}", t.buffer.len),
+        ));
+    }
+    if l.seq > i32::MAX as usize || l.heads > 65_535 || l.batch > 65_535 {
+        return Err(invalid(name, "sequence, head or batch count out of range"));
+    }
+    Ok(())
+}
+
+/// Checks a host `cu_seqlens` copy: `batch + 1` entries, starting at 0, non-decreasing, within
+/// the packed token count. Returns the largest sequence length.
+fn check_cu_seqlens(name: &'static str, cu: &[i32], batch: usize, tokens: usize, dev: Buffer) -> Result<usize> {
+    if cu.len() != batch + 1 {
+        return Err(invalid(name, format!("has {} entries, expected batch + 1 = {}", cu.len(), batch + 1)));
+    }
+    if dev.len < cu.len() {
+        return Err(invalid(name, format!("device copy has {} entries, expected {}", dev.len, cu.len())));
+    }
+    if cu[0] != 0 {
+        return Err(invalid(name, format!("must start at 0, starts at {}", cu[0])));
+    }
+    let mut max_len = 0;
+    for (b, pair) in cu.windows(2).enumerate() {
+        if pair[1] < pair[0] {
+            return Err(invalid(name, format!("decreases at batch {b}: {} then {}", pair[0], pair[1])));
+        }
+        max_len = max_len.max((pair[1] - pair[0]) as usize);
+    }
+    if cu[batch] as usize > tokens {
+        return Err(invalid(
+            name,
+            format!("ends at {} but the packed tensor has {tokens} tokens", cu[batch]),
+        ));
+    }
+    Ok(max_len)
+}
+
+fn check_block_list(
+    list: &BlockListArg,
+    spec: &KernelSpec,
+    batch: usize,
+    heads_q: usize,
+    sq: usize,
+    sk: usize,
+) -> Result<()> {
+    let m = list.mask;
+    m.validate(batch, heads_q, sq, sk)?;
+    if m.block_q % spec.tile.block_m as usize != 0 {
+        return Err(invalid(
+            "block_q",
+            format!(
+                "mask block_q = {} must be a multiple of the tile's block_m = {} (use a tile with a smaller block_m)",
+                m.block_q, spec.tile.block_m
+            ),
+        ));
+    }
+    if m.block_k % spec.tile.block_n as usize != 0 {
+        return Err(invalid(
+            "block_k",
+            format!(
+                "mask block_k = {} must be a multiple of the tile's block_n = {} (use a tile with a smaller block_n)",
+                m.block_k, spec.tile.block_n
+            ),
+        ));
+    }
+    if list.kv_count.len < m.kv_count.len() || list.kv_index.len < m.kv_index.len() {
+        return Err(invalid("block_list", "device copy is shorter than the host copy"));
+    }
+    Ok(())
+}
+
+fn check_streaming(s: &StreamingParams) -> Result<()> {
+    if s.sink > i32::MAX as usize || s.window > i32::MAX as usize {
+        return Err(invalid("streaming", "sink and window must fit in 31 bits"));
+    }
+    Ok(())
+}
+
+/// Validates a launch of `spec` and builds its parameters.
+pub fn plan(spec: &KernelSpec, d: &LaunchDesc) -> Result<Plan> {
+    if d.dtype != spec.dtype {
+        return Err(invalid(
+            "dtype",
+            format!("tensors are {}, the kernel was generated for {}", d.dtype, spec.dtype),
+        ));
+    }
+    for (name, t) in [("q", &d.q), ("k", &d.k), ("v", &d.v), ("o", &d.o)] {
+        check_tensor(name, t, spec.head_dim)?;
+    }
+    let (q, k, v, o) = (&d.q.layout, &d.k.layout, &d.v.layout, &d.o.layout);
+    if (o.batch, o.seq, o.heads) != (q.batch, q.seq, q.heads) {
+        return Err(invalid("o", "must have q's shape"));
+    }
+    if (v.batch, v.seq, v.heads) != (k.batch, k.seq, k.heads) {
+        return Err(invalid("v", "must have k's shape"));
+    }
+    if q.batch != k.batch {
+        return Err(invalid("k", format!("batch {} differs from q's {}", k.batch, q.batch)));
+    }
+    let (hq, hkv) = (q.heads, k.heads);
+    if hq == 0 || hkv == 0 || hq % hkv != 0 {
+        return Err(invalid(
+            "k",
+            format!("query heads ({hq}) must be a positive multiple of kv heads ({hkv})"),
+        ));
+    }
+    let scale = d.scale.unwrap_or(1.0 / (spec.head_dim as f32).sqrt());
+    if !scale.is_finite() || scale <= 0.0 {
+        return Err(invalid("scale", format!("must be finite and positive, got {scale}")));
+    }
+
+    // Sequence geometry.
+    let (batch, max_sq, max_sk, total_q, cu_q, cu_k) = match (&d.varlen, spec.varlen) {
+        (Some(vl), true) => {
+            if q.batch != 1 || k.batch != 1 {
+                return Err(invalid("varlen", "q, k, v and o must be packed [tokens, heads, dim] (Layout::packed)"));
+            }
+            let batch = vl.host_q.len().saturating_sub(1);
+            if batch == 0 {
+                return Err(invalid("cu_seqlens_q", "needs at least 2 entries"));
+            }
+            let max_sq = check_cu_seqlens("cu_seqlens_q", vl.host_q, batch, q.seq, vl.cu_seqlens_q)?;
+            let max_sk = check_cu_seqlens("cu_seqlens_k", vl.host_k, batch, k.seq, vl.cu_seqlens_k)?;
+            (batch, max_sq, max_sk, q.seq, vl.cu_seqlens_q.ptr, vl.cu_seqlens_k.ptr)
+        }
+        (None, false) => (q.batch, q.seq, k.seq, q.batch * q.seq, 0, 0),
+        (Some(_), false) => return Err(invalid("varlen", "given, but the kernel was not generated with varlen")),
+        (None, true) => return Err(invalid("varlen", "the kernel was generated with varlen: cu_seqlens are required")),
+    };
+
+    // lse: [batch, hq, sq], or [hq, total_q] for varlen.
+    let (lse_ptr, lse_batch_stride, lse_head_stride) = match (d.lse, spec.lse) {
+        (Some(buf), true) => {
+            let need = hq * total_q;
+            if buf.len < need {
+                return Err(invalid("lse", format!("buffer has {} elements, needs {need}", buf.len)));
+            }
+            if buf.ptr % 4 != 0 {
+                return Err(invalid("lse", "base address is not 4-byte aligned"));
+            }
+            if spec.varlen {
+                (buf.ptr, 0, total_q as i64)
+            } else {
+                (buf.ptr, (hq * max_sq) as i64, max_sq as i64)
+            }
+        }
+        (None, false) => (0, 0, 0),
+        (Some(_), false) => return Err(invalid("lse", "given, but the kernel was generated without lse output")),
+        (None, true) => return Err(invalid("lse", "the kernel writes lse: an lse buffer is required")),
+    };
+
+    let mut p = FlashParams {
+        q: d.q.buffer.ptr,
+        k: d.k.buffer.ptr,
+        v: d.v.buffer.ptr,
+        o: d.o.buffer.ptr,
+        lse: lse_ptr,
+        cu_seqlens_q: cu_q,
+        cu_seqlens_k: cu_k,
+        q_batch_stride: q.strides[0] as i64,
+        q_row_stride: q.strides[1] as i64,
+        q_head_stride: q.strides[2] as i64,
+        k_batch_stride: k.strides[0] as i64,
+        k_row_stride: k.strides[1] as i64,
+        k_head_stride: k.strides[2] as i64,
+        v_batch_stride: v.strides[0] as i64,
+        v_row_stride: v.strides[1] as i64,
+        v_head_stride: v.strides[2] as i64,
+        o_batch_stride: o.strides[0] as i64,
+        o_row_stride: o.strides[1] as i64,
+        o_head_stride: o.strides[2] as i64,
+        lse_batch_stride,
+        lse_head_stride,
+        batch: batch as i32,
+        heads_q: hq as i32,
+        heads_kv: hkv as i32,
+        seqlen_q: max_sq as i32,
+        seqlen_k: max_sk as i32,
+        scale_log2: scale * std::f32::consts::LOG2_E,
+        ..FlashParams::default()
+    };
+    if spec.varlen {
+        for s in [
+            &mut p.q_batch_stride,
+            &mut p.k_batch_stride,
+            &mut p.v_batch_stride,
+            &mut p.o_batch_stride,
+        ] {
+            *s = 0;
+        }
+    }
+
+    let set_list = |p: &mut FlashParams, list: &BlockListArg| {
+        let m = list.mask;
+        p.block_q = m.block_q as i32;
+        p.block_k = m.block_k as i32;
+        p.list_heads = m.heads as i32;
+        p.max_blocks = m.max_blocks as i32;
+        p.list_head_stride = m.q_blocks as i64;
+        p.list_batch_stride = (m.heads * m.q_blocks) as i64;
+        p.kv_count = list.kv_count.ptr;
+        p.kv_index = list.kv_index.ptr;
+    };
+    match (spec.variant, &d.mask) {
+        (Variant::Dense, MaskArg::None) => {}
+        (Variant::Streaming, MaskArg::Streaming(s)) => {
+            check_streaming(s)?;
+            p.sink = s.sink as i32;
+            p.window = s.window as i32;
+        }
+        (Variant::BlockSparse, MaskArg::BlockSparse(list)) => {
+            check_block_list(list, spec, batch, hq, max_sq, max_sk)?;
+            set_list(&mut p, list);
+        }
+        (
+            Variant::Mixed,
+            MaskArg::Mixed {
+                heads,
+                streaming,
+                block_list,
+            },
+        ) => {
+            if heads.kinds.len() != hq {
+                return Err(invalid(
+                    "head_kind",
+                    format!("has {} entries, expected one per query head ({hq})", heads.kinds.len()),
+                ));
+            }
+            if heads.kinds_dev.len < hq || heads.order_dev.len < hq {
+                return Err(invalid("head_kind", "device copy is shorter than the host copy"));
+            }
+            if heads.kinds.contains(&HeadKind::Streaming) {
+                let s = streaming.ok_or_else(|| invalid("streaming", "streaming heads need sink and window"))?;
+                check_streaming(&s)?;
+                p.sink = s.sink as i32;
+                p.window = s.window as i32;
+            }
+            if heads.kinds.contains(&HeadKind::BlockSparse) {
+                let list = block_list
+                    .as_ref()
+                    .ok_or_else(|| invalid("block_list", "block-sparse heads need a block list"))?;
+                check_block_list(list, spec, batch, hq, max_sq, max_sk)?;
+                set_list(&mut p, list);
+            }
+            p.head_kind = heads.kinds_dev.ptr;
+            p.head_order = heads.order_dev.ptr;
+        }
+        (variant, _) => {
+            return Err(invalid(
+                "mask",
+                format!("the arguments do not fit a {variant} kernel (dense: none; streaming: sink/window; block-sparse: a block list; mixed: head kinds)"),
+            ))
+        }
+    }
+
+    let tiles = max_sq.div_ceil(spec.tile.block_m as usize);
+    let grid = if batch == 0 || tiles == 0 {
+        None
+    } else {
+        Some((tiles as u32, hq as u32, batch as u32))
+    };
+    Ok(Plan { params: p, grid })
+}

@@ -1,0 +1,421 @@
+//! The GPU side: a device context and stream, kernels loaded through the cache, and the typed
+//! launch API over cudarc device buffers.
+
+use crate::cache::{CacheSource, KernelCache};
+use crate::compile::CompiledKernel;
+use crate::error::{invalid, DriverContext, Error, Result};
+use crate::layout::Layout;
+use crate::libs::{ensure_driver, ensure_nvrtc};
+use crate::masks::{heavy_first_order, BlockMask, HeadKind, StreamingParams};
+use crate::plan::{plan, BlockListArg, Buffer, HeadKindsArg, LaunchDesc, MaskArg, TensorArg, VarlenArg};
+use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig,
+    PushKernelArg, SyncOnDrop, ValidAsZeroBits,
+};
+use flashgen_codegen::{validate, Arch, DType, KernelSpec};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Element types the kernels take.
+pub trait Element: DeviceRepr + ValidAsZeroBits + Copy + Send + Sync + 'static {
+    const DTYPE: DType;
+}
+
+impl Element for half::bf16 {
+    const DTYPE: DType = DType::Bf16;
+}
+
+impl Element for half::f16 {
+    const DTYPE: DType = DType::F16;
+}
+
+/// What the runtime knows about its GPU.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceInfo {
+    pub ordinal: usize,
+    pub name: String,
+    pub arch: Arch,
+    pub sm_count: u32,
+    pub max_shared_per_block_optin: u32,
+    pub driver_version: i32,
+    pub total_memory: usize,
+}
+
+/// A kernel compiled (or loaded from the cache) and loaded into the context.
+pub struct LoadedKernel {
+    pub spec: KernelSpec,
+    pub compiled: Arc<CompiledKernel>,
+    pub source: CacheSource,
+    function: CudaFunction,
+}
+
+/// One GPU: context, stream, kernel cache and loaded kernels.
+pub struct Runtime {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    info: DeviceInfo,
+    cache: KernelCache,
+    loaded: Mutex<HashMap<KernelSpec, Arc<LoadedKernel>>>,
+    warnings: Mutex<Vec<String>>,
+}
+
+/// Number of CUDA devices (0 when the driver sees none).
+pub fn device_count() -> Result<i32> {
+    ensure_driver()?;
+    CudaContext::device_count().while_(|| "counting CUDA devices".into())
+}
+
+/// The driver's CUDA version, e.g. 13000.
+pub fn driver_version() -> Result<i32> {
+    ensure_driver()?;
+    let mut v = 0;
+    // SAFETY: plain out-parameter.
+    unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut v) }
+        .result()
+        .while_(|| "reading the driver version".into())?;
+    Ok(v)
+}
+
+impl Runtime {
+    /// Opens GPU `ordinal` with the kernel cache of [`KernelCache::from_env`].
+    pub fn new(ordinal: usize) -> Result<Self> {
+        Self::with_cache(ordinal, KernelCache::from_env())
+    }
+
+    pub fn with_cache(ordinal: usize, cache: KernelCache) -> Result<Self> {
+        ensure_driver()?;
+        ensure_nvrtc()?;
+        let available = device_count()?;
+        if ordinal >= available.max(0) as usize {
+            return Err(Error::NoDevice { ordinal, available });
+        }
+        let ctx = CudaContext::new(ordinal).while_(|| format!("opening CUDA device {ordinal}"))?;
+        let name = ctx.name().while_(|| "reading the device name".into())?;
+        let (major, minor) = ctx
+            .compute_capability()
+            .while_(|| "reading the compute capability".into())?;
+        let arch = Arch::new(major as u32, minor as u32);
+        if !arch.is_supported() {
+            return Err(Error::UnsupportedDevice { name, major, minor });
+        }
+        let attr = |a| ctx.attribute(a).while_(|| format!("reading {a:?}"));
+        let info = DeviceInfo {
+            ordinal,
+            name,
+            arch,
+            sm_count: attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as u32,
+            max_shared_per_block_optin: attr(
+                CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+            )? as u32,
+            driver_version: driver_version()?,
+            total_memory: ctx.total_mem().while_(|| "reading the memory size".into())?,
+        };
+        let stream = ctx.default_stream();
+        Ok(Runtime {
+            ctx,
+            stream,
+            info,
+            cache,
+            loaded: Mutex::new(HashMap::new()),
+            warnings: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    pub fn arch(&self) -> Arch {
+        self.info.arch
+    }
+
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    pub fn cache(&self) -> &KernelCache {
+        &self.cache
+    }
+
+    /// Cache warnings so far (rejected entries, failed writes), drained.
+    pub fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock().expect("warnings lock"))
+    }
+
+    /// Validates, compiles (or loads from the cache) and loads the kernel of a spec.
+    pub fn kernel(&self, spec: &KernelSpec) -> Result<Arc<LoadedKernel>> {
+        if let Some(k) = self.loaded.lock().expect("kernel table lock").get(spec) {
+            return Ok(k.clone());
+        }
+        validate(spec, self.arch())?;
+        let hit = self.cache.get_or_compile(spec, self.arch())?;
+        if let Some(w) = hit.warning.clone() {
+            self.warnings.lock().expect("warnings lock").push(w);
+        }
+        let module = self
+            .ctx
+            .load_module(cudarc::nvrtc::Ptx::from_binary(hit.kernel.cubin.clone()))
+            .while_(|| format!("loading the CUBIN of {}", hit.kernel.kernel_name))?;
+        let function = module
+            .load_function(&hit.kernel.kernel_name)
+            .while_(|| format!("finding {} in its module", hit.kernel.kernel_name))?;
+        let smem = hit.kernel.dynamic_shared_bytes;
+        if smem > self.info.max_shared_per_block_optin {
+            return Err(invalid(
+                "spec",
+                format!(
+                    "{spec} needs {smem} bytes of shared memory; {} allows {}",
+                    self.info.name, self.info.max_shared_per_block_optin
+                ),
+            ));
+        }
+        // SAFETY: the function was just loaded; the value is within the device's opt-in limit.
+        unsafe {
+            cudarc::driver::result::function::set_function_attribute(
+                function.cu_function(),
+                CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                smem as i32,
+            )
+        }
+        .while_(|| format!("raising the shared-memory limit of {}", hit.kernel.kernel_name))?;
+        let loaded = Arc::new(LoadedKernel {
+            spec: *spec,
+            compiled: hit.kernel,
+            source: hit.source,
+            function,
+        });
+        self.loaded
+            .lock()
+            .expect("kernel table lock")
+            .insert(*spec, loaded.clone());
+        Ok(loaded)
+    }
+
+    /// Copies a block list to the device.
+    pub fn upload_block_mask(&self, mask: &BlockMask) -> Result<DeviceBlockMask> {
+        Ok(DeviceBlockMask {
+            mask: mask.clone(),
+            kv_count: self
+                .stream
+                .clone_htod(&mask.kv_count)
+                .while_(|| "uploading kv_count".into())?,
+            kv_index: self
+                .stream
+                .clone_htod(&mask.kv_index)
+                .while_(|| "uploading kv_index".into())?,
+        })
+    }
+
+    /// Copies per-head kinds (and their heavy-first launch order) to the device.
+    pub fn upload_head_kinds(&self, kinds: &[HeadKind]) -> Result<DeviceHeadKinds> {
+        let raw: Vec<i32> = kinds.iter().map(|&k| k as i32).collect();
+        let order = heavy_first_order(kinds);
+        Ok(DeviceHeadKinds {
+            kinds: kinds.to_vec(),
+            kinds_dev: self
+                .stream
+                .clone_htod(&raw)
+                .while_(|| "uploading head kinds".into())?,
+            order_dev: self
+                .stream
+                .clone_htod(&order)
+                .while_(|| "uploading the head order".into())?,
+        })
+    }
+
+    /// Runs attention with the kernel of `spec`. Every argument is validated before launch.
+    pub fn attention<T: Element>(&self, spec: &KernelSpec, args: AttentionArgs<'_, T>) -> Result<()> {
+        let kernel = self.kernel(spec)?;
+        let s: &CudaStream = &self.stream;
+        // The guards order later work on the stream after this launch's reads and writes.
+        let mut guards: Vec<SyncOnDrop<'_>> = Vec::new();
+        let q = TensorArg {
+            buffer: device_buffer(args.q.data, s, &mut guards),
+            layout: args.q.layout,
+        };
+        let k = TensorArg {
+            buffer: device_buffer(args.k.data, s, &mut guards),
+            layout: args.k.layout,
+        };
+        let v = TensorArg {
+            buffer: device_buffer(args.v.data, s, &mut guards),
+            layout: args.v.layout,
+        };
+        let o = TensorArg {
+            buffer: device_buffer(&*args.o.data, s, &mut guards),
+            layout: args.o.layout,
+        };
+        let lse = args.lse.as_deref().map(|l| device_buffer(l, s, &mut guards));
+        let varlen = args.varlen.as_ref().map(|vl| VarlenArg {
+            cu_seqlens_q: device_buffer(vl.cu_seqlens_q, s, &mut guards),
+            cu_seqlens_k: device_buffer(vl.cu_seqlens_k, s, &mut guards),
+            host_q: vl.host_q,
+            host_k: vl.host_k,
+        });
+        let mask = match &args.mask {
+            Mask::None => MaskArg::None,
+            Mask::Streaming(p) => MaskArg::Streaming(*p),
+            Mask::BlockSparse(m) => MaskArg::BlockSparse(m.arg(s, &mut guards)),
+            Mask::Mixed {
+                heads,
+                streaming,
+                block_list,
+            } => MaskArg::Mixed {
+                heads: HeadKindsArg {
+                    kinds: &heads.kinds,
+                    kinds_dev: device_buffer(&heads.kinds_dev, s, &mut guards),
+                    order_dev: device_buffer(&heads.order_dev, s, &mut guards),
+                },
+                streaming: *streaming,
+                block_list: block_list.map(|m| m.arg(s, &mut guards)),
+            },
+        };
+        let desc = LaunchDesc {
+            dtype: T::DTYPE,
+            q,
+            k,
+            v,
+            o,
+            lse,
+            varlen,
+            scale: args.scale,
+            mask,
+        };
+        let planned = plan(spec, &desc)?;
+        let Some(grid) = planned.grid else {
+            return Ok(());
+        };
+        let cfg = LaunchConfig {
+            grid_dim: grid,
+            block_dim: (kernel.compiled.threads, 1, 1),
+            shared_mem_bytes: kernel.compiled.dynamic_shared_bytes,
+        };
+        let mut launch = s.launch_builder(&kernel.function);
+        launch.arg(&planned.params);
+        // SAFETY: the plan checked every pointer's buffer against the layouts the kernel
+        // addresses, the dtype, alignment and the variant's arguments; the parameter struct
+        // matches the kernel's ABI (tested).
+        unsafe { launch.launch(cfg) }.while_(|| format!("launching {}", kernel.compiled.kernel_name))?;
+        drop(guards);
+        Ok(())
+    }
+}
+
+/// A block list on the device.
+pub struct DeviceBlockMask {
+    pub mask: BlockMask,
+    kv_count: CudaSlice<i32>,
+    kv_index: CudaSlice<i32>,
+}
+
+impl DeviceBlockMask {
+    fn arg<'a>(&'a self, s: &'a CudaStream, guards: &mut Vec<SyncOnDrop<'a>>) -> BlockListArg<'a> {
+        BlockListArg {
+            mask: &self.mask,
+            kv_count: device_buffer(&self.kv_count, s, guards),
+            kv_index: device_buffer(&self.kv_index, s, guards),
+        }
+    }
+}
+
+/// A device buffer's address and length, keeping its stream-ordering guard alive.
+fn device_buffer<'a, T>(slice: &'a CudaSlice<T>, s: &'a CudaStream, guards: &mut Vec<SyncOnDrop<'a>>) -> Buffer {
+    let (ptr, guard) = slice.device_ptr(s);
+    guards.push(guard);
+    Buffer {
+        ptr,
+        len: slice.len(),
+    }
+}
+
+/// Per-head kinds on the device, with their launch order.
+pub struct DeviceHeadKinds {
+    pub kinds: Vec<HeadKind>,
+    kinds_dev: CudaSlice<i32>,
+    order_dev: CudaSlice<i32>,
+}
+
+/// An input tensor on the device.
+pub struct Tensor<'a, T> {
+    pub data: &'a CudaSlice<T>,
+    pub layout: Layout,
+}
+
+/// An output tensor on the device.
+pub struct TensorMut<'a, T> {
+    pub data: &'a mut CudaSlice<T>,
+    pub layout: Layout,
+}
+
+/// Varlen batch arguments: device `cu_seqlens` plus the same values on the host, which are
+/// validated (the device copies are what the kernel reads).
+pub struct Varlen<'a> {
+    pub cu_seqlens_q: &'a CudaSlice<i32>,
+    pub cu_seqlens_k: &'a CudaSlice<i32>,
+    pub host_q: &'a [i32],
+    pub host_k: &'a [i32],
+}
+
+/// The variant's own arguments.
+pub enum Mask<'a> {
+    None,
+    Streaming(StreamingParams),
+    BlockSparse(&'a DeviceBlockMask),
+    Mixed {
+        heads: &'a DeviceHeadKinds,
+        streaming: Option<StreamingParams>,
+        block_list: Option<&'a DeviceBlockMask>,
+    },
+}
+
+/// Arguments of one attention launch.
+pub struct AttentionArgs<'a, T> {
+    pub q: Tensor<'a, T>,
+    pub k: Tensor<'a, T>,
+    pub v: Tensor<'a, T>,
+    pub o: TensorMut<'a, T>,
+    pub lse: Option<&'a mut CudaSlice<f32>>,
+    pub varlen: Option<Varlen<'a>>,
+    pub scale: Option<f32>,
+    pub mask: Mask<'a>,
+}
+
+impl<'a, T> AttentionArgs<'a, T> {
+    pub fn new(q: Tensor<'a, T>, k: Tensor<'a, T>, v: Tensor<'a, T>, o: TensorMut<'a, T>) -> Self {
+        AttentionArgs {
+            q,
+            k,
+            v,
+            o,
+            lse: None,
+            varlen: None,
+            scale: None,
+            mask: Mask::None,
+        }
+    }
+
+    pub fn lse(mut self, lse: &'a mut CudaSlice<f32>) -> Self {
+        self.lse = Some(lse);
+        self
+    }
+
+    pub fn varlen(mut self, varlen: Varlen<'a>) -> Self {
+        self.varlen = Some(varlen);
+        self
+    }
+
+    pub fn scale(mut self, scale: f32) -> Self {
+        self.scale = Some(scale);
+        self
+    }
+
+    pub fn mask(mut self, mask: Mask<'a>) -> Self {
+        self.mask = mask;
+        self
+    }
+}
