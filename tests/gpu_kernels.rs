@@ -1,0 +1,217 @@
+//! Numerics of every generated kernel against the f64 reference, on fresh random inputs with
+//! poisoned outputs. Needs a CUDA GPU: run with `--include-ignored` (scripts/gpu-check.sh).
+//! Tests named `sanitizer_*` are small and run under compute-sanitizer too.
+
+mod common;
+
+use common::{check, runtime, Case, CaseMask};
+use flashgen_codegen::{search_space, DType, TileConfig, HEAD_DIMS};
+use flashgen_runtime::{HeadKind, StreamingParams};
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn dense_lengths_not_multiples_of_the_tile() {
+    let rt = runtime();
+    for causal in [false, true] {
+        for n in [1, 17, 128, 1000, 4097] {
+            check(&rt, &Case::dense(128, causal, n, n));
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn dense_sq_differs_from_sk_both_ways() {
+    let rt = runtime();
+    for causal in [false, true] {
+        for (sq, sk) in [(17, 1000), (1000, 17), (1, 4097), (128, 1000), (1000, 128), (4097, 300)] {
+            let mut c = Case::dense(64, causal, sq, sk);
+            c.dtype = DType::F16;
+            check(&rt, &c);
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gqa_ratios() {
+    let rt = runtime();
+    for hkv in [8, 2, 1] {
+        for causal in [false, true] {
+            let mut c = Case::dense(128, causal, 300, 517);
+            c.hq = 8;
+            c.hkv = hkv;
+            check(&rt, &c);
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn every_head_dim_and_dtype() {
+    let rt = runtime();
+    for d in HEAD_DIMS {
+        for dtype in DType::ALL {
+            for causal in [false, true] {
+                let mut c = Case::dense(d as usize, causal, 257, 391);
+                c.dtype = dtype;
+                c.batch = 2;
+                c.hq = 4;
+                c.hkv = 2;
+                check(&rt, &c);
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn bhsd_layout_and_explicit_scale() {
+    let rt = runtime();
+    for causal in [false, true] {
+        let mut c = Case::dense(128, causal, 333, 333);
+        c.bhsd = true;
+        c.batch = 2;
+        c.scale = Some(0.05);
+        check(&rt, &c);
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn varlen_batch_of_mixed_lengths() {
+    let rt = runtime();
+    let lens = vec![(1, 1), (17, 40), (128, 128), (1000, 600), (0, 5), (300, 0), (77, 1000)];
+    for d in [64, 128] {
+        for causal in [false, true] {
+            let mut c = Case::dense(d, causal, 0, 0);
+            c.varlen = Some(lens.clone());
+            c.hq = 4;
+            c.hkv = 2;
+            check(&rt, &c);
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn every_tile_config_of_the_search_space() {
+    let rt = runtime();
+    for d in [64, 128] {
+        for causal in [false, true] {
+            let probe = Case::dense(d, causal, 200, 333).spec(&rt);
+            for tile in search_space(&probe, rt.arch()) {
+                let mut c = Case::dense(d, causal, 200, 333);
+                c.tile = Some(tile);
+                check(&rt, &c);
+            }
+        }
+    }
+}
+
+fn streaming(sink: usize, window: usize, sq: usize, sk: usize) -> Case {
+    let mut c = Case::dense(128, false, sq, sk);
+    c.mask = CaseMask::Streaming(StreamingParams { sink, window });
+    c
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn streaming_sinks_and_windows() {
+    let rt = runtime();
+    for (sink, window) in [(0, 64), (1, 1), (4, 100), (64, 256), (128, 5000), (0, 0), (3, 0)] {
+        for (sq, sk) in [(1000, 1000), (300, 1000), (1000, 300), (1, 777)] {
+            check(&rt, &streaming(sink, window, sq, sk));
+        }
+    }
+    let mut c = streaming(16, 200, 1000, 1000);
+    c.varlen = Some(vec![(100, 100), (0, 3), (500, 900)]);
+    c.hq = 4;
+    check(&rt, &c);
+}
+
+fn block_sparse(block_q: usize, block_k: usize, causal: bool, sq: usize, sk: usize) -> Case {
+    let mut c = Case::dense(128, causal, sq, sk);
+    c.mask = CaseMask::BlockSparse {
+        block_q,
+        block_k,
+        density: 0.3,
+        shared: false,
+        empty_rows: true,
+    };
+    c
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn block_sparse_lists() {
+    let rt = runtime();
+    for causal in [false, true] {
+        for (sq, sk) in [(1000, 1000), (517, 1300), (1300, 517)] {
+            check(&rt, &block_sparse(128, 128, causal, sq, sk));
+            check(&rt, &block_sparse(256, 128, causal, sq, sk));
+            // Mask blocks larger than the key tile: each listed block is several tiles.
+            let mut c = block_sparse(128, 256, causal, sq, sk);
+            c.tile = Some(TileConfig::new(128, 64, 4, 1));
+            check(&rt, &c);
+            // Small blocks with a small tile, lists shared by all heads, GQA.
+            let mut c = block_sparse(64, 64, causal, sq, sk);
+            c.tile = Some(TileConfig::new(64, 64, 4, 1));
+            c.hq = 4;
+            c.hkv = 2;
+            if let CaseMask::BlockSparse { shared, .. } = &mut c.mask {
+                *shared = true;
+            }
+            check(&rt, &c);
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn mixed_heads_in_one_launch() {
+    let rt = runtime();
+    use HeadKind::*;
+    for causal in [false, true] {
+        let mut c = Case::dense(128, causal, 700, 900);
+        c.hq = 8;
+        c.hkv = 2;
+        c.mask = CaseMask::Mixed {
+            kinds: vec![Streaming, DenseCausal, BlockSparse, Dense, Streaming, Streaming, DenseCausal, BlockSparse],
+            streaming: StreamingParams { sink: 8, window: 100 },
+            block_q: 128,
+            block_k: 128,
+        };
+        check(&rt, &c);
+    }
+}
+
+/// Small launches of each kernel family, also run under compute-sanitizer.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn sanitizer_small_launches() {
+    let rt = runtime();
+    for causal in [false, true] {
+        let mut c = Case::dense(64, causal, 70, 90);
+        c.hq = 2;
+        c.hkv = 1;
+        check(&rt, &c);
+        let mut c = Case::dense(128, causal, 0, 0);
+        c.varlen = Some(vec![(33, 50), (0, 7), (70, 0)]);
+        check(&rt, &c);
+        let mut c = Case::dense(128, causal, 130, 130);
+        c.tile = Some(TileConfig::new(128, 64, 8, 2)); // two K/V stages
+        check(&rt, &c);
+        check(&rt, &block_sparse(128, 128, causal, 200, 300));
+    }
+    check(&rt, &streaming(4, 30, 150, 150));
+    let mut c = Case::dense(128, true, 150, 150);
+    c.hq = 4;
+    c.mask = CaseMask::Mixed {
+        kinds: vec![HeadKind::Streaming, HeadKind::DenseCausal, HeadKind::BlockSparse, HeadKind::Dense],
+        streaming: StreamingParams { sink: 4, window: 30 },
+        block_q: 128,
+        block_k: 128,
+    };
+    check(&rt, &c);
+}
