@@ -15,11 +15,13 @@ constexpr int M_TILES = {{ m_tiles }};
 constexpr bool CAUSAL = {{ causal }};
 constexpr bool WRITE_LSE = {{ lse }};
 constexpr bool VARLEN = {{ varlen }};
-constexpr bool Q_IN_REGS = {{ q_in_regs }};
+[[maybe_unused]] constexpr bool Q_IN_REGS = {{ q_in_regs }};
 
 constexpr int THREADS = WARPS * 32;
 constexpr int WARP_ROWS = 16 * M_TILES;
+{%- if mma == "sync" %}
 constexpr int SMEM_ROW = HEAD_DIM + {{ smem_pad }};  // padded row: conflict-free ldmatrix
+{%- endif %}
 constexpr int ROW_CHUNKS = HEAD_DIM / 8;              // 16-byte chunks per row
 constexpr int D_STEPS = HEAD_DIM / 16;                // k-steps of Q K^T
 constexpr int S_TILES = BLOCK_N / 8;                  // n8 tiles of the score block
@@ -27,6 +29,11 @@ constexpr int O_TILES = HEAD_DIM / 8;                 // n8 tiles of the output 
 constexpr int KV_STEPS = BLOCK_N / 16;                // k-steps of P V
 
 static_assert(BLOCK_M == WARPS * WARP_ROWS, "tile config");
+{%- if mma == "wgmma" %}
+#define FG_PROXY_FENCE() fg_fence_proxy_async()
+{%- else %}
+#define FG_PROXY_FENCE()
+{%- endif %}
 static_assert(HEAD_DIM % 16 == 0 && BLOCK_N % 16 == 0, "tile config");
 
 // The launch ABI, mirrored by flashgen_runtime::FlashParams. Strides are in elements.
@@ -70,27 +77,44 @@ typedef BlockSparseSchedule<CAUSAL> Schedule;
 typedef MixedSchedule Schedule;
 {%- endif %}
 
+// Elements one row occupies in a shared-memory tile, and the byte offset of 16-byte chunk `c`
+// of row `r` in a tile of ROWS rows.
+{%- if mma == "wgmma" %}
+// wgmma reads 64-column regions of ROWS rows x 128 bytes, the chunks of each row XOR-swizzled by
+// r % 8 (the 128-byte swizzle), so that neither the copies nor the tensor cores conflict on banks.
+constexpr int TILE_ROW = HEAD_DIM;
+template <int ROWS>
+__device__ __forceinline__ int fg_chunk_offset(int r, int c) {
+    return (c / 8) * ROWS * 128 + r * 128 + (((c % 8) ^ (r % 8)) * 16);
+}
+{%- else %}
+constexpr int TILE_ROW = SMEM_ROW;
+template <int ROWS>
+__device__ __forceinline__ int fg_chunk_offset(int r, int c) {
+    return r * SMEM_ROW * 2 + c * 16;
+}
+{%- endif %}
+
 // Copies rows [row0, row0 + ROWS) of a [seq, HEAD_DIM] matrix into shared memory with 16-byte
 // async copies; rows at or past `limit` are zero-filled, so padded keys contribute exact zeros.
 template <int ROWS>
 __device__ __forceinline__ void fg_load_rows(elem_t* smem, const elem_t* g, fg_i64 row_stride, int row0, int limit) {
     // Each thread keeps one column chunk of rows r, r + ROWS_PER_ITER, ...: one address
-    // computation per tile, then constant steps (immediate offsets in shared memory), which keeps
-    // registers free for the MMAs.
+    // computation per tile, then constant steps, which keeps registers free for the MMAs.
     constexpr int ROWS_PER_ITER = THREADS / ROW_CHUNKS;
     constexpr int ITERS = (ROWS + ROWS_PER_ITER - 1) / ROWS_PER_ITER;
     static_assert(ROWS_PER_ITER > 0, "a CTA covers at least one row per step");
     const int r = (int)threadIdx.x / ROW_CHUNKS;
     const int c = (int)threadIdx.x % ROW_CHUNKS;
     if (THREADS % ROW_CHUNKS != 0 && r >= ROWS_PER_ITER) return;  // leftover threads idle
-    const fg_u32 dst = fg_smem_addr(smem + r * SMEM_ROW + c * 8);
+    const fg_u32 base = fg_smem_addr(smem);
     const elem_t* src = g + (fg_i64)(row0 + r) * row_stride + c * 8;
     const fg_i64 step = (fg_i64)ROWS_PER_ITER * row_stride;
 #pragma unroll
     for (int it = 0; it < ITERS; ++it) {
         if (ROWS % ROWS_PER_ITER == 0 || r + it * ROWS_PER_ITER < ROWS) {
             const bool valid = row0 + r + it * ROWS_PER_ITER < limit;
-            fg_cp_async16(dst + it * ROWS_PER_ITER * SMEM_ROW * 2, valid ? src + it * step : g, valid);
+            fg_cp_async16(base + fg_chunk_offset<ROWS>(r + it * ROWS_PER_ITER, c), valid ? src + it * step : g, valid);
         }
     }
 }
@@ -125,9 +149,14 @@ __device__ __forceinline__ SeqRange fg_seq_range(const FlashParams& p, int batch
 
 extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const FlashParams p) {
     extern __shared__ __align__(16) unsigned char fg_smem[];
+{%- if mma == "wgmma" %}
+    // Swizzle atoms need 1 KiB alignment (the allocation has the slack).
+    elem_t* s_q = reinterpret_cast<elem_t*>((reinterpret_cast<unsigned long long>(fg_smem) + 1023) & ~1023ull);
+{%- else %}
     elem_t* s_q = reinterpret_cast<elem_t*>(fg_smem);
-    elem_t* s_k = s_q + BLOCK_M * SMEM_ROW;
-    elem_t* s_v = s_k + STAGES * BLOCK_N * SMEM_ROW;
+{%- endif %}
+    elem_t* s_k = s_q + BLOCK_M * TILE_ROW;
+    elem_t* s_v = s_k + STAGES * BLOCK_N * TILE_ROW;
 
     // Heavy query tiles (late rows under a causal mask) are scheduled first.
     const int m_block = (int)gridDim.x - 1 - (int)blockIdx.x;
@@ -178,14 +207,18 @@ extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const Fl
         }
     }
 
+{%- if mma == "sync" %}
     // ldmatrix row addresses of this lane: A operands (Q, and V transposed) take rows
     // lane % 16 at column block lane / 16; the K operand takes rows (lane / 16) * 8 + lane % 8
     // at column block (lane / 8) % 2.
     const fg_u32 q_lane_addr = fg_smem_addr(s_q + (warp_row + lane % 16) * SMEM_ROW + (lane / 16) * 8);
     const int k_lane_off = ((lane / 16) * 8 + lane % 8) * SMEM_ROW + ((lane / 8) % 2) * 8;
     const int v_lane_off = (lane % 16) * SMEM_ROW + (lane / 16) * 8;
+{%- endif %}
 
+{%- if mma == "sync" %}
     fg_u32 q_frag[Q_IN_REGS ? M_TILES : 1][Q_IN_REGS ? D_STEPS : 1][4];
+{%- endif %}
 
     if (steps > 0) {
         fg_load_rows<BLOCK_M>(s_q, q, p.q_row_stride, row0, sq);
@@ -204,6 +237,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const Fl
 {%- if stages == 1 %}
         // K(step) has landed and every warp is done with V(step - 1): refill V while Q K^T runs.
         fg_cp_async_wait<0>();
+        FG_PROXY_FENCE();
         __syncthreads();
         fg_load_rows<BLOCK_N>(s_v, v, p.v_row_stride, n_block * BLOCK_N, sk);
         fg_cp_async_commit();
@@ -214,18 +248,20 @@ extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const Fl
         if (step + 1 < steps) {
             const int next = sched.tile(step + 1);
             const int slot = (step + 1) % STAGES;
-            fg_load_rows<BLOCK_N>(s_k + slot * BLOCK_N * SMEM_ROW, k, p.k_row_stride, next * BLOCK_N, sk);
-            fg_load_rows<BLOCK_N>(s_v + slot * BLOCK_N * SMEM_ROW, v, p.v_row_stride, next * BLOCK_N, sk);
+            fg_load_rows<BLOCK_N>(s_k + slot * BLOCK_N * TILE_ROW, k, p.k_row_stride, next * BLOCK_N, sk);
+            fg_load_rows<BLOCK_N>(s_v + slot * BLOCK_N * TILE_ROW, v, p.v_row_stride, next * BLOCK_N, sk);
             fg_cp_async_commit();
             fg_cp_async_wait<1>();
         } else {
             fg_cp_async_wait<0>();
         }
+        FG_PROXY_FENCE();
         __syncthreads();
-        const elem_t* k_tile = s_k + (step % STAGES) * BLOCK_N * SMEM_ROW;
-        const elem_t* v_tile = s_v + (step % STAGES) * BLOCK_N * SMEM_ROW;
+        const elem_t* k_tile = s_k + (step % STAGES) * BLOCK_N * TILE_ROW;
+        const elem_t* v_tile = s_v + (step % STAGES) * BLOCK_N * TILE_ROW;
 {%- endif %}
 
+{%- if mma == "sync" %}
         if (Q_IN_REGS && step == 0) {
 #pragma unroll
             for (int mt = 0; mt < M_TILES; ++mt)
@@ -234,6 +270,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const Fl
                     fg_ldmatrix_x4(q_frag[Q_IN_REGS ? mt : 0][Q_IN_REGS ? ds : 0],
                                    q_lane_addr + (mt * 16 * SMEM_ROW + ds * 16) * 2);
         }
+{%- endif %}
 
         // S = Q K^T for this warp's rows.
         float s[M_TILES][S_TILES][4];
@@ -243,6 +280,26 @@ extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const Fl
             for (int st = 0; st < S_TILES; ++st)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) s[mt][st][e] = 0.f;
+{%- if mma == "wgmma" %}
+        {
+            // Each warpgroup multiplies its 64 query rows by the whole key tile, one k16 step of
+            // the head dim at a time (four steps per 128-byte swizzle atom).
+            const fg_u32 q_base = fg_smem_addr(s_q) + (warp / 4) * 64 * 128;
+            const fg_u32 k_base = fg_smem_addr(k_tile);
+            fg_wgmma_fence();
+#pragma unroll
+            for (int ds = 0; ds < D_STEPS; ++ds) {
+                fg_wgmma_qk(s[0], fg_wgmma_desc(q_base + (ds / 4) * BLOCK_M * 128 + (ds % 4) * 32, 16, 1024),
+                            fg_wgmma_desc(k_base + (ds / 4) * BLOCK_N * 128 + (ds % 4) * 32, 16, 1024));
+            }
+            fg_wgmma_commit();
+            fg_wgmma_wait_all();
+#pragma unroll
+            for (int st = 0; st < S_TILES; ++st)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) fg_fence_operand(s[0][st][e]);
+        }
+{%- else %}
         const fg_u32 k_addr = fg_smem_addr(k_tile + k_lane_off);
 #pragma unroll
         for (int ds = 0; ds < D_STEPS; ++ds) {
@@ -267,6 +324,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const Fl
                 }
             }
         }
+{%- endif %}
 
         if (sched.needs_mask(n_block)) {
 #pragma unroll
@@ -342,9 +400,27 @@ extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const Fl
         } else {
             fg_cp_async_wait<0>();
         }
+        FG_PROXY_FENCE();
         __syncthreads();
 {%- endif %}
 
+{%- if mma == "wgmma" %}
+        {
+            // O += P V: P from registers, V read MN-major (transposed) from its swizzled tile:
+            // 64-column regions BLOCK_N * 128 bytes apart, 8-key groups 1 KiB apart.
+            const fg_u32 v_base = fg_smem_addr(v_tile);
+            fg_wgmma_fence();
+#pragma unroll
+            for (int ks = 0; ks < KV_STEPS; ++ks)
+                fg_wgmma_pv(acc_o[0], p_frag[0][ks], fg_wgmma_desc(v_base + ks * 16 * 128, BLOCK_N * 128, 1024));
+            fg_wgmma_commit();
+            fg_wgmma_wait_all();
+#pragma unroll
+            for (int ot = 0; ot < O_TILES; ++ot)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) fg_fence_operand(acc_o[0][ot][e]);
+        }
+{%- else %}
         // O += P V.
         const fg_u32 v_addr = fg_smem_addr(v_tile + v_lane_off);
 #pragma unroll
@@ -360,6 +436,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const Fl
                 }
             }
         }
+{%- endif %}
 {%- if stages != 1 %}
         // The buffer just read is refilled by the next step's prefetch.
         __syncthreads();
@@ -385,7 +462,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const Fl
 #pragma unroll
             for (int ot = 0; ot < O_TILES; ++ot) {
                 const fg_u32 packed = fg_pack2(acc_o[mt][ot][2 * hf] * inv, acc_o[mt][ot][2 * hf + 1] * inv);
-                *reinterpret_cast<fg_u32*>(s_q + r * SMEM_ROW + ot * 8 + 2 * t) = packed;
+                *reinterpret_cast<fg_u32*>(reinterpret_cast<unsigned char*>(s_q) + fg_chunk_offset<BLOCK_M>(r, ot) + 4 * t) = packed;
             }
             if (WRITE_LSE && t == 0 && row0 + r < sq) {
                 const float lse = sum > 0.f ? (row_max[mt][hf] * p.scale_log2 + fg_log2(sum)) * ln2 : fg_neg_inf();
@@ -402,7 +479,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const Fl
             const int r = warp_row + idx / ROW_CHUNKS;
             const int c = idx % ROW_CHUNKS;
             if (row0 + r < sq) {
-                const uint4 chunk = *reinterpret_cast<const uint4*>(s_q + r * SMEM_ROW + c * 8);
+                const uint4 chunk = *reinterpret_cast<const uint4*>(reinterpret_cast<const unsigned char*>(s_q) + fg_chunk_offset<BLOCK_M>(r, c));
                 *reinterpret_cast<uint4*>(o + (fg_i64)(row0 + r) * p.o_row_stride + c * 8) = chunk;
             }
         }

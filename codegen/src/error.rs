@@ -51,6 +51,9 @@ pub enum SpecError {
         max: u32,
     },
 
+    #[error("tile.mma = wgmma does not fit: {reason}; allowed: mma.sync tiles anywhere, wgmma tiles on sm_90a with 16 rows per warp and head_dim 64, 128 or 256")]
+    WgmmaTile { reason: String },
+
     #[error("arch = {arch} is not supported; allowed: compute capability 8.0 or newer (sm_80, sm_86, sm_89, sm_90a, ...)")]
     Arch { arch: Arch },
 
@@ -71,6 +74,7 @@ impl SpecError {
             SpecError::Warps { .. } => "warps",
             SpecError::Stages { .. } => "stages",
             SpecError::Registers { .. } | SpecError::SharedMemory { .. } => "tile",
+            SpecError::WgmmaTile { .. } => "mma",
             SpecError::Arch { .. } => "arch",
             SpecError::CausalNotApplicable { .. } => "causal",
             SpecError::Parse { .. } => "spec",

@@ -1,6 +1,6 @@
 //! Renders a spec into self-contained CUDA C++ through the embedded tera templates.
 
-use crate::spec::KernelSpec;
+use crate::spec::{KernelSpec, Mma};
 use crate::validate::{q_in_registers, shared_memory_bytes, SMEM_ROW_PAD};
 use sha2::{Digest, Sha256};
 use std::sync::OnceLock;
@@ -98,8 +98,17 @@ pub fn render(spec: &KernelSpec) -> Result<KernelSource, tera::Error> {
     ctx.insert("warps", &tile.warps);
     ctx.insert("stages", &tile.stages);
     ctx.insert("m_tiles", &tile.m_tiles());
-    ctx.insert("q_in_regs", &q_in_registers(&tile, spec.head_dim));
+    ctx.insert(
+        "q_in_regs",
+        &(tile.mma == Mma::Sync && q_in_registers(&tile, spec.head_dim)),
+    );
     ctx.insert("smem_pad", &SMEM_ROW_PAD);
+    ctx.insert("mma", if tile.mma == Mma::Wgmma { "wgmma" } else { "sync" });
+    // Register counts of the wgmma accumulator operand lists.
+    ctx.insert("s_tiles", &(tile.block_n / 8));
+    ctx.insert("s_regs", &(tile.block_n / 2));
+    ctx.insert("o_tiles", &(spec.head_dim / 8));
+    ctx.insert("o_regs", &(spec.head_dim / 2));
     let code = tera().render("attention_fwd.cu", &ctx)?;
     Ok(KernelSource {
         kernel_name: spec.kernel_name(),

@@ -1,6 +1,6 @@
 //! The tile search space and the heuristic default config.
 
-use crate::spec::{Arch, KernelSpec, TileConfig};
+use crate::spec::{Arch, KernelSpec, Mma, TileConfig};
 use crate::validate::validate;
 
 /// Every tile config the templates support for `spec` on `arch`, in a stable order.
@@ -10,9 +10,11 @@ pub fn search_space(spec: &KernelSpec, arch: Arch) -> Vec<TileConfig> {
         for &block_n in &TileConfig::BLOCK_N {
             for &warps in &TileConfig::WARPS {
                 for &stages in &TileConfig::STAGES {
-                    let tile = TileConfig::new(block_m, block_n, warps, stages);
-                    if validate(&spec.with_tile(tile), arch).is_ok() {
-                        out.push(tile);
+                    for mma in TileConfig::MMA {
+                        let tile = TileConfig::new(block_m, block_n, warps, stages).with_mma(mma);
+                        if validate(&spec.with_tile(tile), arch).is_ok() {
+                            out.push(tile);
+                        }
                     }
                 }
             }
@@ -21,15 +23,24 @@ pub fn search_space(spec: &KernelSpec, arch: Arch) -> Vec<TileConfig> {
     out
 }
 
-/// A config that is good without tuning: FlashAttention-2's shapes (128 query rows over 4 warps,
-/// 64 keys a step) where registers allow, 16 rows per warp for the largest head dim.
+/// A config that is good without tuning. On sm_90a: the `wgmma` mainloop with two warpgroups.
+/// Elsewhere FlashAttention-2's shapes (128 query rows over 4 warps, 64 keys a step) where
+/// registers allow, 16 rows per warp for the largest head dim.
 pub fn default_tile(spec: &KernelSpec, arch: Arch) -> TileConfig {
+    let hopper = match spec.head_dim {
+        256 => TileConfig::new(128, 64, 8, 1),
+        _ => TileConfig::new(128, 128, 8, 1),
+    }
+    .with_mma(Mma::Wgmma);
     let preferred = match spec.head_dim {
         256 => TileConfig::new(64, 64, 4, 1),
+        64 | 32 => TileConfig::new(128, 64, 4, if spec.head_dim == 64 { 2 } else { 1 }),
         _ => TileConfig::new(128, 64, 4, 1),
     };
-    if validate(&spec.with_tile(preferred), arch).is_ok() {
-        return preferred;
+    for tile in [hopper, preferred] {
+        if validate(&spec.with_tile(tile), arch).is_ok() {
+            return tile;
+        }
     }
     search_space(spec, arch)
         .into_iter()

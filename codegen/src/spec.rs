@@ -76,19 +76,33 @@ impl fmt::Display for Variant {
     }
 }
 
+/// Which tensor-core instructions the mainloop uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mma {
+    /// Warp-level `mma.sync` with `ldmatrix` (sm_80 and newer).
+    #[default]
+    Sync,
+    /// Warpgroup-level asynchronous `wgmma` reading swizzled shared memory (sm_90a).
+    Wgmma,
+}
+
 /// Head dims the templates are written for.
 pub const HEAD_DIMS: [u32; 5] = [32, 64, 96, 128, 256];
 
 /// How a CTA tiles the problem. `block_m` query rows and `block_n` keys per step; `warps` warps,
 /// each owning `block_m / warps` query rows (16 or 32, one or two MMA row tiles); `stages` K/V
 /// buffers in shared memory (1: K and V loads overlap each other's compute, FlashAttention-2
-/// style; 2: the next K/V tile is prefetched whole while this one is computed).
+/// style; 2: the next K/V tile is prefetched whole while this one is computed); `mma` the
+/// tensor-core instructions (each group of 4 warps issues `wgmma` for 64 rows with `Wgmma`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct TileConfig {
     pub block_m: u32,
     pub block_n: u32,
     pub warps: u32,
     pub stages: u32,
+    #[serde(default)]
+    pub mma: Mma,
 }
 
 impl TileConfig {
@@ -97,13 +111,22 @@ impl TileConfig {
     pub const WARPS: [u32; 2] = [4, 8];
     pub const STAGES: [u32; 2] = [1, 2];
 
+    pub const MMA: [Mma; 2] = [Mma::Sync, Mma::Wgmma];
+
+    /// An `mma.sync` tile.
     pub const fn new(block_m: u32, block_n: u32, warps: u32, stages: u32) -> Self {
         TileConfig {
             block_m,
             block_n,
             warps,
             stages,
+            mma: Mma::Sync,
         }
+    }
+
+    pub const fn with_mma(mut self, mma: Mma) -> Self {
+        self.mma = mma;
+        self
     }
 
     pub fn threads(&self) -> u32 {
@@ -127,7 +150,11 @@ impl fmt::Display for TileConfig {
             f,
             "m{}n{}w{}s{}",
             self.block_m, self.block_n, self.warps, self.stages
-        )
+        )?;
+        if self.mma == Mma::Wgmma {
+            f.write_str("-wgmma")?;
+        }
+        Ok(())
     }
 }
 
@@ -232,7 +259,7 @@ impl KernelSpec {
             self.variant.name().replace('-', "_"),
             self.head_dim,
             self.dtype,
-            self.tile
+            self.tile.to_string().replace('-', "_")
         );
         if self.causal {
             name.push_str("_causal");

@@ -3,7 +3,7 @@
 //! arch's default is used); `Display` always writes the canonical form with the tile.
 
 use crate::error::SpecError;
-use crate::spec::{Arch, DType, KernelSpec, TileConfig, Variant};
+use crate::spec::{Arch, DType, KernelSpec, Mma, TileConfig, Variant};
 use std::fmt;
 
 impl fmt::Display for KernelSpec {
@@ -29,20 +29,24 @@ fn parse_err(input: &str, reason: impl Into<String>) -> SpecError {
     }
 }
 
-/// Parses `m128n64w4s1`.
+/// Parses `m128n64w4s1`, or `m128n128w8s1-wgmma` for the Hopper mainloop.
 pub fn parse_tile(text: &str) -> Result<TileConfig, SpecError> {
     let bad = || {
         parse_err(
             text,
-            "a tile is written m<block_m>n<block_n>w<warps>s<stages>, e.g. m128n64w4s1",
+            "a tile is written m<block_m>n<block_n>w<warps>s<stages>[-wgmma], e.g. m128n64w4s1",
         )
     };
-    let rest = text.strip_prefix('m').ok_or_else(bad)?;
+    let (body, mma) = match text.strip_suffix("-wgmma") {
+        Some(body) => (body, Mma::Wgmma),
+        None => (text, Mma::Sync),
+    };
+    let rest = body.strip_prefix('m').ok_or_else(bad)?;
     let (m, rest) = rest.split_once('n').ok_or_else(bad)?;
     let (n, rest) = rest.split_once('w').ok_or_else(bad)?;
     let (w, s) = rest.split_once('s').ok_or_else(bad)?;
     let num = |t: &str| t.parse::<u32>().map_err(|_| bad());
-    Ok(TileConfig::new(num(m)?, num(n)?, num(w)?, num(s)?))
+    Ok(TileConfig::new(num(m)?, num(n)?, num(w)?, num(s)?).with_mma(mma))
 }
 
 /// Parses a spec and validates it for `arch`; a missing tile takes the arch's default.
@@ -84,7 +88,7 @@ pub fn parse_spec(text: &str, arch: Arch) -> Result<KernelSpec, SpecError> {
                     text,
                     format!(
                         "unknown part `{p}`; allowed: d<head_dim>, bf16, f16, causal, lse, \
-                         varlen, m<block_m>n<block_n>w<warps>s<stages>"
+                         varlen, m<block_m>n<block_n>w<warps>s<stages>[-wgmma]"
                     ),
                 ))
             }

@@ -1,7 +1,7 @@
 //! Spec validation: the single source of truth for what the templates can generate.
 
 use crate::error::SpecError;
-use crate::spec::{Arch, KernelSpec, TileConfig, HEAD_DIMS};
+use crate::spec::{Arch, KernelSpec, Mma, TileConfig, HEAD_DIMS};
 
 /// Accumulator registers per thread that leave room for fragments, addresses and softmax state
 /// within the 255-register limit.
@@ -28,10 +28,18 @@ pub fn q_in_registers(tile: &TileConfig, head_dim: u32) -> bool {
         <= MAX_ACCUMULATOR_REGISTERS
 }
 
+/// Head dims the `wgmma` mainloop supports: rows are split into 128-byte swizzle atoms.
+pub const WGMMA_HEAD_DIMS: [u32; 3] = [64, 128, 256];
+
 /// Dynamic shared memory of one CTA: the Q tile (reused to stage O) and `stages` K and V tiles.
+/// `mma.sync` tiles pad rows by 16 bytes; `wgmma` tiles are swizzled instead and need 1 KiB
+/// alignment, allocated as slack.
 pub fn shared_memory_bytes(tile: &TileConfig, head_dim: u32) -> u32 {
-    let row_bytes = (head_dim + SMEM_ROW_PAD) * 2;
-    (tile.block_m + 2 * tile.stages * tile.block_n) * row_bytes
+    let rows = tile.block_m + 2 * tile.stages * tile.block_n;
+    match tile.mma {
+        Mma::Sync => rows * (head_dim + SMEM_ROW_PAD) * 2,
+        Mma::Wgmma => rows * head_dim * 2 + 1024,
+    }
 }
 
 /// Checks the tile alone (no arch): legal values and register fit.
@@ -56,6 +64,22 @@ pub fn validate_tile(tile: &TileConfig, head_dim: u32) -> Result<(), SpecError> 
             rows,
         });
     }
+    if tile.mma == Mma::Wgmma {
+        if rows != 16 {
+            return Err(SpecError::WgmmaTile {
+                reason: format!(
+                    "a warpgroup of 4 warps owns 64 rows, so 16 rows per warp; tile.block_m = {} \
+                     over tile.warps = {} gives {rows}",
+                    tile.block_m, tile.warps
+                ),
+            });
+        }
+        if !WGMMA_HEAD_DIMS.contains(&head_dim) {
+            return Err(SpecError::WgmmaTile {
+                reason: format!("head_dim = {head_dim}; wgmma tiles support 64, 128, 256"),
+            });
+        }
+    }
     let needed = accumulator_registers(tile, head_dim);
     let max = if tile.stages > 1 {
         MAX_ACCUMULATOR_REGISTERS_TWO_STAGES
@@ -79,6 +103,11 @@ pub fn validate(spec: &KernelSpec, arch: Arch) -> Result<(), SpecError> {
         return Err(SpecError::Arch { arch });
     }
     validate_arch_free(spec)?;
+    if spec.tile.mma == Mma::Wgmma && arch.sm_name() != "sm_90a" {
+        return Err(SpecError::WgmmaTile {
+            reason: format!("wgmma needs sm_90a; {arch} supports mma.sync tiles only"),
+        });
+    }
     let needed = shared_memory_bytes(&spec.tile, spec.head_dim);
     let max = arch.max_shared_bytes_per_block();
     if needed > max {

@@ -44,3 +44,47 @@ __device__ __forceinline__ void fg_mma_16816(float (&d)[4], const fg_u32 (&a)[4]
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+{%- if mma == "wgmma" %}
+
+// ---- sm_90a warpgroup MMA ----------------------------------------------------------------
+typedef unsigned long long fg_u64;
+
+// Shared-memory matrix descriptor: start address, leading / stride byte offsets (all >> 4) and
+// the 128-byte swizzle mode.
+__device__ __forceinline__ fg_u64 fg_wgmma_desc(fg_u32 addr, fg_u32 lead_bytes, fg_u32 stride_bytes) {
+    return (fg_u64)((addr & 0x3FFFF) >> 4) | ((fg_u64)((lead_bytes & 0x3FFFF) >> 4) << 16) |
+           ((fg_u64)((stride_bytes & 0x3FFFF) >> 4) << 32) | (1ull << 62);
+}
+
+__device__ __forceinline__ void fg_wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void fg_wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void fg_wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory"); }
+// Ordinary shared-memory writes (cp.async included) become visible to the tensor cores' proxy.
+__device__ __forceinline__ void fg_fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
+// Pins accumulators in place: no read or write of them moves across an in-flight wgmma.
+__device__ __forceinline__ void fg_fence_operand(float& x) { asm volatile("" : "+f"(x)::"memory"); }
+
+// S[64 x {{ block_n }}] += A[64 x 16] * B[16 x {{ block_n }}], both K-major in shared memory.
+__device__ __forceinline__ void fg_wgmma_qk(float (&d)[{{ s_tiles }}][4], fg_u64 desc_a, fg_u64 desc_b) {
+    asm volatile(
+        "{ .reg .pred p; setp.ne.b32 p, %{{ s_regs + 2 }}, 0; "
+        "wgmma.mma_async.sync.aligned.m64n{{ block_n }}k16.f32.{{ dtype }}.{{ dtype }} "
+        "{ {% for i in range(end=s_regs) %}%{{ i }}{% if not loop.last %}, {% endif %}{% endfor %} }, "
+        "%{{ s_regs }}, %{{ s_regs + 1 }}, p, 1, 1, 0, 0; }"
+        : {% for i in range(end=s_tiles) %}"+f"(d[{{ i }}][0]), "+f"(d[{{ i }}][1]), "+f"(d[{{ i }}][2]), "+f"(d[{{ i }}][3]){% if not loop.last %}, {% endif %}{% endfor %}
+        : "l"(desc_a), "l"(desc_b), "r"(1));
+}
+
+// O[64 x {{ head_dim }}] += P[64 x 16] (registers) * V[16 x {{ head_dim }}] (shared memory,
+// MN-major, hence the transpose flag).
+__device__ __forceinline__ void fg_wgmma_pv(float (&d)[{{ o_tiles }}][4], const fg_u32 (&a)[4], fg_u64 desc_b) {
+    asm volatile(
+        "{ .reg .pred p; setp.ne.b32 p, %{{ o_regs + 5 }}, 0; "
+        "wgmma.mma_async.sync.aligned.m64n{{ head_dim }}k16.f32.{{ dtype }}.{{ dtype }} "
+        "{ {% for i in range(end=o_regs) %}%{{ i }}{% if not loop.last %}, {% endif %}{% endfor %} }, "
+        "{ %{{ o_regs }}, %{{ o_regs + 1 }}, %{{ o_regs + 2 }}, %{{ o_regs + 3 }} }, "
+        "%{{ o_regs + 4 }}, p, 1, 1, 1; }"
+        : {% for i in range(end=o_tiles) %}"+f"(d[{{ i }}][0]), "+f"(d[{{ i }}][1]), "+f"(d[{{ i }}][2]), "+f"(d[{{ i }}][3]){% if not loop.last %}, {% endif %}{% endfor %}
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1));
+}
+{%- endif %}
