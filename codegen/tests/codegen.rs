@@ -1,5 +1,9 @@
 use flashgen_codegen::*;
 
+fn wgmma(block_m: u32, block_n: u32, warps: u32) -> TileConfig {
+    TileConfig::new(block_m, block_n, warps, 1).with_mma(Mma::Wgmma)
+}
+
 fn spec(d: u32, tile: TileConfig) -> KernelSpec {
     KernelSpec::new(Variant::Dense, d, DType::Bf16, true, Arch::SM90).with_tile(tile)
 }
@@ -18,6 +22,9 @@ fn every_validation_error_names_its_field_and_allowed_values() {
         (spec(256, TileConfig::new(64, 128, 4, 1)), Arch::SM86, "tile", "at most 101376"),
         (spec(128, TileConfig::new(128, 64, 4, 2)), Arch::SM90, "tile", "1 stage"),
         (spec(128, ok), Arch::new(7, 5), "arch", "8.0 or newer"),
+        (spec(128, wgmma(128, 128, 8)), Arch::SM80, "mma", "wgmma needs sm_90a"),
+        (spec(128, wgmma(128, 64, 4)), Arch::SM90, "mma", "16 rows per warp"),
+        (spec(96, wgmma(128, 64, 8)), Arch::SM90, "mma", "64, 128, 256"),
     ];
     for (spec, arch, field, allowed) in cases {
         let err = validate(&spec, arch).expect_err(&format!("{spec} on {arch} must be rejected"));
@@ -78,6 +85,11 @@ fn parse_errors_are_clear() {
         let err = parse_spec(text, Arch::SM90).unwrap_err();
         assert!(err.to_string().contains(want), "`{err}` should contain `{want}`");
     }
+    assert_eq!(
+        parse_tile("m128n128w8s1-wgmma").unwrap(),
+        wgmma(128, 128, 8)
+    );
+    assert_eq!(wgmma(128, 128, 8).to_string(), "m128n128w8s1-wgmma");
     assert_eq!(parse_arch("sm_90a").unwrap(), Arch::SM90);
     assert_eq!(parse_arch("8.6").unwrap(), Arch::SM86);
     assert_eq!(parse_arch("80").unwrap(), Arch::SM80);
@@ -101,6 +113,23 @@ fn default_tile_is_valid_for_every_spec_and_arch() {
             assert!(search_space(&s, arch).contains(&s.tile));
         }
     }
+}
+
+#[test]
+fn hopper_defaults_to_wgmma_and_other_archs_to_mma_sync() {
+    for d in [64, 128, 256] {
+        let s = KernelSpec::new(Variant::Dense, d, DType::Bf16, true, Arch::SM90);
+        assert_eq!(s.tile.mma, Mma::Wgmma, "d{d}");
+        let code = render(&s).unwrap().code;
+        assert!(code.contains(&format!("wgmma.mma_async.sync.aligned.m64n{d}k16.f32.bf16.bf16")));
+        assert!(s.kernel_name().ends_with("_causal") && !s.kernel_name().contains('-'));
+        let s = KernelSpec::new(Variant::Dense, d, DType::Bf16, true, Arch::SM80);
+        assert_eq!(s.tile.mma, Mma::Sync, "d{d}");
+        assert!(!render(&s).unwrap().code.contains("wgmma"));
+    }
+    // Head dims the swizzled layout cannot split stay on mma.sync on Hopper too.
+    let s = KernelSpec::new(Variant::Dense, 96, DType::Bf16, true, Arch::SM90);
+    assert_eq!(s.tile.mma, Mma::Sync);
 }
 
 #[test]
