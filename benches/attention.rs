@@ -198,7 +198,13 @@ fn device_mask(rt: &Runtime, c: &Case) -> DeviceMask {
     }
 }
 
-fn launch(rt: &Runtime, spec: &KernelSpec, c: &Case, x: &mut Inputs, m: &DeviceMask) -> flashgen_runtime::Result<()> {
+fn launch(
+    rt: &Runtime,
+    spec: &KernelSpec,
+    c: &Case,
+    x: &mut Inputs,
+    m: &DeviceMask,
+) -> flashgen_runtime::Result<()> {
     let mask = match &c.mask {
         CaseMask::None => Mask::None,
         CaseMask::Streaming(p) => Mask::Streaming(*p),
@@ -212,10 +218,22 @@ fn launch(rt: &Runtime, spec: &KernelSpec, c: &Case, x: &mut Inputs, m: &DeviceM
     rt.attention(
         spec,
         AttentionArgs::new(
-            Tensor { data: &x.q, layout: x.q_layout },
-            Tensor { data: &x.k, layout: x.kv_layout },
-            Tensor { data: &x.v, layout: x.kv_layout },
-            TensorMut { data: &mut x.o, layout: x.q_layout },
+            Tensor {
+                data: &x.q,
+                layout: x.q_layout,
+            },
+            Tensor {
+                data: &x.k,
+                layout: x.kv_layout,
+            },
+            Tensor {
+                data: &x.v,
+                layout: x.kv_layout,
+            },
+            TensorMut {
+                data: &mut x.o,
+                layout: x.q_layout,
+            },
         )
         .lse(&mut x.lse)
         .mask(mask),
@@ -223,7 +241,10 @@ fn launch(rt: &Runtime, spec: &KernelSpec, c: &Case, x: &mut Inputs, m: &DeviceM
 }
 
 /// Median milliseconds of one launch.
-fn time(rt: &Runtime, mut f: impl FnMut() -> flashgen_runtime::Result<()>) -> flashgen_runtime::Result<f64> {
+fn time(
+    rt: &Runtime,
+    mut f: impl FnMut() -> flashgen_runtime::Result<()>,
+) -> flashgen_runtime::Result<f64> {
     let ctx = rt.context();
     let stream = rt.stream();
     for _ in 0..WARMUP {
@@ -231,8 +252,12 @@ fn time(rt: &Runtime, mut f: impl FnMut() -> flashgen_runtime::Result<()>) -> fl
     }
     let mut times = Vec::with_capacity(REPS);
     for _ in 0..REPS {
-        let start = ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).expect("event");
-        let end = ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).expect("event");
+        let start = ctx
+            .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+            .expect("event");
+        let end = ctx
+            .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+            .expect("event");
         start.record(stream).expect("record");
         f()?;
         end.record(stream).expect("record");
@@ -257,7 +282,11 @@ struct Row {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let json = args.iter().position(|a| a == "--json").and_then(|i| args.get(i + 1)).cloned();
+    let json = args
+        .iter()
+        .position(|a| a == "--json")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
     let sweep = args.iter().any(|a| a == "--sweep");
     let only: Option<Vec<String>> = args
         .iter()
@@ -272,10 +301,15 @@ fn main() {
             std::process::exit(2);
         }
     };
-    println!("{} ({}, {} SMs)", rt.info().name, rt.arch(), rt.info().sm_count);
     println!(
-        "{:<18} {:<22} {:<12} {:>9} {:>9}  {}",
-        "case", "shape", "tile", "ms", "TFLOP/s", "fastest tile (sweep)"
+        "{} ({}, {} SMs)",
+        rt.info().name,
+        rt.arch(),
+        rt.info().sm_count
+    );
+    println!(
+        "{:<18} {:<22} {:<12} {:>9} {:>9}  fastest tile (sweep)",
+        "case", "shape", "tile", "ms", "TFLOP/s"
     );
     let mut rows = Vec::new();
     for c in cases() {
@@ -284,7 +318,14 @@ fn main() {
                 continue;
             }
         }
-        let base = KernelSpec::new(c.variant, c.head_dim as u32, DType::Bf16, c.causal, rt.arch()).with_lse(true);
+        let base = KernelSpec::new(
+            c.variant,
+            c.head_dim as u32,
+            DType::Bf16,
+            c.causal,
+            rt.arch(),
+        )
+        .with_lse(true);
         let default = default_tile(&base, rt.arch());
         let mut x = inputs(rt.stream(), &c);
         let m = device_mask(&rt, &c);
@@ -376,7 +417,14 @@ fn two_launches(rt: &Runtime, c: &Case, p: StreamingParams) -> flashgen_runtime:
     let (mut xs, mut xd) = (inputs(rt.stream(), &half), inputs(rt.stream(), &dense_half));
     let (ms_, md) = (device_mask(rt, &half), device_mask(rt, &dense_half));
     let spec = |case: &Case| {
-        KernelSpec::new(case.variant, case.head_dim as u32, DType::Bf16, case.causal, rt.arch()).with_lse(true)
+        KernelSpec::new(
+            case.variant,
+            case.head_dim as u32,
+            DType::Bf16,
+            case.causal,
+            rt.arch(),
+        )
+        .with_lse(true)
     };
     let (ss, sd) = (spec(&half), spec(&dense_half));
     time(rt, || {

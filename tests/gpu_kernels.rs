@@ -24,7 +24,14 @@ fn dense_lengths_not_multiples_of_the_tile() {
 fn dense_sq_differs_from_sk_both_ways() {
     let rt = runtime();
     for causal in [false, true] {
-        for (sq, sk) in [(17, 1000), (1000, 17), (1, 4097), (128, 1000), (1000, 128), (4097, 300)] {
+        for (sq, sk) in [
+            (17, 1000),
+            (1000, 17),
+            (1, 4097),
+            (128, 1000),
+            (1000, 128),
+            (4097, 300),
+        ] {
             let mut c = Case::dense(64, causal, sq, sk);
             c.dtype = DType::F16;
             check(&rt, &c);
@@ -81,7 +88,15 @@ fn bhsd_layout_and_explicit_scale() {
 #[ignore = "needs a CUDA GPU"]
 fn varlen_batch_of_mixed_lengths() {
     let rt = runtime();
-    let lens = vec![(1, 1), (17, 40), (128, 128), (1000, 600), (0, 5), (300, 0), (77, 1000)];
+    let lens = vec![
+        (1, 1),
+        (17, 40),
+        (128, 128),
+        (1000, 600),
+        (0, 5),
+        (300, 0),
+        (77, 1000),
+    ];
     for d in [64, 128] {
         for causal in [false, true] {
             let mut c = Case::dense(d, causal, 0, 0);
@@ -119,7 +134,15 @@ fn streaming(sink: usize, window: usize, sq: usize, sk: usize) -> Case {
 #[ignore = "needs a CUDA GPU"]
 fn streaming_sinks_and_windows() {
     let rt = runtime();
-    for (sink, window) in [(0, 64), (1, 1), (4, 100), (64, 256), (128, 5000), (0, 0), (3, 0)] {
+    for (sink, window) in [
+        (0, 64),
+        (1, 1),
+        (4, 100),
+        (64, 256),
+        (128, 5000),
+        (0, 0),
+        (3, 0),
+    ] {
         for (sq, sk) in [(1000, 1000), (300, 1000), (1000, 300), (1, 777)] {
             check(&rt, &streaming(sink, window, sq, sk));
         }
@@ -177,8 +200,20 @@ fn mixed_heads_in_one_launch() {
         c.hq = 8;
         c.hkv = 2;
         c.mask = CaseMask::Mixed {
-            kinds: vec![Streaming, DenseCausal, BlockSparse, Dense, Streaming, Streaming, DenseCausal, BlockSparse],
-            streaming: StreamingParams { sink: 8, window: 100 },
+            kinds: vec![
+                Streaming,
+                DenseCausal,
+                BlockSparse,
+                Dense,
+                Streaming,
+                Streaming,
+                DenseCausal,
+                BlockSparse,
+            ],
+            streaming: StreamingParams {
+                sink: 8,
+                window: 100,
+            },
             block_q: 128,
             block_k: 128,
         };
@@ -208,8 +243,16 @@ fn sanitizer_small_launches() {
     let mut c = Case::dense(128, true, 150, 150);
     c.hq = 4;
     c.mask = CaseMask::Mixed {
-        kinds: vec![HeadKind::Streaming, HeadKind::DenseCausal, HeadKind::BlockSparse, HeadKind::Dense],
-        streaming: StreamingParams { sink: 4, window: 30 },
+        kinds: vec![
+            HeadKind::Streaming,
+            HeadKind::DenseCausal,
+            HeadKind::BlockSparse,
+            HeadKind::Dense,
+        ],
+        streaming: StreamingParams {
+            sink: 4,
+            window: 30,
+        },
         block_q: 128,
         block_k: 128,
     };

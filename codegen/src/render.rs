@@ -103,7 +103,14 @@ pub fn render(spec: &KernelSpec) -> Result<KernelSource, tera::Error> {
         &(tile.mma == Mma::Sync && q_in_registers(&tile, spec.head_dim)),
     );
     ctx.insert("smem_pad", &SMEM_ROW_PAD);
-    ctx.insert("mma", if tile.mma == Mma::Wgmma { "wgmma" } else { "sync" });
+    ctx.insert(
+        "mma",
+        if tile.mma == Mma::Wgmma {
+            "wgmma"
+        } else {
+            "sync"
+        },
+    );
     // Register counts of the wgmma accumulator operand lists.
     ctx.insert("s_tiles", &(tile.block_n / 8));
     ctx.insert("s_regs", &(tile.block_n / 2));

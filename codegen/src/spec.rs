@@ -77,7 +77,9 @@ impl fmt::Display for Variant {
 }
 
 /// Which tensor-core instructions the mainloop uses.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Mma {
     /// Warp-level `mma.sync` with `ldmatrix` (sm_80 and newer).

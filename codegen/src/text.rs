@@ -52,9 +52,7 @@ pub fn parse_tile(text: &str) -> Result<TileConfig, SpecError> {
 /// Parses a spec and validates it for `arch`; a missing tile takes the arch's default.
 pub fn parse_spec(text: &str, arch: Arch) -> Result<KernelSpec, SpecError> {
     let mut parts = text.split(',').map(str::trim).filter(|p| !p.is_empty());
-    let variant_name = parts
-        .next()
-        .ok_or_else(|| parse_err(text, "empty spec"))?;
+    let variant_name = parts.next().ok_or_else(|| parse_err(text, "empty spec"))?;
     let variant = Variant::ALL
         .into_iter()
         .find(|v| v.name() == variant_name)
@@ -77,10 +75,15 @@ pub fn parse_spec(text: &str, arch: Arch) -> Result<KernelSpec, SpecError> {
             "varlen" => varlen = true,
             "bf16" => dtype = Some(DType::Bf16),
             "f16" | "fp16" => dtype = Some(DType::F16),
-            p if p.starts_with('d') && p[1..].chars().all(|c| c.is_ascii_digit()) && p.len() > 1 => {
-                head_dim = Some(p[1..].parse::<u32>().map_err(|_| {
-                    parse_err(text, format!("head dim `{p}` is not a number"))
-                })?);
+            p if p.starts_with('d')
+                && p[1..].chars().all(|c| c.is_ascii_digit())
+                && p.len() > 1 =>
+            {
+                head_dim = Some(
+                    p[1..]
+                        .parse::<u32>()
+                        .map_err(|_| parse_err(text, format!("head dim `{p}` is not a number")))?,
+                );
             }
             p if p.starts_with('m') => tile = Some(parse_tile(p)?),
             p => {

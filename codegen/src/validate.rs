@@ -57,7 +57,7 @@ pub fn validate_tile(tile: &TileConfig, head_dim: u32) -> Result<(), SpecError> 
         return Err(SpecError::Stages { got: tile.stages });
     }
     let rows = tile.block_m / tile.warps;
-    if tile.block_m % tile.warps != 0 || !(rows == 16 || rows == 32) {
+    if !tile.block_m.is_multiple_of(tile.warps) || !(rows == 16 || rows == 32) {
         return Err(SpecError::RowsPerWarp {
             block_m: tile.block_m,
             warps: tile.warps,
@@ -125,9 +125,7 @@ pub fn validate(spec: &KernelSpec, arch: Arch) -> Result<(), SpecError> {
 /// The checks that do not depend on the target GPU (what the proc-macro can check at build time).
 pub fn validate_arch_free(spec: &KernelSpec) -> Result<(), SpecError> {
     if !HEAD_DIMS.contains(&spec.head_dim) {
-        return Err(SpecError::HeadDim {
-            got: spec.head_dim,
-        });
+        return Err(SpecError::HeadDim { got: spec.head_dim });
     }
     if spec.causal && !spec.variant.accepts_causal() {
         return Err(SpecError::CausalNotApplicable {

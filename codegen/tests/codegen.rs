@@ -13,23 +13,81 @@ fn every_validation_error_names_its_field_and_allowed_values() {
     let ok = TileConfig::new(128, 64, 4, 1);
     let cases: Vec<(KernelSpec, Arch, &str, &str)> = vec![
         (spec(80, ok), Arch::SM90, "head_dim", "32, 64, 96, 128, 256"),
-        (spec(128, TileConfig::new(96, 64, 4, 1)), Arch::SM90, "block_m", "64, 128"),
-        (spec(128, TileConfig::new(128, 48, 4, 1)), Arch::SM90, "block_n", "32, 64, 128"),
-        (spec(128, TileConfig::new(128, 64, 2, 1)), Arch::SM90, "warps", "4, 8"),
-        (spec(128, TileConfig::new(128, 64, 4, 3)), Arch::SM90, "stages", "1, 2"),
-        (spec(128, TileConfig::new(64, 64, 8, 1)), Arch::SM90, "block_m", "16 or 32 rows per warp"),
-        (spec(256, TileConfig::new(128, 64, 4, 1)), Arch::SM90, "tile", "at most 192"),
-        (spec(256, TileConfig::new(64, 128, 4, 1)), Arch::SM86, "tile", "at most 101376"),
-        (spec(128, TileConfig::new(128, 64, 4, 2)), Arch::SM90, "tile", "1 stage"),
+        (
+            spec(128, TileConfig::new(96, 64, 4, 1)),
+            Arch::SM90,
+            "block_m",
+            "64, 128",
+        ),
+        (
+            spec(128, TileConfig::new(128, 48, 4, 1)),
+            Arch::SM90,
+            "block_n",
+            "32, 64, 128",
+        ),
+        (
+            spec(128, TileConfig::new(128, 64, 2, 1)),
+            Arch::SM90,
+            "warps",
+            "4, 8",
+        ),
+        (
+            spec(128, TileConfig::new(128, 64, 4, 3)),
+            Arch::SM90,
+            "stages",
+            "1, 2",
+        ),
+        (
+            spec(128, TileConfig::new(64, 64, 8, 1)),
+            Arch::SM90,
+            "block_m",
+            "16 or 32 rows per warp",
+        ),
+        (
+            spec(256, TileConfig::new(128, 64, 4, 1)),
+            Arch::SM90,
+            "tile",
+            "at most 192",
+        ),
+        (
+            spec(256, TileConfig::new(64, 128, 4, 1)),
+            Arch::SM86,
+            "tile",
+            "at most 101376",
+        ),
+        (
+            spec(128, TileConfig::new(128, 64, 4, 2)),
+            Arch::SM90,
+            "tile",
+            "1 stage",
+        ),
         (spec(128, ok), Arch::new(7, 5), "arch", "8.0 or newer"),
-        (spec(128, wgmma(128, 128, 8)), Arch::SM80, "mma", "wgmma needs sm_90a"),
-        (spec(128, wgmma(128, 64, 4)), Arch::SM90, "mma", "16 rows per warp"),
-        (spec(96, wgmma(128, 64, 8)), Arch::SM90, "mma", "64, 128, 256"),
+        (
+            spec(128, wgmma(128, 128, 8)),
+            Arch::SM80,
+            "mma",
+            "wgmma needs sm_90a",
+        ),
+        (
+            spec(128, wgmma(128, 64, 4)),
+            Arch::SM90,
+            "mma",
+            "16 rows per warp",
+        ),
+        (
+            spec(96, wgmma(128, 64, 8)),
+            Arch::SM90,
+            "mma",
+            "64, 128, 256",
+        ),
     ];
     for (spec, arch, field, allowed) in cases {
         let err = validate(&spec, arch).expect_err(&format!("{spec} on {arch} must be rejected"));
         assert_eq!(err.field(), field, "{err}");
-        assert!(err.to_string().contains(allowed), "`{err}` should mention `{allowed}`");
+        assert!(
+            err.to_string().contains(allowed),
+            "`{err}` should mention `{allowed}`"
+        );
     }
     assert!(validate(&spec(128, ok), Arch::SM90).is_ok());
 }
@@ -73,17 +131,29 @@ fn text_form_round_trips() {
 #[test]
 fn parse_errors_are_clear() {
     let cases = [
-        ("sparse,d128,bf16", "unknown variant `sparse`; allowed values: dense, streaming, block-sparse, mixed"),
-        ("streaming,d128,bf16,causal", "causal = true does not apply to variant streaming"),
+        (
+            "sparse,d128,bf16",
+            "unknown variant `sparse`; allowed values: dense, streaming, block-sparse, mixed",
+        ),
+        (
+            "streaming,d128,bf16,causal",
+            "causal = true does not apply to variant streaming",
+        ),
         ("dense,bf16", "missing head dim"),
         ("dense,d128", "missing dtype"),
         ("dense,d128,bf16,fast", "unknown part `fast`"),
-        ("dense,d128,bf16,m128x64", "m<block_m>n<block_n>w<warps>s<stages>"),
+        (
+            "dense,d128,bf16,m128x64",
+            "m<block_m>n<block_n>w<warps>s<stages>",
+        ),
         ("dense,d100,bf16", "head_dim = 100"),
     ];
     for (text, want) in cases {
         let err = parse_spec(text, Arch::SM90).unwrap_err();
-        assert!(err.to_string().contains(want), "`{err}` should contain `{want}`");
+        assert!(
+            err.to_string().contains(want),
+            "`{err}` should contain `{want}`"
+        );
     }
     assert_eq!(
         parse_tile("m128n128w8s1-wgmma").unwrap(),
@@ -121,7 +191,9 @@ fn hopper_defaults_to_wgmma_and_other_archs_to_mma_sync() {
         let s = KernelSpec::new(Variant::Dense, d, DType::Bf16, true, Arch::SM90);
         assert_eq!(s.tile.mma, Mma::Wgmma, "d{d}");
         let code = render(&s).unwrap().code;
-        assert!(code.contains(&format!("wgmma.mma_async.sync.aligned.m64n{d}k16.f32.bf16.bf16")));
+        assert!(code.contains(&format!(
+            "wgmma.mma_async.sync.aligned.m64n{d}k16.f32.bf16.bf16"
+        )));
         assert!(s.kernel_name().ends_with("_causal") && !s.kernel_name().contains('-'));
         let s = KernelSpec::new(Variant::Dense, d, DType::Bf16, true, Arch::SM80);
         assert_eq!(s.tile.mma, Mma::Sync, "d{d}");
@@ -139,13 +211,24 @@ fn rendering_is_deterministic_and_complete() {
     let b = render(&s).unwrap();
     assert_eq!(a, b);
     assert_eq!(a.kernel_name, s.kernel_name());
-    assert!(a.code.contains(&format!("__global__ void __launch_bounds__(THREADS) {}(", s.kernel_name())));
+    assert!(a.code.contains(&format!(
+        "__global__ void __launch_bounds__(THREADS) {}(",
+        s.kernel_name()
+    )));
     assert!(a.code.contains("constexpr int HEAD_DIM = 64;"));
-    assert!(a.code.contains("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32"));
+    assert!(a
+        .code
+        .contains("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32"));
     assert!(a.code.contains("cvt.rn.f16x2.f32"));
     assert!(a.code.contains("constexpr bool VARLEN = true;"));
-    assert!(!a.code.contains("#include"), "templates must be self-contained");
-    assert!(!a.code.contains("{{") && !a.code.contains("{%"), "unrendered template syntax");
+    assert!(
+        !a.code.contains("#include"),
+        "templates must be self-contained"
+    );
+    assert!(
+        !a.code.contains("{{") && !a.code.contains("{%"),
+        "unrendered template syntax"
+    );
     assert_eq!(a.threads, 128);
     assert_eq!(a.shared_bytes, shared_memory_bytes(&s.tile, 64));
 }

@@ -146,7 +146,15 @@ pub fn default_dir() -> Option<PathBuf> {
 pub fn key_for(spec: &KernelSpec, arch: Arch, nvrtc: (i32, i32)) -> String {
     let mut h = Sha256::new();
     h.update(spec_hash(spec).as_bytes());
-    h.update(format!("|nvrtc {}.{}|{}|abi {KERNEL_ABI_VERSION}|", nvrtc.0, nvrtc.1, arch.sm_name()).as_bytes());
+    h.update(
+        format!(
+            "|nvrtc {}.{}|{}|abi {KERNEL_ABI_VERSION}|",
+            nvrtc.0,
+            nvrtc.1,
+            arch.sm_name()
+        )
+        .as_bytes(),
+    );
     for option in compile_options(arch) {
         h.update(option.as_bytes());
         h.update([0]);
@@ -193,10 +201,14 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
     fn u32(&mut self) -> std::result::Result<u32, String> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn u64(&mut self) -> std::result::Result<u64, String> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     fn bytes(&mut self) -> std::result::Result<&'a [u8], String> {
         let n = self.u64()?;
@@ -289,10 +301,7 @@ pub fn read_entry(path: &Path, key: &str) -> std::result::Result<Option<Compiled
     let len = r.u64()?;
     let digest = r.take(32)?.to_vec();
     if r.0.len() as u64 != len {
-        return Err(format!(
-            "payload is {} bytes, header says {len}",
-            r.0.len()
-        ));
+        return Err(format!("payload is {} bytes, header says {len}", r.0.len()));
     }
     if Sha256::digest(r.0).as_slice() != digest.as_slice() {
         return Err("payload digest mismatch".into());
@@ -320,7 +329,8 @@ mod tests {
     }
 
     fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("flashgen-cache-test-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("flashgen-cache-test-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
@@ -332,7 +342,10 @@ mod tests {
         let path = dir.join("a.cubin");
         write_entry(&path, "a", &kernel()).unwrap();
         assert_eq!(read_entry(&path, "a").unwrap(), Some(kernel()));
-        assert_eq!(read_entry(&dir.join("missing.cubin"), "missing").unwrap(), None);
+        assert_eq!(
+            read_entry(&dir.join("missing.cubin"), "missing").unwrap(),
+            None
+        );
     }
 
     #[test]
@@ -352,11 +365,17 @@ mod tests {
         }
         for cut in [0, 10, 30, good.len() - 1] {
             std::fs::write(&path, &good[..cut]).unwrap();
-            assert!(read_entry(&path, "a").is_err(), "truncation at {cut} accepted");
+            assert!(
+                read_entry(&path, "a").is_err(),
+                "truncation at {cut} accepted"
+            );
         }
         // Another key's entry under this key's name.
         std::fs::write(&path, &good).unwrap();
-        assert_eq!(read_entry(&path, "b").unwrap_err(), "entry belongs to another key");
+        assert_eq!(
+            read_entry(&path, "b").unwrap_err(),
+            "entry belongs to another key"
+        );
     }
 
     #[test]

@@ -34,7 +34,11 @@ pub enum Error {
     NoDevice { ordinal: usize, available: i32 },
 
     #[error("GPU {name} has compute capability {major}.{minor}; flashgen needs 8.0 or newer")]
-    UnsupportedDevice { name: String, major: i32, minor: i32 },
+    UnsupportedDevice {
+        name: String,
+        major: i32,
+        minor: i32,
+    },
 
     #[error(transparent)]
     Spec(#[from] SpecError),

@@ -43,7 +43,9 @@ pub use cache::{CacheHit, CacheSource, KernelCache};
 pub use compile::{compile, compile_options, nvrtc_version, CompiledKernel, ResourceReport};
 pub use error::{Error, Result};
 pub use layout::Layout;
-pub use masks::{dense_density, heavy_first_order, BlockMask, HeadKind, MaskError, StreamingParams};
+pub use masks::{
+    dense_density, heavy_first_order, BlockMask, HeadKind, MaskError, StreamingParams,
+};
 pub use params::FlashParams;
 pub use plan::{plan, Plan};
 pub use runtime::{

@@ -4,7 +4,8 @@
 use crate::error::{Error, Result};
 use std::sync::OnceLock;
 
-const NVRTC_HINT: &str = "install libnvrtc 13 (e.g. `python3 -m pip install nvidia-cuda-nvrtc==13.0.88` \
+const NVRTC_HINT: &str =
+    "install libnvrtc 13 (e.g. `python3 -m pip install nvidia-cuda-nvrtc==13.0.88` \
      and add its nvidia/cu13/lib folder to LD_LIBRARY_PATH, or add the CUDA toolkit's lib64)";
 const DRIVER_HINT: &str =
     "no NVIDIA driver library (libcuda.so) on the loader path: install the NVIDIA driver";

@@ -13,7 +13,9 @@ pub enum MaskError {
         got: usize,
         expected: usize,
     },
-    #[error("block list: kv_count[{batch}, {head}, {q_block}] = {count} is outside 0..={max_blocks}")]
+    #[error(
+        "block list: kv_count[{batch}, {head}, {q_block}] = {count} is outside 0..={max_blocks}"
+    )]
     Count {
         batch: usize,
         head: usize,
@@ -50,9 +52,7 @@ pub enum MaskError {
     NotPositive { field: &'static str, got: usize },
     #[error("block list: heads = {got}; allowed: 1 (shared by all heads) or {heads_q} (one per query head)")]
     Heads { got: usize, heads_q: usize },
-    #[error(
-        "block list covers {have} {what} in blocks of {block}, but the sequence needs {need}"
-    )]
+    #[error("block list covers {have} {what} in blocks of {block}, but the sequence needs {need}")]
     Coverage {
         what: &'static str,
         have: usize,
@@ -159,7 +159,11 @@ impl BlockMask {
                 });
             }
             for (row, list) in lists.iter_mut().enumerate() {
-                let (b, h, qb) = (row / (heads * q_blocks), row / q_blocks % heads, row % q_blocks);
+                let (b, h, qb) = (
+                    row / (heads * q_blocks),
+                    row / q_blocks % heads,
+                    row % q_blocks,
+                );
                 let count = counts[row];
                 if count < 0 || count as usize > max {
                     return Err(MaskError::Count {
@@ -330,7 +334,8 @@ impl BlockMask {
                     max_blocks: self.max_blocks,
                 });
             }
-            let list = &self.kv_index[row * self.max_blocks..row * self.max_blocks + count as usize];
+            let list =
+                &self.kv_index[row * self.max_blocks..row * self.max_blocks + count as usize];
             for (slot, &index) in list.iter().enumerate() {
                 if index < 0 || index as usize >= self.kv_blocks {
                     return Err(MaskError::IndexRange {
@@ -398,7 +403,13 @@ pub struct StreamingParams {
 
 impl StreamingParams {
     /// Keys of `keys` that query `i` sees (pos = i + sk - sq).
-    fn visible_count_in(&self, i: usize, sq: usize, sk: usize, keys: std::ops::Range<usize>) -> usize {
+    fn visible_count_in(
+        &self,
+        i: usize,
+        sq: usize,
+        sk: usize,
+        keys: std::ops::Range<usize>,
+    ) -> usize {
         let pos = i as i64 + sk as i64 - sq as i64;
         if pos < 0 {
             return 0;
@@ -418,7 +429,9 @@ impl StreamingParams {
         if sq == 0 || sk == 0 {
             return 0.0;
         }
-        let kept: usize = (0..sq).map(|i| self.visible_count_in(i, sq, sk, 0..sk)).sum();
+        let kept: usize = (0..sq)
+            .map(|i| self.visible_count_in(i, sq, sk, 0..sk))
+            .sum();
         kept as f64 / (sq as f64 * sk as f64)
     }
 }
@@ -511,7 +524,10 @@ mod tests {
         assert_eq!(m.row(0, 0, 0), &[0]);
         assert_eq!(m.row(0, 0, 1), &[0, 1]);
         let err = BlockMask::from_flex(&[1], &[5], None, 1, 1, 1, 1, 2, 128, 128).unwrap_err();
-        assert!(matches!(err, MaskError::IndexRange { index: 5, .. }), "{err}");
+        assert!(
+            matches!(err, MaskError::IndexRange { index: 5, .. }),
+            "{err}"
+        );
         let err = BlockMask::from_flex(&[3], &[0, 1], None, 1, 1, 1, 2, 2, 128, 128).unwrap_err();
         assert!(matches!(err, MaskError::Count { count: 3, .. }), "{err}");
     }
@@ -535,25 +551,46 @@ mod tests {
         ));
         let mut m = good.clone();
         m.kv_count[0] = 3;
-        assert!(matches!(m.validate(1, 4, 256, 256), Err(MaskError::Count { .. })));
+        assert!(matches!(
+            m.validate(1, 4, 256, 256),
+            Err(MaskError::Count { .. })
+        ));
         let mut m = good.clone();
         m.kv_count[1] = -1;
-        assert!(matches!(m.validate(1, 4, 256, 256), Err(MaskError::Count { .. })));
+        assert!(matches!(
+            m.validate(1, 4, 256, 256),
+            Err(MaskError::Count { .. })
+        ));
         assert!(matches!(
             good.validate(1, 4, 257, 256),
-            Err(MaskError::Coverage { what: "query blocks", .. })
+            Err(MaskError::Coverage {
+                what: "query blocks",
+                ..
+            })
         ));
         assert!(matches!(
             good.validate(1, 4, 256, 300),
-            Err(MaskError::Coverage { what: "key blocks", .. })
+            Err(MaskError::Coverage {
+                what: "key blocks",
+                ..
+            })
         ));
-        assert!(matches!(good.validate(2, 4, 256, 256), Err(MaskError::Length { .. })));
+        assert!(matches!(
+            good.validate(2, 4, 256, 256),
+            Err(MaskError::Length { .. })
+        ));
         let mut m = good.clone();
         m.heads = 2;
-        assert!(matches!(m.validate(1, 4, 256, 256), Err(MaskError::Heads { .. })));
+        assert!(matches!(
+            m.validate(1, 4, 256, 256),
+            Err(MaskError::Heads { .. })
+        ));
         let mut m = good;
         m.kv_index.pop();
-        assert!(matches!(m.validate(1, 4, 256, 256), Err(MaskError::Length { .. })));
+        assert!(matches!(
+            m.validate(1, 4, 256, 256),
+            Err(MaskError::Length { .. })
+        ));
     }
 
     #[test]
@@ -561,7 +598,7 @@ mod tests {
         assert_eq!(dense_density(4, 4, true), 10.0 / 16.0);
         assert_eq!(dense_density(2, 4, true), 7.0 / 8.0); // rows at positions 2 and 3
         assert_eq!(dense_density(4, 2, true), 3.0 / 8.0); // rows at -2, -1, 0, 1
-        // sink 1, window 2 over 4x4: rows see {0}, {0,1}, {0,1,2}, {0,2,3}.
+                                                          // sink 1, window 2 over 4x4: rows see {0}, {0,1}, {0,1,2}, {0,2,3}.
         let s = StreamingParams { sink: 1, window: 2 };
         assert_eq!(s.density(4, 4), 9.0 / 16.0);
         // A full block list with causal equals the causal density.
@@ -580,7 +617,10 @@ mod tests {
             for j in 0..sk {
                 let listed = m.row(0, 0, i / 8).contains(&((j / 4) as i32));
                 let visible = s.visible_count_in(i, sq, sk, j..j + 1) == 1;
-                assert!(!visible || listed, "pair ({i}, {j}) visible but its block is not listed");
+                assert!(
+                    !visible || listed,
+                    "pair ({i}, {j}) visible but its block is not listed"
+                );
             }
         }
         // Every listed block holds at least one visible pair.
@@ -588,7 +628,9 @@ mod tests {
             for &kb in m.row(0, 0, qb) {
                 let rows = qb * 8..((qb + 1) * 8).min(sq);
                 let keys = kb as usize * 4..((kb as usize + 1) * 4).min(sk);
-                assert!(rows.into_iter().any(|i| s.visible_count_in(i, sq, sk, keys.clone()) > 0));
+                assert!(rows
+                    .into_iter()
+                    .any(|i| s.visible_count_in(i, sq, sk, keys.clone()) > 0));
             }
         }
     }

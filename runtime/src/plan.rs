@@ -92,13 +92,19 @@ fn check_tensor(name: &'static str, t: &TensorArg, head_dim: u32) -> Result<()> 
     if l.dim != head_dim as usize {
         return Err(invalid(
             name,
-            format!("head dim is {}, the kernel was generated for {head_dim}", l.dim),
+            format!(
+                "head dim is {}, the kernel was generated for {head_dim}",
+                l.dim
+            ),
         ));
     }
     if l.strides[3] != 1 {
         return Err(invalid(
             name,
-            format!("the head dim must be contiguous (stride 1), got stride {}", l.strides[3]),
+            format!(
+                "the head dim must be contiguous (stride 1), got stride {}",
+                l.strides[3]
+            ),
         ));
     }
     for (axis, stride) in ["batch", "seq", "heads"].iter().zip(l.strides) {
@@ -111,14 +117,20 @@ fn check_tensor(name: &'static str, t: &TensorArg, head_dim: u32) -> Result<()> 
             ));
         }
     }
-    if t.buffer.ptr % 16 != 0 {
-        return Err(invalid(name, format!("base address {:#x} is not 16-byte aligned", t.buffer.ptr)));
+    if !t.buffer.ptr.is_multiple_of(16) {
+        return Err(invalid(
+            name,
+            format!("base address {:#x} is not 16-byte aligned", t.buffer.ptr),
+        ));
     }
     let need = l.required_len();
     if t.buffer.len < need {
         return Err(invalid(
             name,
-            format!("buffer has {} elements, its layout addresses {need}", t.buffer.len),
+            format!(
+                "buffer has {} elements, its layout addresses {need}",
+                t.buffer.len
+            ),
         ));
     }
     if l.seq > i32::MAX as usize || l.heads > 65_535 || l.batch > 65_535 {
@@ -129,27 +141,52 @@ fn check_tensor(name: &'static str, t: &TensorArg, head_dim: u32) -> Result<()> 
 
 /// Checks a host `cu_seqlens` copy: `batch + 1` entries, starting at 0, non-decreasing, within
 /// the packed token count. Returns the largest sequence length.
-fn check_cu_seqlens(name: &'static str, cu: &[i32], batch: usize, tokens: usize, dev: Buffer) -> Result<usize> {
+fn check_cu_seqlens(
+    name: &'static str,
+    cu: &[i32],
+    batch: usize,
+    tokens: usize,
+    dev: Buffer,
+) -> Result<usize> {
     if cu.len() != batch + 1 {
-        return Err(invalid(name, format!("has {} entries, expected batch + 1 = {}", cu.len(), batch + 1)));
+        return Err(invalid(
+            name,
+            format!(
+                "has {} entries, expected batch + 1 = {}",
+                cu.len(),
+                batch + 1
+            ),
+        ));
     }
     if dev.len < cu.len() {
-        return Err(invalid(name, format!("device copy has {} entries, expected {}", dev.len, cu.len())));
+        return Err(invalid(
+            name,
+            format!("device copy has {} entries, expected {}", dev.len, cu.len()),
+        ));
     }
     if cu[0] != 0 {
-        return Err(invalid(name, format!("must start at 0, starts at {}", cu[0])));
+        return Err(invalid(
+            name,
+            format!("must start at 0, starts at {}", cu[0]),
+        ));
     }
     let mut max_len = 0;
     for (b, pair) in cu.windows(2).enumerate() {
         if pair[1] < pair[0] {
-            return Err(invalid(name, format!("decreases at batch {b}: {} then {}", pair[0], pair[1])));
+            return Err(invalid(
+                name,
+                format!("decreases at batch {b}: {} then {}", pair[0], pair[1]),
+            ));
         }
         max_len = max_len.max((pair[1] - pair[0]) as usize);
     }
     if cu[batch] as usize > tokens {
         return Err(invalid(
             name,
-            format!("ends at {} but the packed tensor has {tokens} tokens", cu[batch]),
+            format!(
+                "ends at {} but the packed tensor has {tokens} tokens",
+                cu[batch]
+            ),
         ));
     }
     Ok(max_len)
@@ -165,7 +202,7 @@ fn check_block_list(
 ) -> Result<()> {
     let m = list.mask;
     m.validate(batch, heads_q, sq, sk)?;
-    if m.block_q % spec.tile.block_m as usize != 0 {
+    if !m.block_q.is_multiple_of(spec.tile.block_m as usize) {
         return Err(invalid(
             "block_q",
             format!(
@@ -174,7 +211,7 @@ fn check_block_list(
             ),
         ));
     }
-    if m.block_k % spec.tile.block_n as usize != 0 {
+    if !m.block_k.is_multiple_of(spec.tile.block_n as usize) {
         return Err(invalid(
             "block_k",
             format!(
@@ -184,7 +221,10 @@ fn check_block_list(
         ));
     }
     if list.kv_count.len < m.kv_count.len() || list.kv_index.len < m.kv_index.len() {
-        return Err(invalid("block_list", "device copy is shorter than the host copy"));
+        return Err(invalid(
+            "block_list",
+            "device copy is shorter than the host copy",
+        ));
     }
     Ok(())
 }
@@ -201,7 +241,10 @@ pub fn plan(spec: &KernelSpec, d: &LaunchDesc) -> Result<Plan> {
     if d.dtype != spec.dtype {
         return Err(invalid(
             "dtype",
-            format!("tensors are {}, the kernel was generated for {}", d.dtype, spec.dtype),
+            format!(
+                "tensors are {}, the kernel was generated for {}",
+                d.dtype, spec.dtype
+            ),
         ));
     }
     for (name, t) in [("q", &d.q), ("k", &d.k), ("v", &d.v), ("o", &d.o)] {
@@ -215,7 +258,10 @@ pub fn plan(spec: &KernelSpec, d: &LaunchDesc) -> Result<Plan> {
         return Err(invalid("v", "must have k's shape"));
     }
     if q.batch != k.batch {
-        return Err(invalid("k", format!("batch {} differs from q's {}", k.batch, q.batch)));
+        return Err(invalid(
+            "k",
+            format!("batch {} differs from q's {}", k.batch, q.batch),
+        ));
     }
     let (hq, hkv) = (q.heads, k.heads);
     if hq == 0 || hkv == 0 || hq % hkv != 0 {
@@ -226,26 +272,51 @@ pub fn plan(spec: &KernelSpec, d: &LaunchDesc) -> Result<Plan> {
     }
     let scale = d.scale.unwrap_or(1.0 / (spec.head_dim as f32).sqrt());
     if !scale.is_finite() || scale <= 0.0 {
-        return Err(invalid("scale", format!("must be finite and positive, got {scale}")));
+        return Err(invalid(
+            "scale",
+            format!("must be finite and positive, got {scale}"),
+        ));
     }
 
     // Sequence geometry.
     let (batch, max_sq, max_sk, total_q, cu_q, cu_k) = match (&d.varlen, spec.varlen) {
         (Some(vl), true) => {
             if q.batch != 1 || k.batch != 1 {
-                return Err(invalid("varlen", "q, k, v and o must be packed [tokens, heads, dim] (Layout::packed)"));
+                return Err(invalid(
+                    "varlen",
+                    "q, k, v and o must be packed [tokens, heads, dim] (Layout::packed)",
+                ));
             }
             let batch = vl.host_q.len().saturating_sub(1);
             if batch == 0 {
                 return Err(invalid("cu_seqlens_q", "needs at least 2 entries"));
             }
-            let max_sq = check_cu_seqlens("cu_seqlens_q", vl.host_q, batch, q.seq, vl.cu_seqlens_q)?;
-            let max_sk = check_cu_seqlens("cu_seqlens_k", vl.host_k, batch, k.seq, vl.cu_seqlens_k)?;
-            (batch, max_sq, max_sk, q.seq, vl.cu_seqlens_q.ptr, vl.cu_seqlens_k.ptr)
+            let max_sq =
+                check_cu_seqlens("cu_seqlens_q", vl.host_q, batch, q.seq, vl.cu_seqlens_q)?;
+            let max_sk =
+                check_cu_seqlens("cu_seqlens_k", vl.host_k, batch, k.seq, vl.cu_seqlens_k)?;
+            (
+                batch,
+                max_sq,
+                max_sk,
+                q.seq,
+                vl.cu_seqlens_q.ptr,
+                vl.cu_seqlens_k.ptr,
+            )
         }
         (None, false) => (q.batch, q.seq, k.seq, q.batch * q.seq, 0, 0),
-        (Some(_), false) => return Err(invalid("varlen", "given, but the kernel was not generated with varlen")),
-        (None, true) => return Err(invalid("varlen", "the kernel was generated with varlen: cu_seqlens are required")),
+        (Some(_), false) => {
+            return Err(invalid(
+                "varlen",
+                "given, but the kernel was not generated with varlen",
+            ))
+        }
+        (None, true) => {
+            return Err(invalid(
+                "varlen",
+                "the kernel was generated with varlen: cu_seqlens are required",
+            ))
+        }
     };
 
     // lse: [batch, hq, sq], or [hq, total_q] for varlen.
@@ -253,7 +324,10 @@ pub fn plan(spec: &KernelSpec, d: &LaunchDesc) -> Result<Plan> {
         (Some(buf), true) => {
             let need = hq * total_q;
             if buf.len < need {
-                return Err(invalid("lse", format!("buffer has {} elements, needs {need}", buf.len)));
+                return Err(invalid(
+                    "lse",
+                    format!("buffer has {} elements, needs {need}", buf.len),
+                ));
             }
             if buf.ptr % 4 != 0 {
                 return Err(invalid("lse", "base address is not 4-byte aligned"));
@@ -265,8 +339,18 @@ pub fn plan(spec: &KernelSpec, d: &LaunchDesc) -> Result<Plan> {
             }
         }
         (None, false) => (0, 0, 0),
-        (Some(_), false) => return Err(invalid("lse", "given, but the kernel was generated without lse output")),
-        (None, true) => return Err(invalid("lse", "the kernel writes lse: an lse buffer is required")),
+        (Some(_), false) => {
+            return Err(invalid(
+                "lse",
+                "given, but the kernel was generated without lse output",
+            ))
+        }
+        (None, true) => {
+            return Err(invalid(
+                "lse",
+                "the kernel writes lse: an lse buffer is required",
+            ))
+        }
     };
 
     let mut p = FlashParams {

@@ -7,11 +7,13 @@ use crate::error::{invalid, DriverContext, Error, Result};
 use crate::layout::Layout;
 use crate::libs::{ensure_driver, ensure_nvrtc};
 use crate::masks::{heavy_first_order, BlockMask, HeadKind, StreamingParams};
-use crate::plan::{plan, BlockListArg, Buffer, HeadKindsArg, LaunchDesc, MaskArg, TensorArg, VarlenArg};
+use crate::plan::{
+    plan, BlockListArg, Buffer, HeadKindsArg, LaunchDesc, MaskArg, TensorArg, VarlenArg,
+};
 use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig,
-    PushKernelArg, SyncOnDrop, ValidAsZeroBits,
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr,
+    LaunchConfig, PushKernelArg, SyncOnDrop, ValidAsZeroBits,
 };
 use flashgen_codegen::{validate, Arch, DType, KernelSpec};
 use std::collections::HashMap;
@@ -109,7 +111,9 @@ impl Runtime {
                 CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
             )? as u32,
             driver_version: driver_version()?,
-            total_memory: ctx.total_mem().while_(|| "reading the memory size".into())?,
+            total_memory: ctx
+                .total_mem()
+                .while_(|| "reading the memory size".into())?,
         };
         let stream = ctx.default_stream();
         Ok(Runtime {
@@ -182,7 +186,12 @@ impl Runtime {
                 smem as i32,
             )
         }
-        .while_(|| format!("raising the shared-memory limit of {}", hit.kernel.kernel_name))?;
+        .while_(|| {
+            format!(
+                "raising the shared-memory limit of {}",
+                hit.kernel.kernel_name
+            )
+        })?;
         let loaded = Arc::new(LoadedKernel {
             spec: *spec,
             compiled: hit.kernel,
@@ -229,7 +238,11 @@ impl Runtime {
     }
 
     /// Runs attention with the kernel of `spec`. Every argument is validated before launch.
-    pub fn attention<T: Element>(&self, spec: &KernelSpec, args: AttentionArgs<'_, T>) -> Result<()> {
+    pub fn attention<T: Element>(
+        &self,
+        spec: &KernelSpec,
+        mut args: AttentionArgs<'_, T>,
+    ) -> Result<()> {
         let kernel = self.kernel(spec)?;
         let s: &CudaStream = &self.stream;
         // The guards order later work on the stream after this launch's reads and writes.
@@ -246,11 +259,15 @@ impl Runtime {
             buffer: device_buffer(args.v.data, s, &mut guards),
             layout: args.v.layout,
         };
+        let o_layout = args.o.layout;
         let o = TensorArg {
-            buffer: device_buffer(&*args.o.data, s, &mut guards),
-            layout: args.o.layout,
+            buffer: device_buffer_mut(args.o.data, s, &mut guards),
+            layout: o_layout,
         };
-        let lse = args.lse.as_deref().map(|l| device_buffer(l, s, &mut guards));
+        let lse = args
+            .lse
+            .as_deref_mut()
+            .map(|l| device_buffer_mut(l, s, &mut guards));
         let varlen = args.varlen.as_ref().map(|vl| VarlenArg {
             cu_seqlens_q: device_buffer(vl.cu_seqlens_q, s, &mut guards),
             cu_seqlens_k: device_buffer(vl.cu_seqlens_k, s, &mut guards),
@@ -300,7 +317,8 @@ impl Runtime {
         // SAFETY: the plan checked every pointer's buffer against the layouts the kernel
         // addresses, the dtype, alignment and the variant's arguments; the parameter struct
         // matches the kernel's ABI (tested).
-        unsafe { launch.launch(cfg) }.while_(|| format!("launching {}", kernel.compiled.kernel_name))?;
+        unsafe { launch.launch(cfg) }
+            .while_(|| format!("launching {}", kernel.compiled.kernel_name))?;
         drop(guards);
         Ok(())
     }
@@ -323,8 +341,24 @@ impl DeviceBlockMask {
     }
 }
 
+/// As [`device_buffer`], for a buffer the kernel writes.
+fn device_buffer_mut<'a, T>(
+    slice: &'a mut CudaSlice<T>,
+    s: &'a CudaStream,
+    guards: &mut Vec<SyncOnDrop<'a>>,
+) -> Buffer {
+    let len = slice.len();
+    let (ptr, guard) = slice.device_ptr_mut(s);
+    guards.push(guard);
+    Buffer { ptr, len }
+}
+
 /// A device buffer's address and length, keeping its stream-ordering guard alive.
-fn device_buffer<'a, T>(slice: &'a CudaSlice<T>, s: &'a CudaStream, guards: &mut Vec<SyncOnDrop<'a>>) -> Buffer {
+fn device_buffer<'a, T>(
+    slice: &'a CudaSlice<T>,
+    s: &'a CudaStream,
+    guards: &mut Vec<SyncOnDrop<'a>>,
+) -> Buffer {
     let (ptr, guard) = slice.device_ptr(s);
     guards.push(guard);
     Buffer {

@@ -7,8 +7,8 @@ use flashgen_codegen::{default_tile, DType, KernelSpec, TileConfig, Variant};
 use flashgen_reference as reference;
 use flashgen_reference::{Precision, Rng, Tolerance};
 use flashgen_runtime::{
-    AttentionArgs, BlockMask, HeadKind, Layout, Mask, Runtime, StreamingParams, Tensor,
-    TensorMut, Varlen,
+    AttentionArgs, BlockMask, HeadKind, Layout, Mask, Runtime, StreamingParams, Tensor, TensorMut,
+    Varlen,
 };
 use half::{bf16, f16};
 
@@ -83,9 +83,15 @@ impl Case {
 
     pub fn spec(&self, rt: &Runtime) -> KernelSpec {
         let causal = self.causal && self.variant().accepts_causal();
-        let spec = KernelSpec::new(self.variant(), self.head_dim as u32, self.dtype, causal, rt.arch())
-            .with_lse(self.lse)
-            .with_varlen(self.varlen.is_some());
+        let spec = KernelSpec::new(
+            self.variant(),
+            self.head_dim as u32,
+            self.dtype,
+            causal,
+            rt.arch(),
+        )
+        .with_lse(self.lse)
+        .with_varlen(self.varlen.is_some());
         match self.tile {
             Some(t) => spec.with_tile(t),
             None => spec.with_tile(default_tile(&spec, rt.arch())),
@@ -143,6 +149,7 @@ pub fn check(rt: &Runtime, case: &Case) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn random_block_mask(
     rng: &mut Rng,
     batch: usize,
@@ -160,7 +167,9 @@ fn random_block_mask(
         for i in 0..qb {
             let drop_row = empty_rows && i % 3 == 1;
             // The block holding the row's diagonal (bottom-right aligned) is always kept.
-            let diag = ((i * block_q + block_q - 1).min(sq.saturating_sub(1)) + sk).saturating_sub(sq) / block_k.max(1);
+            let diag = ((i * block_q + block_q - 1).min(sq.saturating_sub(1)) + sk)
+                .saturating_sub(sq)
+                / block_k.max(1);
             for j in 0..kb {
                 keep.push(!drop_row && (j == diag || rng.bernoulli(density)));
             }
@@ -179,7 +188,8 @@ fn to_reference_list(m: &BlockMask, causal: bool) -> reference::BlockSparse {
         kv_count: m.kv_count.clone(),
         kv_index: m.kv_index.clone(),
     };
-    reference::BlockSparse::new(m.block_q, m.block_k, causal, list).expect("reference accepts the list")
+    reference::BlockSparse::new(m.block_q, m.block_k, causal, list)
+        .expect("reference accepts the list")
 }
 
 fn to_reference_kind(kind: HeadKind, streaming: StreamingParams) -> reference::HeadKind {
@@ -197,7 +207,11 @@ fn to_reference_kind(kind: HeadKind, streaming: StreamingParams) -> reference::H
 fn run_typed<T: Half>(rt: &Runtime, case: &Case) -> Result<Outcome, String> {
     let spec = case.spec(rt);
     let mut rng = Rng::fresh();
-    let seed_note = format!("(seed {}: rerun with FLASHGEN_SEED={})", rng.seed(), rng.seed());
+    let seed_note = format!(
+        "(seed {}: rerun with FLASHGEN_SEED={})",
+        rng.seed(),
+        rng.seed()
+    );
     let (d, hq, hkv) = (case.head_dim, case.hq, case.hkv);
 
     // Geometry: fixed-length [batch, s, h, d] (BSHD or BHSD), or packed varlen.
@@ -209,10 +223,21 @@ fn run_typed<T: Half>(rt: &Runtime, case: &Case) -> Result<Outcome, String> {
                 cu_q.push(cu_q.last().unwrap() + a as i32);
                 cu_k.push(cu_k.last().unwrap() + b as i32);
             }
-            let (tq, tk) = (*cu_q.last().unwrap() as usize, *cu_k.last().unwrap() as usize);
+            let (tq, tk) = (
+                *cu_q.last().unwrap() as usize,
+                *cu_k.last().unwrap() as usize,
+            );
             let max_sq = lens.iter().map(|l| l.0).max().unwrap_or(0);
             let max_sk = lens.iter().map(|l| l.1).max().unwrap_or(0);
-            (lens.len(), max_sq, max_sk, Layout::packed(tq, hq, d), Layout::packed(tk, hkv, d), cu_q, cu_k)
+            (
+                lens.len(),
+                max_sq,
+                max_sk,
+                Layout::packed(tq, hq, d),
+                Layout::packed(tk, hkv, d),
+                cu_q,
+                cu_k,
+            )
         }
         None => {
             let make = |s, h| {
@@ -222,13 +247,24 @@ fn run_typed<T: Half>(rt: &Runtime, case: &Case) -> Result<Outcome, String> {
                     Layout::bshd(case.batch, s, h, d)
                 }
             };
-            (case.batch, case.sq, case.sk, make(case.sq, hq), make(case.sk, hkv), vec![], vec![])
+            (
+                case.batch,
+                case.sq,
+                case.sk,
+                make(case.sq, hq),
+                make(case.sk, hkv),
+                vec![],
+                vec![],
+            )
         }
     };
 
     // Fresh inputs, rounded to the element type so the reference sees exactly what the GPU sees.
     let draw = |rng: &mut Rng, n: usize| -> Vec<T> {
-        rng.normal_vec_in(n, T::PRECISION).into_iter().map(T::from_f32).collect()
+        rng.normal_vec_in(n, T::PRECISION)
+            .into_iter()
+            .map(T::from_f32)
+            .collect()
     };
     let q_host = draw(&mut rng, q_layout.required_len());
     let k_host = draw(&mut rng, k_layout.required_len());
@@ -245,12 +281,21 @@ fn run_typed<T: Half>(rt: &Runtime, case: &Case) -> Result<Outcome, String> {
     let mut lse = stream
         .clone_htod(&vec![f32::NAN; lse_len.max(1)])
         .map_err(|e| format!("upload: {e:?}"))?;
-    let cu_q_dev = stream.clone_htod(&cu_q.clone().max_len1()).map_err(|e| format!("{e:?}"))?;
-    let cu_k_dev = stream.clone_htod(&cu_k.clone().max_len1()).map_err(|e| format!("{e:?}"))?;
+    let cu_q_dev = stream
+        .clone_htod(&cu_q.clone().max_len1())
+        .map_err(|e| format!("{e:?}"))?;
+    let cu_k_dev = stream
+        .clone_htod(&cu_k.clone().max_len1())
+        .map_err(|e| format!("{e:?}"))?;
 
     // Masks, for the GPU and for the reference.
     let (kernel_mask_holder, reference_mask) = match &case.mask {
-        CaseMask::Dense => (None, reference::Mask::Dense { causal: case.causal }),
+        CaseMask::Dense => (
+            None,
+            reference::Mask::Dense {
+                causal: case.causal,
+            },
+        ),
         CaseMask::Streaming(p) => (
             None,
             reference::Mask::Streaming {
@@ -266,7 +311,17 @@ fn run_typed<T: Half>(rt: &Runtime, case: &Case) -> Result<Outcome, String> {
             empty_rows,
         } => {
             let heads = if *shared { 1 } else { hq };
-            let m = random_block_mask(&mut rng, batch, heads, max_sq, max_sk, *block_q, *block_k, *density, *empty_rows);
+            let m = random_block_mask(
+                &mut rng,
+                batch,
+                heads,
+                max_sq,
+                max_sk,
+                *block_q,
+                *block_k,
+                *density,
+                *empty_rows,
+            );
             let r = to_reference_list(&m, case.causal);
             (Some((m, None)), reference::Mask::BlockSparse(r))
         }
@@ -276,9 +331,14 @@ fn run_typed<T: Half>(rt: &Runtime, case: &Case) -> Result<Outcome, String> {
             block_q,
             block_k,
         } => {
-            let m = random_block_mask(&mut rng, batch, hq, max_sq, max_sk, *block_q, *block_k, 0.3, false);
+            let m = random_block_mask(
+                &mut rng, batch, hq, max_sq, max_sk, *block_q, *block_k, 0.3, false,
+            );
             let r = to_reference_list(&m, case.causal);
-            let ref_kinds = kinds.iter().map(|&k| to_reference_kind(k, *streaming)).collect();
+            let ref_kinds = kinds
+                .iter()
+                .map(|&k| to_reference_kind(k, *streaming))
+                .collect();
             (
                 Some((m, Some(kinds.clone()))),
                 reference::Mask::Mixed {
@@ -308,10 +368,22 @@ fn run_typed<T: Half>(rt: &Runtime, case: &Case) -> Result<Outcome, String> {
     };
 
     let mut args = AttentionArgs::new(
-        Tensor { data: &q, layout: q_layout },
-        Tensor { data: &k, layout: k_layout },
-        Tensor { data: &v, layout: k_layout },
-        TensorMut { data: &mut o, layout: q_layout },
+        Tensor {
+            data: &q,
+            layout: q_layout,
+        },
+        Tensor {
+            data: &k,
+            layout: k_layout,
+        },
+        Tensor {
+            data: &v,
+            layout: k_layout,
+        },
+        TensorMut {
+            data: &mut o,
+            layout: q_layout,
+        },
     )
     .mask(kernel_mask);
     if case.lse {
@@ -328,8 +400,11 @@ fn run_typed<T: Half>(rt: &Runtime, case: &Case) -> Result<Outcome, String> {
             host_k: &cu_k,
         });
     }
-    rt.attention(&spec, args).map_err(|e| format!("launch of {spec}: {e}"))?;
-    stream.synchronize().map_err(|e| format!("{spec} failed on the GPU: {e:?}"))?;
+    rt.attention(&spec, args)
+        .map_err(|e| format!("launch of {spec}: {e}"))?;
+    stream
+        .synchronize()
+        .map_err(|e| format!("{spec} failed on the GPU: {e:?}"))?;
     let o_out: Vec<T> = stream.clone_dtoh(&o).map_err(|e| format!("{e:?}"))?;
     let lse_out: Vec<f32> = stream.clone_dtoh(&lse).map_err(|e| format!("{e:?}"))?;
 
@@ -367,12 +442,9 @@ fn run_typed<T: Half>(rt: &Runtime, case: &Case) -> Result<Outcome, String> {
         }
     };
 
-    let report = reference::check_close(
-        &o_out,
-        &ref_o,
-        &Tolerance::rel(1e-2).with_poison(f32::NAN),
-    )
-    .map_err(|m| format!("{spec}: O differs {seed_note}\n{m}"))?;
+    let report =
+        reference::check_close(&o_out, &ref_o, &Tolerance::rel(1e-2).with_poison(f32::NAN))
+            .map_err(|m| format!("{spec}: O differs {seed_note}\n{m}"))?;
     let mut lse_err = 0.0;
     if case.lse {
         let r = reference::check_lse(&lse_out[..ref_lse.len()], &ref_lse, 2e-3, Some(f32::NAN))
