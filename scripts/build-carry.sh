@@ -37,5 +37,6 @@ cp target/release/flashgen .carry/flashgen && strip .carry/flashgen
 peers=../shared/bench/peers.py
 [ -f "$peers" ] || peers=shared/bench/peers.py
 [ -f "$peers" ] && cp "$peers" .carry/peers.py
+cp benches/peers_extra.py .carry/
 du -sh .carry
 ls .carry .carry/tests

@@ -42,7 +42,9 @@ for step in $steps; do
         ;;
     peers)
         python3 "$carry/peers.py" 2>&1 | tee "$out/peers.log"
-        summary+=("peers: rc=${PIPESTATUS[0]}")
+        rc=${PIPESTATUS[0]}
+        python3 "$carry/peers_extra.py" 2>&1 | tee -a "$out/peers.log"
+        summary+=("peers: rc=$rc, extra rc=${PIPESTATUS[0]}")
         ;;
     *)
         echo "unknown step $step" >&2

@@ -37,8 +37,10 @@ pub fn default_tile(spec: &KernelSpec, arch: Arch) -> TileConfig {
     }
     .with_mma(Mma::Wgmma);
     let preferred = match spec.head_dim {
-        256 => TileConfig::new(64, 64, 4, 1),
+        256 | 32 => TileConfig::new(64, 64, 4, 1),
         64 => TileConfig::new(128, 64, 4, 2),
+        // With both lse and varlen, two 16-row tiles per warp no longer fit in registers.
+        _ if spec.lse && spec.varlen => TileConfig::new(128, 64, 8, 1),
         _ => TileConfig::new(128, 64, 4, 1),
     };
     for tile in [hopper, preferred] {

@@ -100,7 +100,15 @@ impl KernelCache {
                 }
             }
         }
-        let source = render(spec).map_err(|e| Error::Render(format!("{e:?}")))?;
+        let source = render(spec).map_err(|e| {
+            let mut text = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                text.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            Error::Render(text)
+        })?;
         let (kernel, millis) = compile(&source, arch)?;
         let kernel = Arc::new(kernel);
         if let Some(path) = self.path(&key) {
@@ -376,6 +384,7 @@ mod tests {
             read_entry(&path, "b").unwrap_err(),
             "entry belongs to another key"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -107,8 +107,10 @@ fn check_tensor(name: &'static str, t: &TensorArg, head_dim: u32) -> Result<()> 
             ),
         ));
     }
-    for (axis, stride) in ["batch", "seq", "heads"].iter().zip(l.strides) {
-        if stride % ELEMENT_ALIGN != 0 {
+    let extents = [l.batch, l.seq, l.heads];
+    for ((axis, stride), extent) in ["batch", "seq", "heads"].iter().zip(l.strides).zip(extents) {
+        // An axis of extent 1 is never stepped along: its stride does not matter.
+        if extent > 1 && stride % ELEMENT_ALIGN != 0 {
             return Err(invalid(
                 name,
                 format!(
@@ -264,7 +266,10 @@ pub fn plan(spec: &KernelSpec, d: &LaunchDesc) -> Result<Plan> {
         ));
     }
     let (hq, hkv) = (q.heads, k.heads);
-    if hq == 0 || hkv == 0 || hq % hkv != 0 {
+    if hq == 0 {
+        return Err(invalid("q", "has no heads"));
+    }
+    if hkv == 0 || hq % hkv != 0 {
         return Err(invalid(
             "k",
             format!("query heads ({hq}) must be a positive multiple of kv heads ({hkv})"),
@@ -290,6 +295,12 @@ pub fn plan(spec: &KernelSpec, d: &LaunchDesc) -> Result<Plan> {
             let batch = vl.host_q.len().saturating_sub(1);
             if batch == 0 {
                 return Err(invalid("cu_seqlens_q", "needs at least 2 entries"));
+            }
+            if batch > 65_535 {
+                return Err(invalid(
+                    "cu_seqlens_q",
+                    format!("describes {batch} sequences; at most 65535 per launch"),
+                ));
             }
             let max_sq =
                 check_cu_seqlens("cu_seqlens_q", vl.host_q, batch, q.seq, vl.cu_seqlens_q)?;

@@ -1,0 +1,263 @@
+//! The on-disk kernel cache with real NVRTC compiles (needs libnvrtc, no GPU): hits from memory
+//! and disk, damaged or foreign entries rejected and rewritten, unwritable folders tolerated.
+
+use flashgen_codegen::{parse_spec, Arch, KernelSpec};
+use flashgen_runtime::cache::read_entry;
+use flashgen_runtime::{CacheHit, CacheSource, KernelCache};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const ARCH: Arch = Arch::SM80;
+
+fn spec(text: &str) -> KernelSpec {
+    parse_spec(text, ARCH).unwrap()
+}
+
+fn small() -> KernelSpec {
+    spec("dense,d64,bf16,m64n64w4s1")
+}
+
+/// A fresh folder under the system temp dir, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "flashgen-cache-disk-{name}-{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        make_writable(&self.0);
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn make_writable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.is_dir() {
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755));
+        }
+    }
+}
+
+fn entry_path(dir: &Path, spec: &KernelSpec) -> PathBuf {
+    dir.join(format!("{}.cubin", KernelCache::key(spec, ARCH).unwrap()))
+}
+
+/// The names of the files in a folder, sorted.
+fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn get(cache: &KernelCache, spec: &KernelSpec) -> CacheHit {
+    cache
+        .get_or_compile(spec, ARCH)
+        .unwrap_or_else(|e| panic!("{spec}: {e}"))
+}
+
+#[track_caller]
+fn assert_compiled(hit: &CacheHit) {
+    assert!(
+        matches!(hit.source, CacheSource::Compiled { .. }),
+        "expected a compile, got {:?}",
+        hit.source
+    );
+}
+
+#[test]
+fn compile_then_memory_then_disk() {
+    let tmp = TempDir::new("round-trip");
+    let dir = tmp.0.join("kernels");
+    let spec = small();
+
+    let cache = KernelCache::new(Some(dir.clone()));
+    assert_eq!(cache.dir(), Some(dir.as_path()));
+    let first = get(&cache, &spec);
+    assert_compiled(&first);
+    assert_eq!(first.warning, None);
+    assert!(first.kernel.cubin.starts_with(b"\x7fELF"));
+    assert_eq!(first.kernel.kernel_name, spec.kernel_name());
+    assert_eq!(first.kernel.arch, ARCH);
+    assert!(first.kernel.report.registers > 0);
+
+    let second = get(&cache, &spec);
+    assert_eq!(second.source, CacheSource::Memory);
+    assert_eq!(second.warning, None);
+    assert!(Arc::ptr_eq(&first.kernel, &second.kernel));
+
+    // The folder was created and holds exactly the entry: no temporary files left behind.
+    let path = entry_path(&dir, &spec);
+    assert_eq!(
+        files(&dir),
+        [path.file_name().unwrap().to_string_lossy().into_owned()]
+    );
+    assert_eq!(
+        read_entry(&path, &KernelCache::key(&spec, ARCH).unwrap()).unwrap(),
+        Some((*first.kernel).clone())
+    );
+
+    let fresh = KernelCache::new(Some(dir.clone()));
+    let from_disk = get(&fresh, &spec);
+    assert_eq!(from_disk.source, CacheSource::Disk);
+    assert_eq!(from_disk.warning, None);
+    assert_eq!(from_disk.kernel.cubin, first.kernel.cubin);
+    assert_eq!(*from_disk.kernel, *first.kernel);
+    assert_eq!(get(&fresh, &spec).source, CacheSource::Memory);
+
+    // Another spec is another entry.
+    let other = spec_with_causal();
+    assert_compiled(&get(&fresh, &other));
+    assert_eq!(files(&dir).len(), 2);
+    assert_ne!(entry_path(&dir, &other), path);
+}
+
+fn spec_with_causal() -> KernelSpec {
+    spec("dense,d64,bf16,causal,m64n64w4s1")
+}
+
+/// Writes `bytes` over the entry, then checks that a fresh cache rejects it with a warning that
+/// names `reason`, recompiles the same kernel, and leaves a valid entry a further cache reads.
+#[track_caller]
+fn assert_rejected_and_rewritten(dir: &Path, good: &CacheHit, bytes: &[u8], reason: &str) {
+    let spec = small();
+    let path = entry_path(dir, &spec);
+    std::fs::write(&path, bytes).unwrap();
+
+    let cache = KernelCache::new(Some(dir.to_path_buf()));
+    let hit = get(&cache, &spec);
+    assert_compiled(&hit);
+    let warning = hit.warning.as_deref().unwrap_or_else(|| {
+        panic!("no warning for a damaged entry ({reason})");
+    });
+    assert!(warning.contains("rejected"), "{warning}");
+    assert!(
+        warning.contains(reason),
+        "expected {reason:?} in: {warning}"
+    );
+    assert!(
+        warning.contains(&path.display().to_string()),
+        "the warning names the file: {warning}"
+    );
+    assert_eq!(hit.kernel.cubin, good.kernel.cubin);
+
+    let key = KernelCache::key(&spec, ARCH).unwrap();
+    assert!(read_entry(&path, &key).unwrap().is_some());
+    let again = get(&KernelCache::new(Some(dir.to_path_buf())), &spec);
+    assert_eq!(again.source, CacheSource::Disk);
+    assert_eq!(again.warning, None);
+    assert_eq!(again.kernel.cubin, good.kernel.cubin);
+}
+
+#[test]
+fn damaged_and_foreign_entries_are_recompiled() {
+    let tmp = TempDir::new("damage");
+    let dir = tmp.0.clone();
+    let spec = small();
+    let good = get(&KernelCache::new(Some(dir.clone())), &spec);
+    let path = entry_path(&dir, &spec);
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(bytes.len() > 1024, "entry is {} bytes", bytes.len());
+
+    let mut flipped = bytes.clone();
+    flipped[bytes.len() / 2] ^= 0x5a;
+    assert_rejected_and_rewritten(&dir, &good, &flipped, "digest mismatch");
+
+    assert_rejected_and_rewritten(&dir, &good, &bytes[..bytes.len() / 3], "header says");
+    assert_rejected_and_rewritten(&dir, &good, &bytes[..40], "truncated");
+    assert_rejected_and_rewritten(&dir, &good, b"", "truncated");
+    assert_rejected_and_rewritten(
+        &dir,
+        &good,
+        b"#!/bin/sh\necho this is not a kernel\n",
+        "not a flashgen cache file",
+    );
+
+    // Another key's valid entry under this key's name.
+    let other = spec_with_causal();
+    assert_compiled(&get(&KernelCache::new(Some(dir.clone())), &other));
+    let foreign = std::fs::read(entry_path(&dir, &other)).unwrap();
+    assert_ne!(foreign, bytes);
+    assert_rejected_and_rewritten(&dir, &good, &foreign, "entry belongs to another key");
+
+    // The other entry was never touched.
+    let other_hit = get(&KernelCache::new(Some(dir.clone())), &other);
+    assert_eq!(other_hit.source, CacheSource::Disk);
+}
+
+#[test]
+fn an_uncreatable_cache_dir_still_compiles() {
+    let tmp = TempDir::new("uncreatable");
+    let file = tmp.0.join("not-a-folder");
+    std::fs::write(&file, b"a regular file").unwrap();
+    let dir = file.join("cache");
+
+    let cache = KernelCache::new(Some(dir.clone()));
+    let hit = get(&cache, &small());
+    assert_compiled(&hit);
+    assert!(hit.kernel.cubin.starts_with(b"\x7fELF"));
+    let warning = hit.warning.as_deref().expect("a warning about the write");
+    assert!(
+        warning.contains("kernel cache write") && warning.contains("failed"),
+        "{warning}"
+    );
+    assert!(warning.contains(&dir.display().to_string()), "{warning}");
+    assert!(!dir.exists());
+    // The kernel is kept in memory.
+    let again = get(&cache, &small());
+    assert_eq!(again.source, CacheSource::Memory);
+    assert!(Arc::ptr_eq(&hit.kernel, &again.kernel));
+}
+
+#[test]
+fn a_read_only_cache_dir_still_compiles() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = TempDir::new("read-only");
+    let dir = tmp.0.join("ro");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+    // A privileged user writes anyway; the check is then meaningless.
+    let probe = dir.join("probe");
+    if std::fs::write(&probe, b"x").is_ok() {
+        let _ = std::fs::remove_file(&probe);
+        eprintln!("the read-only folder is writable here (running as root?): skipped");
+        return;
+    }
+
+    let cache = KernelCache::new(Some(dir.clone()));
+    let hit = get(&cache, &small());
+    assert_compiled(&hit);
+    let warning = hit.warning.as_deref().expect("a warning about the write");
+    assert!(
+        warning.contains("kernel cache write") && warning.contains("failed"),
+        "{warning}"
+    );
+    assert!(files(&dir).is_empty(), "{:?}", files(&dir));
+    assert_eq!(get(&cache, &small()).source, CacheSource::Memory);
+}
+
+#[test]
+fn a_memory_only_cache_compiles_once() {
+    let cache = KernelCache::new(None);
+    assert_eq!(cache.dir(), None);
+    let first = get(&cache, &small());
+    assert_compiled(&first);
+    assert_eq!(first.warning, None);
+    assert_eq!(get(&cache, &small()).source, CacheSource::Memory);
+}

@@ -1,0 +1,124 @@
+//! `flashgen info`: the GPU, driver, NVRTC, kernel cache and template version.
+
+use super::{arch_of, first_line, ArchSource};
+use flashgen_codegen::{template_digest, KERNEL_ABI_VERSION};
+use flashgen_runtime::{cache, device_count, driver_version, nvrtc_version, Runtime};
+use std::path::Path;
+use std::process::ExitCode;
+
+/// `13020` → `13.2`.
+pub fn format_cuda_version(v: i32) -> String {
+    format!("{}.{}", v / 1000, v % 1000 / 10)
+}
+
+/// Bytes as GiB with one decimal.
+pub fn format_gib(bytes: usize) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+/// The number of cache entries in a cache folder, `None` when it cannot be listed.
+fn cache_entries(dir: &Path) -> Option<usize> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    Some(
+        entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "cubin"))
+            .count(),
+    )
+}
+
+/// Prints one `label: value` line with the values aligned.
+fn field(label: &str, value: impl std::fmt::Display) {
+    println!("{:<14}{value}", format!("{label}:"));
+}
+
+pub fn run() -> anyhow::Result<ExitCode> {
+    println!("flashgen {}", env!("CARGO_PKG_VERSION"));
+
+    let runtime = Runtime::new(0);
+    match &runtime {
+        Ok(rt) => {
+            let info = rt.info();
+            let count = device_count().unwrap_or(1);
+            field(
+                "GPU",
+                format!(
+                    "{} (device {} of {count}, compute capability {}.{}, {})",
+                    info.name, info.ordinal, info.arch.major, info.arch.minor, info.arch
+                ),
+            );
+            field("SMs", info.sm_count);
+            field("Memory", format_gib(info.total_memory));
+            field(
+                "Shared mem",
+                format!(
+                    "{} bytes per block (opt-in)",
+                    info.max_shared_per_block_optin
+                ),
+            );
+            field("CUDA driver", format_cuda_version(info.driver_version));
+        }
+        Err(e) => {
+            let why = e.to_string();
+            field("GPU", format!("none usable: {}", first_line(&why)));
+            match driver_version() {
+                Ok(v) => field("CUDA driver", format_cuda_version(v)),
+                Err(d) if d.to_string() == why => field("CUDA driver", "not available"),
+                Err(d) => field(
+                    "CUDA driver",
+                    format!("not available: {}", first_line(&d.to_string())),
+                ),
+            }
+        }
+    }
+
+    match nvrtc_version() {
+        Ok((major, minor)) => field("NVRTC", format!("{major}.{minor}")),
+        Err(e) => field("NVRTC", format!("not available: {e}")),
+    }
+
+    let from_env = std::env::var_os("FLASHGEN_CACHE_DIR").is_some_and(|v| !v.is_empty());
+    match cache::default_dir() {
+        Some(dir) => {
+            let origin = if from_env {
+                "from FLASHGEN_CACHE_DIR"
+            } else {
+                "default; FLASHGEN_CACHE_DIR moves it"
+            };
+            let entries = match cache_entries(&dir) {
+                Some(n) => format!("{n} entries"),
+                None => "not created yet".to_string(),
+            };
+            field(
+                "Kernel cache",
+                format!("{} ({origin}; {entries})", dir.display()),
+            );
+        }
+        None => field(
+            "Kernel cache",
+            "memory only (no user cache folder; set FLASHGEN_CACHE_DIR)",
+        ),
+    }
+    field("Templates", template_digest());
+    field("Kernel ABI", KERNEL_ABI_VERSION);
+    let (arch, source) = arch_of(&runtime);
+    match source {
+        ArchSource::Gpu => field("Default arch", format!("{arch} (the GPU's)")),
+        ArchSource::Fallback(_) => field("Default arch", format!("{arch} (no usable GPU)")),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_and_sizes_read_well() {
+        assert_eq!(format_cuda_version(13000), "13.0");
+        assert_eq!(format_cuda_version(12080), "12.8");
+        assert_eq!(format_cuda_version(13020), "13.2");
+        assert_eq!(format_gib(80 * (1 << 30)), "80.0 GiB");
+        assert_eq!(format_gib(85_051_572_224), "79.2 GiB");
+    }
+}
