@@ -10,7 +10,8 @@ lib_dir="$deps/nvidia/cu13/lib"
 have_system_nvrtc() {
     ldconfig -p 2>/dev/null | grep -q 'libnvrtc\.so\.13' && return 0
     local d
-    for d in ${LD_LIBRARY_PATH//:/ } /usr/local/cuda/lib64; do
+    local ld_path=${LD_LIBRARY_PATH:-}
+    for d in ${ld_path//:/ } /usr/local/cuda/lib64; do
         [ -e "$d/libnvrtc.so.13" ] && return 0
     done
     return 1
