@@ -7,4 +7,9 @@ cd "$(dirname "$0")/.."
 source scripts/nvrtc-env.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-cargo test --workspace --release
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --release 2>&1 | tee "$log"
+# One closing line over every test binary and doc-test run.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1); if ($i ~ /^ignored/) s += $(i-1) } }
+     END { printf "total: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
