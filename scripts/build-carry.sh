@@ -7,32 +7,30 @@ cd "$(dirname "$0")/.."
 source scripts/nvrtc-env.sh
 rm -rf .carry && mkdir -p .carry/tests
 cargo build --release --bins
-cargo test --release --workspace --no-run --message-format=json 2>/dev/null |
+# Prints "name path" for each executable that cargo's JSON messages name; $1 picks test or bench.
+executables() {
     python3 -c '
 import json, sys
+kind = sys.argv[1]
 for line in sys.stdin:
     try:
         m = json.loads(line)
     except ValueError:
         continue
-    if m.get("reason") == "compiler-artifact" and m.get("profile", {}).get("test") and m.get("executable"):
-        print(m["target"]["name"], m["executable"])
-' | while read -r name exe; do
-    cp "$exe" ".carry/tests/$name" && strip ".carry/tests/$name"
-done
-cargo bench --no-run --message-format=json 2>/dev/null |
-    python3 -c '
-import json, sys
-for line in sys.stdin:
-    try:
-        m = json.loads(line)
-    except ValueError:
+    if m.get("reason") != "compiler-artifact" or not m.get("executable"):
         continue
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and "bench" in m["target"]["kind"]:
+    if (kind == "test" and m.get("profile", {}).get("test")) or (kind == "bench" and "bench" in m["target"]["kind"]):
         print(m["target"]["name"], m["executable"])
-' | while read -r name exe; do
-    cp "$exe" ".carry/bench-$name" && strip ".carry/bench-$name"
-done
+' "$1"
+}
+cargo test --release --workspace --no-run --message-format=json 2>/dev/null | executables test |
+    while read -r name exe; do
+        cp "$exe" ".carry/tests/$name" && strip ".carry/tests/$name"
+    done
+cargo bench --no-run --message-format=json 2>/dev/null | executables bench |
+    while read -r name exe; do
+        cp "$exe" ".carry/bench-$name" && strip ".carry/bench-$name"
+    done
 cp target/release/flashgen .carry/flashgen && strip .carry/flashgen
 peers=../shared/bench/peers.py
 [ -f "$peers" ] || peers=shared/bench/peers.py
