@@ -61,14 +61,24 @@ struct FlashParams {
     const int* kv_index;                           // [batch, list_heads, q_blocks, max_blocks]
     const int* head_kind;                          // mixed: HeadKind of each query head
     const int* head_order;                         // mixed: launch order of the heads
+    // APB: the anchor and passing blocks, [batch, prefix_len, heads_kv, HEAD_DIM] with strides.
+    const void* prefix_k;
+    const void* prefix_v;
+    fg_i64 prefix_k_batch_stride, prefix_k_row_stride, prefix_k_head_stride;
+    fg_i64 prefix_v_batch_stride, prefix_v_row_stride, prefix_v_head_stride;
+    int prefix_len;
 };
 
-{% if variant == "dense" or variant == "mixed" %}{% include "variants/dense.cuh" %}{% endif %}
+{% if variant == "dense" or variant == "mixed" or variant == "apb" %}{% include "variants/dense.cuh" %}{% endif %}
 {% if variant == "streaming" or variant == "mixed" %}{% include "variants/streaming.cuh" %}{% endif %}
 {% if variant == "block-sparse" or variant == "mixed" %}{% include "variants/block_sparse.cuh" %}{% endif %}
 {% if variant == "mixed" %}{% include "variants/mixed.cuh" %}{% endif %}
 {%- if variant == "dense" %}
 typedef DenseSchedule<CAUSAL> Schedule;
+{%- elif variant == "apb" %}
+// APB is causal attention over [anchor | passing | local] with the queries at the local block:
+// with pos = i + prefix_len, every prefix key is visible and local key j' iff j' <= i.
+typedef DenseSchedule<true> Schedule;
 {%- elif variant == "streaming" %}
 typedef StreamingSchedule Schedule;
 {%- elif variant == "block-sparse" %}
@@ -95,10 +105,21 @@ __device__ __forceinline__ int fg_chunk_offset(int r, int c) {
 }
 {%- endif %}
 
-// Copies rows [row0, row0 + ROWS) of a [seq, HEAD_DIM] matrix into shared memory with 16-byte
-// async copies; rows at or past `limit` are zero-filled, so padded keys contribute exact zeros.
-template <int ROWS>
-__device__ __forceinline__ void fg_load_rows(elem_t* smem, const elem_t* g, fg_i64 row_stride, int row0, int limit) {
+// Where the rows of a [seq, HEAD_DIM] matrix live: row j at `rows + j * stride`, except that
+// with a prefix (APB's anchor and passing blocks) rows j < prefix_rows are read from `prefix`
+// and the rest from `rows` at j - prefix_rows.
+struct RowSource {
+    const elem_t* rows;
+    fg_i64 stride;
+    const elem_t* prefix;
+    fg_i64 prefix_stride;
+    int prefix_rows;
+};
+
+// Copies rows [row0, row0 + ROWS) into shared memory with 16-byte async copies; rows at or past
+// `limit` are zero-filled, so padded keys contribute exact zeros.
+template <int ROWS, bool SEGMENTED>
+__device__ __forceinline__ void fg_load_rows(elem_t* smem, const RowSource& src_rows, int row0, int limit) {
     // Each thread keeps one column chunk of rows r, r + ROWS_PER_ITER, ...: one address
     // computation per tile, then constant steps, which keeps registers free for the MMAs.
     constexpr int ROWS_PER_ITER = THREADS / ROW_CHUNKS;
@@ -108,13 +129,19 @@ __device__ __forceinline__ void fg_load_rows(elem_t* smem, const elem_t* g, fg_i
     const int c = (int)threadIdx.x % ROW_CHUNKS;
     if (THREADS % ROW_CHUNKS != 0 && r >= ROWS_PER_ITER) return;  // leftover threads idle
     const fg_u32 base = fg_smem_addr(smem);
-    const elem_t* src = g + (fg_i64)(row0 + r) * row_stride + c * 8;
-    const fg_i64 step = (fg_i64)ROWS_PER_ITER * row_stride;
+    const elem_t* g = src_rows.rows;
+    const elem_t* src = g + (fg_i64)(row0 + r - (SEGMENTED ? src_rows.prefix_rows : 0)) * src_rows.stride + c * 8;
+    const fg_i64 step = (fg_i64)ROWS_PER_ITER * src_rows.stride;
 #pragma unroll
     for (int it = 0; it < ITERS; ++it) {
         if (ROWS % ROWS_PER_ITER == 0 || r + it * ROWS_PER_ITER < ROWS) {
-            const bool valid = row0 + r + it * ROWS_PER_ITER < limit;
-            fg_cp_async16(base + fg_chunk_offset<ROWS>(r + it * ROWS_PER_ITER, c), valid ? src + it * step : g, valid);
+            const int row = row0 + r + it * ROWS_PER_ITER;
+            const bool valid = row < limit;
+            const elem_t* from = src + it * step;
+            if (SEGMENTED && row < src_rows.prefix_rows) {
+                from = src_rows.prefix + (fg_i64)row * src_rows.prefix_stride + c * 8;
+            }
+            fg_cp_async16(base + fg_chunk_offset<ROWS>(r + it * ROWS_PER_ITER, c), valid ? from : g, valid);
         }
     }
 }
@@ -172,7 +199,11 @@ extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const Fl
 
     const SeqRange seq = fg_seq_range(p, batch);
     const int sq = seq.sq;
+{%- if variant == "apb" %}
+    const int sk = seq.sk + p.prefix_len;  // keys: the prefix, then the local block
+{%- else %}
     const int sk = seq.sk;
+{%- endif %}
     const int row0 = m_block * BLOCK_M;
     if (row0 >= sq) return;
 
@@ -180,6 +211,20 @@ extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const Fl
     const elem_t* q = static_cast<const elem_t*>(p.q) + batch * p.q_batch_stride + seq.q_start * p.q_row_stride + head * p.q_head_stride;
     const elem_t* k = static_cast<const elem_t*>(p.k) + batch * p.k_batch_stride + seq.k_start * p.k_row_stride + kv_head * p.k_head_stride;
     const elem_t* v = static_cast<const elem_t*>(p.v) + batch * p.v_batch_stride + seq.k_start * p.v_row_stride + kv_head * p.v_head_stride;
+{%- if variant == "apb" %}
+    constexpr bool SEGMENTED = true;
+    const RowSource k_src = {k, p.k_row_stride,
+                             static_cast<const elem_t*>(p.prefix_k) + batch * p.prefix_k_batch_stride + kv_head * p.prefix_k_head_stride,
+                             p.prefix_k_row_stride, p.prefix_len};
+    const RowSource v_src = {v, p.v_row_stride,
+                             static_cast<const elem_t*>(p.prefix_v) + batch * p.prefix_v_batch_stride + kv_head * p.prefix_v_head_stride,
+                             p.prefix_v_row_stride, p.prefix_len};
+{%- else %}
+    constexpr bool SEGMENTED = false;
+    const RowSource k_src = {k, p.k_row_stride, k, 0, 0};
+    const RowSource v_src = {v, p.v_row_stride, v, 0, 0};
+{%- endif %}
+    const RowSource q_src = {q, p.q_row_stride, q, 0, 0};
 
     Schedule sched;
     sched.init(p, batch, head, m_block, sq, sk);
@@ -221,13 +266,13 @@ extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const Fl
 {%- endif %}
 
     if (steps > 0) {
-        fg_load_rows<BLOCK_M>(s_q, q, p.q_row_stride, row0, sq);
+        fg_load_rows<BLOCK_M, false>(s_q, q_src, row0, sq);
 {%- if stages == 1 %}
-        fg_load_rows<BLOCK_N>(s_k, k, p.k_row_stride, sched.tile(0) * BLOCK_N, sk);
+        fg_load_rows<BLOCK_N, SEGMENTED>(s_k, k_src, sched.tile(0) * BLOCK_N, sk);
         fg_cp_async_commit();
 {%- else %}
-        fg_load_rows<BLOCK_N>(s_k, k, p.k_row_stride, sched.tile(0) * BLOCK_N, sk);
-        fg_load_rows<BLOCK_N>(s_v, v, p.v_row_stride, sched.tile(0) * BLOCK_N, sk);
+        fg_load_rows<BLOCK_N, SEGMENTED>(s_k, k_src, sched.tile(0) * BLOCK_N, sk);
+        fg_load_rows<BLOCK_N, SEGMENTED>(s_v, v_src, sched.tile(0) * BLOCK_N, sk);
         fg_cp_async_commit();
 {%- endif %}
     }
@@ -239,7 +284,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const Fl
         fg_cp_async_wait<0>();
         FG_PROXY_FENCE();
         __syncthreads();
-        fg_load_rows<BLOCK_N>(s_v, v, p.v_row_stride, n_block * BLOCK_N, sk);
+        fg_load_rows<BLOCK_N, SEGMENTED>(s_v, v_src, n_block * BLOCK_N, sk);
         fg_cp_async_commit();
         const elem_t* k_tile = s_k;
         const elem_t* v_tile = s_v;
@@ -248,8 +293,8 @@ extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const Fl
         if (step + 1 < steps) {
             const int next = sched.tile(step + 1);
             const int slot = (step + 1) % STAGES;
-            fg_load_rows<BLOCK_N>(s_k + slot * BLOCK_N * TILE_ROW, k, p.k_row_stride, next * BLOCK_N, sk);
-            fg_load_rows<BLOCK_N>(s_v + slot * BLOCK_N * TILE_ROW, v, p.v_row_stride, next * BLOCK_N, sk);
+            fg_load_rows<BLOCK_N, SEGMENTED>(s_k + slot * BLOCK_N * TILE_ROW, k_src, next * BLOCK_N, sk);
+            fg_load_rows<BLOCK_N, SEGMENTED>(s_v + slot * BLOCK_N * TILE_ROW, v_src, next * BLOCK_N, sk);
             fg_cp_async_commit();
             fg_cp_async_wait<1>();
         } else {
@@ -343,7 +388,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const Fl
         // Every warp is done reading K(step): fetch the next K during softmax and P V.
         __syncthreads();
         if (step + 1 < steps) {
-            fg_load_rows<BLOCK_N>(s_k, k, p.k_row_stride, sched.tile(step + 1) * BLOCK_N, sk);
+            fg_load_rows<BLOCK_N, SEGMENTED>(s_k, k_src, sched.tile(step + 1) * BLOCK_N, sk);
             fg_cp_async_commit();
         }
 {%- endif %}

@@ -221,6 +221,35 @@ fn mixed_heads_in_one_launch() {
     }
 }
 
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn apb_anchor_passing_and_local_blocks() {
+    let rt = runtime();
+    // (anchor, passing, local): empty segments (host 0), ragged lengths, GQA.
+    for (anchor, passing, local) in [
+        (0, 0, 300),
+        (64, 0, 257),
+        (0, 200, 129),
+        (100, 333, 517),
+        (2048, 4096, 1000),
+    ] {
+        for d in [64, 128] {
+            let mut c = Case::dense(d, false, local, anchor + passing + local);
+            c.hq = 8;
+            c.hkv = 2;
+            c.mask = CaseMask::Apb { anchor, passing };
+            check(&rt, &c);
+        }
+    }
+    let mut c = Case::dense(128, false, 300, 700);
+    c.mask = CaseMask::Apb {
+        anchor: 150,
+        passing: 250,
+    };
+    c.tile = Some(TileConfig::new(128, 64, 4, 1)); // the mma.sync mainloop too
+    check(&rt, &c);
+}
+
 /// Small launches of each kernel family, also run under compute-sanitizer.
 #[test]
 #[ignore = "needs a CUDA GPU"]
@@ -240,6 +269,12 @@ fn sanitizer_small_launches() {
         check(&rt, &block_sparse(128, 128, causal, 200, 300));
     }
     check(&rt, &streaming(4, 30, 150, 150));
+    let mut c = Case::dense(64, false, 90, 90 + 70);
+    c.mask = CaseMask::Apb {
+        anchor: 30,
+        passing: 40,
+    };
+    check(&rt, &c);
     let mut c = Case::dense(128, true, 150, 150);
     c.hq = 4;
     c.mask = CaseMask::Mixed {

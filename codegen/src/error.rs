@@ -57,7 +57,10 @@ pub enum SpecError {
     #[error("arch = {arch} is not supported; allowed: compute capability 8.0 or newer (sm_80, sm_86, sm_89, sm_90a, ...)")]
     Arch { arch: Arch },
 
-    #[error("causal = true does not apply to variant {variant}; allowed for: dense, block-sparse, mixed (streaming is causal by definition)")]
+    #[error("varlen = true does not apply to variant {variant}; allowed for: dense, streaming, block-sparse, mixed")]
+    VarlenNotApplicable { variant: Variant },
+
+    #[error("causal = true does not apply to variant {variant}; allowed for: dense, block-sparse, mixed (streaming and apb are causal by definition)")]
     CausalNotApplicable { variant: Variant },
 
     #[error("cannot parse `{input}`: {reason}")]
@@ -77,6 +80,7 @@ impl SpecError {
             SpecError::WgmmaTile { .. } => "mma",
             SpecError::Arch { .. } => "arch",
             SpecError::CausalNotApplicable { .. } => "causal",
+            SpecError::VarlenNotApplicable { .. } => "varlen",
             SpecError::Parse { .. } => "spec",
         }
     }

@@ -17,4 +17,4 @@ pub use text::{parse_arch, parse_spec, parse_tile};
 pub use validate::{shared_memory_bytes, validate, validate_arch_free};
 
 /// Version of the kernel ABI (the parameter struct the runtime passes); bumped on any change.
-pub const KERNEL_ABI_VERSION: u32 = 2;
+pub const KERNEL_ABI_VERSION: u32 = 3;

@@ -30,8 +30,8 @@ pub fn search_space(spec: &KernelSpec, arch: Arch) -> Vec<TileConfig> {
 /// registers allow, 16 rows per warp for the largest head dim.
 pub fn default_tile(spec: &KernelSpec, arch: Arch) -> TileConfig {
     let hopper = match (spec.variant, spec.head_dim) {
-        (Variant::Dense, 128) => TileConfig::new(128, 128, 8, 1),
-        (Variant::Dense, 256) => TileConfig::new(128, 64, 8, 1),
+        (Variant::Dense | Variant::Apb, 128) => TileConfig::new(128, 128, 8, 1),
+        (Variant::Dense | Variant::Apb, 256) => TileConfig::new(128, 64, 8, 1),
         (Variant::Streaming, _) | (_, 256) => TileConfig::new(64, 64, 4, 1),
         _ => TileConfig::new(64, 128, 4, 1),
     }

@@ -45,14 +45,18 @@ pub enum Variant {
     /// One of dense, dense-causal, streaming, block-sparse per query head, in one launch; the
     /// `causal` flag applies to the block-sparse heads.
     Mixed,
+    /// APB: the local block's queries over KV = [anchor | passing | local], the first two from
+    /// a separate prefix buffer and fully visible, the local block causal.
+    Apb,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 4] = [
+    pub const ALL: [Variant; 5] = [
         Variant::Dense,
         Variant::Streaming,
         Variant::BlockSparse,
         Variant::Mixed,
+        Variant::Apb,
     ];
 
     pub fn name(self) -> &'static str {
@@ -61,12 +65,13 @@ impl Variant {
             Variant::Streaming => "streaming",
             Variant::BlockSparse => "block-sparse",
             Variant::Mixed => "mixed",
+            Variant::Apb => "apb",
         }
     }
 
     /// Whether the `causal` flag means something for this variant.
     pub fn accepts_causal(self) -> bool {
-        !matches!(self, Variant::Streaming)
+        !matches!(self, Variant::Streaming | Variant::Apb)
     }
 }
 

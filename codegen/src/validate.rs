@@ -1,7 +1,7 @@
 //! Spec validation: the single source of truth for what the templates can generate.
 
 use crate::error::SpecError;
-use crate::spec::{Arch, KernelSpec, Mma, TileConfig, HEAD_DIMS};
+use crate::spec::{Arch, KernelSpec, Mma, TileConfig, Variant, HEAD_DIMS};
 
 /// Accumulator registers per thread that leave room for fragments, addresses and softmax state
 /// within the 255-register limit.
@@ -129,6 +129,11 @@ pub fn validate_arch_free(spec: &KernelSpec) -> Result<(), SpecError> {
     }
     if spec.causal && !spec.variant.accepts_causal() {
         return Err(SpecError::CausalNotApplicable {
+            variant: spec.variant,
+        });
+    }
+    if spec.varlen && spec.variant == Variant::Apb {
+        return Err(SpecError::VarlenNotApplicable {
             variant: spec.variant,
         });
     }

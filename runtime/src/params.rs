@@ -45,6 +45,15 @@ pub struct FlashParams {
     pub kv_index: u64,
     pub head_kind: u64,
     pub head_order: u64,
+    pub prefix_k: u64,
+    pub prefix_v: u64,
+    pub prefix_k_batch_stride: i64,
+    pub prefix_k_row_stride: i64,
+    pub prefix_k_head_stride: i64,
+    pub prefix_v_batch_stride: i64,
+    pub prefix_v_row_stride: i64,
+    pub prefix_v_head_stride: i64,
+    pub prefix_len: i32,
 }
 
 // SAFETY: plain old data with the C layout the kernel declares.
@@ -57,12 +66,14 @@ mod tests {
 
     #[test]
     fn layout_matches_the_template() {
-        assert_eq!(size_of::<FlashParams>(), 264);
+        assert_eq!(size_of::<FlashParams>(), 336);
         assert_eq!(offset_of!(FlashParams, q_batch_stride), 56);
         assert_eq!(offset_of!(FlashParams, batch), 168);
         assert_eq!(offset_of!(FlashParams, scale_log2), 188);
         assert_eq!(offset_of!(FlashParams, sink), 192);
         assert_eq!(offset_of!(FlashParams, list_batch_stride), 216);
         assert_eq!(offset_of!(FlashParams, head_order), 256);
+        assert_eq!(offset_of!(FlashParams, prefix_k), 264);
+        assert_eq!(offset_of!(FlashParams, prefix_len), 328);
     }
 }

@@ -75,6 +75,8 @@ pub struct LaunchDesc<'a> {
     pub varlen: Option<VarlenArg<'a>>,
     pub scale: Option<f32>,
     pub mask: MaskArg<'a>,
+    /// APB: the anchor and passing blocks' keys and values, `[batch, prefix, heads_kv, dim]`.
+    pub prefix: Option<(TensorArg, TensorArg)>,
 }
 
 /// A validated launch.
@@ -417,7 +419,7 @@ pub fn plan(spec: &KernelSpec, d: &LaunchDesc) -> Result<Plan> {
         p.kv_index = list.kv_index.ptr;
     };
     match (spec.variant, &d.mask) {
-        (Variant::Dense, MaskArg::None) => {}
+        (Variant::Dense | Variant::Apb, MaskArg::None) => {}
         (Variant::Streaming, MaskArg::Streaming(s)) => {
             check_streaming(s)?;
             p.sink = s.sink as i32;
@@ -466,6 +468,47 @@ pub fn plan(spec: &KernelSpec, d: &LaunchDesc) -> Result<Plan> {
                 format!("the arguments do not fit a {variant} kernel (dense: none; streaming: sink/window; block-sparse: a block list; mixed: head kinds)"),
             ))
         }
+    }
+
+    match (spec.variant, &d.prefix) {
+        (Variant::Apb, Some((pk, pv))) => {
+            check_tensor("prefix_k", pk, spec.head_dim)?;
+            check_tensor("prefix_v", pv, spec.head_dim)?;
+            let (lk, lv) = (&pk.layout, &pv.layout);
+            if (lk.batch, lk.heads) != (batch, hkv)
+                || (lv.batch, lv.seq, lv.heads) != (lk.batch, lk.seq, lk.heads)
+            {
+                return Err(invalid(
+                    "prefix",
+                    format!(
+                        "prefix keys and values must both be [batch = {batch}, prefix, heads_kv = {hkv}, {}]",
+                        spec.head_dim
+                    ),
+                ));
+            }
+            if lk.seq + max_sk > i32::MAX as usize {
+                return Err(invalid("prefix", "prefix plus local keys exceed 2^31"));
+            }
+            p.prefix_k = pk.buffer.ptr;
+            p.prefix_v = pv.buffer.ptr;
+            p.prefix_k_batch_stride = lk.strides[0] as i64;
+            p.prefix_k_row_stride = lk.strides[1] as i64;
+            p.prefix_k_head_stride = lk.strides[2] as i64;
+            p.prefix_v_batch_stride = lv.strides[0] as i64;
+            p.prefix_v_row_stride = lv.strides[1] as i64;
+            p.prefix_v_head_stride = lv.strides[2] as i64;
+            p.prefix_len = lk.seq as i32;
+        }
+        (Variant::Apb, None) => {
+            return Err(invalid(
+                "prefix",
+                "an apb kernel needs the anchor and passing blocks (an empty prefix is allowed)",
+            ))
+        }
+        (_, Some(_)) => {
+            return Err(invalid("prefix", "only apb kernels take a prefix"));
+        }
+        (_, None) => {}
     }
 
     let tiles = max_sq.div_ceil(spec.tile.block_m as usize);

@@ -292,6 +292,18 @@ impl Runtime {
                 block_list: block_list.map(|m| m.arg(s, &mut guards)),
             },
         };
+        let prefix = args.prefix.as_ref().map(|(pk, pv)| {
+            (
+                TensorArg {
+                    buffer: device_buffer(pk.data, s, &mut guards),
+                    layout: pk.layout,
+                },
+                TensorArg {
+                    buffer: device_buffer(pv.data, s, &mut guards),
+                    layout: pv.layout,
+                },
+            )
+        });
         let desc = LaunchDesc {
             dtype: T::DTYPE,
             q,
@@ -302,6 +314,7 @@ impl Runtime {
             varlen,
             scale: args.scale,
             mask,
+            prefix,
         };
         let planned = plan(spec, &desc)?;
         let Some(grid) = planned.grid else {
@@ -417,6 +430,9 @@ pub struct AttentionArgs<'a, T> {
     pub varlen: Option<Varlen<'a>>,
     pub scale: Option<f32>,
     pub mask: Mask<'a>,
+    /// APB only: keys and values of the anchor and passing blocks, `[batch, prefix, heads_kv,
+    /// dim]`, which precede `k` and `v` (the local block).
+    pub prefix: Option<(Tensor<'a, T>, Tensor<'a, T>)>,
 }
 
 impl<'a, T> AttentionArgs<'a, T> {
@@ -430,7 +446,14 @@ impl<'a, T> AttentionArgs<'a, T> {
             varlen: None,
             scale: None,
             mask: Mask::None,
+            prefix: None,
         }
+    }
+
+    /// APB: the anchor and passing blocks' keys and values.
+    pub fn prefix(mut self, k: Tensor<'a, T>, v: Tensor<'a, T>) -> Self {
+        self.prefix = Some((k, v));
+        self
     }
 
     pub fn lse(mut self, lse: &'a mut CudaSlice<f32>) -> Self {

@@ -59,7 +59,12 @@ fn jobs() -> Vec<Job> {
                     });
                 }
             }
-            for variant in [Variant::Streaming, Variant::BlockSparse, Variant::Mixed] {
+            for variant in [
+                Variant::Streaming,
+                Variant::BlockSparse,
+                Variant::Mixed,
+                Variant::Apb,
+            ] {
                 jobs.push(Job {
                     spec: KernelSpec::new(variant, head_dim, DType::Bf16, false, arch)
                         .with_lse(true),

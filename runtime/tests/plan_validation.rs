@@ -47,6 +47,7 @@ fn desc(dtype: DType, q: Layout, k: Layout) -> LaunchDesc<'static> {
         varlen: None,
         scale: None,
         mask: MaskArg::None,
+        prefix: None,
     }
 }
 
@@ -1344,4 +1345,74 @@ fn mixed_parameters() {
     };
     let f = plan(&s, &d).unwrap().params;
     assert_eq!((f.sink, f.kv_count), (0, 0));
+}
+
+const PK_PTR: u64 = 0x7000_0000;
+const PV_PTR: u64 = 0x7100_0000;
+
+#[test]
+fn apb_prefix_is_required_checked_and_passed() {
+    let s = spec("apb,d64,bf16");
+    let local = Layout::bshd(2, 300, 2, 64);
+    let q = Layout::bshd(2, 300, 8, 64);
+    let base = desc(DType::Bf16, q, local);
+    assert_invalid(
+        plan(&s, &base),
+        "prefix",
+        "needs the anchor and passing blocks",
+    );
+
+    let prefix = Layout::bshd(2, 500, 2, 64);
+    let d = LaunchDesc {
+        prefix: Some((tensor(PK_PTR, prefix), tensor(PV_PTR, prefix))),
+        ..base
+    };
+    let planned = plan(&s, &d).unwrap();
+    let p = planned.params;
+    assert_eq!(
+        (p.prefix_k, p.prefix_v, p.prefix_len),
+        (PK_PTR, PV_PTR, 500)
+    );
+    assert_eq!(p.prefix_k_row_stride, 2 * 64);
+    assert_eq!(p.prefix_v_batch_stride, 500 * 2 * 64);
+    assert_eq!(p.seqlen_k, 300);
+    assert_eq!(planned.grid, Some((300u32.div_ceil(s.tile.block_m), 8, 2)));
+
+    // An empty prefix (host 0 of a sequence-parallel prefill) is fine.
+    let empty = Layout::bshd(2, 0, 2, 64);
+    let d0 = LaunchDesc {
+        prefix: Some((tensor(PK_PTR, empty), tensor(PV_PTR, empty))),
+        ..base
+    };
+    assert_eq!(plan(&s, &d0).unwrap().params.prefix_len, 0);
+
+    let wrong_heads = Layout::bshd(2, 500, 4, 64);
+    let d = LaunchDesc {
+        prefix: Some((tensor(PK_PTR, wrong_heads), tensor(PV_PTR, wrong_heads))),
+        ..base
+    };
+    assert_invalid(plan(&s, &d), "prefix", "heads_kv = 2");
+    let d = LaunchDesc {
+        prefix: Some((
+            tensor(PK_PTR, prefix),
+            tensor(PV_PTR, Layout::bshd(2, 499, 2, 64)),
+        )),
+        ..base
+    };
+    assert_invalid(plan(&s, &d), "prefix", "must both be");
+    let d = LaunchDesc {
+        prefix: Some((tensor(PK_PTR + 2, prefix), tensor(PV_PTR, prefix))),
+        ..base
+    };
+    assert_invalid(plan(&s, &d), "prefix_k", "16-byte aligned");
+
+    let dense = LaunchDesc {
+        prefix: Some((tensor(PK_PTR, prefix), tensor(PV_PTR, prefix))),
+        ..desc(DType::Bf16, q, local)
+    };
+    assert_invalid(
+        plan(&spec("dense,d64,bf16"), &dense),
+        "prefix",
+        "only apb kernels",
+    );
 }

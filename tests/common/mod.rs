@@ -31,6 +31,12 @@ pub enum CaseMask {
         block_q: usize,
         block_k: usize,
     },
+    /// APB: keys `[anchor | passing | local]` with `sk = anchor + passing + sq`; the kernel
+    /// reads the anchor and passing blocks from a separate prefix buffer.
+    Apb {
+        anchor: usize,
+        passing: usize,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -78,6 +84,7 @@ impl Case {
             CaseMask::Streaming(_) => Variant::Streaming,
             CaseMask::BlockSparse { .. } => Variant::BlockSparse,
             CaseMask::Mixed { .. } => Variant::Mixed,
+            CaseMask::Apb { .. } => Variant::Apb,
         }
     }
 
@@ -273,8 +280,39 @@ fn run_typed<T: Half>(rt: &Runtime, case: &Case) -> Result<Outcome, String> {
     let stream = rt.stream();
     let up = |x: &[T]| stream.clone_htod(x).map_err(|e| format!("upload: {e:?}"));
     let q = up(&q_host)?;
-    let k = up(&k_host)?;
-    let v = up(&v_host)?;
+    // APB: the kernel reads keys [0, prefix) from one buffer and the local block from another.
+    let prefix_layout = match case.mask {
+        CaseMask::Apb { anchor, passing } => Some(Layout::bshd(batch, anchor + passing, hkv, d)),
+        _ => None,
+    };
+    let prefix_rows = prefix_layout.map_or(0, |l| l.seq);
+    let kernel_k_layout = match prefix_layout {
+        Some(_) => Layout::bshd(batch, max_sk - prefix_rows, hkv, d),
+        None => k_layout,
+    };
+    let split = |x: &[T], rows: std::ops::Range<usize>| -> Vec<T> {
+        let row = hkv * d;
+        let mut out: Vec<T> = (0..batch)
+            .flat_map(|b| {
+                x[(b * max_sk + rows.start) * row..(b * max_sk + rows.end) * row].to_vec()
+            })
+            .collect();
+        if out.is_empty() {
+            out.push(T::from_f32(0.0)); // an empty prefix still gets a (never read) buffer
+        }
+        out
+    };
+    let (k, v, prefix) = match prefix_layout {
+        Some(_) => (
+            up(&split(&k_host, prefix_rows..max_sk))?,
+            up(&split(&v_host, prefix_rows..max_sk))?,
+            Some((
+                up(&split(&k_host, 0..prefix_rows))?,
+                up(&split(&v_host, 0..prefix_rows))?,
+            )),
+        ),
+        None => (up(&k_host)?, up(&v_host)?, None),
+    };
     // Poisoned outputs: every element must be written.
     let mut o = up(&vec![T::NAN; q_layout.required_len()])?;
     let lse_len = hq * q_layout.batch * q_layout.seq;
@@ -294,6 +332,13 @@ fn run_typed<T: Half>(rt: &Runtime, case: &Case) -> Result<Outcome, String> {
             None,
             reference::Mask::Dense {
                 causal: case.causal,
+            },
+        ),
+        CaseMask::Apb { anchor, passing } => (
+            None,
+            reference::Mask::Apb {
+                anchor: *anchor,
+                passing: *passing,
             },
         ),
         CaseMask::Streaming(p) => (
@@ -357,7 +402,7 @@ fn run_typed<T: Half>(rt: &Runtime, case: &Case) -> Result<Outcome, String> {
         _ => None,
     };
     let kernel_mask = match &case.mask {
-        CaseMask::Dense => Mask::None,
+        CaseMask::Dense | CaseMask::Apb { .. } => Mask::None,
         CaseMask::Streaming(p) => Mask::Streaming(*p),
         CaseMask::BlockSparse { .. } => Mask::BlockSparse(device_list.as_ref().unwrap()),
         CaseMask::Mixed { streaming, .. } => Mask::Mixed {
@@ -374,11 +419,11 @@ fn run_typed<T: Half>(rt: &Runtime, case: &Case) -> Result<Outcome, String> {
         },
         Tensor {
             data: &k,
-            layout: k_layout,
+            layout: kernel_k_layout,
         },
         Tensor {
             data: &v,
-            layout: k_layout,
+            layout: kernel_k_layout,
         },
         TensorMut {
             data: &mut o,
@@ -386,6 +431,9 @@ fn run_typed<T: Half>(rt: &Runtime, case: &Case) -> Result<Outcome, String> {
         },
     )
     .mask(kernel_mask);
+    if let (Some((pk, pv)), Some(layout)) = (&prefix, prefix_layout) {
+        args = args.prefix(Tensor { data: pk, layout }, Tensor { data: pv, layout });
+    }
     if case.lse {
         args = args.lse(&mut lse);
     }
