@@ -102,9 +102,8 @@ pub fn parse_spec(text: &str, arch: Arch) -> Result<KernelSpec, SpecError> {
     let mut spec = KernelSpec::new(variant, head_dim, dtype, causal, arch)
         .with_lse(lse)
         .with_varlen(varlen);
-    if let Some(tile) = tile {
-        spec.tile = tile;
-    }
+    // The default tile depends on the flags, so it is chosen once they are set.
+    spec.tile = tile.unwrap_or_else(|| crate::space::default_tile(&spec, arch));
     crate::validate::validate(&spec, arch)?;
     Ok(spec)
 }

@@ -1,0 +1,448 @@
+//! Kernels declared with `flashgen::attention_kernel!`: what the expansion holds (no GPU), and
+//! launches that must equal the runtime API's bit for bit on the same inputs (needs a CUDA GPU:
+//! run with `--include-ignored`).
+
+mod common;
+
+use flashgen::codegen::{default_tile, parse_spec, Arch, DType, KernelSpec, Mma, Variant};
+use flashgen::half::{bf16, f16};
+use flashgen::runtime::cudarc::driver::{CudaSlice, DeviceRepr};
+use flashgen::runtime::{AttentionArgs, Mask};
+use flashgen::{
+    attention_kernel, BlockMask, DeviceBlockMask, DeviceHeadKinds, Error, Layout, Runtime,
+    StreamingParams, Tensor, TensorMut, TileConfig, Varlen,
+};
+use flashgen_reference::{Precision, Rng};
+
+attention_kernel! {
+    /// Causal prefill that also writes the log-sum-exp.
+    pub struct DenseCausal: dense(causal), head_dim = 128, dtype = bf16, lse;
+    pub struct LlamaStreaming: streaming(sink = 128, window = 2048), head_dim = 128, dtype = bf16,
+        gqa = 4;
+    struct Sparse: block_sparse(block_q = 128, block_k = 128, causal), head_dim = 64, dtype = f16,
+        tile = m64n64w4s1;
+    struct MixedHeads: mixed(sink = 64, window = 256, block_q = 128, block_k = 128), head_dim = 128,
+        dtype = bf16, lse = true, varlen = true;
+    struct Prefixed: apb, head_dim = 128, dtype = bf16, lse,
+        tile(block_m = 64, block_n = 128, warps = 4, stages = 1, mma = wgmma);
+}
+
+#[test]
+fn spec_text_is_codegen_text_form() {
+    assert_eq!(DenseCausal::SPEC, "dense,d128,bf16,causal,lse");
+    assert_eq!(LlamaStreaming::SPEC, "streaming,d128,bf16");
+    assert_eq!(Sparse::SPEC, "block-sparse,d64,f16,causal,m64n64w4s1");
+    assert_eq!(MixedHeads::SPEC, "mixed,d128,bf16,lse,varlen");
+    assert_eq!(Prefixed::SPEC, "apb,d128,bf16,lse,m64n128w4s1-wgmma");
+}
+
+#[test]
+fn cuda_sm90_is_the_rendered_kernel() {
+    for (spec_text, cuda) in [
+        (DenseCausal::SPEC, DenseCausal::CUDA_SM90),
+        (LlamaStreaming::SPEC, LlamaStreaming::CUDA_SM90),
+        (Sparse::SPEC, Sparse::CUDA_SM90),
+        (MixedHeads::SPEC, MixedHeads::CUDA_SM90),
+        (Prefixed::SPEC, Prefixed::CUDA_SM90),
+    ] {
+        let spec = parse_spec(spec_text, Arch::SM90).unwrap();
+        assert!(cuda.contains(&spec.kernel_name()), "{spec_text}");
+        assert_eq!(cuda, flashgen::codegen::render(&spec).unwrap().code);
+    }
+}
+
+#[test]
+fn spec_fields_follow_the_declaration() {
+    for arch in [Arch::SM80, Arch::SM86, Arch::SM89, Arch::SM90] {
+        let s = DenseCausal::spec_for(arch);
+        assert_eq!(s.variant, Variant::Dense);
+        assert_eq!((s.head_dim, s.dtype), (128, DType::Bf16));
+        assert!(s.causal && s.lse && !s.varlen);
+        assert_eq!(s.tile, default_tile(&s, arch));
+
+        let s = LlamaStreaming::spec_for(arch);
+        assert_eq!(s.variant, Variant::Streaming);
+        assert!(!s.causal && !s.lse && !s.varlen);
+        assert_eq!(s.tile, default_tile(&s, arch));
+
+        let s = Sparse::spec_for(arch);
+        assert_eq!(s.variant, Variant::BlockSparse);
+        assert_eq!((s.head_dim, s.dtype, s.causal), (64, DType::F16, true));
+        assert_eq!(s.tile, TileConfig::new(64, 64, 4, 1));
+
+        let s = MixedHeads::spec_for(arch);
+        assert_eq!(s.variant, Variant::Mixed);
+        assert!(s.lse && s.varlen && !s.causal);
+        // The default tile is chosen after lse and varlen are set.
+        assert_eq!(
+            s.tile,
+            default_tile(&s.with_tile(TileConfig::new(64, 64, 4, 1)), arch)
+        );
+
+        let s = Prefixed::spec_for(arch);
+        assert_eq!(s.variant, Variant::Apb);
+        assert_eq!(s.tile, TileConfig::new(64, 128, 4, 1).with_mma(Mma::Wgmma));
+    }
+    assert_eq!(
+        DenseCausal::spec_for(Arch::SM90),
+        KernelSpec::new(Variant::Dense, 128, DType::Bf16, true, Arch::SM90).with_lse(true)
+    );
+}
+
+#[test]
+fn variant_parameters_become_constants() {
+    assert_eq!((LlamaStreaming::SINK, LlamaStreaming::WINDOW), (128, 2048));
+    assert_eq!(LlamaStreaming::GQA, Some(4));
+    assert_eq!(DenseCausal::GQA, None);
+    assert_eq!((Sparse::BLOCK_Q, Sparse::BLOCK_K), (128, 128));
+    assert_eq!(
+        (
+            MixedHeads::SINK,
+            MixedHeads::WINDOW,
+            MixedHeads::BLOCK_Q,
+            MixedHeads::BLOCK_K
+        ),
+        (64, 256, 128, 128)
+    );
+}
+
+/// `forward` takes exactly what the variant needs, typed by the dtype.
+#[test]
+#[allow(clippy::type_complexity)]
+fn forward_signatures() {
+    type Out<'a> = &'a mut CudaSlice<f32>;
+    let _: for<'a> fn(
+        &DenseCausal,
+        &Runtime,
+        Tensor<'a, bf16>,
+        Tensor<'a, bf16>,
+        Tensor<'a, bf16>,
+        TensorMut<'a, bf16>,
+        Out<'a>,
+    ) -> flashgen::Result<()> = DenseCausal::forward;
+    let _: for<'a> fn(
+        &LlamaStreaming,
+        &Runtime,
+        Tensor<'a, bf16>,
+        Tensor<'a, bf16>,
+        Tensor<'a, bf16>,
+        TensorMut<'a, bf16>,
+    ) -> flashgen::Result<()> = LlamaStreaming::forward;
+    let _: for<'a> fn(
+        &Sparse,
+        &Runtime,
+        Tensor<'a, f16>,
+        Tensor<'a, f16>,
+        Tensor<'a, f16>,
+        TensorMut<'a, f16>,
+        &'a DeviceBlockMask,
+    ) -> flashgen::Result<()> = Sparse::forward;
+    let _: for<'a> fn(
+        &MixedHeads,
+        &Runtime,
+        Tensor<'a, bf16>,
+        Tensor<'a, bf16>,
+        Tensor<'a, bf16>,
+        TensorMut<'a, bf16>,
+        Out<'a>,
+        Varlen<'a>,
+        &'a DeviceHeadKinds,
+        &'a DeviceBlockMask,
+    ) -> flashgen::Result<()> = MixedHeads::forward;
+    let _: for<'a> fn(
+        &Prefixed,
+        &Runtime,
+        Tensor<'a, bf16>,
+        Tensor<'a, bf16>,
+        Tensor<'a, bf16>,
+        TensorMut<'a, bf16>,
+        Out<'a>,
+        Tensor<'a, bf16>,
+        Tensor<'a, bf16>,
+    ) -> flashgen::Result<()> = Prefixed::forward;
+}
+
+/// Random bf16 values on the device.
+fn upload(rt: &Runtime, rng: &mut Rng, n: usize) -> CudaSlice<bf16> {
+    let host: Vec<bf16> = rng
+        .normal_vec_in(n, Precision::Bf16)
+        .into_iter()
+        .map(bf16::from_f32)
+        .collect();
+    rt.stream().clone_htod(&host).unwrap()
+}
+
+/// NaN-filled outputs, so an element left unwritten cannot match by chance.
+fn poisoned<T: DeviceRepr + Clone>(rt: &Runtime, value: T, n: usize) -> CudaSlice<T> {
+    rt.stream().clone_htod(&vec![value; n]).unwrap()
+}
+
+fn bits_bf16(rt: &Runtime, x: &CudaSlice<bf16>) -> Vec<u16> {
+    let host: Vec<bf16> = rt.stream().clone_dtoh(x).unwrap();
+    assert!(host.iter().all(|v| v.is_finite()), "non-finite output");
+    host.iter().map(|v| v.to_bits()).collect()
+}
+
+fn bits_f32(rt: &Runtime, x: &CudaSlice<f32>) -> Vec<u32> {
+    let host: Vec<f32> = rt.stream().clone_dtoh(x).unwrap();
+    assert!(host.iter().all(|v| !v.is_nan()), "NaN in lse");
+    host.iter().map(|v| v.to_bits()).collect()
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn declared_dense_causal_with_lse_equals_the_runtime_api() {
+    let rt = common::runtime();
+    let kernel = DenseCausal::new(&rt).unwrap();
+    let mut spec =
+        KernelSpec::new(Variant::Dense, 128, DType::Bf16, true, rt.arch()).with_lse(true);
+    spec.tile = default_tile(&spec, rt.arch());
+    assert_eq!(kernel.spec(), spec);
+
+    let (batch, sq, sk, hq, hkv, d) = (2, 300, 517, 4, 2, 128);
+    let (ql, kl) = (
+        Layout::bshd(batch, sq, hq, d),
+        Layout::bshd(batch, sk, hkv, d),
+    );
+    let mut rng = Rng::fresh();
+    let q = upload(&rt, &mut rng, ql.numel());
+    let k = upload(&rt, &mut rng, kl.numel());
+    let v = upload(&rt, &mut rng, kl.numel());
+    let lse_len = batch * hq * sq;
+
+    let mut o_macro = poisoned(&rt, bf16::NAN, ql.numel());
+    let mut lse_macro = poisoned(&rt, f32::NAN, lse_len);
+    kernel
+        .forward(
+            &rt,
+            Tensor {
+                data: &q,
+                layout: ql,
+            },
+            Tensor {
+                data: &k,
+                layout: kl,
+            },
+            Tensor {
+                data: &v,
+                layout: kl,
+            },
+            TensorMut {
+                data: &mut o_macro,
+                layout: ql,
+            },
+            &mut lse_macro,
+        )
+        .unwrap();
+
+    let mut o_api = poisoned(&rt, bf16::NAN, ql.numel());
+    let mut lse_api = poisoned(&rt, f32::NAN, lse_len);
+    rt.attention(
+        &spec,
+        AttentionArgs::new(
+            Tensor {
+                data: &q,
+                layout: ql,
+            },
+            Tensor {
+                data: &k,
+                layout: kl,
+            },
+            Tensor {
+                data: &v,
+                layout: kl,
+            },
+            TensorMut {
+                data: &mut o_api,
+                layout: ql,
+            },
+        )
+        .lse(&mut lse_api),
+    )
+    .unwrap();
+    rt.stream().synchronize().unwrap();
+
+    assert!(
+        bits_bf16(&rt, &o_macro) == bits_bf16(&rt, &o_api),
+        "O differs"
+    );
+    // Rows before the first key (none here: sk > sq) would be -inf, never NaN.
+    assert!(
+        bits_f32(&rt, &lse_macro) == bits_f32(&rt, &lse_api),
+        "lse differs"
+    );
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn declared_streaming_equals_the_runtime_api() {
+    let rt = common::runtime();
+    let kernel = LlamaStreaming::new(&rt).unwrap();
+    let spec = kernel.spec();
+    assert_eq!(spec, parse_spec(LlamaStreaming::SPEC, rt.arch()).unwrap());
+
+    // Longer than sink + window, so both parts of the A-shape are exercised.
+    let (batch, s, hq, hkv, d) = (1, 3000, 8, 2, 128);
+    let (ql, kl) = (
+        Layout::bshd(batch, s, hq, d),
+        Layout::bshd(batch, s, hkv, d),
+    );
+    let mut rng = Rng::fresh();
+    let q = upload(&rt, &mut rng, ql.numel());
+    let k = upload(&rt, &mut rng, kl.numel());
+    let v = upload(&rt, &mut rng, kl.numel());
+
+    let mut o_macro = poisoned(&rt, bf16::NAN, ql.numel());
+    kernel
+        .forward(
+            &rt,
+            Tensor {
+                data: &q,
+                layout: ql,
+            },
+            Tensor {
+                data: &k,
+                layout: kl,
+            },
+            Tensor {
+                data: &v,
+                layout: kl,
+            },
+            TensorMut {
+                data: &mut o_macro,
+                layout: ql,
+            },
+        )
+        .unwrap();
+    let mut o_api = poisoned(&rt, bf16::NAN, ql.numel());
+    rt.attention(
+        &spec,
+        AttentionArgs::new(
+            Tensor {
+                data: &q,
+                layout: ql,
+            },
+            Tensor {
+                data: &k,
+                layout: kl,
+            },
+            Tensor {
+                data: &v,
+                layout: kl,
+            },
+            TensorMut {
+                data: &mut o_api,
+                layout: ql,
+            },
+        )
+        .mask(Mask::Streaming(StreamingParams {
+            sink: 128,
+            window: 2048,
+        })),
+    )
+    .unwrap();
+    rt.stream().synchronize().unwrap();
+    assert!(
+        bits_bf16(&rt, &o_macro) == bits_bf16(&rt, &o_api),
+        "O differs"
+    );
+
+    // The declared gqa = 4 is checked before launch: 8 query heads over 4 kv heads is 2.
+    let kl4 = Layout::bshd(batch, s, 4, d);
+    let k4 = upload(&rt, &mut rng, kl4.numel());
+    let err = kernel
+        .forward(
+            &rt,
+            Tensor {
+                data: &q,
+                layout: ql,
+            },
+            Tensor {
+                data: &k4,
+                layout: kl4,
+            },
+            Tensor {
+                data: &k4,
+                layout: kl4,
+            },
+            TensorMut {
+                data: &mut o_macro,
+                layout: ql,
+            },
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidArgument { arg: "gqa", .. }),
+        "{err}"
+    );
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn declared_block_sizes_are_checked_at_launch() {
+    let rt = common::runtime();
+    let kernel = Sparse::new(&rt).unwrap();
+    let (s, h, d) = (256, 2, 64);
+    let l = Layout::bshd(1, s, h, d);
+    let x: CudaSlice<f16> = poisoned(&rt, f16::ZERO, l.numel());
+    let mut o: CudaSlice<f16> = poisoned(&rt, f16::ZERO, l.numel());
+    let list = BlockMask::from_dense(&[true; 16], 1, 1, 4, 4, 64, 64).unwrap();
+    let list = rt.upload_block_mask(&list).unwrap();
+    let err = kernel
+        .forward(
+            &rt,
+            Tensor {
+                data: &x,
+                layout: l,
+            },
+            Tensor {
+                data: &x,
+                layout: l,
+            },
+            Tensor {
+                data: &x,
+                layout: l,
+            },
+            TensorMut {
+                data: &mut o,
+                layout: l,
+            },
+            &list,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidArgument {
+                arg: "block_list",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let list = BlockMask::from_dense(&[true; 4], 1, 1, 2, 2, 128, 128).unwrap();
+    let list = rt.upload_block_mask(&list).unwrap();
+    kernel
+        .forward(
+            &rt,
+            Tensor {
+                data: &x,
+                layout: l,
+            },
+            Tensor {
+                data: &x,
+                layout: l,
+            },
+            Tensor {
+                data: &x,
+                layout: l,
+            },
+            TensorMut {
+                data: &mut o,
+                layout: l,
+            },
+            &list,
+        )
+        .unwrap();
+    rt.stream().synchronize().unwrap();
+}
