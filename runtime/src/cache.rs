@@ -4,7 +4,7 @@
 
 use crate::compile::{compile, compile_options, nvrtc_version, CompiledKernel, ResourceReport};
 use crate::error::{Error, Result};
-use flashgen_codegen::{render, spec_hash, Arch, KernelSpec, KERNEL_ABI_VERSION};
+use flashgen_codegen::{render, spec_hash, Arch, KernelSource, KernelSpec, KERNEL_ABI_VERSION};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::Write;
@@ -65,6 +65,27 @@ impl KernelCache {
 
     /// Returns the compiled kernel for a validated spec, compiling it on a miss.
     pub fn get_or_compile(&self, spec: &KernelSpec, arch: Arch) -> Result<CacheHit> {
+        self.get_or_compile_with(spec, arch, || {
+            render(spec).map_err(|e| {
+                let mut text = e.to_string();
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    text.push_str(&format!(": {c}"));
+                    cause = c.source();
+                }
+                Error::Render(text)
+            })
+        })
+    }
+
+    /// As [`get_or_compile`](Self::get_or_compile), with the source of a miss produced by
+    /// `source` (which must be what `spec` renders to: the key is the spec's).
+    fn get_or_compile_with(
+        &self,
+        spec: &KernelSpec,
+        arch: Arch,
+        source: impl FnOnce() -> Result<KernelSource>,
+    ) -> Result<CacheHit> {
         let key = Self::key(spec, arch)?;
         if let Some(kernel) = self.memory.lock().expect("cache lock").get(&key) {
             return Ok(CacheHit {
@@ -100,16 +121,7 @@ impl KernelCache {
                 }
             }
         }
-        let source = render(spec).map_err(|e| {
-            let mut text = e.to_string();
-            let mut cause = std::error::Error::source(&e);
-            while let Some(c) = cause {
-                text.push_str(&format!(": {c}"));
-                cause = c.source();
-            }
-            Error::Render(text)
-        })?;
-        let (kernel, millis) = compile(&source, arch)?;
+        let (kernel, millis) = compile(&source()?, arch)?;
         let kernel = Arc::new(kernel);
         if let Some(path) = self.path(&key) {
             if let Err(e) = write_entry(&path, &key, &kernel) {
@@ -354,6 +366,7 @@ mod tests {
             read_entry(&dir.join("missing.cubin"), "missing").unwrap(),
             None
         );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -385,6 +398,125 @@ mod tests {
             "entry belongs to another key"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Through the cache with the hand-written kernel of the compile tests (no templates).
+    mod tiny {
+        use super::*;
+        use crate::compile::tests::tiny_source;
+
+        const ARCH: Arch = Arch::SM80;
+
+        fn spec(text: &str) -> KernelSpec {
+            flashgen_codegen::parse_spec(text, ARCH).unwrap()
+        }
+
+        fn get(cache: &KernelCache, spec: &KernelSpec) -> CacheHit {
+            cache
+                .get_or_compile_with(spec, ARCH, || Ok(tiny_source("flashgen_tiny")))
+                .unwrap()
+        }
+
+        fn compiled(hit: &CacheHit) -> bool {
+            matches!(hit.source, CacheSource::Compiled { .. })
+        }
+
+        fn entry(dir: &Path, spec: &KernelSpec) -> PathBuf {
+            dir.join(format!("{}.cubin", KernelCache::key(spec, ARCH).unwrap()))
+        }
+
+        #[test]
+        fn memory_then_disk() {
+            let dir = temp_dir("tiny-round-trip");
+            let a = spec("dense,d64,bf16,m64n64w4s1");
+            let cache = KernelCache::new(Some(dir.clone()));
+            let first = get(&cache, &a);
+            assert!(compiled(&first));
+            assert_eq!(first.warning, None);
+            assert!(first.kernel.cubin.starts_with(b"\x7fELF"));
+            let again = get(&cache, &a);
+            assert_eq!(again.source, CacheSource::Memory);
+            assert!(Arc::ptr_eq(&first.kernel, &again.kernel));
+
+            let fresh = KernelCache::new(Some(dir.clone()));
+            let from_disk = fresh
+                .get_or_compile_with(&a, ARCH, || panic!("a disk hit must not compile"))
+                .unwrap();
+            assert_eq!(from_disk.source, CacheSource::Disk);
+            assert_eq!(*from_disk.kernel, *first.kernel);
+            // Only the entry is left in the folder: no temporary files.
+            let names: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+            assert_eq!(names.len(), 1);
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+
+        #[test]
+        fn damaged_truncated_and_foreign_entries_are_recompiled_and_overwritten() {
+            let dir = temp_dir("tiny-damage");
+            let (a, b) = (
+                spec("dense,d64,bf16,m64n64w4s1"),
+                spec("dense,d64,bf16,causal,m64n64w4s1"),
+            );
+            let good = get(&KernelCache::new(Some(dir.clone())), &a);
+            get(&KernelCache::new(Some(dir.clone())), &b);
+            let (path_a, path_b) = (entry(&dir, &a), entry(&dir, &b));
+            let bytes = std::fs::read(&path_a).unwrap();
+            let mut flipped = bytes.clone();
+            flipped[bytes.len() - 100] ^= 1;
+            let foreign = std::fs::read(&path_b).unwrap();
+            for (damage, reason) in [
+                (flipped, "digest mismatch"),
+                (bytes[..bytes.len() - 1].to_vec(), "header says"),
+                (bytes[..20].to_vec(), "truncated"),
+                (foreign, "another key"),
+            ] {
+                std::fs::write(&path_a, &damage).unwrap();
+                let hit = get(&KernelCache::new(Some(dir.clone())), &a);
+                assert!(compiled(&hit), "{reason}: {:?}", hit.source);
+                let warning = hit.warning.unwrap_or_default();
+                assert!(warning.contains(reason), "{reason}: {warning}");
+                assert_eq!(hit.kernel.cubin, good.kernel.cubin);
+                // Overwritten with a good entry.
+                let again = get(&KernelCache::new(Some(dir.clone())), &a);
+                assert_eq!(again.source, CacheSource::Disk, "{reason}");
+            }
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+
+        #[test]
+        fn an_unusable_folder_degrades_to_memory_with_a_warning() {
+            let dir = temp_dir("tiny-unusable");
+            let file = dir.join("file");
+            std::fs::write(&file, b"not a folder").unwrap();
+            let cache = KernelCache::new(Some(file.join("cache")));
+            let a = spec("dense,d64,bf16,m64n64w4s1");
+            let hit = get(&cache, &a);
+            assert!(compiled(&hit));
+            let warning = hit.warning.unwrap_or_default();
+            assert!(warning.contains("kernel cache write"), "{warning}");
+            assert_eq!(get(&cache, &a).source, CacheSource::Memory);
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+
+        #[test]
+        fn a_failed_source_is_an_error_and_nothing_is_cached() {
+            let dir = temp_dir("tiny-failed");
+            let cache = KernelCache::new(Some(dir.clone()));
+            let a = spec("dense,d64,bf16,m64n64w4s1");
+            let err = cache
+                .get_or_compile_with(&a, ARCH, || Err(Error::Render("broken".into())))
+                .unwrap_err();
+            assert!(matches!(err, Error::Render(_)), "{err:?}");
+            let mut broken = tiny_source("flashgen_tiny");
+            broken.code.push_str("this does not parse");
+            let err = cache
+                .get_or_compile_with(&a, ARCH, || Ok(broken))
+                .unwrap_err();
+            assert!(matches!(err, Error::Compile { .. }), "{err:?}");
+            assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+            assert!(compiled(&get(&cache, &a)));
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
     }
 
     #[test]

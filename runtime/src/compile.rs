@@ -3,7 +3,7 @@
 //! only: no GPU.
 
 use crate::error::{Error, Result};
-use crate::libs::ensure_nvrtc;
+use crate::libs::{ensure_nvrtc, NVRTC_BUILTINS_HINT};
 use cudarc::nvrtc::{result as nvrtc, sys};
 use flashgen_codegen::{Arch, KernelSource};
 use std::ffi::CString;
@@ -78,7 +78,8 @@ fn nvrtc_err(context: &str, e: impl std::fmt::Debug) -> Error {
     }
 }
 
-/// Compiles generated source to CUBIN for `arch`.
+/// Compiles generated source to CUBIN for `arch`, returning the kernel and the NVRTC time in
+/// milliseconds. A source that does not compile is [`Error::Compile`] with NVRTC's full log.
 pub fn compile(source: &KernelSource, arch: Arch) -> Result<(CompiledKernel, f64)> {
     ensure_nvrtc()?;
     let start = Instant::now();
@@ -105,6 +106,12 @@ pub fn compile(source: &KernelSource, arch: Arch) -> Result<(CompiledKernel, f64
         })
         .unwrap_or_default();
     if compiled.is_err() {
+        if log.contains("libnvrtc-builtins") {
+            return Err(Error::LibraryMissing {
+                lib: "libnvrtc-builtins",
+                hint: NVRTC_BUILTINS_HINT,
+            });
+        }
         return Err(Error::Compile {
             kernel: source.kernel_name.clone(),
             arch: arch.sm_name(),
@@ -134,15 +141,25 @@ pub fn compile(source: &KernelSource, arch: Arch) -> Result<(CompiledKernel, f64
     Ok((kernel, start.elapsed().as_secs_f64() * 1e3))
 }
 
-/// Reads the ptxas `-v` lines of one entry function from an NVRTC log.
+/// The function a ptxas `-v` section header names: `Compiling entry function 'NAME' for 'sm_90a'`
+/// or `Function properties for NAME`.
+fn section_function(line: &str) -> Option<&str> {
+    if let Some((_, rest)) = line.split_once("Compiling entry function '") {
+        return rest.split('\'').next();
+    }
+    let (_, rest) = line.split_once("Function properties for ")?;
+    Some(rest.trim().trim_matches('\''))
+}
+
+/// Reads the ptxas `-v` lines of one entry function from an NVRTC log. `None` when the log has
+/// no report for it.
 pub fn parse_report(log: &str, kernel_name: &str) -> Option<ResourceReport> {
     let mut report = ResourceReport::default();
     let mut in_kernel = false;
     let mut found = false;
     for line in log.lines() {
-        if line.contains("Compiling entry function") || line.contains("Function properties for") {
-            in_kernel = line.contains(&format!("'{kernel_name}'"))
-                || line.trim_end().ends_with(kernel_name);
+        if let Some(function) = section_function(line) {
+            in_kernel = function == kernel_name;
             continue;
         }
         if !in_kernel {
@@ -170,13 +187,46 @@ fn number_before(line: &str, suffix: &str) -> Option<u32> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    // Captured from NVRTC 13.0 (`--ptxas-options=-v`).
-    const LOG: &str = "ptxas info    : 59 bytes gmem
-ptxas info    : Compiling entry function 'other' for 'sm_90a'
-ptxas info    : Function properties for other
+    /// A small hand-written kernel with static shared memory and one barrier, independent of
+    /// the templates.
+    pub(crate) fn tiny_source(kernel_name: &str) -> KernelSource {
+        let code = format!(
+            r#"
+struct TinyParams {{ const float* x; float* y; int n; }};
+extern "C" __global__ void {kernel_name}(const TinyParams p) {{
+    __shared__ float buf[64];
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    buf[threadIdx.x % 64] = i < p.n ? p.x[i] : 0.f;
+    __syncthreads();
+    if (i < p.n) p.y[i] = buf[(threadIdx.x + 1) % 64] * 2.f;
+}}
+"#
+        );
+        KernelSource {
+            kernel_name: kernel_name.to_string(),
+            code,
+            threads: 64,
+            shared_bytes: 0,
+        }
+    }
+
+    // Captured from NVRTC 13.0.88 compiling `tiny_source("flashgen_tiny")` for sm_80 with
+    // `--ptxas-options=-v`.
+    const TINY_LOG_SM80: &str = "ptxas info    : 0 bytes gmem
+ptxas info    : Compiling entry function 'flashgen_tiny' for 'sm_80'
+ptxas info    : Function properties for flashgen_tiny
+ptxas         .     0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+ptxas info    : Used 8 registers, used 1 barriers, 256 bytes smem, 376 bytes cmem[0]
+ptxas info    : Compile time = 3.834 ms
+";
+
+    // Two entry functions, one of which spills (the layout of NVRTC 13.0's sm_90a log).
+    const TWO_KERNEL_LOG: &str = "ptxas info    : 59 bytes gmem
+ptxas info    : Compiling entry function 'other_causal_lse' for 'sm_90a'
+ptxas info    : Function properties for other_causal_lse
 ptxas         .     0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
 ptxas info    : Used 12 registers, used 0 barriers, 1024 bytes smem
 ptxas info    : Compiling entry function 'flashgen_dense_d128_bf16_m128n64w4s1_causal_lse' for 'sm_90a'
@@ -187,8 +237,27 @@ ptxas info    : Compile time = 387.012 ms
 ";
 
     #[test]
+    fn report_of_a_captured_log() {
+        let r = parse_report(TINY_LOG_SM80, "flashgen_tiny").unwrap();
+        assert_eq!(
+            r,
+            ResourceReport {
+                registers: 8,
+                spill_stores_bytes: 0,
+                spill_loads_bytes: 0,
+                stack_frame_bytes: 0,
+                static_shared_bytes: 256,
+            }
+        );
+        assert!(!r.spills());
+        assert_eq!(parse_report(TINY_LOG_SM80, "flashgen"), None);
+        assert_eq!(parse_report("", "flashgen_tiny"), None);
+    }
+
+    #[test]
     fn report_is_read_for_the_named_kernel_only() {
-        let r = parse_report(LOG, "flashgen_dense_d128_bf16_m128n64w4s1_causal_lse").unwrap();
+        let name = "flashgen_dense_d128_bf16_m128n64w4s1_causal_lse";
+        let r = parse_report(TWO_KERNEL_LOG, name).unwrap();
         assert_eq!(
             r,
             ResourceReport {
@@ -200,16 +269,92 @@ ptxas info    : Compile time = 387.012 ms
             }
         );
         assert!(r.spills());
-        let other = parse_report(LOG, "other").unwrap();
+        let other = parse_report(TWO_KERNEL_LOG, "other_causal_lse").unwrap();
         assert_eq!(other.registers, 12);
         assert_eq!(other.static_shared_bytes, 1024);
         assert!(!other.spills());
-        assert_eq!(parse_report(LOG, "missing"), None);
+        // A name that is only a suffix or prefix of a reported one has no report.
+        assert_eq!(parse_report(TWO_KERNEL_LOG, "causal_lse"), None);
+        assert_eq!(parse_report(TWO_KERNEL_LOG, "other"), None);
+        assert_eq!(parse_report(TWO_KERNEL_LOG, "missing"), None);
     }
 
     #[test]
     fn options_name_the_exact_arch() {
-        assert!(compile_options(Arch::SM90).contains(&"--gpu-architecture=sm_90a".to_string()));
+        let sm90 = compile_options(Arch::SM90);
+        assert!(sm90.contains(&"--gpu-architecture=sm_90a".to_string()));
         assert!(compile_options(Arch::SM80).contains(&"--gpu-architecture=sm_80".to_string()));
+        assert!(compile_options(Arch::SM86).contains(&"--gpu-architecture=sm_86".to_string()));
+        for option in ["-std=c++17", "--ptxas-options=-v", "-default-device"] {
+            assert!(sm90.iter().any(|o| o == option), "{option} missing");
+        }
+        assert!(!sm90
+            .iter()
+            .any(|o| o.starts_with("-I") || o.contains("include")));
+    }
+
+    #[test]
+    fn nvrtc_reports_its_version() {
+        let (major, minor) = nvrtc_version().unwrap();
+        assert!(major >= 11 && (0..10).contains(&minor), "{major}.{minor}");
+    }
+
+    #[test]
+    fn a_tiny_kernel_compiles_to_cubin_for_sm80_and_sm90a() {
+        for arch in [Arch::SM80, Arch::SM90] {
+            let source = tiny_source("flashgen_tiny");
+            let (kernel, millis) = compile(&source, arch).unwrap();
+            assert!(millis >= 0.0);
+            assert!(
+                kernel.cubin.starts_with(b"\x7fELF"),
+                "{arch}: not an ELF image"
+            );
+            assert!(kernel.cubin.len() > 256);
+            assert_eq!(kernel.kernel_name, "flashgen_tiny");
+            assert_eq!(kernel.arch, arch);
+            assert_eq!(kernel.threads, 64);
+            assert_eq!(kernel.dynamic_shared_bytes, 0);
+            assert!(
+                kernel.log.contains(&format!("for '{}'", arch.sm_name())),
+                "{arch}: the log is not ptxas's -v report:\n{}",
+                kernel.log
+            );
+            let report = kernel.report;
+            assert!(report.registers > 0, "{report:?}");
+            assert_eq!(report.static_shared_bytes, 256, "{arch}: {}", kernel.log);
+            assert!(!report.spills(), "{report:?}");
+            assert_eq!(
+                parse_report(&kernel.log, "flashgen_tiny"),
+                Some(report),
+                "the stored report is the log's"
+            );
+        }
+    }
+
+    #[test]
+    fn a_compile_error_returns_the_full_log() {
+        let mut source = tiny_source("flashgen_broken");
+        source.code.push_str(
+            "extern \"C\" __global__ void flashgen_broken2() { undeclared_identifier = 1; }\n",
+        );
+        match compile(&source, Arch::SM80) {
+            Err(Error::Compile { kernel, arch, log }) => {
+                assert_eq!(kernel, "flashgen_broken");
+                assert_eq!(arch, "sm_80");
+                assert!(log.contains("undeclared_identifier"), "{log}");
+                assert!(log.contains("error"), "{log}");
+            }
+            other => panic!("expected a compile error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_nul_byte_in_the_source_is_an_error() {
+        let mut source = tiny_source("flashgen_tiny");
+        source.code.push('\0');
+        assert!(matches!(
+            compile(&source, Arch::SM80),
+            Err(Error::Render(_))
+        ));
     }
 }

@@ -48,17 +48,16 @@ impl Layout {
         self
     }
 
-    /// Elements a buffer needs so that every addressed element is inside it.
+    /// Elements a buffer needs so that every addressed element is inside it. Saturates at
+    /// `usize::MAX` when the layout addresses more than memory can hold, so no buffer passes.
     pub fn required_len(&self) -> usize {
         let dims = [self.batch, self.seq, self.heads, self.dim];
         if dims.contains(&0) {
             return 0;
         }
-        1 + dims
-            .iter()
-            .zip(self.strides)
-            .map(|(&n, s)| (n - 1) * s)
-            .sum::<usize>()
+        dims.iter().zip(self.strides).fold(1usize, |acc, (&n, s)| {
+            acc.saturating_add((n - 1).saturating_mul(s))
+        })
     }
 
     /// Elements of the logical tensor.
@@ -87,5 +86,16 @@ mod tests {
         assert_eq!(Layout::packed(10, 2, 64).required_len(), 10 * 2 * 64);
         let l = Layout::bhsd(2, 3, 4, 8);
         assert_eq!(l.offset(1, 2, 3, 4), 96 + 2 * 8 + 3 * 24 + 4);
+    }
+
+    #[test]
+    fn absurd_strides_saturate_instead_of_wrapping() {
+        let huge = Layout::bshd(3, 3, 4, 8).with_strides([usize::MAX / 2 + 1, 32, 8, 1]);
+        assert_eq!(huge.required_len(), usize::MAX);
+        let many = Layout::bshd(usize::MAX, 2, 1, 8);
+        assert_eq!(many.required_len(), usize::MAX);
+        // An axis of extent 1 is never stepped along: its stride does not count.
+        let single = Layout::bshd(1, 3, 4, 8).with_strides([usize::MAX, 32, 8, 1]);
+        assert_eq!(single.required_len(), 2 * 32 + 3 * 8 + 8);
     }
 }

@@ -31,6 +31,7 @@
 
 pub mod cache;
 pub mod compile;
+pub mod config;
 pub mod error;
 pub mod layout;
 pub mod libs;
@@ -41,6 +42,7 @@ pub mod runtime;
 
 pub use cache::{CacheHit, CacheSource, KernelCache};
 pub use compile::{compile, compile_options, nvrtc_version, CompiledKernel, ResourceReport};
+pub use config::{ConfigError, GpuIdentity, ShapeKey, TunedConfig};
 pub use error::{Error, Result};
 pub use layout::Layout;
 pub use masks::{

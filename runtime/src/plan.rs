@@ -6,7 +6,7 @@ use crate::error::{invalid, Result};
 use crate::layout::Layout;
 use crate::masks::{BlockMask, HeadKind, StreamingParams};
 use crate::params::FlashParams;
-use flashgen_codegen::{DType, KernelSpec, Variant};
+use flashgen_codegen::{validate_arch_free, DType, KernelSpec, Variant};
 
 /// A device buffer: address and length in elements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -240,8 +240,10 @@ fn check_streaming(s: &StreamingParams) -> Result<()> {
     Ok(())
 }
 
-/// Validates a launch of `spec` and builds its parameters.
+/// Validates a launch of `spec` and builds its parameters. The spec itself is checked with
+/// [`validate_arch_free`]; whether it fits the device is the loader's check.
 pub fn plan(spec: &KernelSpec, d: &LaunchDesc) -> Result<Plan> {
+    validate_arch_free(spec)?;
     if d.dtype != spec.dtype {
         return Err(invalid(
             "dtype",

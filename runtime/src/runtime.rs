@@ -8,12 +8,12 @@ use crate::layout::Layout;
 use crate::libs::ensure_driver;
 use crate::masks::{heavy_first_order, BlockMask, HeadKind, StreamingParams};
 use crate::plan::{
-    plan, BlockListArg, Buffer, HeadKindsArg, LaunchDesc, MaskArg, TensorArg, VarlenArg,
+    plan, BlockListArg, Buffer, HeadKindsArg, LaunchDesc, MaskArg, Plan, TensorArg, VarlenArg,
 };
-use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
+use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute, CUresult};
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr,
-    LaunchConfig, PushKernelArg, SyncOnDrop, ValidAsZeroBits,
+    DriverError, LaunchConfig, PushKernelArg, SyncOnDrop, ValidAsZeroBits,
 };
 use flashgen_codegen::{validate, Arch, DType, KernelSpec};
 use std::collections::HashMap;
@@ -65,7 +65,11 @@ pub struct Runtime {
 /// Number of CUDA devices (0 when the driver sees none).
 pub fn device_count() -> Result<i32> {
     ensure_driver()?;
-    CudaContext::device_count().while_(|| "counting CUDA devices".into())
+    match CudaContext::device_count() {
+        // A driver without a GPU fails its initialisation with this code.
+        Err(DriverError(CUresult::CUDA_ERROR_NO_DEVICE)) => Ok(0),
+        other => other.while_(|| "counting CUDA devices".into()),
+    }
 }
 
 /// The driver's CUDA version, e.g. 13000.
@@ -161,6 +165,17 @@ impl Runtime {
         if let Some(w) = hit.warning.clone() {
             self.warnings.lock().expect("warnings lock").push(w);
         }
+        let smem = hit.kernel.dynamic_shared_bytes;
+        let total_smem = u64::from(smem) + u64::from(hit.kernel.report.static_shared_bytes);
+        if total_smem > u64::from(self.info.max_shared_per_block_optin) {
+            return Err(invalid(
+                "spec",
+                format!(
+                    "{spec} needs {total_smem} bytes of shared memory per block; {} allows {}",
+                    self.info.name, self.info.max_shared_per_block_optin
+                ),
+            ));
+        }
         let module = self
             .ctx
             .load_module(cudarc::nvrtc::Ptx::from_binary(hit.kernel.cubin.clone()))
@@ -168,16 +183,6 @@ impl Runtime {
         let function = module
             .load_function(&hit.kernel.kernel_name)
             .while_(|| format!("finding {} in its module", hit.kernel.kernel_name))?;
-        let smem = hit.kernel.dynamic_shared_bytes;
-        if smem > self.info.max_shared_per_block_optin {
-            return Err(invalid(
-                "spec",
-                format!(
-                    "{spec} needs {smem} bytes of shared memory; {} allows {}",
-                    self.info.name, self.info.max_shared_per_block_optin
-                ),
-            ));
-        }
         // SAFETY: the function was just loaded; the value is within the device's opt-in limit.
         unsafe {
             cudarc::driver::result::function::set_function_attribute(
@@ -243,7 +248,8 @@ impl Runtime {
         spec: &KernelSpec,
         mut args: AttentionArgs<'_, T>,
     ) -> Result<()> {
-        let kernel = self.kernel(spec)?;
+        // Arguments are checked before anything is compiled.
+        validate(spec, self.arch())?;
         let s: &CudaStream = &self.stream;
         // The guards order later work on the stream after this launch's reads and writes.
         let mut guards: Vec<SyncOnDrop<'_>> = Vec::new();
@@ -317,6 +323,42 @@ impl Runtime {
             prefix,
         };
         let planned = plan(spec, &desc)?;
+        let kernel = self.kernel(spec)?;
+        // SAFETY: every buffer in `desc` comes from a live `CudaSlice` of its stated length,
+        // kept alive and ordered on the stream by `guards`.
+        unsafe { self.launch_planned(&kernel, &planned) }?;
+        drop(guards);
+        Ok(())
+    }
+
+    /// Runs attention over raw device pointers (for callers that do not hold cudarc buffers,
+    /// such as a C ABI). The validation is [`attention`](Self::attention)'s: [`plan`] over
+    /// the same descriptors, then a launch on [`stream`](Self::stream). Nothing is launched
+    /// when there are no queries.
+    ///
+    /// # Safety
+    ///
+    /// Every [`Buffer`] in `desc` must name memory of this runtime's context that holds at
+    /// least `len` elements of its type (the spec's dtype for tensors, `f32` for lse, `i32`
+    /// for `cu_seqlens`, block lists and head kinds) and stays allocated until the launch has
+    /// run on the stream; the host copies in `desc` must equal their device copies; work on
+    /// other streams that touches these buffers must be ordered with this stream by the
+    /// caller; `o` and `lse` must not overlap any other buffer of the launch.
+    pub unsafe fn attention_raw(&self, spec: &KernelSpec, desc: &LaunchDesc<'_>) -> Result<()> {
+        validate(spec, self.arch())?;
+        let planned = plan(spec, desc)?;
+        let kernel = self.kernel(spec)?;
+        // SAFETY: the caller guarantees the buffers; the plan checked them against the layouts.
+        unsafe { self.launch_planned(&kernel, &planned) }
+    }
+
+    /// Launches a validated plan of `kernel` on the stream.
+    ///
+    /// # Safety
+    ///
+    /// The plan's pointers must be live device buffers as long as the lengths it was checked
+    /// against, valid until the launch has run.
+    unsafe fn launch_planned(&self, kernel: &LoadedKernel, planned: &Plan) -> Result<()> {
         let Some(grid) = planned.grid else {
             return Ok(());
         };
@@ -325,14 +367,13 @@ impl Runtime {
             block_dim: (kernel.compiled.threads, 1, 1),
             shared_mem_bytes: kernel.compiled.dynamic_shared_bytes,
         };
-        let mut launch = s.launch_builder(&kernel.function);
+        let mut launch = self.stream.launch_builder(&kernel.function);
         launch.arg(&planned.params);
         // SAFETY: the plan checked every pointer's buffer against the layouts the kernel
         // addresses, the dtype, alignment and the variant's arguments; the parameter struct
-        // matches the kernel's ABI (tested).
+        // matches the kernel's ABI (tested); the caller vouches for the buffers themselves.
         unsafe { launch.launch(cfg) }
             .while_(|| format!("launching {}", kernel.compiled.kernel_name))?;
-        drop(guards);
         Ok(())
     }
 }
@@ -474,5 +515,35 @@ impl<'a, T> AttentionArgs<'a, T> {
     pub fn mask(mut self, mask: Mask<'a>) -> Self {
         self.mask = mask;
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn runtime_and_kernels_can_be_shared_across_threads() {
+        send_sync::<Runtime>();
+        send_sync::<LoadedKernel>();
+        send_sync::<DeviceBlockMask>();
+        send_sync::<DeviceHeadKinds>();
+    }
+
+    #[test]
+    fn no_device_or_no_driver_is_an_error() {
+        match device_count() {
+            Ok(n) => assert!(n >= 0),
+            Err(Error::LibraryMissing { lib, .. }) => assert_eq!(lib, "libcuda"),
+            Err(e) => panic!("counting devices: {e}"),
+        }
+        if !crate::libs::driver_present() {
+            assert!(matches!(
+                driver_version(),
+                Err(Error::LibraryMissing { lib: "libcuda", .. })
+            ));
+        }
     }
 }

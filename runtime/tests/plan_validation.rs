@@ -170,6 +170,37 @@ fn the_base_launch_is_valid() {
     plan(&spec("dense,d64,bf16,m128n64w4s1"), &bshd64()).unwrap();
 }
 
+#[test]
+fn an_invalid_spec_is_a_spec_error_not_a_panic() {
+    let mut s = spec("dense,d64,bf16,m128n64w4s1");
+    s.tile.block_m = 0;
+    match plan(&s, &bshd64()) {
+        Err(Error::Spec(e)) => assert_eq!(e.field(), "block_m"),
+        other => panic!("expected a spec error, got {other:?}"),
+    }
+    let mut s = spec("dense,d64,bf16,m128n64w4s1");
+    s.head_dim = 48;
+    assert!(matches!(plan(&s, &bshd64()), Err(Error::Spec(_))));
+}
+
+#[test]
+fn layouts_addressing_more_than_memory_are_rejected() {
+    // Strides whose largest offset overflows 64 bits must not wrap to a small length.
+    let mut d = desc(
+        DType::Bf16,
+        Layout::bshd(3, 256, 4, 64),
+        Layout::bshd(3, 384, 4, 64),
+    );
+    d.k.layout.strides[0] = 1 << 63;
+    d.k.buffer.len = 1 << 20;
+    assert_eq!(d.k.layout.required_len(), usize::MAX);
+    assert_invalid(
+        plan(&spec("dense,d64,bf16,m128n64w4s1"), &d),
+        "k",
+        "addresses",
+    );
+}
+
 // ---- tensors ----
 
 #[test]

@@ -1,2 +1,37 @@
-//! flashgen-tuning: the autotuner. This crate is empty until the tuner lands; the runtime uses
-//! the heuristic default tile config of `flashgen_codegen::default_tile` meanwhile.
+//! flashgen-tuning: the autotuner. For each target (a spec without its tile, a problem shape and
+//! a mask) it takes the tile search space from codegen, prunes it before any launch (validation,
+//! the device's shared-memory limit, and the NVRTC resource report: no spills), compiles the
+//! candidates on CPU threads through the kernel cache while the GPU times what is ready, checks
+//! every candidate's output against the default tile's before it may win, times with CUDA
+//! events (medians, spreads, rotated input sets, alternating re-measurement of near ties), and
+//! reports winners that become a [`flashgen_runtime::TunedConfig`].
+//!
+//! ```no_run
+//! use flashgen_runtime::Runtime;
+//! use flashgen_tuning::{default_targets, tune, TuneOptions};
+//!
+//! let rt = Runtime::new(0)?;
+//! let report = tune(&rt, &default_targets(rt.arch()), &TuneOptions { quick: true, ..Default::default() })?;
+//! report.to_config().save("tuned.toml")?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod gate;
+pub mod gpu;
+pub mod prune;
+pub mod space;
+pub mod target;
+pub mod timing;
+pub mod tuner;
+
+pub use gate::{gate, GateReport, MAX_LSE_ABS, MAX_REL_L2};
+pub use prune::{
+    check_compiled, check_static, compile_pipeline, prune, Candidate, CompileOutcome, PruneReason,
+    PruneResult, Pruned,
+};
+pub use space::{candidate_tiles, static_score, QUICK_PER_MMA};
+pub use target::{default_targets, Shape, TargetMask, TuneTarget, DEFAULT_STREAMING};
+pub use timing::{Decision, Measurement, TimingParams};
+pub use tuner::{
+    tune, TargetReport, TimedTile, TuneError, TuneEvent, TuneOptions, TuneReport, Tuner,
+};

@@ -1,0 +1,1097 @@
+//! The tuned-config file: which tile config won for a spec on a shape bucket, written by
+//! `flashgen tune` and read by the runtime.
+//!
+//! The file is TOML, sorted and rounded so that re-tuning gives a small diff:
+//!
+//! ```toml
+//! [tuned_on]
+//! gpu = "NVIDIA H100 80GB HBM3"
+//! compute_capability = "9.0"
+//! sm_count = 132
+//! nvrtc = "13.0"
+//! template_digest = "3f5c…"
+//! flashgen_version = "0.1.0"
+//!
+//! [[entry]]
+//! spec = "dense,d128,bf16,causal,lse"
+//! seq = "<=16k"
+//! gqa = 1
+//! density = ">=50%"
+//! tile = "m128n128w8s1-wgmma"
+//! ms = 1.2345
+//! runner_up = "m128n64w4s1-wgmma"
+//! runner_up_ms = 1.2801
+//! default_ms = 1.2345
+//! ```
+//!
+//! Entries are keyed by the spec without its tile ([`spec_key`]) and a [`Bucket`] of the problem
+//! shape; [`TunedConfig::lookup`] picks the nearest bucket of the same spec.
+
+use crate::runtime::DeviceInfo;
+use flashgen_codegen::{parse_spec, parse_tile, validate, Arch, KernelSpec, TileConfig};
+use serde::{Deserialize, Serialize};
+use std::ffi::OsString;
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// The environment variable naming a tuned-config file.
+pub const CONFIG_ENV: &str = "FLASHGEN_CONFIG";
+
+/// File name of the per-user tuned config inside `<config dir>/flashgen/`.
+pub const CONFIG_FILE_NAME: &str = "tuned.toml";
+
+/// Errors reading or writing a tuned-config file. Each names the file.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("tuned config {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("tuned config {} is not valid TOML for flashgen: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("tuned config {}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// The spec text without the tile: `variant,d<head_dim>,dtype[,causal][,lse][,varlen]`.
+pub fn spec_key(spec: &KernelSpec) -> String {
+    let mut out = format!("{},d{},{}", spec.variant, spec.head_dim, spec.dtype);
+    for (on, name) in [
+        (spec.causal, "causal"),
+        (spec.lse, "lse"),
+        (spec.varlen, "varlen"),
+    ] {
+        if on {
+            out.push(',');
+            out.push_str(name);
+        }
+    }
+    out
+}
+
+/// Sequence-length class (keys per sequence), in powers of 4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum SeqClass {
+    #[serde(rename = "<=1k")]
+    Le1k,
+    #[serde(rename = "<=4k")]
+    Le4k,
+    #[serde(rename = "<=16k")]
+    Le16k,
+    #[serde(rename = "<=64k")]
+    Le64k,
+    #[serde(rename = ">64k")]
+    Gt64k,
+}
+
+impl SeqClass {
+    pub const ALL: [SeqClass; 5] = [
+        SeqClass::Le1k,
+        SeqClass::Le4k,
+        SeqClass::Le16k,
+        SeqClass::Le64k,
+        SeqClass::Gt64k,
+    ];
+
+    pub fn of(seq_len: usize) -> Self {
+        match seq_len {
+            0..=1024 => SeqClass::Le1k,
+            1025..=4096 => SeqClass::Le4k,
+            4097..=16384 => SeqClass::Le16k,
+            16385..=65536 => SeqClass::Le64k,
+            _ => SeqClass::Gt64k,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SeqClass::Le1k => "<=1k",
+            SeqClass::Le4k => "<=4k",
+            SeqClass::Le16k => "<=16k",
+            SeqClass::Le64k => "<=64k",
+            SeqClass::Gt64k => ">64k",
+        }
+    }
+}
+
+impl fmt::Display for SeqClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Mask density class: the kept fraction of the `sq x sk` pairs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum DensityClass {
+    /// Everything kept (no mask beyond the sequence bounds).
+    #[serde(rename = "dense")]
+    Dense,
+    #[serde(rename = ">=50%")]
+    Ge50,
+    #[serde(rename = ">=10%")]
+    Ge10,
+    #[serde(rename = "<10%")]
+    Lt10,
+}
+
+impl DensityClass {
+    pub const ALL: [DensityClass; 4] = [
+        DensityClass::Dense,
+        DensityClass::Ge50,
+        DensityClass::Ge10,
+        DensityClass::Lt10,
+    ];
+
+    /// The class of a kept fraction in `[0, 1]`.
+    pub fn of(density: f64) -> Self {
+        if density >= 0.999 {
+            DensityClass::Dense
+        } else if density >= 0.5 {
+            DensityClass::Ge50
+        } else if density >= 0.1 {
+            DensityClass::Ge10
+        } else {
+            DensityClass::Lt10
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DensityClass::Dense => "dense",
+            DensityClass::Ge50 => ">=50%",
+            DensityClass::Ge10 => ">=10%",
+            DensityClass::Lt10 => "<10%",
+        }
+    }
+}
+
+impl fmt::Display for DensityClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The shape of one problem as the runtime sees it at launch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ShapeKey {
+    /// Keys per sequence (`sk`; the longest sequence of a varlen batch).
+    pub seq_len: usize,
+    /// Query heads per kv head (`hq / hkv`).
+    pub gqa: u32,
+    /// Kept fraction of the `sq x sk` pairs (1 for dense, about 0.5 for causal).
+    pub density: f64,
+}
+
+impl ShapeKey {
+    pub fn bucket(&self) -> Bucket {
+        Bucket {
+            seq: SeqClass::of(self.seq_len),
+            gqa: self.gqa.max(1),
+            density: DensityClass::of(self.density),
+        }
+    }
+}
+
+/// The bucket a shape falls in: what config entries are keyed by (with the spec).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Bucket {
+    pub seq: SeqClass,
+    pub gqa: u32,
+    pub density: DensityClass,
+}
+
+impl Bucket {
+    /// Distance for nearest-bucket lookup, compared lexicographically: sequence class first,
+    /// then the GQA ratio (in powers of two), then the density class.
+    fn distance(&self, other: &Bucket) -> (usize, u32, usize) {
+        let log2 = |g: u32| 31 - g.max(1).leading_zeros();
+        (
+            self.seq.index().abs_diff(other.seq.index()),
+            log2(self.gqa).abs_diff(log2(other.gqa)) * 2 + u32::from(self.gqa != other.gqa),
+            self.density.index().abs_diff(other.density.index()),
+        )
+    }
+}
+
+impl fmt::Display for Bucket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "seq {} gqa {} density {}",
+            self.seq, self.gqa, self.density
+        )
+    }
+}
+
+/// The GPU a config was tuned on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GpuIdentity {
+    pub name: String,
+    pub arch: Arch,
+    pub sm_count: u32,
+}
+
+impl From<&DeviceInfo> for GpuIdentity {
+    fn from(d: &DeviceInfo) -> Self {
+        GpuIdentity {
+            name: d.name.clone(),
+            arch: d.arch,
+            sm_count: d.sm_count,
+        }
+    }
+}
+
+impl fmt::Display for GpuIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (compute capability {}.{}, {} SMs)",
+            self.name, self.arch.major, self.arch.minor, self.sm_count
+        )
+    }
+}
+
+/// Where and with what a config was tuned.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigHeader {
+    pub gpu: String,
+    /// `major.minor`, e.g. `9.0`.
+    pub compute_capability: String,
+    pub sm_count: u32,
+    /// `major.minor` of the libnvrtc the kernels were compiled with.
+    pub nvrtc: String,
+    /// [`flashgen_codegen::template_digest`] of the templates the kernels were rendered from.
+    pub template_digest: String,
+    pub flashgen_version: String,
+}
+
+impl ConfigHeader {
+    pub fn new(gpu: &GpuIdentity, nvrtc: (i32, i32), template_digest: &str) -> Self {
+        ConfigHeader {
+            gpu: gpu.name.clone(),
+            compute_capability: format!("{}.{}", gpu.arch.major, gpu.arch.minor),
+            sm_count: gpu.sm_count,
+            nvrtc: format!("{}.{}", nvrtc.0, nvrtc.1),
+            template_digest: template_digest.to_string(),
+            flashgen_version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    /// The header's compute capability as an arch.
+    pub fn arch(&self) -> Option<Arch> {
+        let (major, minor) = self.compute_capability.split_once('.')?;
+        Some(Arch::new(
+            major.trim().parse().ok()?,
+            minor.trim().parse().ok()?,
+        ))
+    }
+
+    /// Whether the config was tuned on this kind of GPU (name, compute capability and SM count).
+    pub fn gpu_matches(&self, gpu: &GpuIdentity) -> bool {
+        self.gpu == gpu.name && self.arch() == Some(gpu.arch) && self.sm_count == gpu.sm_count
+    }
+
+    fn gpu_text(&self) -> String {
+        format!(
+            "{} (compute capability {}, {} SMs)",
+            self.gpu, self.compute_capability, self.sm_count
+        )
+    }
+}
+
+/// One tuned result: the winning tile of a spec on a shape bucket.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConfigEntry {
+    /// The spec without its tile, as [`spec_key`] writes it.
+    pub spec: String,
+    pub seq: SeqClass,
+    pub gqa: u32,
+    pub density: DensityClass,
+    /// The winning tile, as `TileConfig`'s text form.
+    pub tile: String,
+    /// Median milliseconds of the winner.
+    pub ms: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_up: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_up_ms: Option<f64>,
+    /// Median milliseconds of the heuristic default tile on the same inputs.
+    pub default_ms: f64,
+}
+
+impl ConfigEntry {
+    pub fn bucket(&self) -> Bucket {
+        Bucket {
+            seq: self.seq,
+            gqa: self.gqa.max(1),
+            density: self.density,
+        }
+    }
+
+    fn sort_key(&self) -> (&str, Bucket) {
+        (self.spec.as_str(), self.bucket())
+    }
+}
+
+/// A tuned-config file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TunedConfig {
+    pub tuned_on: ConfigHeader,
+    #[serde(default, rename = "entry")]
+    pub entries: Vec<ConfigEntry>,
+}
+
+/// Rounds milliseconds to 0.1 µs so that files do not churn on noise digits.
+fn round_ms(ms: f64) -> f64 {
+    (ms * 1e4).round() / 1e4
+}
+
+impl TunedConfig {
+    pub fn new(header: ConfigHeader) -> Self {
+        TunedConfig {
+            tuned_on: header,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Adds an entry, replacing one with the same spec and bucket.
+    pub fn insert(&mut self, entry: ConfigEntry) {
+        self.entries.retain(|e| e.sort_key() != entry.sort_key());
+        self.entries.push(entry);
+        self.normalize();
+    }
+
+    /// Takes `other`'s header and entries; entries of `self` that `other` does not re-tune stay.
+    pub fn merge(&mut self, other: TunedConfig) {
+        self.tuned_on = other.tuned_on;
+        for entry in other.entries {
+            self.insert(entry);
+        }
+    }
+
+    /// Sorts entries (spec, then bucket) and rounds times.
+    pub fn normalize(&mut self) {
+        for e in &mut self.entries {
+            e.ms = round_ms(e.ms);
+            e.default_ms = round_ms(e.default_ms);
+            e.runner_up_ms = e.runner_up_ms.map(round_ms);
+        }
+        self.entries.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    }
+
+    /// The TOML text of the config (sorted).
+    pub fn to_toml(&self) -> String {
+        let mut sorted = self.clone();
+        sorted.normalize();
+        toml::to_string_pretty(&sorted).expect("a tuned config serialises to TOML")
+    }
+
+    /// Parses TOML text; `path` only names the file in errors.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut config: TunedConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let arch = config.tuned_on.arch().ok_or_else(|| {
+            invalid(format!(
+                "tuned_on.compute_capability = {:?} is not `major.minor`",
+                config.tuned_on.compute_capability
+            ))
+        })?;
+        for (i, e) in config.entries.iter_mut().enumerate() {
+            let spec = parse_spec(&e.spec, arch)
+                .map_err(|err| invalid(format!("entry {} (spec {:?}): {err}", i + 1, e.spec)))?;
+            if e.spec.split(',').any(|p| p.trim().starts_with('m')) {
+                return Err(invalid(format!(
+                    "entry {} (spec {:?}): the spec key must not include a tile; the tile goes \
+                     in `tile`",
+                    i + 1,
+                    e.spec
+                )));
+            }
+            e.spec = spec_key(&spec);
+            for (field, tile) in [("tile", Some(&e.tile)), ("runner_up", e.runner_up.as_ref())] {
+                if let Some(tile) = tile {
+                    parse_tile(tile).map_err(|err| {
+                        invalid(format!("entry {} ({}): {field}: {err}", i + 1, e.spec))
+                    })?;
+                }
+            }
+            if e.gqa == 0 {
+                return Err(invalid(format!(
+                    "entry {} ({}): gqa = 0; allowed: 1 or more",
+                    i + 1,
+                    e.spec
+                )));
+            }
+        }
+        config.normalize();
+        Ok(config)
+    }
+
+    /// Reads a config file. A missing or unreadable file, bad TOML or a bad entry is an error
+    /// naming the file and the problem.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Writes the config atomically (a temporary file in the same folder, synced, then renamed),
+    /// creating the folder if needed.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<(), ConfigError> {
+        let path = path.as_ref();
+        let io = |source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| CONFIG_FILE_NAME.to_string());
+        let tmp = dir.join(format!(
+            ".{file_name}.{}.{:?}.tmp",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let text = self.to_toml();
+        let result = (|| {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result.map_err(io)
+    }
+
+    /// The entry of the same spec (tile ignored) in the bucket nearest to `shape`: nearest
+    /// sequence class, then GQA ratio, then density class.
+    pub fn lookup_entry(&self, spec: &KernelSpec, shape: &ShapeKey) -> Option<&ConfigEntry> {
+        let key = spec_key(spec);
+        let want = shape.bucket();
+        self.entries
+            .iter()
+            .filter(|e| e.spec == key)
+            .min_by_key(|e| want.distance(&e.bucket()))
+    }
+
+    /// The tuned tile for `spec` (its own tile is ignored) on `shape`, if the config has the spec
+    /// and its tile is valid for the spec on the config's arch.
+    pub fn lookup(&self, spec: &KernelSpec, shape: &ShapeKey) -> Option<TileConfig> {
+        let entry = self.lookup_entry(spec, shape)?;
+        let tile = parse_tile(&entry.tile).ok()?;
+        let arch = self.tuned_on.arch()?;
+        validate(&spec.with_tile(tile), arch).ok()?;
+        Some(tile)
+    }
+
+    /// Warnings about where the config came from, compared with this machine: another GPU,
+    /// another template version, another NVRTC version. Empty when everything matches.
+    pub fn check_matches(
+        &self,
+        gpu: &GpuIdentity,
+        nvrtc: (i32, i32),
+        template_digest: &str,
+    ) -> Vec<String> {
+        let h = &self.tuned_on;
+        let mut out = Vec::new();
+        if !h.gpu_matches(gpu) {
+            out.push(format!(
+                "tuned on {}, but this GPU is {gpu}; the tuned configs do not apply to it",
+                h.gpu_text()
+            ));
+        }
+        if h.template_digest != template_digest {
+            out.push(format!(
+                "tuned with kernel templates {}, but these templates are {}; run `flashgen tune` \
+                 again",
+                short(&h.template_digest),
+                short(template_digest)
+            ));
+        }
+        let nvrtc_text = format!("{}.{}", nvrtc.0, nvrtc.1);
+        if h.nvrtc != nvrtc_text {
+            out.push(format!(
+                "tuned with NVRTC {}, but NVRTC {nvrtc_text} is loaded; run `flashgen tune` again",
+                h.nvrtc
+            ));
+        }
+        out
+    }
+}
+
+fn short(digest: &str) -> &str {
+    &digest[..digest.len().min(12)]
+}
+
+/// How a config file was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigOrigin {
+    /// A path the caller passed.
+    Explicit,
+    /// `$FLASHGEN_CONFIG`.
+    Env,
+    /// `<user config dir>/flashgen/tuned.toml`.
+    UserConfigDir,
+}
+
+impl fmt::Display for ConfigOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConfigOrigin::Explicit => "given path",
+            ConfigOrigin::Env => CONFIG_ENV,
+            ConfigOrigin::UserConfigDir => "user config dir",
+        })
+    }
+}
+
+/// `<user config dir>/flashgen/tuned.toml`: where `flashgen tune` writes by default.
+pub fn default_path() -> Option<PathBuf> {
+    dirs::config_dir().map(|d| d.join("flashgen").join(CONFIG_FILE_NAME))
+}
+
+/// Finds the config file: an explicit path, then `$FLASHGEN_CONFIG`, then the user config
+/// dir's `flashgen/tuned.toml`. An explicit or `$FLASHGEN_CONFIG` path is returned whether or
+/// not it exists (loading then says it is missing); the user config dir's file only if it exists.
+pub fn discover(explicit: Option<&Path>) -> Option<(PathBuf, ConfigOrigin)> {
+    discover_in(explicit, std::env::var_os(CONFIG_ENV), default_path())
+}
+
+fn discover_in(
+    explicit: Option<&Path>,
+    env: Option<OsString>,
+    user: Option<PathBuf>,
+) -> Option<(PathBuf, ConfigOrigin)> {
+    if let Some(p) = explicit {
+        return Some((p.to_path_buf(), ConfigOrigin::Explicit));
+    }
+    if let Some(p) = env.filter(|p| !p.is_empty()) {
+        return Some((PathBuf::from(p), ConfigOrigin::Env));
+    }
+    user.filter(|p| p.is_file())
+        .map(|p| (p, ConfigOrigin::UserConfigDir))
+}
+
+/// The outcome of finding and checking the config for this machine.
+#[derive(Clone, Debug)]
+pub struct Discovered {
+    pub path: PathBuf,
+    pub origin: ConfigOrigin,
+    /// The config to use: `None` when the file was tuned on another GPU.
+    pub config: Option<TunedConfig>,
+    /// Everything the user should hear about (never silent when a file is stale or ignored).
+    pub warnings: Vec<String>,
+}
+
+impl TunedConfig {
+    /// Finds ([`discover`]), loads and checks the config for this machine. A file tuned on this
+    /// GPU is used even when stale (other templates or NVRTC), with a warning; a file tuned on
+    /// another GPU is not used, with a warning. `Ok(None)` when there is no file to read.
+    pub fn discover_for(
+        explicit: Option<&Path>,
+        gpu: &GpuIdentity,
+        nvrtc: (i32, i32),
+        template_digest: &str,
+    ) -> Result<Option<Discovered>, ConfigError> {
+        let Some((path, origin)) = discover(explicit) else {
+            return Ok(None);
+        };
+        let config = TunedConfig::load(&path)?;
+        Ok(Some(accept(
+            config,
+            path,
+            origin,
+            gpu,
+            nvrtc,
+            template_digest,
+        )))
+    }
+}
+
+fn accept(
+    config: TunedConfig,
+    path: PathBuf,
+    origin: ConfigOrigin,
+    gpu: &GpuIdentity,
+    nvrtc: (i32, i32),
+    template_digest: &str,
+) -> Discovered {
+    let problems = config.check_matches(gpu, nvrtc, template_digest);
+    let usable = config.tuned_on.gpu_matches(gpu);
+    let warnings = problems
+        .into_iter()
+        .map(|w| {
+            let what = if usable {
+                "still used"
+            } else {
+                "not used; the heuristic defaults apply"
+            };
+            format!("tuned config {} ({origin}): {w} ({what})", path.display())
+        })
+        .collect();
+    Discovered {
+        path,
+        origin,
+        config: usable.then_some(config),
+        warnings,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flashgen_codegen::{DType, Variant};
+
+    fn gpu() -> GpuIdentity {
+        GpuIdentity {
+            name: "NVIDIA H100 80GB HBM3".into(),
+            arch: Arch::SM90,
+            sm_count: 132,
+        }
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "flashgen-config-test-{name}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn entry(
+        spec: &str,
+        seq: SeqClass,
+        gqa: u32,
+        density: DensityClass,
+        tile: &str,
+    ) -> ConfigEntry {
+        ConfigEntry {
+            spec: spec.into(),
+            seq,
+            gqa,
+            density,
+            tile: tile.into(),
+            ms: 1.0,
+            runner_up: Some("m64n64w4s1".into()),
+            runner_up_ms: Some(1.1),
+            default_ms: 1.2,
+        }
+    }
+
+    fn sample() -> TunedConfig {
+        let mut c = TunedConfig::new(ConfigHeader::new(&gpu(), (13, 0), "abcdef0123456789"));
+        c.insert(entry(
+            "dense,d128,bf16,causal,lse",
+            SeqClass::Le16k,
+            1,
+            DensityClass::Ge50,
+            "m128n128w8s1-wgmma",
+        ));
+        c.insert(entry(
+            "dense,d128,bf16,causal,lse",
+            SeqClass::Le4k,
+            1,
+            DensityClass::Ge50,
+            "m128n64w8s1-wgmma",
+        ));
+        c.insert(entry(
+            "dense,d128,bf16,causal,lse",
+            SeqClass::Le16k,
+            4,
+            DensityClass::Ge50,
+            "m64n128w4s1-wgmma",
+        ));
+        c.insert(entry(
+            "streaming,d64,bf16,lse",
+            SeqClass::Le16k,
+            1,
+            DensityClass::Ge10,
+            "m64n64w4s1",
+        ));
+        c
+    }
+
+    fn dense_spec() -> KernelSpec {
+        KernelSpec::new(Variant::Dense, 128, DType::Bf16, true, Arch::SM90).with_lse(true)
+    }
+
+    #[test]
+    fn spec_key_drops_the_tile() {
+        assert_eq!(spec_key(&dense_spec()), "dense,d128,bf16,causal,lse");
+        let s = KernelSpec::new(Variant::BlockSparse, 64, DType::F16, false, Arch::SM80)
+            .with_varlen(true);
+        assert_eq!(spec_key(&s), "block-sparse,d64,f16,varlen");
+        // The key parses back to the same spec (with the arch's default tile).
+        let back = parse_spec(&spec_key(&s), Arch::SM80).unwrap();
+        assert_eq!(spec_key(&back), spec_key(&s));
+    }
+
+    #[test]
+    fn buckets() {
+        assert_eq!(SeqClass::of(1024), SeqClass::Le1k);
+        assert_eq!(SeqClass::of(1025), SeqClass::Le4k);
+        assert_eq!(SeqClass::of(16384), SeqClass::Le16k);
+        assert_eq!(SeqClass::of(65536), SeqClass::Le64k);
+        assert_eq!(SeqClass::of(65537), SeqClass::Gt64k);
+        assert_eq!(DensityClass::of(1.0), DensityClass::Dense);
+        assert_eq!(DensityClass::of(0.5001), DensityClass::Ge50);
+        assert_eq!(DensityClass::of(0.12), DensityClass::Ge10);
+        assert_eq!(DensityClass::of(0.03), DensityClass::Lt10);
+        let b = ShapeKey {
+            seq_len: 4096,
+            gqa: 0,
+            density: 1.0,
+        }
+        .bucket();
+        assert_eq!(b.gqa, 1);
+    }
+
+    #[test]
+    fn round_trip_is_sorted_and_stable() {
+        let dir = temp_dir("round-trip");
+        let path = dir.join("sub").join("tuned.toml");
+        let c = sample();
+        c.save(&path).unwrap();
+        let back = TunedConfig::load(&path).unwrap();
+        assert_eq!(back, c);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("[tuned_on]\n"), "{text}");
+        assert!(text.contains("seq = \"<=4k\""), "{text}");
+        assert!(text.contains("density = \">=50%\""), "{text}");
+        // Saving what was loaded writes the same bytes; no temporary files remain.
+        back.save(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("tuned.toml")]);
+        // Entries are sorted by spec, then bucket, whatever the insertion order.
+        let keys: Vec<_> = back
+            .entries
+            .iter()
+            .map(|e| (e.spec.clone(), e.bucket()))
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn insert_replaces_the_same_key_and_merge_keeps_others() {
+        let mut c = sample();
+        let n = c.entries.len();
+        let mut e = entry(
+            "dense,d128,bf16,causal,lse",
+            SeqClass::Le16k,
+            1,
+            DensityClass::Ge50,
+            "m64n64w4s1",
+        );
+        e.ms = 0.123456789;
+        c.insert(e.clone());
+        assert_eq!(c.entries.len(), n);
+        let got = c.lookup_entry(
+            &dense_spec(),
+            &ShapeKey {
+                seq_len: 16384,
+                gqa: 1,
+                density: 0.5,
+            },
+        );
+        assert_eq!(got.unwrap().tile, "m64n64w4s1");
+        assert_eq!(got.unwrap().ms, 0.1235);
+
+        let mut other = TunedConfig::new(ConfigHeader::new(&gpu(), (13, 1), "ffff"));
+        other.insert(entry(
+            "apb,d128,bf16,lse",
+            SeqClass::Le16k,
+            4,
+            DensityClass::Ge50,
+            "m64n128w4s1-wgmma",
+        ));
+        c.merge(other);
+        assert_eq!(c.entries.len(), n + 1);
+        assert_eq!(c.tuned_on.nvrtc, "13.1");
+    }
+
+    #[test]
+    fn lookup_takes_the_nearest_bucket() {
+        let c = sample();
+        let spec = dense_spec();
+        let at = |seq_len, gqa, density| {
+            c.lookup(
+                &spec,
+                &ShapeKey {
+                    seq_len,
+                    gqa,
+                    density,
+                },
+            )
+            .map(|t| t.to_string())
+        };
+        // Exact buckets.
+        assert_eq!(at(16384, 1, 0.5).as_deref(), Some("m128n128w8s1-wgmma"));
+        assert_eq!(at(4096, 1, 0.5).as_deref(), Some("m128n64w8s1-wgmma"));
+        assert_eq!(at(8192, 4, 0.5).as_deref(), Some("m64n128w4s1-wgmma"));
+        // 64k is nearest to the 16k class; GQA 8 is nearer to 4 than to 1.
+        assert_eq!(at(65536, 1, 0.5).as_deref(), Some("m128n128w8s1-wgmma"));
+        assert_eq!(at(65536, 8, 0.5).as_deref(), Some("m64n128w4s1-wgmma"));
+        // Short sequences go to the 4k class before GQA or density are considered.
+        assert_eq!(at(512, 4, 0.05).as_deref(), Some("m128n64w8s1-wgmma"));
+        // GQA 2 is equally far from 1 and 4 in powers of two: ties go to the smaller ratio.
+        assert_eq!(at(16384, 2, 0.5).as_deref(), Some("m128n128w8s1-wgmma"));
+        // The tile is ignored in the spec; another spec has no entry.
+        assert_eq!(
+            c.lookup(
+                &spec.with_tile(TileConfig::new(64, 32, 4, 1)),
+                &ShapeKey {
+                    seq_len: 16384,
+                    gqa: 1,
+                    density: 0.5
+                }
+            )
+            .map(|t| t.to_string())
+            .as_deref(),
+            Some("m128n128w8s1-wgmma")
+        );
+        assert_eq!(
+            c.lookup(
+                &spec.with_lse(false),
+                &ShapeKey {
+                    seq_len: 16384,
+                    gqa: 1,
+                    density: 0.5
+                }
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn lookup_skips_a_tile_invalid_for_the_spec() {
+        let mut c = sample();
+        // wgmma needs head dim 64, 128 or 256.
+        c.insert(entry(
+            "dense,d96,bf16",
+            SeqClass::Le4k,
+            1,
+            DensityClass::Dense,
+            "m64n64w4s1-wgmma",
+        ));
+        let spec = KernelSpec::new(Variant::Dense, 96, DType::Bf16, false, Arch::SM90);
+        let shape = ShapeKey {
+            seq_len: 4096,
+            gqa: 1,
+            density: 1.0,
+        };
+        assert!(c.lookup_entry(&spec, &shape).is_some());
+        assert_eq!(c.lookup(&spec, &shape), None);
+    }
+
+    #[test]
+    fn stale_and_foreign_files_warn() {
+        let c = sample();
+        assert!(c
+            .check_matches(&gpu(), (13, 0), "abcdef0123456789")
+            .is_empty());
+
+        let w = c.check_matches(&gpu(), (13, 0), "0000");
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("templates abcdef012345"), "{w:?}");
+
+        let w = c.check_matches(&gpu(), (12, 8), "abcdef0123456789");
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].contains("NVRTC 13.0") && w[0].contains("12.8"),
+            "{w:?}"
+        );
+
+        let a100 = GpuIdentity {
+            name: "NVIDIA A100-SXM4-80GB".into(),
+            arch: Arch::SM80,
+            sm_count: 108,
+        };
+        let w = c.check_matches(&a100, (13, 0), "abcdef0123456789");
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("H100") && w[0].contains("A100"), "{w:?}");
+
+        // Same name and arch, fewer SMs (a MIG slice or another SKU): another GPU.
+        let small = GpuIdentity {
+            sm_count: 66,
+            ..gpu()
+        };
+        assert_eq!(
+            c.check_matches(&small, (13, 0), "abcdef0123456789").len(),
+            1
+        );
+
+        // Policy: stale on this GPU is used with warnings; another GPU is not used, with one.
+        let p = PathBuf::from("/x/tuned.toml");
+        let d = accept(
+            c.clone(),
+            p.clone(),
+            ConfigOrigin::Env,
+            &gpu(),
+            (12, 8),
+            "0000",
+        );
+        assert!(d.config.is_some());
+        assert_eq!(d.warnings.len(), 2);
+        assert!(d.warnings.iter().all(|w| w.contains("still used")
+            && w.contains("/x/tuned.toml")
+            && w.contains(CONFIG_ENV)));
+        let d = accept(
+            c.clone(),
+            p.clone(),
+            ConfigOrigin::Explicit,
+            &a100,
+            (13, 0),
+            "abcdef0123456789",
+        );
+        assert!(d.config.is_none());
+        assert_eq!(d.warnings.len(), 1);
+        assert!(d.warnings[0].contains("not used"));
+        let d = accept(
+            c,
+            p,
+            ConfigOrigin::Explicit,
+            &gpu(),
+            (13, 0),
+            "abcdef0123456789",
+        );
+        assert!(d.config.is_some() && d.warnings.is_empty());
+    }
+
+    #[test]
+    fn corrupt_files_are_clear_errors() {
+        let dir = temp_dir("corrupt");
+        let path = dir.join("tuned.toml");
+
+        std::fs::write(&path, "[tuned_on\ngpu = ").unwrap();
+        let e = TunedConfig::load(&path).unwrap_err();
+        assert!(matches!(e, ConfigError::Parse { .. }));
+        let text = e.to_string();
+        assert!(text.contains(path.to_str().unwrap()), "{text}");
+        assert!(text.contains("line 1"), "{text}");
+
+        // Valid TOML, wrong content: a missing field, a bad class, a bad tile, a bad spec.
+        let good = sample().to_toml();
+        for (from, to, expect) in [
+            ("sm_count = 132\n", "", "sm_count"),
+            ("seq = \"<=4k\"", "seq = \"<=5k\"", "<=5k"),
+            ("tile = \"m128n64w8s1-wgmma\"", "tile = \"m128x\"", "m128x"),
+            (
+                "spec = \"streaming,d64,bf16,lse\"",
+                "spec = \"streaming,d65,bf16,lse\"",
+                "head_dim = 65",
+            ),
+            (
+                "spec = \"streaming,d64,bf16,lse\"",
+                "spec = \"streaming,d64,bf16,lse,m64n64w4s1\"",
+                "must not include a tile",
+            ),
+            (
+                "compute_capability = \"9.0\"",
+                "compute_capability = \"nine\"",
+                "major.minor",
+            ),
+        ] {
+            assert!(good.contains(from), "{from} not in {good}");
+            std::fs::write(&path, good.replacen(from, to, 1)).unwrap();
+            let text = TunedConfig::load(&path).unwrap_err().to_string();
+            assert!(text.contains(path.to_str().unwrap()), "{text}");
+            assert!(text.contains(expect), "expected {expect:?} in: {text}");
+        }
+
+        let missing = dir.join("missing.toml");
+        let e = TunedConfig::load(&missing).unwrap_err();
+        assert!(matches!(e, ConfigError::Io { .. }));
+        assert!(e.to_string().contains("missing.toml"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn discovery_order() {
+        let dir = temp_dir("discovery");
+        let user = dir.join("user").join("flashgen").join(CONFIG_FILE_NAME);
+        let explicit = dir.join("explicit.toml");
+        let env_path = dir.join("env.toml");
+
+        // The user config dir's file counts only when it exists.
+        assert_eq!(discover_in(None, None, Some(user.clone())), None);
+        sample().save(&user).unwrap();
+        assert_eq!(
+            discover_in(None, None, Some(user.clone())),
+            Some((user.clone(), ConfigOrigin::UserConfigDir))
+        );
+        // The environment variable wins over the user dir (an empty value is unset).
+        assert_eq!(
+            discover_in(None, Some(env_path.clone().into()), Some(user.clone())),
+            Some((env_path.clone(), ConfigOrigin::Env))
+        );
+        assert_eq!(
+            discover_in(None, Some(OsString::new()), Some(user.clone())),
+            Some((user.clone(), ConfigOrigin::UserConfigDir))
+        );
+        // An explicit path wins over both.
+        assert_eq!(
+            discover_in(
+                Some(&explicit),
+                Some(env_path.clone().into()),
+                Some(user.clone())
+            ),
+            Some((explicit.clone(), ConfigOrigin::Explicit))
+        );
+
+        // Through the real environment variable, restored afterwards.
+        let saved = std::env::var_os(CONFIG_ENV);
+        sample().save(&env_path).unwrap();
+        std::env::set_var(CONFIG_ENV, &env_path);
+        let found = discover(None);
+        let loaded = TunedConfig::discover_for(None, &gpu(), (13, 0), "abcdef0123456789");
+        std::env::set_var(CONFIG_ENV, dir.join("absent.toml"));
+        let absent = TunedConfig::discover_for(None, &gpu(), (13, 0), "abcdef0123456789");
+        match saved {
+            Some(v) => std::env::set_var(CONFIG_ENV, v),
+            None => std::env::remove_var(CONFIG_ENV),
+        }
+        assert_eq!(found, Some((env_path.clone(), ConfigOrigin::Env)));
+        let loaded = loaded.unwrap().unwrap();
+        assert_eq!(loaded.config, Some(sample()));
+        assert!(loaded.warnings.is_empty());
+        // A file named by the variable but absent is an error, not a silent fallback.
+        assert!(absent.unwrap_err().to_string().contains("absent.toml"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

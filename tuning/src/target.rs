@@ -1,0 +1,444 @@
+//! What is tuned: a spec (its tile is what the tuner chooses), a problem shape and a mask, and
+//! the built-in default target set.
+
+use flashgen_codegen::{default_set, Arch, KernelSpec, TileConfig, Variant};
+use flashgen_runtime::config::{spec_key, ShapeKey};
+use flashgen_runtime::{dense_density, BlockMask, HeadKind, StreamingParams};
+use std::fmt;
+
+/// Batch and head counts and sequence length of a tuning problem. For APB `seq` is the local
+/// block (the queries); the keys are `anchor + passing + seq`. For varlen specs the batch is
+/// packed from `batch` sequences of `seq` tokens each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Shape {
+    pub batch: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub seq: usize,
+}
+
+/// The mask a target is tuned with.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum TargetMask {
+    /// Dense (with the spec's `causal`).
+    None,
+    /// Streaming heads: sink tokens and a local window.
+    Streaming(StreamingParams),
+    /// Square blocks of `block` tokens kept with probability `density`, plus the diagonal
+    /// block of every row; with a causal spec only blocks at or below the diagonal.
+    RandomBlocks {
+        density: f64,
+        block: usize,
+        seed: u64,
+    },
+    /// Mixed heads: even heads streaming, odd heads dense-causal.
+    HalfStreaming(StreamingParams),
+    /// APB: `anchor` and `passing` prefix keys before the local block.
+    Apb { anchor: usize, passing: usize },
+}
+
+impl TargetMask {
+    fn fits(&self, variant: Variant) -> bool {
+        matches!(
+            (self, variant),
+            (TargetMask::None, Variant::Dense)
+                | (TargetMask::Streaming(_), Variant::Streaming)
+                | (TargetMask::RandomBlocks { .. }, Variant::BlockSparse)
+                | (TargetMask::HalfStreaming(_), Variant::Mixed)
+                | (TargetMask::Apb { .. }, Variant::Apb)
+        )
+    }
+}
+
+impl fmt::Display for TargetMask {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TargetMask::None => Ok(()),
+            TargetMask::Streaming(p) => write!(f, " sink{} win{}", p.sink, p.window),
+            TargetMask::RandomBlocks { density, block, .. } => {
+                write!(f, " {:.0}% of {block}x{block} blocks", density * 100.0)
+            }
+            TargetMask::HalfStreaming(p) => {
+                write!(f, " half streaming (sink{} win{})", p.sink, p.window)
+            }
+            TargetMask::Apb { anchor, passing } => write!(f, " anchor{anchor} passing{passing}"),
+        }
+    }
+}
+
+/// One tuning problem.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TuneTarget {
+    /// The spec to tune; its tile is ignored.
+    pub spec: KernelSpec,
+    pub shape: Shape,
+    pub mask: TargetMask,
+}
+
+/// The streaming parameters of the default targets (sink 128, window 2048).
+pub const DEFAULT_STREAMING: StreamingParams = StreamingParams {
+    sink: 128,
+    window: 2048,
+};
+
+impl TuneTarget {
+    /// The standard problem for a spec at sequence length `seq`, batch 1, 32 heads: dense for
+    /// dense; sink 128 window 2048 for streaming; 10% random 128x128 blocks for block-sparse;
+    /// half streaming heads for mixed; for APB GQA 32/8 and a local block of `seq / 2` over an
+    /// anchor of `seq / 8` and passing blocks of `seq / 4`.
+    pub fn standard(spec: KernelSpec, seq: usize) -> Self {
+        let shape = Shape {
+            batch: 1,
+            heads: 32,
+            kv_heads: 32,
+            seq,
+        };
+        let (shape, mask) = match spec.variant {
+            Variant::Dense => (shape, TargetMask::None),
+            Variant::Streaming => (shape, TargetMask::Streaming(DEFAULT_STREAMING)),
+            Variant::BlockSparse => (
+                shape,
+                TargetMask::RandomBlocks {
+                    density: 0.1,
+                    block: 128,
+                    seed: 7,
+                },
+            ),
+            Variant::Mixed => (shape, TargetMask::HalfStreaming(DEFAULT_STREAMING)),
+            Variant::Apb => (
+                Shape {
+                    kv_heads: 8,
+                    seq: (seq / 2).max(1),
+                    ..shape
+                },
+                TargetMask::Apb {
+                    anchor: seq / 8,
+                    passing: seq / 4,
+                },
+            ),
+        };
+        TuneTarget { spec, shape, mask }
+    }
+
+    /// Queries per sequence.
+    pub fn sq(&self) -> usize {
+        self.shape.seq
+    }
+
+    /// Keys per sequence (APB: anchor + passing + local).
+    pub fn sk(&self) -> usize {
+        match self.mask {
+            TargetMask::Apb { anchor, passing } => anchor + passing + self.shape.seq,
+            _ => self.shape.seq,
+        }
+    }
+
+    /// Checks that the target can be set up: the mask fits the variant, the heads divide.
+    pub fn check(&self) -> Result<(), String> {
+        let s = &self.shape;
+        if !self.mask.fits(self.spec.variant) {
+            return Err(format!(
+                "mask `{}` does not fit variant {}",
+                self.mask.to_string().trim(),
+                self.spec.variant
+            ));
+        }
+        if s.batch == 0 || s.heads == 0 || s.kv_heads == 0 || s.seq == 0 {
+            return Err(format!(
+                "batch, heads, kv heads and seq must be positive; got b{} h{}/{} s{}",
+                s.batch, s.heads, s.kv_heads, s.seq
+            ));
+        }
+        if !s.heads.is_multiple_of(s.kv_heads) {
+            return Err(format!(
+                "heads = {} is not a multiple of kv heads = {}",
+                s.heads, s.kv_heads
+            ));
+        }
+        if let TargetMask::RandomBlocks { density, block, .. } = self.mask {
+            if block == 0 || !(0.0..=1.0).contains(&density) {
+                return Err(format!(
+                    "random blocks need a positive block size and a density in [0, 1]; got \
+                     {block} and {density}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The random block list of a block-sparse target (one list shared by all heads).
+    pub fn block_mask(&self) -> Option<BlockMask> {
+        let TargetMask::RandomBlocks {
+            density,
+            block,
+            seed,
+        } = self.mask
+        else {
+            return None;
+        };
+        let (sq, sk) = (self.sq(), self.sk());
+        let (qb, kb) = (sq.div_ceil(block).max(1), sk.div_ceil(block).max(1));
+        let mut rng = SplitMix(seed);
+        let mut keep = Vec::with_capacity(qb * kb);
+        for i in 0..qb {
+            // The key block of the row's last query (bottom-right aligned).
+            let last = ((i + 1) * block).min(sq) - 1;
+            let diag = (last + sk).saturating_sub(sq) / block;
+            for j in 0..kb {
+                let r = rng.uniform();
+                let allowed = !self.spec.causal || j <= diag;
+                keep.push(allowed && (j == diag.min(kb - 1) || r < density));
+            }
+        }
+        Some(
+            BlockMask::from_dense(&keep, self.shape.batch, 1, qb, kb, block, block)
+                .expect("a dense block matrix of the right size"),
+        )
+    }
+
+    /// Per-head kinds of a mixed target.
+    pub fn head_kinds(&self) -> Option<Vec<HeadKind>> {
+        let TargetMask::HalfStreaming(_) = self.mask else {
+            return None;
+        };
+        Some(
+            (0..self.shape.heads)
+                .map(|h| {
+                    if h % 2 == 0 {
+                        HeadKind::Streaming
+                    } else {
+                        HeadKind::DenseCausal
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    /// Exact kept fraction of the `sq x sk` pairs, averaged over heads.
+    pub fn density(&self) -> f64 {
+        let (sq, sk) = (self.sq(), self.sk());
+        match self.mask {
+            TargetMask::None => dense_density(sq, sk, self.spec.causal),
+            TargetMask::Streaming(p) => p.density(sq, sk),
+            TargetMask::RandomBlocks { .. } => self
+                .block_mask()
+                .map(|m| m.density(0, 0, sq, sk, self.spec.causal))
+                .unwrap_or(0.0),
+            TargetMask::HalfStreaming(p) => {
+                let kinds = self.head_kinds().unwrap_or_default();
+                let (s, d) = (p.density(sq, sk), dense_density(sq, sk, true));
+                let n = kinds.len().max(1) as f64;
+                kinds
+                    .iter()
+                    .map(|k| if *k == HeadKind::Streaming { s } else { d })
+                    .sum::<f64>()
+                    / n
+            }
+            TargetMask::Apb { anchor, passing } => {
+                let prefix = (anchor + passing) as f64;
+                let local = sq as f64 * (sq as f64 + 1.0) / 2.0;
+                (sq as f64 * prefix + local) / (sq as f64 * sk as f64)
+            }
+        }
+    }
+
+    /// The config bucket the target's results are filed under.
+    pub fn shape_key(&self) -> ShapeKey {
+        ShapeKey {
+            seq_len: self.sk(),
+            gqa: (self.shape.heads / self.shape.kv_heads.max(1)) as u32,
+            density: self.density(),
+        }
+    }
+
+    /// The spec with a given tile.
+    pub fn spec_with(&self, tile: TileConfig) -> KernelSpec {
+        self.spec.with_tile(tile)
+    }
+
+    /// Useful FLOPs of one launch: `4 * batch * heads * d * visible pairs`.
+    pub fn flops(&self) -> f64 {
+        4.0 * self.shape.batch as f64
+            * self.shape.heads as f64
+            * self.spec.head_dim as f64
+            * self.sq() as f64
+            * self.sk() as f64
+            * self.density()
+    }
+}
+
+impl fmt::Display for TuneTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.shape;
+        write!(
+            f,
+            "{} b{} h{}/{} s{}{}",
+            spec_key(&self.spec),
+            s.batch,
+            s.heads,
+            s.kv_heads,
+            s.seq,
+            self.mask
+        )
+    }
+}
+
+/// The built-in targets: every spec of [`default_set`] (every variant at d 64 and 128, bf16,
+/// lse) at sequence lengths 4096 and 16384 with [`TuneTarget::standard`] shapes, plus dense
+/// causal d128 with GQA 32/8 at 16384.
+pub fn default_targets(arch: Arch) -> Vec<TuneTarget> {
+    let mut out = Vec::new();
+    for spec in default_set(arch) {
+        for seq in [4096, 16384] {
+            out.push(TuneTarget::standard(spec, seq));
+        }
+    }
+    if let Some(spec) = default_set(arch)
+        .into_iter()
+        .find(|s| s.variant == Variant::Dense && s.head_dim == 128 && s.causal)
+    {
+        let mut t = TuneTarget::standard(spec, 16384);
+        t.shape.kv_heads = 8;
+        out.push(t);
+    }
+    out
+}
+
+/// SplitMix64: a small deterministic generator for masks and inputs.
+#[derive(Clone, Debug)]
+pub(crate) struct SplitMix(pub u64);
+
+impl SplitMix {
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub(crate) fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flashgen_runtime::config::{DensityClass, SeqClass};
+
+    #[test]
+    fn default_targets_cover_the_default_set_at_two_lengths() {
+        let arch = Arch::SM90;
+        let t = default_targets(arch);
+        assert_eq!(t.len(), default_set(arch).len() * 2 + 1);
+        for target in &t {
+            target.check().unwrap();
+            assert_eq!(target.spec.dtype, flashgen_codegen::DType::Bf16);
+            assert!([64, 128].contains(&target.spec.head_dim));
+        }
+        let gqa: Vec<_> = t.iter().filter(|x| x.shape.kv_heads != 32).collect();
+        // APB (4 specs x 2 lengths... 2 head dims x 2 lengths) and the dense GQA target.
+        assert!(gqa
+            .iter()
+            .all(|x| x.shape.heads == 32 && x.shape.kv_heads == 8));
+        assert_eq!(gqa.len(), 2 * 2 + 1);
+        // Every variant is present.
+        for v in Variant::ALL {
+            assert!(t.iter().any(|x| x.spec.variant == v), "{v} missing");
+        }
+    }
+
+    #[test]
+    fn buckets_of_the_default_targets() {
+        let spec =
+            |v, causal| KernelSpec::new(v, 128, flashgen_codegen::DType::Bf16, causal, Arch::SM90);
+        let dense = TuneTarget::standard(spec(Variant::Dense, false), 4096).shape_key();
+        assert_eq!(dense.bucket().seq, SeqClass::Le4k);
+        assert_eq!(dense.bucket().density, DensityClass::Dense);
+        assert_eq!(dense.gqa, 1);
+
+        let causal = TuneTarget::standard(spec(Variant::Dense, true), 16384).shape_key();
+        assert_eq!(causal.bucket().seq, SeqClass::Le16k);
+        assert_eq!(causal.bucket().density, DensityClass::Ge50);
+
+        // Window 2048 of 16384 keys: about 13%; of 4096: about 39%.
+        let s = TuneTarget::standard(spec(Variant::Streaming, false), 16384);
+        assert_eq!(s.shape_key().bucket().density, DensityClass::Ge10);
+        assert!((s.density() - 0.13).abs() < 0.01, "{}", s.density());
+
+        // 10% random blocks under a causal mask: below 10% of all pairs.
+        let b = TuneTarget::standard(spec(Variant::BlockSparse, true), 16384);
+        assert_eq!(b.shape_key().bucket().density, DensityClass::Lt10);
+        let bn = TuneTarget::standard(spec(Variant::BlockSparse, false), 16384);
+        assert!((bn.density() - 0.1).abs() < 0.02, "{}", bn.density());
+
+        // APB at 16384: local 8192 over anchor 2048 + passing 4096, GQA 4.
+        let a = TuneTarget::standard(spec(Variant::Apb, false), 16384);
+        assert_eq!((a.sq(), a.sk()), (8192, 14336));
+        let k = a.shape_key();
+        assert_eq!(k.gqa, 4);
+        assert_eq!(k.bucket().density, DensityClass::Ge50);
+        let expected = (8192.0 * 6144.0 + 8192.0 * 8193.0 / 2.0) / (8192.0 * 14336.0);
+        assert!((a.density() - expected).abs() < 1e-12);
+
+        let m = TuneTarget::standard(spec(Variant::Mixed, true), 16384);
+        let kinds = m.head_kinds().unwrap();
+        assert_eq!(kinds.len(), 32);
+        assert_eq!(kinds[0], HeadKind::Streaming);
+        assert_eq!(kinds[1], HeadKind::DenseCausal);
+        assert_eq!(m.shape_key().bucket().density, DensityClass::Ge10);
+    }
+
+    #[test]
+    fn random_blocks_keep_the_diagonal_and_respect_causal() {
+        let spec = KernelSpec::new(
+            Variant::BlockSparse,
+            64,
+            flashgen_codegen::DType::Bf16,
+            true,
+            Arch::SM80,
+        );
+        let t = TuneTarget {
+            spec,
+            shape: Shape {
+                batch: 1,
+                heads: 4,
+                kv_heads: 4,
+                seq: 1000,
+            },
+            mask: TargetMask::RandomBlocks {
+                density: 0.3,
+                block: 128,
+                seed: 1,
+            },
+        };
+        let m = t.block_mask().unwrap();
+        m.validate(1, 4, 1000, 1000).unwrap();
+        for qb in 0..m.q_blocks {
+            let row = m.row(0, 0, qb);
+            assert!(row.contains(&(qb as i32)), "row {qb}: {row:?}");
+            assert!(row.iter().all(|&j| j as usize <= qb));
+        }
+        // Deterministic for a seed.
+        assert_eq!(t.block_mask(), t.block_mask());
+    }
+
+    #[test]
+    fn mismatched_targets_are_rejected() {
+        let spec = KernelSpec::new(
+            Variant::Dense,
+            64,
+            flashgen_codegen::DType::Bf16,
+            false,
+            Arch::SM80,
+        );
+        let mut t = TuneTarget::standard(spec, 1024);
+        t.mask = TargetMask::Streaming(DEFAULT_STREAMING);
+        assert!(t.check().unwrap_err().contains("does not fit"));
+        let mut t = TuneTarget::standard(spec, 1024);
+        t.shape.kv_heads = 5;
+        assert!(t.check().unwrap_err().contains("multiple"));
+    }
+}
