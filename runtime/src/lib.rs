@@ -29,6 +29,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod apb;
 pub mod cache;
 pub mod compile;
 pub mod config;

@@ -1,0 +1,40 @@
+//! APB (passing-block attention) on the host side: the contract between KV compression and
+//! the sequence-parallel prefill.
+//!
+//! A host's *local block* is its slice of the sequence. Compression picks, per kv head, the
+//! `lp` most important KV pairs of the local block (kept in position order) and writes them to
+//! a compact block that later hosts attend to as their *passing* block.
+
+use crate::runtime::{Element, Runtime, Tensor};
+use crate::Result;
+use cudarc::driver::CudaSlice;
+
+/// What a compressor may read about one host's local block.
+pub struct LocalBlock<'a, T> {
+    /// Queries of the local block, `[batch, local, heads_q, d]`.
+    pub q: Tensor<'a, T>,
+    /// Keys of the local block, `[batch, local, heads_kv, d]`.
+    pub k: Tensor<'a, T>,
+    /// Values of the local block, `[batch, local, heads_kv, d]`.
+    pub v: Tensor<'a, T>,
+    /// The query tokens embedded at the end of the anchor block, `[batch, nq, heads_q, d]`
+    /// (what a query-aware scorer attends from); `None` when the caller has none.
+    pub anchor_query: Option<Tensor<'a, T>>,
+}
+
+/// Selects and gathers the passing block of one host.
+pub trait KvCompressor<T: Element>: Send + Sync {
+    /// Writes the `lp` selected KV pairs of every kv head of `local`, in position order, to
+    /// `out_k` and `out_v` (contiguous `[batch, lp, heads_kv, d]`), and returns the selected
+    /// positions within the local block, `[batch, heads_kv, lp]` ascending, on the device
+    /// (nothing is copied to the host, so the prefill does not synchronise). `lp` is at most
+    /// the local length; the outputs hold exactly `batch * lp * heads_kv * d` elements.
+    fn compress(
+        &self,
+        rt: &Runtime,
+        local: &LocalBlock<'_, T>,
+        lp: usize,
+        out_k: &mut CudaSlice<T>,
+        out_v: &mut CudaSlice<T>,
+    ) -> Result<CudaSlice<i32>>;
+}
