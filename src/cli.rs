@@ -1,7 +1,9 @@
 //! Command-line arguments of the `flashgen` binary.
 
 use clap::{Args, Parser, Subcommand};
+use flashgen_codegen::{DType, Variant};
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -31,6 +33,90 @@ pub enum Command {
     },
     /// NVRTC-compile specs (through the kernel cache) and print their resource report.
     Compile(CompileArgs),
+    /// Find the fastest tile of each spec of the default set on this GPU and write the tuned
+    /// config that the runtime reads.
+    Tune(TuneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TuneArgs {
+    /// A smaller search: the default tile and a few statically promising ones per spec.
+    #[arg(long)]
+    pub quick: bool,
+    /// Only these variants (repeatable): dense, streaming, block-sparse, mixed, apb.
+    #[arg(long = "variant", value_parser = parse_variant)]
+    pub variants: Vec<Variant>,
+    /// Only these head dims (repeatable); the default set has 64 and 128.
+    #[arg(long = "head-dim", value_parser = clap::value_parser!(u32).range(1..))]
+    pub head_dims: Vec<u32>,
+    /// Tune for these dtypes (repeatable: bf16, f16); default bf16.
+    #[arg(long = "dtype", value_parser = parse_dtype)]
+    pub dtypes: Vec<DType>,
+    /// Sequence lengths to tune at (repeatable); default 4096 and 16384 (plus a GQA 32/8
+    /// dense-causal target at 16384).
+    #[arg(long = "seq", value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub seqs: Vec<u64>,
+    /// Wall-clock budget of the whole tune, e.g. 90s, 10m, 1h; tiles not timed in time are
+    /// skipped (the default tile is always timed).
+    #[arg(long, value_parser = parse_duration)]
+    pub budget: Option<Duration>,
+    /// The config file to write; default: `$FLASHGEN_CONFIG`, else the user config dir's
+    /// flashgen/tuned.toml. Entries of an existing file tuned on this GPU that this run does
+    /// not re-tune are kept.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Also write the full report (every timed tile) as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// List the targets and their candidate tiles, then stop (no GPU work).
+    #[arg(long)]
+    pub list: bool,
+    /// The GPU to tune (CUDA ordinal).
+    #[arg(long, default_value_t = 0)]
+    pub device: usize,
+    /// Target architecture for `--list` when there is no GPU; default: the local GPU's, else sm_90a.
+    #[arg(long)]
+    pub arch: Option<String>,
+}
+
+fn parse_variant(text: &str) -> Result<Variant, String> {
+    Variant::ALL
+        .into_iter()
+        .find(|v| v.name() == text.trim())
+        .ok_or_else(|| {
+            let names: Vec<_> = Variant::ALL.iter().map(|v| v.name()).collect();
+            format!("unknown variant `{text}`; allowed: {}", names.join(", "))
+        })
+}
+
+fn parse_dtype(text: &str) -> Result<DType, String> {
+    DType::ALL
+        .into_iter()
+        .find(|d| d.name() == text.trim())
+        .ok_or_else(|| format!("unknown dtype `{text}`; allowed: bf16, f16"))
+}
+
+/// `90`, `90s`, `10m`, `1.5h`: seconds by default.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (number, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let scale = match unit {
+        "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(format!("unknown unit `{unit}` in `{text}`; use s, m or h")),
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration (e.g. 90s, 10m, 1h)"))?;
+    if !value.is_finite() || value <= 0.0 {
+        return Err(format!("the budget must be positive, got `{text}`"));
+    }
+    Ok(Duration::from_secs_f64(value * scale))
 }
 
 #[derive(Debug, Args)]
@@ -142,6 +228,88 @@ mod tests {
         assert!(parse(&["--json"]).is_err());
         assert!(parse(&["--arch"]).is_err());
         assert!(parse(&["--frobnicate"]).is_err());
+    }
+
+    fn tune_args(argv: &[&str]) -> Result<TuneArgs, clap::Error> {
+        let argv = ["flashgen", "tune"].iter().chain(argv).copied();
+        match Cli::try_parse_from(argv)?.command {
+            Command::Tune(args) => Ok(args),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tune_takes_filters_budget_and_outputs() {
+        let a = tune_args(&[
+            "--quick",
+            "--variant",
+            "dense",
+            "--variant",
+            "block-sparse",
+            "--head-dim",
+            "64",
+            "--dtype",
+            "f16",
+            "--seq",
+            "8192",
+            "--budget",
+            "10m",
+            "-o",
+            "t.toml",
+            "--json",
+            "r.json",
+            "--device",
+            "1",
+        ])
+        .unwrap();
+        assert!(a.quick && !a.list);
+        assert_eq!(a.variants, [Variant::Dense, Variant::BlockSparse]);
+        assert_eq!(
+            (a.head_dims, a.dtypes, a.seqs),
+            (vec![64], vec![DType::F16], vec![8192])
+        );
+        assert_eq!(a.budget, Some(Duration::from_secs(600)));
+        assert_eq!(a.output, Some(PathBuf::from("t.toml")));
+        assert_eq!(a.json, Some(PathBuf::from("r.json")));
+        assert_eq!(a.device, 1);
+
+        let a = tune_args(&[]).unwrap();
+        assert!(!a.quick && a.variants.is_empty() && a.budget.is_none() && a.output.is_none());
+        assert_eq!(a.device, 0);
+    }
+
+    #[test]
+    fn bad_tune_arguments_are_rejected_with_the_allowed_values() {
+        let err = tune_args(&["--variant", "sparse"]).unwrap_err().to_string();
+        assert!(
+            err.contains("allowed: dense, streaming, block-sparse, mixed, apb"),
+            "{err}"
+        );
+        let err = tune_args(&["--dtype", "fp8"]).unwrap_err().to_string();
+        assert!(err.contains("allowed: bf16, f16"), "{err}");
+        for bad in [
+            &["--budget", "soon"][..],
+            &["--budget", "-5m"],
+            &["--budget", "0"],
+            &["--budget", "10d"],
+            &["--head-dim", "0"],
+            &["--seq", "0"],
+            &["--device", "gpu0"],
+            &["--output"],
+            &["--frobnicate"],
+        ] {
+            assert!(tune_args(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1.5m").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("inf").is_err());
     }
 
     #[test]

@@ -39,6 +39,7 @@
 pub use flashgen_codegen as codegen;
 pub use flashgen_macros::attention_kernel;
 pub use flashgen_runtime as runtime;
+pub use flashgen_tuning as tuning;
 /// The element types of tensors (`half::bf16`, `half::f16`).
 pub use half;
 

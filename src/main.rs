@@ -1,5 +1,5 @@
 //! The `flashgen` command-line tool: inspect the machine, print generated kernels, and compile
-//! kernels through the cache with their resource report.
+//! kernels through the cache with their resource report, and autotune tile configs.
 
 mod cli;
 mod commands;
@@ -13,6 +13,7 @@ fn main() -> ExitCode {
         cli::Command::Info => commands::info::run(),
         cli::Command::Emit { spec, arch } => commands::emit::run(&spec, arch.as_deref()),
         cli::Command::Compile(args) => commands::compile::run(&args),
+        cli::Command::Tune(args) => commands::tune::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -58,9 +58,16 @@ pub fn kernel(k: &Kernel) -> syn::Result<TokenStream> {
     };
     let tile_doc = match k.tile {
         Some(t) => format!("The tile is the declared `{t}` on every arch."),
-        None => "No tile was declared: the tile is `flashgen::codegen::default_tile` for the \
-                 arch (a tuned config is not looked up)."
+        None => "No tile was declared: `new` loads the arch's heuristic default tile \
+                 (`flashgen::codegen::default_tile`), and `forward` launches the tile that the \
+                 runtime's tuned config gives for the launch's shape bucket \
+                 (`Runtime::attention_tuned`), the default when there is none."
             .to_string(),
+    };
+    let launch = if k.tile.is_some() {
+        quote!(rt.attention(&self.spec, args))
+    } else {
+        quote!(rt.attention_tuned(&self.spec, args).map(|_| ()))
     };
 
     // Constants of the variant's parameters and of gqa.
@@ -167,7 +174,7 @@ pub fn kernel(k: &Kernel) -> syn::Result<TokenStream> {
                 ::core::result::Result::Ok(#name { spec, kernel })
             }
 
-            /// The spec this kernel was compiled for.
+            /// The spec `new` compiled (with a declared tile, the one every launch uses).
             pub fn spec(&self) -> #cg::KernelSpec {
                 self.spec
             }
@@ -196,7 +203,7 @@ pub fn kernel(k: &Kernel) -> syn::Result<TokenStream> {
                 #lse_apply
                 #varlen_apply
                 #extra_apply
-                rt.attention(&self.spec, args)
+                #launch
             }
         }
 

@@ -49,6 +49,9 @@ pub enum Error {
     #[error(transparent)]
     Mask(#[from] MaskError),
 
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+
     #[error("kernel template failed to render: {0}")]
     Render(String),
 }

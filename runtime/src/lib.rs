@@ -40,6 +40,7 @@ pub mod masks;
 pub mod params;
 pub mod plan;
 pub mod runtime;
+pub mod tuned;
 
 pub use cache::{CacheHit, CacheSource, KernelCache};
 pub use compile::{compile, compile_options, nvrtc_version, CompiledKernel, ResourceReport};
@@ -55,6 +56,7 @@ pub use runtime::{
     device_count, driver_version, AttentionArgs, DeviceBlockMask, DeviceHeadKinds, DeviceInfo,
     Element, LoadedKernel, Mask, Runtime, Tensor, TensorMut, Varlen,
 };
+pub use tuned::TileSource;
 
 /// Re-exported so users name device buffers with the same cudarc the runtime uses.
 pub use cudarc;

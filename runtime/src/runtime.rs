@@ -2,7 +2,9 @@
 //! launch API over cudarc device buffers.
 
 use crate::cache::{CacheSource, KernelCache};
+use crate::compile::nvrtc_version;
 use crate::compile::CompiledKernel;
+use crate::config::{GpuIdentity, ShapeKey, TunedConfig};
 use crate::error::{invalid, DriverContext, Error, Result};
 use crate::layout::Layout;
 use crate::libs::ensure_driver;
@@ -10,14 +12,18 @@ use crate::masks::{heavy_first_order, BlockMask, HeadKind, StreamingParams};
 use crate::plan::{
     plan, BlockListArg, Buffer, HeadKindsArg, LaunchDesc, MaskArg, Plan, TensorArg, VarlenArg,
 };
+use crate::tuned::{select_tile, shape_key, TileSource};
 use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute, CUresult};
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr,
     DriverError, LaunchConfig, PushKernelArg, SyncOnDrop, ValidAsZeroBits,
 };
-use flashgen_codegen::{validate, Arch, DType, KernelSpec};
+use flashgen_codegen::{
+    default_tile, template_digest, validate, Arch, DType, KernelSpec, TileConfig,
+};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Element types the kernels take.
 pub trait Element: DeviceRepr + ValidAsZeroBits + Copy + Send + Sync + 'static {
@@ -60,6 +66,8 @@ pub struct Runtime {
     cache: KernelCache,
     loaded: Mutex<HashMap<KernelSpec, Arc<LoadedKernel>>>,
     warnings: Mutex<Vec<String>>,
+    /// The tuned config of [`Runtime::attention_tuned`], found on first use.
+    tuned: OnceLock<Option<Arc<TunedConfig>>>,
 }
 
 /// Number of CUDA devices (0 when the driver sees none).
@@ -127,6 +135,7 @@ impl Runtime {
             cache,
             loaded: Mutex::new(HashMap::new()),
             warnings: Mutex::new(Vec::new()),
+            tuned: OnceLock::new(),
         })
     }
 
@@ -242,14 +251,130 @@ impl Runtime {
         })
     }
 
-    /// Runs attention with the kernel of `spec`. Every argument is validated before launch.
+    /// Runs attention with the kernel of `spec` (its tile as given). Every argument is
+    /// validated before launch.
     pub fn attention<T: Element>(
         &self,
         spec: &KernelSpec,
-        mut args: AttentionArgs<'_, T>,
+        args: AttentionArgs<'_, T>,
     ) -> Result<()> {
         // Arguments are checked before anything is compiled.
         validate(spec, self.arch())?;
+        self.with_desc(args, |desc| self.launch_desc(spec, desc))
+    }
+
+    /// Runs attention with `spec`'s variant, head dim, dtype and flags, and the tile the tuned
+    /// config gives for this launch's shape bucket ([`tuned_config`](Self::tuned_config));
+    /// without a config or an entry for the spec, the heuristic default tile. `spec`'s own tile
+    /// is ignored. Returns the spec that ran. A tuned tile the launch cannot use (a block list
+    /// whose blocks it does not divide) falls back to the default tile.
+    pub fn attention_tuned<T: Element>(
+        &self,
+        spec: &KernelSpec,
+        args: AttentionArgs<'_, T>,
+    ) -> Result<KernelSpec> {
+        self.with_desc(args, |desc| {
+            let shape = shape_key(spec, desc);
+            let (tile, source) = self.select_tile(spec, &shape);
+            let tuned = spec.with_tile(tile);
+            validate(&tuned, self.arch())?;
+            if source == TileSource::Tuned && plan(&tuned, desc).is_err() {
+                let fallback = spec.with_tile(default_tile(spec, self.arch()));
+                self.launch_desc(&fallback, desc)?;
+                return Ok(fallback);
+            }
+            self.launch_desc(&tuned, desc)?;
+            Ok(tuned)
+        })
+    }
+
+    /// The tile a launch of `spec` (tile ignored) with `shape` gets, and where it came from.
+    pub fn select_tile(&self, spec: &KernelSpec, shape: &ShapeKey) -> (TileConfig, TileSource) {
+        let config = self.tuned_config();
+        select_tile(config.as_deref(), spec, shape, self.arch())
+    }
+
+    /// The tuned config in use: the one set with [`use_tuned_config`](Self::use_tuned_config),
+    /// else the one found on first use ([`crate::config::discover`]: `$FLASHGEN_CONFIG`, then
+    /// the user config dir). A file that cannot be read, or was tuned on another GPU, is not
+    /// used; what went wrong is printed to stderr once and kept in
+    /// [`take_warnings`](Self::take_warnings).
+    pub fn tuned_config(&self) -> Option<Arc<TunedConfig>> {
+        if let Some(found) = self.tuned.get() {
+            return found.clone();
+        }
+        let found = self.discover_tuned_config();
+        self.tuned.get_or_init(|| found).clone()
+    }
+
+    fn discover_tuned_config(&self) -> Option<Arc<TunedConfig>> {
+        let gpu = GpuIdentity::from(&self.info);
+        // Without libnvrtc nothing compiles anyway; the NVRTC check is then left out.
+        let nvrtc = nvrtc_version().unwrap_or((0, 0));
+        let (config, warnings) =
+            match TunedConfig::discover_for(None, &gpu, nvrtc, template_digest()) {
+                Ok(None) => (None, Vec::new()),
+                Ok(Some(found)) => (found.config, found.warnings),
+                Err(e) => (
+                    None,
+                    vec![format!("{e} (not used; the heuristic defaults apply)")],
+                ),
+            };
+        let warnings = if nvrtc == (0, 0) {
+            warnings
+                .into_iter()
+                .filter(|w| !w.contains("NVRTC"))
+                .collect()
+        } else {
+            warnings
+        };
+        self.warn_loudly(warnings);
+        config.map(Arc::new)
+    }
+
+    /// Uses the config file at `path` for [`attention_tuned`](Self::attention_tuned) from now
+    /// on (it must be called before the first tuned launch). An unreadable or invalid file is an
+    /// error; a file tuned on another GPU is not used and one tuned with other templates or
+    /// another NVRTC is used; both are warned about (stderr and the returned list).
+    pub fn use_tuned_config(&self, path: impl AsRef<Path>) -> Result<Vec<String>> {
+        let gpu = GpuIdentity::from(&self.info);
+        let nvrtc = nvrtc_version().unwrap_or((0, 0));
+        let found = TunedConfig::discover_for(Some(path.as_ref()), &gpu, nvrtc, template_digest())?
+            .expect("an explicit path is always returned");
+        let warnings = found.warnings.clone();
+        self.set_tuned_config(found.config)?;
+        self.warn_loudly(warnings.clone());
+        Ok(warnings)
+    }
+
+    /// Uses `config` (or no config: heuristic defaults) for tuned launches from now on; an error
+    /// once a config is already in use.
+    pub fn set_tuned_config(&self, config: Option<TunedConfig>) -> Result<()> {
+        self.tuned.set(config.map(Arc::new)).map_err(|_| {
+            invalid(
+                "tuned config",
+                "a tuned config is already in use by this runtime; set it before the first                  tuned launch",
+            )
+        })
+    }
+
+    fn warn_loudly(&self, warnings: Vec<String>) {
+        for w in &warnings {
+            eprintln!("flashgen: warning: {w}");
+        }
+        self.warnings
+            .lock()
+            .expect("warnings lock")
+            .extend(warnings);
+    }
+
+    /// Builds the launch descriptors of `args` (borrowing its buffers on the stream) and calls
+    /// `f` with them.
+    fn with_desc<T: Element, R>(
+        &self,
+        mut args: AttentionArgs<'_, T>,
+        f: impl FnOnce(&LaunchDesc<'_>) -> Result<R>,
+    ) -> Result<R> {
         let s: &CudaStream = &self.stream;
         // The guards order later work on the stream after this launch's reads and writes.
         let mut guards: Vec<SyncOnDrop<'_>> = Vec::new();
@@ -322,13 +447,18 @@ impl Runtime {
             mask,
             prefix,
         };
-        let planned = plan(spec, &desc)?;
+        let result = f(&desc);
+        drop(guards);
+        result
+    }
+
+    /// Plans and launches `spec` over descriptors built by [`with_desc`](Self::with_desc).
+    fn launch_desc(&self, spec: &KernelSpec, desc: &LaunchDesc<'_>) -> Result<()> {
+        let planned = plan(spec, desc)?;
         let kernel = self.kernel(spec)?;
         // SAFETY: every buffer in `desc` comes from a live `CudaSlice` of its stated length,
-        // kept alive and ordered on the stream by `guards`.
-        unsafe { self.launch_planned(&kernel, &planned) }?;
-        drop(guards);
-        Ok(())
+        // kept alive and ordered on the stream by `with_desc`'s guards.
+        unsafe { self.launch_planned(&kernel, &planned) }
     }
 
     /// Runs attention over raw device pointers (for callers that do not hold cudarc buffers,

@@ -6,6 +6,7 @@
 pub mod compile;
 pub mod emit;
 pub mod info;
+pub mod tune;
 
 use flashgen_codegen::{parse_arch, Arch};
 use flashgen_runtime::Runtime;

@@ -140,3 +140,102 @@ fn quick_tune_of_one_target_per_variant() {
         );
     }
 }
+
+/// The runtime launches the tuned tile from a config, and ignores (with a warning) a config
+/// tuned on another GPU.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn runtime_launches_the_tuned_tile() {
+    use flashgen_codegen::{default_tile, search_space, template_digest};
+    use flashgen_runtime::config::{ConfigEntry, ConfigHeader, GpuIdentity};
+    use flashgen_runtime::{nvrtc_version, AttentionArgs, Layout, Tensor, TensorMut, TileSource};
+    use half::bf16;
+
+    let rt = Runtime::new(0).expect("a CUDA GPU");
+    let spec = KernelSpec::new(Variant::Dense, 64, DType::Bf16, true, rt.arch());
+    let default = default_tile(&spec, rt.arch());
+    let other = search_space(&spec, rt.arch())
+        .into_iter()
+        .find(|t| *t != default)
+        .expect("more than one tile");
+    let (b, s, h, d) = (1, 1000, 4, 64);
+    let layout = Layout::bshd(b, s, h, d);
+    let shape = flashgen_runtime::ShapeKey {
+        seq_len: s,
+        gqa: 1,
+        density: flashgen_runtime::dense_density(s, s, true),
+    };
+    let gpu = GpuIdentity::from(rt.info());
+    let header = ConfigHeader::new(&gpu, nvrtc_version().unwrap(), template_digest());
+    let mut config = TunedConfig::new(header);
+    let b_ = shape.bucket();
+    config.insert(ConfigEntry {
+        spec: flashgen_runtime::config::spec_key(&spec),
+        seq: b_.seq,
+        gqa: b_.gqa,
+        density: b_.density,
+        tile: other.to_string(),
+        ms: 1.0,
+        runner_up: None,
+        runner_up_ms: None,
+        default_ms: 1.5,
+    });
+    let dir = std::env::temp_dir().join(format!("flashgen-tuned-launch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tuned.toml");
+    config.save(&path).unwrap();
+    assert!(rt.use_tuned_config(&path).unwrap().is_empty());
+    assert_eq!(rt.select_tile(&spec, &shape), (other, TileSource::Tuned));
+
+    let data: Vec<bf16> = (0..layout.numel())
+        .map(|i| bf16::from_f32(((i * 7919 % 1000) as f32 / 500.0) - 1.0))
+        .collect();
+    let q = rt.stream().clone_htod(&data).unwrap();
+    let mut o = rt
+        .stream()
+        .clone_htod(&vec![bf16::NAN; layout.numel()])
+        .unwrap();
+    let ran = rt
+        .attention_tuned(
+            &spec,
+            AttentionArgs::new(
+                Tensor { data: &q, layout },
+                Tensor { data: &q, layout },
+                Tensor { data: &q, layout },
+                TensorMut {
+                    data: &mut o,
+                    layout,
+                },
+            ),
+        )
+        .expect("tuned launch");
+    assert_eq!(ran.tile, other);
+    let out = rt.stream().clone_dtoh(&o).unwrap();
+    assert!(
+        out.iter().all(|x| x.is_finite()),
+        "the tuned launch wrote every output"
+    );
+
+    // A file from another GPU is not used, and says why.
+    let mut foreign = config.clone();
+    foreign.tuned_on.gpu = "Some Other GPU".into();
+    foreign.save(&path).unwrap();
+    let rt2 = Runtime::new(0).unwrap();
+    let warnings = rt2.use_tuned_config(&path).unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("Some Other GPU") && w.contains("not used")),
+        "{warnings:?}"
+    );
+    assert_eq!(
+        rt2.select_tile(&spec, &shape),
+        (default, TileSource::Default)
+    );
+    // A corrupt file is an error naming it.
+    std::fs::write(&path, "tuned_on = 3\n[[entry]]\n").unwrap();
+    let rt3 = Runtime::new(0).unwrap();
+    let err = rt3.use_tuned_config(&path).unwrap_err().to_string();
+    assert!(err.contains("tuned.toml"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

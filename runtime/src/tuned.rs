@@ -1,0 +1,275 @@
+//! The tuned config at launch: which shape bucket a launch falls in, and which tile it gets.
+
+use crate::config::{ShapeKey, TunedConfig};
+use crate::masks::{dense_density, HeadKind, StreamingParams};
+use crate::plan::{BlockListArg, LaunchDesc, MaskArg};
+use flashgen_codegen::{default_tile, Arch, KernelSpec, TileConfig, Variant};
+
+/// The longest sequence of a `cu_seqlens` array.
+fn longest(cu_seqlens: &[i32]) -> usize {
+    cu_seqlens
+        .windows(2)
+        .map(|w| (w[1] - w[0]).max(0) as usize)
+        .max()
+        .unwrap_or(0)
+}
+
+/// The shape bucket of a launch: keys per sequence (APB: prefix + local; varlen: the longest
+/// sequence), query heads per kv head, and the kept fraction of the `sq x sk` pairs averaged
+/// over heads. Block lists are measured on their first batch entry.
+pub fn shape_key(spec: &KernelSpec, desc: &LaunchDesc<'_>) -> ShapeKey {
+    let (sq, local_k) = match &desc.varlen {
+        Some(v) => (longest(v.host_q), longest(v.host_k)),
+        None => (desc.q.layout.seq, desc.k.layout.seq),
+    };
+    let prefix = desc.prefix.as_ref().map_or(0, |(pk, _)| pk.layout.seq);
+    let sk = local_k + prefix;
+    let heads_q = desc.q.layout.heads;
+    let gqa = (heads_q / desc.k.layout.heads.max(1)).max(1) as u32;
+    let density = if spec.variant == Variant::Apb {
+        apb_density(sq, local_k, prefix)
+    } else {
+        mask_density(spec.causal, &desc.mask, heads_q, sq, sk)
+    };
+    ShapeKey {
+        seq_len: sk,
+        gqa,
+        density,
+    }
+}
+
+/// APB: the prefix fully visible, the local block causal.
+fn apb_density(sq: usize, local_k: usize, prefix: usize) -> f64 {
+    let sk = local_k + prefix;
+    if sq == 0 || sk == 0 {
+        return 0.0;
+    }
+    let visible =
+        sq as f64 * prefix as f64 + dense_density(sq, local_k, true) * (sq * local_k) as f64;
+    visible / (sq as f64 * sk as f64)
+}
+
+fn block_density(list: &BlockListArg<'_>, head: usize, sq: usize, sk: usize, causal: bool) -> f64 {
+    let h = if list.mask.heads == 1 { 0 } else { head };
+    list.mask.density(0, h, sq, sk, causal)
+}
+
+fn mask_density(causal: bool, mask: &MaskArg<'_>, heads: usize, sq: usize, sk: usize) -> f64 {
+    let streaming = |p: &StreamingParams| p.density(sq, sk);
+    match mask {
+        MaskArg::None => dense_density(sq, sk, causal),
+        MaskArg::Streaming(p) => streaming(p),
+        MaskArg::BlockSparse(list) => {
+            let heads = if list.mask.heads == 1 { 1 } else { heads };
+            (0..heads)
+                .map(|h| block_density(list, h, sq, sk, causal))
+                .sum::<f64>()
+                / heads.max(1) as f64
+        }
+        MaskArg::Mixed {
+            heads,
+            streaming: params,
+            block_list,
+        } => {
+            let per_head = heads.kinds.iter().enumerate().map(|(h, kind)| match kind {
+                HeadKind::Dense => dense_density(sq, sk, false),
+                HeadKind::DenseCausal => dense_density(sq, sk, true),
+                HeadKind::Streaming => params.as_ref().map_or(0.0, streaming),
+                HeadKind::BlockSparse => block_list
+                    .as_ref()
+                    .map_or(0.0, |l| block_density(l, h, sq, sk, causal)),
+            });
+            per_head.sum::<f64>() / heads.kinds.len().max(1) as f64
+        }
+    }
+}
+
+/// Where a launch's tile came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TileSource {
+    /// The tuned config's entry for the spec in the nearest bucket.
+    Tuned,
+    /// [`default_tile`]: no config, or no entry for the spec.
+    Default,
+}
+
+/// The spec with the tile a launch of `shape` should use: the tuned config's, when it has the
+/// spec and its tile is valid here, else the heuristic default for `arch`.
+pub fn select_tile(
+    config: Option<&TunedConfig>,
+    spec: &KernelSpec,
+    shape: &ShapeKey,
+    arch: Arch,
+) -> (TileConfig, TileSource) {
+    let tuned = config
+        .and_then(|c| c.lookup(spec, shape))
+        .filter(|t| flashgen_codegen::validate(&spec.with_tile(*t), arch).is_ok());
+    match tuned {
+        Some(t) => (t, TileSource::Tuned),
+        None => (default_tile(spec, arch), TileSource::Default),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ConfigEntry, ConfigHeader, DensityClass, GpuIdentity, SeqClass};
+    use crate::layout::Layout;
+    use crate::masks::BlockMask;
+    use crate::plan::{Buffer, HeadKindsArg, TensorArg, VarlenArg};
+    use flashgen_codegen::DType;
+
+    fn tensor(l: Layout) -> TensorArg {
+        TensorArg {
+            buffer: Buffer {
+                ptr: 256,
+                len: l.required_len(),
+            },
+            layout: l,
+        }
+    }
+
+    fn desc(sq: usize, sk: usize, hq: usize, hkv: usize, mask: MaskArg<'_>) -> LaunchDesc<'_> {
+        let ql = Layout::bshd(1, sq, hq, 128);
+        let kl = Layout::bshd(1, sk, hkv, 128);
+        LaunchDesc {
+            dtype: DType::Bf16,
+            q: tensor(ql),
+            k: tensor(kl),
+            v: tensor(kl),
+            o: tensor(ql),
+            lse: None,
+            varlen: None,
+            scale: None,
+            mask,
+            prefix: None,
+        }
+    }
+
+    fn spec(v: Variant, causal: bool) -> KernelSpec {
+        KernelSpec::new(v, 128, DType::Bf16, causal, Arch::SM90)
+    }
+
+    #[test]
+    fn dense_and_causal_shapes() {
+        let d = desc(4096, 4096, 32, 8, MaskArg::None);
+        let k = shape_key(&spec(Variant::Dense, false), &d);
+        assert_eq!((k.seq_len, k.gqa), (4096, 4));
+        assert_eq!(k.density, 1.0);
+        let k = shape_key(&spec(Variant::Dense, true), &d);
+        assert!((k.density - 4097.0 / 8192.0).abs() < 1e-12, "{}", k.density);
+    }
+
+    #[test]
+    fn varlen_uses_the_longest_sequence() {
+        let (cq, ck) = ([0, 100, 3100, 3200], [0, 50, 2050, 9050]);
+        let mut d = desc(3200, 9050, 8, 8, MaskArg::None);
+        d.varlen = Some(VarlenArg {
+            cu_seqlens_q: Buffer { ptr: 256, len: 4 },
+            cu_seqlens_k: Buffer { ptr: 256, len: 4 },
+            host_q: &cq,
+            host_k: &ck,
+        });
+        let k = shape_key(&spec(Variant::Dense, false), &d);
+        assert_eq!(k.seq_len, 7000);
+        assert_eq!(k.bucket().seq, SeqClass::Le16k);
+    }
+
+    #[test]
+    fn streaming_block_sparse_and_mixed_densities() {
+        let p = StreamingParams {
+            sink: 128,
+            window: 2048,
+        };
+        let d = desc(16384, 16384, 32, 32, MaskArg::Streaming(p));
+        let k = shape_key(&spec(Variant::Streaming, false), &d);
+        assert!((k.density - p.density(16384, 16384)).abs() < 1e-12);
+        assert_eq!(k.bucket().density, DensityClass::Ge10);
+
+        // Every other 128x128 block of a 1024 x 1024 problem.
+        let keep: Vec<bool> = (0..64).map(|i| i % 2 == 0).collect();
+        let mask = BlockMask::from_dense(&keep, 1, 1, 8, 8, 128, 128).unwrap();
+        let list = BlockListArg {
+            mask: &mask,
+            kv_count: Buffer { ptr: 256, len: 8 },
+            kv_index: Buffer { ptr: 256, len: 64 },
+        };
+        let d = desc(1024, 1024, 4, 4, MaskArg::BlockSparse(list));
+        let k = shape_key(&spec(Variant::BlockSparse, false), &d);
+        assert!((k.density - 0.5).abs() < 1e-12, "{}", k.density);
+
+        let kinds = [HeadKind::Dense, HeadKind::Streaming];
+        let heads = HeadKindsArg {
+            kinds: &kinds,
+            kinds_dev: Buffer { ptr: 256, len: 2 },
+            order_dev: Buffer { ptr: 256, len: 2 },
+        };
+        let mixed = MaskArg::Mixed {
+            heads,
+            streaming: Some(p),
+            block_list: None,
+        };
+        let d = desc(16384, 16384, 2, 2, mixed);
+        let k = shape_key(&spec(Variant::Mixed, false), &d);
+        let want = (1.0 + p.density(16384, 16384)) / 2.0;
+        assert!((k.density - want).abs() < 1e-12);
+    }
+
+    #[test]
+    fn apb_counts_the_prefix() {
+        let mut d = desc(8192, 8192, 32, 8, MaskArg::None);
+        let pl = Layout::bshd(1, 6144, 8, 128);
+        d.prefix = Some((tensor(pl), tensor(pl)));
+        let k = shape_key(&spec(Variant::Apb, false), &d);
+        assert_eq!(k.seq_len, 14336);
+        let want = (8192.0 * 6144.0 + 8192.0 * 8193.0 / 2.0) / (8192.0 * 14336.0);
+        assert!((k.density - want).abs() < 1e-12);
+    }
+
+    #[test]
+    fn tile_comes_from_the_config_or_the_default() {
+        let gpu = GpuIdentity {
+            name: "NVIDIA H100 80GB HBM3".into(),
+            arch: Arch::SM90,
+            sm_count: 132,
+        };
+        let mut config = TunedConfig::new(ConfigHeader::new(&gpu, (13, 0), "digest"));
+        config.insert(ConfigEntry {
+            spec: "dense,d128,bf16,causal".into(),
+            seq: SeqClass::Le16k,
+            gqa: 1,
+            density: DensityClass::Ge50,
+            tile: "m64n128w4s1-wgmma".into(),
+            ms: 1.0,
+            runner_up: None,
+            runner_up_ms: None,
+            default_ms: 1.1,
+        });
+        let shape = ShapeKey {
+            seq_len: 16384,
+            gqa: 1,
+            density: 0.5,
+        };
+        let causal = spec(Variant::Dense, true);
+        let (tile, from) = select_tile(Some(&config), &causal, &shape, Arch::SM90);
+        assert_eq!(
+            (tile.to_string().as_str(), from),
+            ("m64n128w4s1-wgmma", TileSource::Tuned)
+        );
+        // Another spec, no config, or a tile the arch cannot run: the heuristic default.
+        let dense = spec(Variant::Dense, false);
+        assert_eq!(
+            select_tile(Some(&config), &dense, &shape, Arch::SM90),
+            (default_tile(&dense, Arch::SM90), TileSource::Default)
+        );
+        assert_eq!(
+            select_tile(None, &causal, &shape, Arch::SM90).1,
+            TileSource::Default
+        );
+        let on_ampere = KernelSpec::new(Variant::Dense, 128, DType::Bf16, true, Arch::SM80);
+        assert_eq!(
+            select_tile(Some(&config), &on_ampere, &shape, Arch::SM80),
+            (default_tile(&on_ampere, Arch::SM80), TileSource::Default)
+        );
+    }
+}

@@ -1,0 +1,399 @@
+//! `flashgen tune`: tunes the default set on the local GPU with progress bars, prints the
+//! winners against the heuristic defaults, and writes the tuned config the runtime reads.
+
+use super::{target_arch, usage_error};
+use crate::cli::TuneArgs;
+use anyhow::{anyhow, Context};
+use flashgen_codegen::{default_set, Arch, DType, KernelSpec};
+use flashgen_runtime::config::{default_path, discover, ConfigOrigin};
+use flashgen_runtime::{Runtime, TunedConfig};
+use flashgen_tuning::{
+    candidate_tiles, default_targets, TargetReport, TuneEvent, TuneOptions, TuneReport, TuneTarget,
+    Tuner,
+};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// The targets of a tune after the filters: the default targets (or the default set at the
+/// given lengths), for each requested dtype, restricted to the requested variants and head dims.
+pub fn select_targets(args: &TuneArgs, arch: Arch) -> Vec<TuneTarget> {
+    let base: Vec<TuneTarget> = if args.seqs.is_empty() {
+        default_targets(arch)
+    } else {
+        default_set(arch)
+            .into_iter()
+            .flat_map(|spec| {
+                args.seqs
+                    .iter()
+                    .map(move |&seq| TuneTarget::standard(spec, seq as usize))
+            })
+            .collect()
+    };
+    let dtypes = if args.dtypes.is_empty() {
+        vec![DType::Bf16]
+    } else {
+        args.dtypes.clone()
+    };
+    let mut out = Vec::new();
+    for dtype in dtypes {
+        for t in &base {
+            let keep = (args.variants.is_empty() || args.variants.contains(&t.spec.variant))
+                && (args.head_dims.is_empty() || args.head_dims.contains(&t.spec.head_dim));
+            if keep {
+                let mut t = t.clone();
+                t.spec = KernelSpec { dtype, ..t.spec };
+                out.push(t);
+            }
+        }
+    }
+    out
+}
+
+/// Where the config goes: `--output`, else `$FLASHGEN_CONFIG`, else the user config dir.
+fn output_path(args: &TuneArgs) -> anyhow::Result<PathBuf> {
+    if let Some(p) = &args.output {
+        return Ok(p.clone());
+    }
+    match discover(None) {
+        Some((path, ConfigOrigin::Env)) => Ok(path),
+        _ => default_path()
+            .ok_or_else(|| anyhow!("no user config dir on this system; pass --output <file>")),
+    }
+}
+
+pub fn run(args: &TuneArgs) -> anyhow::Result<ExitCode> {
+    if args.list {
+        let arch = target_arch(args.arch.as_deref())?;
+        return list(args, arch);
+    }
+    if args.arch.is_some() {
+        eprintln!("error: --arch only applies to --list; a tune runs on the GPU's own arch");
+        return Ok(usage_error());
+    }
+    let rt = Runtime::new(args.device).context("opening the GPU to tune")?;
+    let targets = select_targets(args, rt.arch());
+    if targets.is_empty() {
+        eprintln!("error: the filters leave no target to tune");
+        return Ok(usage_error());
+    }
+    let output = output_path(args)?;
+    let info = rt.info();
+    println!(
+        "tuning {} target(s) on {} (sm_{}{}, {} SMs){}; config: {}",
+        targets.len(),
+        info.name,
+        info.arch.major,
+        info.arch.minor,
+        info.sm_count,
+        if args.quick { ", quick" } else { "" },
+        output.display()
+    );
+
+    let progress = Progress::new(targets.len());
+    let on_event = |e: &TuneEvent| progress.event(e);
+    let options = TuneOptions {
+        quick: args.quick,
+        time_budget: args.budget,
+        progress: Some(&on_event),
+    };
+    let report = Tuner::default().tune(&rt, &targets, &options)?;
+    progress.finish();
+    for w in rt.take_warnings() {
+        eprintln!("warning: {w}");
+    }
+
+    print_table(&report);
+    let failed = report.targets.iter().filter(|t| t.error.is_some()).count();
+    let config = merged_config(&report, &output);
+    config
+        .save(&output)
+        .with_context(|| format!("writing {}", output.display()))?;
+    println!(
+        "wrote {} entries to {} in {:.1} s{}",
+        config.entries.len(),
+        output.display(),
+        report.elapsed.as_secs_f64(),
+        if failed > 0 {
+            format!("; {failed} target(s) failed (see above)")
+        } else {
+            String::new()
+        }
+    );
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&JsonReport::from(&report))?;
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The new entries over an existing file tuned on the same GPU (entries this run did not
+/// re-tune are kept); a file from another GPU or one that does not parse is replaced.
+fn merged_config(report: &TuneReport, output: &PathBuf) -> TunedConfig {
+    let fresh = report.to_config();
+    if !output.exists() {
+        return fresh;
+    }
+    match TunedConfig::load(output) {
+        Ok(mut old) if old.tuned_on.gpu_matches(&report.gpu) => {
+            old.merge(fresh);
+            old
+        }
+        Ok(_) => {
+            eprintln!(
+                "note: {} was tuned on another GPU; it is replaced",
+                output.display()
+            );
+            fresh
+        }
+        Err(e) => {
+            eprintln!("note: {e}; the file is replaced");
+            fresh
+        }
+    }
+}
+
+/// `--list`: the targets and how many tiles each would consider, without a GPU.
+fn list(args: &TuneArgs, arch: Arch) -> anyhow::Result<ExitCode> {
+    let targets = select_targets(args, arch);
+    if targets.is_empty() {
+        eprintln!("error: the filters leave no target to tune");
+        return Ok(usage_error());
+    }
+    let smem = arch.max_shared_bytes_per_block();
+    println!("{:<68} {:>6}  default tile", "target", "tiles");
+    for t in &targets {
+        let tiles = candidate_tiles(&t.spec, arch, smem, args.quick);
+        println!("{:<68} {:>6}  {}", t.to_string(), tiles.len(), tiles[0]);
+    }
+    println!("{} target(s) for {}", targets.len(), arch.sm_name());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Two bars: targets done (with the time left) and the tiles of the current target.
+struct Progress {
+    _multi: MultiProgress,
+    targets: ProgressBar,
+    tiles: ProgressBar,
+}
+
+impl Progress {
+    fn new(targets: usize) -> Self {
+        let multi = MultiProgress::new();
+        let style = |template: &str| {
+            ProgressStyle::with_template(template)
+                .expect("a valid progress template")
+                .progress_chars("=> ")
+        };
+        let t = multi.add(ProgressBar::new(targets as u64));
+        t.set_style(style(
+            "targets [{bar:30}] {pos}/{len} {elapsed_precise} elapsed, about {eta} left",
+        ));
+        let tiles = multi.add(ProgressBar::new(0));
+        tiles.set_style(style("  tiles [{bar:30}] {pos}/{len} {msg}"));
+        t.enable_steady_tick(Duration::from_millis(500));
+        Progress {
+            _multi: multi,
+            targets: t,
+            tiles,
+        }
+    }
+
+    fn event(&self, e: &TuneEvent) {
+        match e {
+            TuneEvent::TargetStarted { target, tiles, .. } => {
+                self.tiles.reset();
+                self.tiles.set_length(*tiles as u64);
+                self.tiles.set_message(target.clone());
+            }
+            TuneEvent::Measured { .. } | TuneEvent::Pruned { .. } => self.tiles.inc(1),
+            TuneEvent::Warning(w) => self.targets.println(format!("warning: {w}")),
+            TuneEvent::TargetDone { .. } => self.targets.inc(1),
+            _ => {}
+        }
+    }
+
+    fn finish(&self) {
+        self.tiles.finish_and_clear();
+        self.targets.finish();
+    }
+}
+
+fn ms(t: Option<&flashgen_tuning::TimedTile>) -> String {
+    t.map_or("-".into(), |t| format!("{:.3}", t.median_ms))
+}
+
+/// The final table: per target the default and the winner, their times and the speedup.
+fn print_table(report: &TuneReport) {
+    println!(
+        "\n{:<68} {:<20} {:>9} {:<20} {:>9} {:>8}  runner-up",
+        "target", "default tile", "ms", "tuned tile", "ms", "speedup"
+    );
+    for t in &report.targets {
+        if let Some(e) = &t.error {
+            println!("{:<68} failed: {e}", t.target.to_string());
+            continue;
+        }
+        let winner = t.winner.as_ref();
+        let speedup = t.speedup().map_or("-".into(), |s| format!("{s:.3}x"));
+        let runner = t.runner_up.as_ref().map_or("-".to_string(), |r| {
+            format!(
+                "{} {:.3}{}",
+                r.tile,
+                r.median_ms,
+                if t.confident { "" } else { " (within noise)" }
+            )
+        });
+        println!(
+            "{:<68} {:<20} {:>9} {:<20} {:>9} {:>8}  {}",
+            t.target.to_string(),
+            t.default_tile.to_string(),
+            ms(t.default.as_ref()),
+            winner.map_or("-".into(), |w| w.tile.to_string()),
+            ms(winner),
+            speedup,
+            runner
+        );
+    }
+}
+
+/// The JSON form of a report.
+#[derive(Serialize)]
+struct JsonReport {
+    gpu: String,
+    sm_count: u32,
+    nvrtc: String,
+    template_digest: String,
+    quick: bool,
+    elapsed_s: f64,
+    targets: Vec<JsonTarget>,
+}
+
+#[derive(Serialize)]
+struct JsonTarget {
+    target: String,
+    spec: String,
+    bucket: String,
+    default_tile: String,
+    default_ms: Option<f64>,
+    winner: Option<String>,
+    winner_ms: Option<f64>,
+    speedup: Option<f64>,
+    confident: bool,
+    measured: Vec<(String, f64, f64)>,
+    pruned: Vec<(String, String)>,
+    fresh_compiles: usize,
+    error: Option<String>,
+    elapsed_s: f64,
+}
+
+impl From<&TargetReport> for JsonTarget {
+    fn from(t: &TargetReport) -> Self {
+        JsonTarget {
+            target: t.target.to_string(),
+            spec: flashgen_runtime::config::spec_key(&t.target.spec),
+            bucket: t.shape.bucket().to_string(),
+            default_tile: t.default_tile.to_string(),
+            default_ms: t.default.as_ref().map(|d| d.median_ms),
+            winner: t.winner.as_ref().map(|w| w.tile.to_string()),
+            winner_ms: t.winner.as_ref().map(|w| w.median_ms),
+            speedup: t.speedup(),
+            confident: t.confident,
+            measured: t
+                .measured
+                .iter()
+                .map(|m| (m.tile.to_string(), m.median_ms, m.spread))
+                .collect(),
+            pruned: t
+                .pruned
+                .iter()
+                .map(|p| (p.tile.to_string(), p.reason.to_string()))
+                .collect(),
+            fresh_compiles: t.fresh_compiles,
+            error: t.error.clone(),
+            elapsed_s: t.elapsed.as_secs_f64(),
+        }
+    }
+}
+
+impl From<&TuneReport> for JsonReport {
+    fn from(r: &TuneReport) -> Self {
+        JsonReport {
+            gpu: r.gpu.name.clone(),
+            sm_count: r.gpu.sm_count,
+            nvrtc: format!("{}.{}", r.nvrtc.0, r.nvrtc.1),
+            template_digest: r.template_digest.clone(),
+            quick: r.quick,
+            elapsed_s: r.elapsed.as_secs_f64(),
+            targets: r.targets.iter().map(JsonTarget::from).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+    use flashgen_codegen::Variant;
+
+    fn args(argv: &[&str]) -> TuneArgs {
+        let argv = ["flashgen", "tune"].iter().chain(argv).copied();
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Tune(a) => a,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn all_targets_by_default() {
+        let t = select_targets(&args(&[]), Arch::SM90);
+        assert_eq!(t, default_targets(Arch::SM90));
+    }
+
+    #[test]
+    fn filters_narrow_the_targets() {
+        let t = select_targets(
+            &args(&[
+                "--variant",
+                "streaming",
+                "--variant",
+                "apb",
+                "--head-dim",
+                "64",
+            ]),
+            Arch::SM90,
+        );
+        assert!(!t.is_empty());
+        assert!(t.iter().all(
+            |x| matches!(x.spec.variant, Variant::Streaming | Variant::Apb)
+                && x.spec.head_dim == 64
+        ));
+        let kinds: std::collections::HashSet<_> = t.iter().map(|x| x.spec.variant).collect();
+        assert_eq!(kinds.len(), 2);
+
+        let t = select_targets(&args(&["--dtype", "f16", "--dtype", "bf16"]), Arch::SM80);
+        let n = default_targets(Arch::SM80).len();
+        assert_eq!(t.len(), 2 * n);
+        assert!(t[..n].iter().all(|x| x.spec.dtype == DType::F16));
+        assert!(t[n..].iter().all(|x| x.spec.dtype == DType::Bf16));
+
+        let t = select_targets(&args(&["--seq", "1000", "--variant", "dense"]), Arch::SM90);
+        assert!(t.iter().all(|x| x.shape.seq == 1000));
+        assert_eq!(
+            t.len(),
+            default_set(Arch::SM90)
+                .iter()
+                .filter(|s| s.variant == Variant::Dense)
+                .count()
+        );
+
+        assert!(select_targets(&args(&["--head-dim", "96"]), Arch::SM90).is_empty());
+    }
+}
