@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs on a GPU machine from the repository root, over the binaries of scripts/build-carry.sh:
-#   scripts/gpu-check.sh [tests] [sanitizer] [bench] [peers]   (default: all four)
+#   scripts/gpu-check.sh [tests] [sanitizer] [bench] [peers] [tune-quick] [tune-full]
+#   (default: the first four). $TESTS, when set, names the test executables to run.
 # Logs go to $OUT (default /tmp/flashgen-out); a short summary is printed last.
 set -uo pipefail
 out=${OUT:-/tmp/flashgen-out}
@@ -19,7 +20,12 @@ for step in $steps; do
     case $step in
     tests)
         rc=0
-        for t in "$carry"/tests/*; do
+        list=("$carry"/tests/*)
+        if [ -n "${TESTS:-}" ]; then
+            list=()
+            for name in $TESTS; do list+=("$carry/tests/$name"); done
+        fi
+        for t in "${list[@]}"; do
             echo "== $(basename "$t")"
             "$t" --include-ignored --test-threads=1 2>&1 || rc=1
         done > "$out/tests.log"
@@ -45,6 +51,16 @@ for step in $steps; do
         rc=${PIPESTATUS[0]}
         python3 "$carry/peers_extra.py" 2>&1 | tee -a "$out/peers.log"
         summary+=("peers: rc=$rc, extra rc=${PIPESTATUS[0]}")
+        ;;
+    tune-quick | tune-full)
+        flags=()
+        [ "$step" = tune-quick ] && flags=(--quick)
+        "$carry/flashgen" tune "${flags[@]}" -o "$out/$step.toml" --json "$out/$step.json" \
+            > "$out/$step.log" 2> "$out/$step.err"
+        rc=$?
+        grep -v "^\s*$" "$out/$step.log" | tail -45
+        tail -3 "$out/$step.err"
+        summary+=("$step: rc=$rc, $(tail -1 "$out/$step.log")")
         ;;
     *)
         echo "unknown step $step" >&2
