@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# The main job on the built-in default set: generate and NVRTC-compile every default kernel for
-# the local GPU (or sm_90a when there is none) and print the resource table.
+# The main job on the built-in default set. On a machine with a CUDA GPU: `flashgen tune`, which
+# times every tile of every default kernel on that GPU and writes the tuned config the runtime
+# reads. Without a GPU: generate and NVRTC-compile every default kernel for sm_90a and print
+# the resource table. Arguments go to the subcommand (e.g. `--quick` on a GPU machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/nvrtc-env.sh
-cargo run --release --quiet --bin flashgen -- compile --default-set "$@"
+cargo build --release --quiet --bin flashgen
+if target/release/flashgen info 2> /dev/null | grep -q '^GPU:.*compute capability'; then
+    exec target/release/flashgen tune "$@"
+fi
+exec target/release/flashgen compile --default-set "$@"

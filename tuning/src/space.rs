@@ -38,10 +38,12 @@ pub fn static_score(spec: &KernelSpec, tile: &TileConfig, smem_limit: u32) -> f6
     reuse * latency * stages * q_reload * pressure
 }
 
-/// The tiles a tune considers, the default first: with `quick` the default plus, for each
-/// tensor-core kind the arch supports, the [`QUICK_PER_MMA`] best tiles by [`static_score`];
-/// otherwise the whole [`search_space`]. Tiles over the shared-memory limit are left to the
-/// pruning step, which reports them.
+/// The tiles a tune considers, the default first: with `quick` the default, its neighbours
+/// in the search space (the other stage count, the other `block_n`, half or double `block_m`
+/// with the warps scaled alike: winners are usually next to a good default), and the best
+/// tiles by [`static_score`]: [`QUICK_PER_MMA`] of the default's tensor-core kind and one of
+/// each other kind; otherwise the whole [`search_space`]. Tiles over the shared-memory limit
+/// are left to the pruning step, which reports them.
 pub fn candidate_tiles(
     spec: &KernelSpec,
     arch: Arch,
@@ -55,17 +57,49 @@ pub fn candidate_tiles(
         out.extend(space.into_iter().filter(|t| *t != default));
         return out;
     }
+    let fits = |t: &TileConfig| shared_memory_bytes(t, spec.head_dim) <= smem_limit;
+    let mut add = |t: TileConfig, out: &mut Vec<TileConfig>| {
+        if space.contains(&t) && fits(&t) && !out.contains(&t) {
+            out.push(t);
+        }
+    };
+    let d = default;
+    let neighbours = [
+        TileConfig {
+            stages: 3 - d.stages.clamp(1, 2),
+            ..d
+        },
+        TileConfig {
+            block_n: if d.block_n == 64 { 128 } else { 64 },
+            ..d
+        },
+        TileConfig {
+            block_m: d.block_m / 2,
+            warps: (d.warps / 2).max(4),
+            ..d
+        },
+        TileConfig {
+            block_m: d.block_m * 2,
+            warps: d.warps * 2,
+            ..d
+        },
+    ];
+    for t in neighbours {
+        add(t, &mut out);
+    }
     for mma in TileConfig::MMA {
         let mut scored: Vec<(f64, usize, TileConfig)> = space
             .iter()
             .enumerate()
-            .filter(|(_, t)| t.mma == mma && **t != default)
-            .filter(|(_, t)| shared_memory_bytes(t, spec.head_dim) <= smem_limit)
+            .filter(|(_, t)| t.mma == mma && !out.contains(t) && fits(t))
             .map(|(i, t)| (static_score(spec, t, smem_limit), i, *t))
             .collect();
         // Best score first; the search-space order breaks ties, so the choice is stable.
         scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        out.extend(scored.into_iter().take(QUICK_PER_MMA).map(|(_, _, t)| t));
+        let take = if mma == d.mma { QUICK_PER_MMA } else { 1 };
+        for (_, _, t) in scored.into_iter().take(take) {
+            add(t, &mut out);
+        }
     }
     out
 }
@@ -80,26 +114,35 @@ mod tests {
     }
 
     #[test]
-    fn quick_space_is_the_default_and_a_few_per_mma_kind() {
+    fn quick_space_is_the_default_its_neighbours_and_a_few_per_mma_kind() {
         let arch = Arch::SM90;
-        let s = spec(128, arch);
-        let limit = arch.max_shared_bytes_per_block();
-        let quick = candidate_tiles(&s, arch, limit, true);
-        assert_eq!(quick[0], default_tile(&s, arch));
-        let sync = quick.iter().skip(1).filter(|t| t.mma == Mma::Sync).count();
-        let wgmma = quick.iter().skip(1).filter(|t| t.mma == Mma::Wgmma).count();
-        assert_eq!(sync, QUICK_PER_MMA);
-        assert!((1..=QUICK_PER_MMA).contains(&wgmma), "{quick:?}");
-        // No duplicates; all valid; a subset of the full space.
-        let full = candidate_tiles(&s, arch, limit, false);
-        assert_eq!(full.len(), search_space(&s, arch).len().max(1));
-        for t in &quick {
-            assert_eq!(quick.iter().filter(|x| *x == t).count(), 1);
-            assert!(full.contains(t));
-            flashgen_codegen::validate(&s.with_tile(*t), arch).unwrap();
+        for s in [spec(128, arch), spec(64, arch)] {
+            let limit = arch.max_shared_bytes_per_block();
+            let quick = candidate_tiles(&s, arch, limit, true);
+            let d = default_tile(&s, arch);
+            assert_eq!(quick[0], d);
+            // The default's other stage count is a neighbour.
+            let other_stages = TileConfig {
+                stages: 3 - d.stages,
+                ..d
+            };
+            assert!(quick.contains(&other_stages), "{quick:?}");
+            let sync = quick.iter().filter(|t| t.mma == Mma::Sync).count();
+            assert_eq!(sync, 1, "one tile of the other tensor-core kind: {quick:?}");
+            let wgmma = quick.iter().filter(|t| t.mma == Mma::Wgmma).count();
+            assert!(wgmma > QUICK_PER_MMA, "{quick:?}");
+            // No duplicates; all valid; a subset of the full space.
+            let full = candidate_tiles(&s, arch, limit, false);
+            assert_eq!(full.len(), search_space(&s, arch).len().max(1));
+            assert!(quick.len() < full.len());
+            for t in &quick {
+                assert_eq!(quick.iter().filter(|x| *x == t).count(), 1);
+                assert!(full.contains(t));
+                flashgen_codegen::validate(&s.with_tile(*t), arch).unwrap();
+            }
+            // Deterministic.
+            assert_eq!(quick, candidate_tiles(&s, arch, limit, true));
         }
-        // Deterministic.
-        assert_eq!(quick, candidate_tiles(&s, arch, limit, true));
     }
 
     #[test]
