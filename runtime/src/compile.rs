@@ -44,6 +44,9 @@ pub fn compile_options(arch: Arch) -> Vec<String> {
         "-std=c++17".to_string(),
         "--ptxas-options=-v".to_string(),
         "-default-device".to_string(),
+        // NVRTC's own cache (12.9+) skips ptxas on a hit, and with it the resource report;
+        // kernels are cached by the runtime instead.
+        "--no-cache".to_string(),
     ]
 }
 
@@ -285,7 +288,12 @@ ptxas info    : Compile time = 387.012 ms
         assert!(sm90.contains(&"--gpu-architecture=sm_90a".to_string()));
         assert!(compile_options(Arch::SM80).contains(&"--gpu-architecture=sm_80".to_string()));
         assert!(compile_options(Arch::SM86).contains(&"--gpu-architecture=sm_86".to_string()));
-        for option in ["-std=c++17", "--ptxas-options=-v", "-default-device"] {
+        for option in [
+            "-std=c++17",
+            "--ptxas-options=-v",
+            "-default-device",
+            "--no-cache",
+        ] {
             assert!(sm90.iter().any(|o| o == option), "{option} missing");
         }
         assert!(!sm90
@@ -327,6 +335,21 @@ ptxas info    : Compile time = 387.012 ms
                 parse_report(&kernel.log, "flashgen_tiny"),
                 Some(report),
                 "the stored report is the log's"
+            );
+        }
+    }
+
+    /// NVRTC's own cache would return a second compile of the same source without running
+    /// ptxas, and so without a report (seen on a machine with a GPU).
+    #[test]
+    fn a_second_compile_of_the_same_source_still_reports() {
+        let source = tiny_source("flashgen_tiny_twice");
+        for round in 0..2 {
+            let (kernel, _) = compile(&source, Arch::SM90).unwrap();
+            assert!(
+                kernel.report.registers > 0,
+                "round {round}: no report in the log:\n{}",
+                kernel.log
             );
         }
     }
