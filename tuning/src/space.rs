@@ -58,7 +58,7 @@ pub fn candidate_tiles(
         return out;
     }
     let fits = |t: &TileConfig| shared_memory_bytes(t, spec.head_dim) <= smem_limit;
-    let mut add = |t: TileConfig, out: &mut Vec<TileConfig>| {
+    let add = |t: TileConfig, out: &mut Vec<TileConfig>| {
         if space.contains(&t) && fits(&t) && !out.contains(&t) {
             out.push(t);
         }
