@@ -203,6 +203,13 @@ fn main() {
         }),
     );
 
+    let tiled = QueryAware::new().tiled();
+    report(
+        "query-aware (tile kernels): scores".to_string(),
+        format!("{shape} nq{NQ}"),
+        time(&rt, || tiled.scores(&rt, &local).map(drop)),
+    );
+
     if let Some(path) = json {
         let text = serde_json::to_string_pretty(&rows).expect("rows serialise");
         std::fs::write(&path, text).expect("write json");

@@ -521,17 +521,30 @@ fn check_query_aware(
     lp: usize,
 ) {
     let block = Block::new(rt, rng, b, n, hq, hkv, d, nq, true);
-    let qa = QueryAware::new();
-    let got = down(rt, &qa.scores(rt, &block.local(true)).expect("scores"));
-    let err = rel_error(
-        &got,
-        &query_aware_reference(&block, nq, 1.0 / (d as f64).sqrt()),
-    );
-    assert!(
-        err < 1e-3,
-        "query-aware b{b} n{n} h{hq}/{hkv} d{d} nq{nq}: rel error {err}"
-    );
-    block.check_compress(rt, &qa, lp, &got, true);
+    let want = query_aware_reference(&block, nq, 1.0 / (d as f64).sqrt());
+    // The cuBLAS path (all kv heads at once, then one at a time), the tile kernels, and a
+    // budget below one kv head's logits (the tile kernels again).
+    let one_head = (hq / hkv) * nq * n * 4;
+    for (path, qa) in [
+        ("cublas", QueryAware::new()),
+        (
+            "cublas, one kv head a pass",
+            QueryAware::new().with_logit_budget(one_head),
+        ),
+        ("tiled", QueryAware::new().tiled()),
+        (
+            "over budget",
+            QueryAware::new().with_logit_budget(one_head - 1),
+        ),
+    ] {
+        let got = down(rt, &qa.scores(rt, &block.local(true)).expect("scores"));
+        let err = rel_error(&got, &want);
+        assert!(
+            err < 1e-3,
+            "query-aware ({path}) b{b} n{n} h{hq}/{hkv} d{d} nq{nq}: rel error {err}"
+        );
+        block.check_compress(rt, &qa, lp, &got, true);
+    }
 }
 
 #[test]

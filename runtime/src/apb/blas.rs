@@ -27,7 +27,7 @@ impl GemmInput {
     }
 }
 
-/// One `C = X · Wᵀ (+ C)` product in row-major terms, as PyTorch's `Linear` stores W.
+/// One `C = alpha X · Wᵀ (+ C)` product in row-major terms, as PyTorch's `Linear` stores W.
 #[derive(Clone, Copy, Debug)]
 pub struct LinearGemm {
     /// Rows of X and C (tokens).
@@ -44,9 +44,30 @@ pub struct LinearGemm {
     pub w_stride: usize,
     /// C, `[rows, cols]` f32, contiguous.
     pub c: u64,
-    /// Adds into C when true (C = X·Wᵀ + C), overwrites it otherwise.
+    /// Adds into C when true (C = alpha X·Wᵀ + C), overwrites it otherwise.
     pub accumulate: bool,
+    pub alpha: f32,
     pub input: GemmInput,
+    /// Independent products, each at these element strides from the previous one.
+    pub batch: Batch,
+}
+
+/// A strided batch of products (`count` 1 for one product).
+#[derive(Clone, Copy, Debug)]
+pub struct Batch {
+    pub count: usize,
+    pub x_stride: usize,
+    pub w_stride: usize,
+    pub c_stride: usize,
+}
+
+impl Batch {
+    pub const ONE: Batch = Batch {
+        count: 1,
+        x_stride: 0,
+        w_stride: 0,
+        c_stride: 0,
+    };
 }
 
 /// A cuBLAS handle on a runtime's stream.
@@ -82,12 +103,13 @@ impl Blas {
     /// strides address, ordered on the stream until the product has run.
     pub unsafe fn linear(&self, g: &LinearGemm) -> Result<()> {
         let fits = |x: usize| i32::try_from(x).ok();
-        let (Some(m), Some(n), Some(k), Some(lda), Some(ldb)) = (
+        let (Some(m), Some(n), Some(k), Some(lda), Some(ldb), Some(count)) = (
             fits(g.cols),
             fits(g.rows),
             fits(g.inner),
             fits(g.w_stride),
             fits(g.x_stride),
+            fits(g.batch.count),
         ) else {
             return Err(invalid("gemm", format!("sizes exceed 32 bits: {g:?}")));
         };
@@ -97,13 +119,14 @@ impl Blas {
                 format!("a row stride is below the row: {g:?}"),
             ));
         }
-        let (alpha, beta) = (1.0f32, if g.accumulate { 1.0f32 } else { 0.0 });
+        let stride = |x: usize| x as i64;
+        let (alpha, beta) = (g.alpha, if g.accumulate { 1.0f32 } else { 0.0 });
         // Column-major view: Cᵀ[cols, rows] = W[cols, inner] · Xᵀ[inner, rows], where the
         // row-major W is a column-major [inner, cols] matrix (transposed here) and the
         // row-major X a column-major [inner, rows] one.
         // SAFETY: the caller vouches for the buffers; sizes and strides were checked above.
         unsafe {
-            blas::gemm_ex(
+            blas::gemm_strided_batched_ex(
                 *self.handle.handle(),
                 sys::cublasOperation_t::CUBLAS_OP_T,
                 sys::cublasOperation_t::CUBLAS_OP_N,
@@ -114,13 +137,17 @@ impl Blas {
                 g.w as *const c_void,
                 g.input.cuda_type(),
                 lda,
+                stride(g.batch.w_stride),
                 g.x as *const c_void,
                 g.input.cuda_type(),
                 ldb,
+                stride(g.batch.x_stride),
                 (&beta as *const f32).cast::<c_void>(),
                 g.c as *mut c_void,
                 sys::cudaDataType::CUDA_R_32F,
                 m,
+                stride(g.batch.c_stride),
+                count,
                 sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
                 sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
             )

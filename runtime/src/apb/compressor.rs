@@ -4,15 +4,20 @@
 
 use super::blas::Blas;
 use super::kernels::ApbKernels;
-use super::scorer::{desc, query_aware_scores, retaining_scores, Activation, DeviceHeads};
+use super::scorer::{
+    blas_query_aware_fits, desc, query_aware_scores, query_aware_scores_blas, retaining_scores,
+    Activation, DeviceHeads, LOGIT_BUDGET_BYTES,
+};
 use super::select::{gather, top_k};
 use super::validate::{
     check_anchor_query, check_block, check_lp, check_outputs, check_scores, BlockShape,
 };
 use super::{KvCompressor, LocalBlock};
 use crate::error::{invalid, DriverContext, Result};
+use crate::libs::cublas_present;
 use crate::runtime::{Element, Runtime};
 use cudarc::driver::CudaSlice;
+use std::sync::{Arc, Mutex};
 
 /// Validates a call: the block, `lp` and the outputs.
 fn check_call<T: Element>(
@@ -208,11 +213,16 @@ impl<T: Element> KvCompressor<T> for RetainingHeads<T> {
 
 /// The built-in scorer for models without retaining heads: the softmax attention (scale
 /// `1/sqrt(dim)` unless set) of the anchor's query tokens over the local keys, summed over the
-/// query tokens and the query heads of each kv head.
+/// query tokens and the query heads of each kv head. The logits go through cuBLAS when
+/// libcublas is present and the block fits [`LOGIT_BUDGET_BYTES`](super::LOGIT_BUDGET_BYTES) per kv head; otherwise (or
+/// with [`tiled`](Self::tiled)) through flashgen's own tile kernels, which need no library.
 #[derive(Clone, Default)]
 pub struct QueryAware {
     scale: Option<f32>,
+    tiled: bool,
+    logit_budget: Option<usize>,
     kernels: ApbKernels,
+    blas: Arc<Mutex<Vec<Arc<Blas>>>>,
 }
 
 impl QueryAware {
@@ -226,6 +236,19 @@ impl QueryAware {
         self
     }
 
+    /// At most `bytes` of logits at once on the cuBLAS path (default
+    /// [`LOGIT_BUDGET_BYTES`](super::LOGIT_BUDGET_BYTES)).
+    pub fn with_logit_budget(mut self, bytes: usize) -> Self {
+        self.logit_budget = Some(bytes);
+        self
+    }
+
+    /// Always the tile kernels (no cuBLAS).
+    pub fn tiled(mut self) -> Self {
+        self.tiled = true;
+        self
+    }
+
     /// The scores of a block, `[batch, heads_kv, local]` f32.
     pub fn scores<T: Element>(
         &self,
@@ -234,6 +257,20 @@ impl QueryAware {
     ) -> Result<CudaSlice<f32>> {
         let shape = check_block(&desc(&local.q), &desc(&local.k), &desc(&local.v))?;
         self.scores_of(rt, local, &shape)
+    }
+
+    /// The cuBLAS handle for `rt`, made on first use; `None` without libcublas.
+    fn blas(&self, rt: &Runtime) -> Result<Option<Arc<Blas>>> {
+        if !cublas_present() {
+            return Ok(None);
+        }
+        let mut handles = self.blas.lock().expect("blas table lock");
+        if let Some(b) = handles.iter().find(|b| b.serves(rt)) {
+            return Ok(Some(b.clone()));
+        }
+        let b = Arc::new(Blas::new(rt)?);
+        handles.push(b.clone());
+        Ok(Some(b))
     }
 
     fn scores_of<T: Element>(
@@ -248,6 +285,21 @@ impl QueryAware {
             Some(s) => return Err(invalid("scale", format!("{s} is not a positive number"))),
             None => 1.0 / (shape.dim as f32).sqrt(),
         };
+        let budget = self.logit_budget.unwrap_or(LOGIT_BUDGET_BYTES);
+        if !self.tiled && blas_query_aware_fits(local, shape, nq, budget) {
+            if let Some(blas) = self.blas(rt)? {
+                return query_aware_scores_blas(
+                    rt,
+                    &self.kernels,
+                    &blas,
+                    local,
+                    shape,
+                    nq,
+                    scale,
+                    budget,
+                );
+            }
+        }
         query_aware_scores(rt, &self.kernels, local, shape, nq, scale)
     }
 }

@@ -13,6 +13,7 @@ const SELECT: &str = include_str!("../../../templates/apb/select.cu");
 const GATHER: &str = include_str!("../../../templates/apb/gather.cu");
 const HEADS: &str = include_str!("../../../templates/apb/heads.cu");
 const QUERY_AWARE: &str = include_str!("../../../templates/apb/query_aware.cu");
+const LOGITS: &str = include_str!("../../../templates/apb/logits.cu");
 
 /// Threads per CTA of `apb_topk_select` (`SEL_THREADS`).
 pub const SELECT_THREADS: u32 = 1024;
@@ -20,6 +21,8 @@ pub const SELECT_THREADS: u32 = 1024;
 pub const QA_THREADS: u32 = 256;
 /// Keys per CTA of the query-aware tile kernels (`QA_KT`).
 pub const QA_KEY_TILE: usize = 64;
+/// Threads per CTA of `apb_logit_rowstats` (`LOGIT_THREADS`).
+pub const LOGIT_THREADS: u32 = 256;
 /// Threads per CTA of the element-wise kernels (gather, bias + activation, pooling).
 pub const ELEMENTWISE_THREADS: u32 = 256;
 
@@ -34,14 +37,17 @@ pub enum ApbModule {
     Heads,
     /// `apb_qa_partial`, `apb_qa_stats`, `apb_qa_scores` for one element type.
     QueryAware(DType),
+    /// `apb_logit_rowstats`, `apb_logit_colsum`: query-aware scores from cuBLAS logits (f32).
+    Logits,
 }
 
 impl ApbModule {
     /// Every module, for compile checks.
-    pub const ALL: [ApbModule; 5] = [
+    pub const ALL: [ApbModule; 6] = [
         ApbModule::Select,
         ApbModule::Gather,
         ApbModule::Heads,
+        ApbModule::Logits,
         ApbModule::QueryAware(DType::Bf16),
         ApbModule::QueryAware(DType::F16),
     ];
@@ -53,6 +59,7 @@ impl ApbModule {
             ApbModule::Gather => &["apb_gather"],
             ApbModule::Heads => &["apb_bias_act", "apb_pool_scores"],
             ApbModule::QueryAware(_) => &["apb_qa_scores", "apb_qa_partial", "apb_qa_stats"],
+            ApbModule::Logits => &["apb_logit_rowstats", "apb_logit_colsum"],
         }
     }
 
@@ -62,6 +69,7 @@ impl ApbModule {
             ApbModule::Select => ("", SELECT, SELECT_THREADS),
             ApbModule::Gather => ("", GATHER, ELEMENTWISE_THREADS),
             ApbModule::Heads => ("", HEADS, ELEMENTWISE_THREADS),
+            ApbModule::Logits => ("", LOGITS, LOGIT_THREADS),
             ApbModule::QueryAware(DType::Bf16) => {
                 ("#define FG_DTYPE_BF16\n", QUERY_AWARE, QA_THREADS)
             }

@@ -14,7 +14,7 @@ pub mod validate;
 
 pub use compressor::{GivenScores, QueryAware, RetainingHeads, RetainingHeadsWeights};
 pub use kernels::{ApbKernels, ApbModule};
-pub use scorer::{Activation, POOL_WIDTH};
+pub use scorer::{Activation, LOGIT_BUDGET_BYTES, POOL_WIDTH};
 pub use select::{gather, order_key, select_row, select_rows, top_k};
 
 use crate::runtime::{Element, Runtime, Tensor};

@@ -2,9 +2,10 @@
 //! retaining heads (an MLP per token over `[q | k | v]`, then a max-pool along the sequence) and
 //! the query-aware scorer (attention of the anchor's query tokens over the local keys).
 
-use super::blas::{Blas, GemmInput, LinearGemm};
+use super::blas::{Batch, Blas, GemmInput, LinearGemm};
 use super::kernels::{
-    elementwise_grid, ApbKernels, ApbModule, ELEMENTWISE_THREADS, QA_KEY_TILE, QA_THREADS,
+    elementwise_grid, ApbKernels, ApbModule, ELEMENTWISE_THREADS, LOGIT_THREADS, QA_KEY_TILE,
+    QA_THREADS,
 };
 use super::validate::{check_token_rows, BlockShape, TensorDesc};
 use super::LocalBlock;
@@ -143,7 +144,9 @@ pub(crate) fn retaining_scores<T: Element>(
                 w_stride: in_features,
                 c: h_ptr,
                 accumulate: i > 0,
+                alpha: 1.0,
                 input: GemmInput::Half(T::DTYPE),
+                batch: Batch::ONE,
             };
             // SAFETY: the block's tensors were validated (token rows included), fc1 holds
             // [hidden, in] and the hidden layer [tokens, hidden]; the guards order them.
@@ -178,7 +181,9 @@ pub(crate) fn retaining_scores<T: Element>(
                 p
             },
             accumulate: false,
+            alpha: 1.0,
             input: GemmInput::F32,
+            batch: Batch::ONE,
         };
         // SAFETY: [tokens, hidden] · [heads_kv, hidden]ᵀ into [tokens, heads_kv], all f32.
         unsafe { blas.linear(&g)? };
@@ -314,6 +319,136 @@ pub(crate) fn query_aware_scores<T: Element>(
     // SAFETY: as for apb_qa_partial; scores holds [batch, heads_kv, local].
     unsafe { launch.launch(tile_cfg) }.while_(|| "launching apb_qa_scores".into())?;
     drop(guards);
+    Ok(scores)
+}
+
+/// The most logits (bytes) the cuBLAS query-aware path holds at once by default; kv heads are
+/// taken in chunks that fit, and blocks where one kv head alone does not fit use the tile
+/// kernels.
+pub const LOGIT_BUDGET_BYTES: usize = 256 << 20;
+
+/// Whether the cuBLAS query-aware path can take this block: unit dim strides, token rows at
+/// least a head wide (GEMM leading dimensions), and one kv head's logits within the budget.
+pub(crate) fn blas_query_aware_fits<T>(
+    local: &LocalBlock<'_, T>,
+    shape: &BlockShape,
+    nq: usize,
+    budget_bytes: usize,
+) -> bool {
+    let Some(aq) = local.anchor_query.as_ref() else {
+        return false;
+    };
+    let (ql, kl) = (&aq.layout, &local.k.layout);
+    let group = shape.heads_q / shape.heads_kv;
+    let per_head = (group * nq).saturating_mul(shape.local).saturating_mul(4);
+    let ld_ok = |x: usize| x >= shape.dim && x <= i32::MAX as usize;
+    ql.strides[3] == 1
+        && kl.strides[3] == 1
+        && (nq == 1 || ld_ok(ql.strides[1]))
+        && ld_ok(kl.strides[1])
+        && per_head <= budget_bytes
+}
+
+/// The query-aware scores through cuBLAS: per kv head, the logits of its group's queries over
+/// the local keys as one GEMM per query head of the group (batched over kv heads), then the
+/// row statistics and the column sums. Same result as [`query_aware_scores`], faster.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn query_aware_scores_blas<T: Element>(
+    rt: &Runtime,
+    kernels: &ApbKernels,
+    blas: &Blas,
+    local: &LocalBlock<'_, T>,
+    shape: &BlockShape,
+    nq: usize,
+    scale: f32,
+    budget_bytes: usize,
+) -> Result<CudaSlice<f32>> {
+    let aq = local
+        .anchor_query
+        .as_ref()
+        .ok_or_else(|| invalid("local.anchor_query", "missing"))?;
+    let (ql, kl) = (aq.layout, local.k.layout);
+    let group = shape.heads_q / shape.heads_kv;
+    let queries = group * nq;
+    let n = shape.local;
+    let per_head = queries * n;
+    let chunk = (budget_bytes / 4 / per_head).clamp(1, shape.heads_kv);
+    let s = rt.stream();
+    // SAFETY: every logit and statistic is written (GEMM, row statistics) before it is read.
+    let mut logits = unsafe { s.alloc::<f32>(chunk * per_head) }
+        .while_(|| "allocating the query-aware logits".into())?;
+    let mut stats = unsafe { s.alloc::<f32>(2 * chunk * queries) }
+        .while_(|| "allocating the query-aware statistics".into())?;
+    let mut scores = s
+        .alloc_zeros::<f32>(shape.scores_len())
+        .while_(|| "allocating the scores".into())?;
+    let rowstats = kernels.function(rt, ApbModule::Logits, "apb_logit_rowstats")?;
+    let colsum = kernels.function(rt, ApbModule::Logits, "apb_logit_colsum")?;
+    let elem = std::mem::size_of::<T>();
+    let (n32, g32) = (n as i32, queries as i32);
+    for b in 0..shape.batch {
+        for hk0 in (0..shape.heads_kv).step_by(chunk) {
+            let heads = chunk.min(shape.heads_kv - hk0);
+            {
+                let mut guards = Vec::new();
+                let q0 = ptr(aq.data, rt, &mut guards);
+                let k0 = ptr(local.k.data, rt, &mut guards);
+                let (l0, g) = logits.device_ptr_mut(s);
+                guards.push(g);
+                for hh in 0..group {
+                    let q_off = b * ql.strides[0] + (hk0 * group + hh) * ql.strides[2];
+                    let k_off = b * kl.strides[0] + hk0 * kl.strides[2];
+                    let g = LinearGemm {
+                        rows: nq,
+                        cols: n,
+                        inner: shape.dim,
+                        x: q0 + (q_off * elem) as u64,
+                        x_stride: if nq == 1 { shape.dim } else { ql.strides[1] },
+                        w: k0 + (k_off * elem) as u64,
+                        w_stride: kl.strides[1],
+                        c: l0 + (hh * nq * n * 4) as u64,
+                        accumulate: false,
+                        alpha: scale * LOG2_E,
+                        input: GemmInput::Half(T::DTYPE),
+                        batch: Batch {
+                            count: heads,
+                            x_stride: group * ql.strides[2],
+                            w_stride: kl.strides[2],
+                            c_stride: per_head,
+                        },
+                    };
+                    // SAFETY: q and k were validated against their layouts; every offset is
+                    // inside them (b < batch, heads of this chunk, dims contiguous); logits
+                    // hold chunk x queries x n f32.
+                    unsafe { blas.linear(&g)? };
+                }
+            }
+            let rows = heads * queries;
+            let cfg = LaunchConfig {
+                grid_dim: (rows as u32, 1, 1),
+                block_dim: (LOGIT_THREADS, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let mut launch = s.launch_builder(&rowstats);
+            launch.arg(&logits).arg(&mut stats).arg(&n32);
+            // SAFETY: rows x n logits were written above; stats holds 2 x rows.
+            unsafe { launch.launch(cfg) }.while_(|| "launching apb_logit_rowstats".into())?;
+            let (heads32, offset) = (heads as i32, ((b * shape.heads_kv + hk0) * n) as i64);
+            let mut launch = s.launch_builder(&colsum);
+            launch
+                .arg(&logits)
+                .arg(&stats)
+                .arg(&mut scores)
+                .arg(&n32)
+                .arg(&g32)
+                .arg(&heads32)
+                .arg(&offset);
+            // SAFETY: reads the chunk's logits and statistics; writes heads x n scores from
+            // offset, inside [batch, heads_kv, local].
+            unsafe { launch.launch(grid(heads * n)) }
+                .while_(|| "launching apb_logit_colsum".into())?;
+        }
+    }
     Ok(scores)
 }
 
