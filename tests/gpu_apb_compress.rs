@@ -1,6 +1,6 @@
 //! APB KV compression on the GPU against CPU references: top-k selection exact against a CPU
 //! sort (ties, lp = local, lp = 1, NaN), gather exact, retaining-head and query-aware scores
-//! against f64, and the three compressors end to end. Needs a CUDA GPU: run with
+//! against f64, and the three compressors end to end, in bf16 and f16. Needs a CUDA GPU: run with
 //! `--include-ignored`. Tests named `sanitizer_*` are small and run under compute-sanitizer too.
 
 // Test helpers take a whole shape.
@@ -12,8 +12,9 @@ use flashgen_runtime::apb::{
     RetainingHeads, RetainingHeadsWeights, POOL_WIDTH,
 };
 use flashgen_runtime::cudarc::driver::CudaSlice;
+use flashgen_runtime::Element;
 use flashgen_runtime::{Error, Layout, Runtime, Tensor};
-use half::bf16;
+use half::{bf16, f16};
 
 fn runtime() -> Runtime {
     Runtime::new(0).unwrap_or_else(|e| panic!("GPU tests need a CUDA GPU: {e}"))
@@ -30,34 +31,66 @@ fn down<T: flashgen_runtime::cudarc::driver::DeviceRepr + Default + Clone>(
     rt.stream().clone_dtoh(x).expect("download")
 }
 
-/// A bf16 NaN with a payload: what an unwritten output element still holds.
-const POISON: bf16 = bf16::from_bits(0x7fc1);
+/// The 16-bit element types under test.
+trait Half: Element + Into<f32> + Default + std::fmt::Debug {
+    /// A NaN with a payload: what an unwritten output element still holds.
+    const POISON: Self;
+    fn from_f64(x: f64) -> Self;
+    fn to_f64(self) -> f64;
+    fn bits(self) -> u16;
+}
 
-fn random_bf16(rng: &mut Rng, n: usize, scale: f64) -> Vec<bf16> {
+impl Half for bf16 {
+    const POISON: Self = bf16::from_bits(0x7fc1);
+    fn from_f64(x: f64) -> Self {
+        bf16::from_f64(x)
+    }
+    fn to_f64(self) -> f64 {
+        bf16::to_f64(self)
+    }
+    fn bits(self) -> u16 {
+        self.to_bits()
+    }
+}
+
+impl Half for f16 {
+    const POISON: Self = f16::from_bits(0x7e01);
+    fn from_f64(x: f64) -> Self {
+        f16::from_f64(x)
+    }
+    fn to_f64(self) -> f64 {
+        f16::to_f64(self)
+    }
+    fn bits(self) -> u16 {
+        self.to_bits()
+    }
+}
+
+fn random_half<T: Half>(rng: &mut Rng, n: usize, scale: f64) -> Vec<T> {
     (0..n)
-        .map(|_| bf16::from_f64(rng.uniform(-scale, scale)))
+        .map(|_| T::from_f64(rng.uniform(-scale, scale)))
         .collect()
 }
 
 /// The local block's tensors on the device: q `[b, n, hq, d]`, k in BHSD (strided), v in BSHD,
 /// and optionally the anchor query tokens `[b, nq, hq, d]`.
-struct Block {
+struct Block<T> {
     shape: (usize, usize, usize, usize, usize),
-    q: Vec<bf16>,
-    k: Vec<bf16>,
-    v: Vec<bf16>,
-    aq: Vec<bf16>,
-    q_dev: CudaSlice<bf16>,
-    k_dev: CudaSlice<bf16>,
-    v_dev: CudaSlice<bf16>,
-    aq_dev: CudaSlice<bf16>,
+    q: Vec<T>,
+    k: Vec<T>,
+    v: Vec<T>,
+    aq: Vec<T>,
+    q_dev: CudaSlice<T>,
+    k_dev: CudaSlice<T>,
+    v_dev: CudaSlice<T>,
+    aq_dev: CudaSlice<T>,
     q_layout: Layout,
     k_layout: Layout,
     v_layout: Layout,
     aq_layout: Layout,
 }
 
-impl Block {
+impl<T: Half> Block<T> {
     fn new(
         rt: &Runtime,
         rng: &mut Rng,
@@ -77,10 +110,10 @@ impl Block {
         };
         let v_layout = Layout::bshd(b, n, hkv, d);
         let aq_layout = Layout::bshd(b, nq.max(1), hq, d);
-        let q = random_bf16(rng, q_layout.numel(), 1.0);
-        let k = random_bf16(rng, k_layout.numel(), 1.0);
-        let v = random_bf16(rng, v_layout.numel(), 1.0);
-        let aq = random_bf16(rng, aq_layout.numel(), 1.0);
+        let q = random_half(rng, q_layout.numel(), 1.0);
+        let k = random_half(rng, k_layout.numel(), 1.0);
+        let v = random_half(rng, v_layout.numel(), 1.0);
+        let aq = random_half(rng, aq_layout.numel(), 1.0);
         Block {
             shape: (b, n, hq, hkv, d),
             q_dev: up(rt, &q),
@@ -98,7 +131,7 @@ impl Block {
         }
     }
 
-    fn local(&self, with_query: bool) -> LocalBlock<'_, bf16> {
+    fn local(&self, with_query: bool) -> LocalBlock<'_, T> {
         LocalBlock {
             q: Tensor {
                 data: &self.q_dev,
@@ -119,14 +152,14 @@ impl Block {
         }
     }
 
-    fn outputs(&self, rt: &Runtime, lp: usize) -> (CudaSlice<bf16>, CudaSlice<bf16>) {
+    fn outputs(&self, rt: &Runtime, lp: usize) -> (CudaSlice<T>, CudaSlice<T>) {
         let (b, _, _, hkv, d) = self.shape;
-        let poison = vec![POISON; b * lp * hkv * d];
+        let poison = vec![T::POISON; b * lp * hkv * d];
         (up(rt, &poison), up(rt, &poison))
     }
 
     /// The CPU gather of `positions` (`[b, hkv, lp]`) in `[b, lp, hkv, d]`.
-    fn gathered(&self, positions: &[i32], lp: usize) -> (Vec<bf16>, Vec<bf16>) {
+    fn gathered(&self, positions: &[i32], lp: usize) -> (Vec<T>, Vec<T>) {
         let (b, _, _, hkv, d) = self.shape;
         let mut ok = Vec::with_capacity(b * lp * hkv * d);
         let mut ov = Vec::with_capacity(b * lp * hkv * d);
@@ -149,7 +182,7 @@ impl Block {
     fn check_compress(
         &self,
         rt: &Runtime,
-        c: &dyn KvCompressor<bf16>,
+        c: &dyn KvCompressor<T>,
         lp: usize,
         scores: &[f32],
         with_query: bool,
@@ -169,17 +202,11 @@ impl Block {
         let (want_k, want_v) = self.gathered(&positions, lp);
         let (got_k, got_v) = (down(rt, &ok), down(rt, &ov));
         assert!(
-            got_k
-                .iter()
-                .zip(&want_k)
-                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            got_k.iter().zip(&want_k).all(|(a, b)| a.bits() == b.bits()),
             "gathered K differs"
         );
         assert!(
-            got_v
-                .iter()
-                .zip(&want_v)
-                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            got_v.iter().zip(&want_v).all(|(a, b)| a.bits() == b.bits()),
             "gathered V differs"
         );
     }
@@ -287,6 +314,11 @@ fn top_k_rejects_bad_arguments() {
 fn given_scores_select_and_gather_exactly() {
     let rt = runtime();
     let mut rng = Rng::fresh();
+    check_given::<bf16>(&rt, &mut rng);
+    check_given::<f16>(&rt, &mut rng);
+}
+
+fn check_given<T: Half>(rt: &Runtime, rng: &mut Rng) {
     for (b, n, hq, hkv, d, lp, bhsd) in [
         (1, 1, 4, 1, 64, 1, false),
         (2, 777, 8, 2, 128, 100, true),
@@ -294,14 +326,14 @@ fn given_scores_select_and_gather_exactly() {
         (1, 4097, 32, 8, 128, 512, true),
         (3, 300, 6, 3, 96, 17, false),
     ] {
-        let block = Block::new(&rt, &mut rng, b, n, hq, hkv, d, 1, bhsd);
+        let block = Block::<T>::new(rt, rng, b, n, hq, hkv, d, 1, bhsd);
         let s = scores(
-            &mut rng,
+            rng,
             b * hkv * n,
             if n % 2 == 0 { "ties" } else { "distinct" },
         );
-        let dev = up(&rt, &s);
-        block.check_compress(&rt, &GivenScores::new(&dev), lp, &s, false);
+        let dev = up(rt, &s);
+        block.check_compress(rt, &GivenScores::new(&dev), lp, &s, false);
     }
 }
 
@@ -310,7 +342,7 @@ fn given_scores_select_and_gather_exactly() {
 fn compressors_reject_bad_calls() {
     let rt = runtime();
     let mut rng = Rng::fresh();
-    let block = Block::new(&rt, &mut rng, 1, 50, 4, 2, 64, 3, false);
+    let block = Block::<bf16>::new(&rt, &mut rng, 1, 50, 4, 2, 64, 3, false);
     let s = up(&rt, &vec![1.0f32; 100]);
     let given = GivenScores::new(&s);
     for lp in [0, 51] {
@@ -344,7 +376,7 @@ fn compressors_reject_bad_calls() {
 }
 
 /// f64 retaining heads: per token `fc2(act(fc1([q | k | v]) + b1)) + b2`, max-pooled.
-fn retaining_reference(block: &Block, w: &Weights, act: Activation) -> Vec<f64> {
+fn retaining_reference<T: Half>(block: &Block<T>, w: &Weights<T>, act: Activation) -> Vec<f64> {
     let (b, n, hq, hkv, d) = block.shape;
     let inf = (hq + 2 * hkv) * d;
     let mut out = vec![0.0; b * hkv * n];
@@ -396,22 +428,22 @@ fn retaining_reference(block: &Block, w: &Weights, act: Activation) -> Vec<f64> 
     out
 }
 
-struct Weights {
-    fc1: Vec<bf16>,
-    b1: Vec<bf16>,
-    fc2: Vec<bf16>,
-    b2: Vec<bf16>,
+struct Weights<T> {
+    fc1: Vec<T>,
+    b1: Vec<T>,
+    fc2: Vec<T>,
+    b2: Vec<T>,
     hidden: usize,
 }
 
-impl Weights {
+impl<T: Half> Weights<T> {
     fn random(rng: &mut Rng, hq: usize, hkv: usize, d: usize, hidden: usize) -> Self {
         let inf = (hq + 2 * hkv) * d;
         Weights {
-            fc1: random_bf16(rng, hidden * inf, 2.0 / (inf as f64).sqrt()),
-            b1: random_bf16(rng, hidden, 0.5),
-            fc2: random_bf16(rng, hkv * hidden, 2.0 / (hidden as f64).sqrt()),
-            b2: random_bf16(rng, hkv, 0.5),
+            fc1: random_half(rng, hidden * inf, 2.0 / (inf as f64).sqrt()),
+            b1: random_half(rng, hidden, 0.5),
+            fc2: random_half(rng, hkv * hidden, 2.0 / (hidden as f64).sqrt()),
+            b2: random_half(rng, hkv, 0.5),
             hidden,
         }
     }
@@ -423,7 +455,7 @@ impl Weights {
         hkv: usize,
         d: usize,
         act: Activation,
-    ) -> RetainingHeads<bf16> {
+    ) -> RetainingHeads<T> {
         RetainingHeads::new(
             rt,
             hq,
@@ -442,7 +474,7 @@ impl Weights {
     }
 }
 
-fn check_retaining(
+fn check_retaining<T: Half>(
     rt: &Runtime,
     rng: &mut Rng,
     b: usize,
@@ -454,8 +486,8 @@ fn check_retaining(
     lp: usize,
 ) {
     for act in [Activation::Relu, Activation::Silu, Activation::GeluTanh] {
-        let block = Block::new(rt, rng, b, n, hq, hkv, d, 1, false);
-        let w = Weights::random(rng, hq, hkv, d, hidden);
+        let block = Block::<T>::new(rt, rng, b, n, hq, hkv, d, 1, false);
+        let w = Weights::<T>::random(rng, hq, hkv, d, hidden);
         let heads = w.heads(rt, hq, hkv, d, act);
         let got = down(rt, &heads.scores(rt, &block.local(false)).expect("scores"));
         let err = rel_error(&got, &retaining_reference(&block, &w, act));
@@ -472,14 +504,15 @@ fn check_retaining(
 fn retaining_head_scores_match_an_f64_mlp_and_compress_end_to_end() {
     let rt = runtime();
     let mut rng = Rng::fresh();
-    check_retaining(&rt, &mut rng, 2, 77, 4, 2, 64, 48, 30);
-    check_retaining(&rt, &mut rng, 1, 301, 8, 2, 128, 96, 64);
-    check_retaining(&rt, &mut rng, 1, 3, 2, 1, 32, 5, 3);
+    check_retaining::<bf16>(&rt, &mut rng, 2, 77, 4, 2, 64, 48, 30);
+    check_retaining::<bf16>(&rt, &mut rng, 1, 301, 8, 2, 128, 96, 64);
+    check_retaining::<bf16>(&rt, &mut rng, 1, 3, 2, 1, 32, 5, 3);
+    check_retaining::<f16>(&rt, &mut rng, 2, 99, 8, 4, 64, 40, 50);
 }
 
 /// f64 query-aware scores: softmax over the local keys per (query head, token), summed over
 /// the group's heads and the tokens.
-fn query_aware_reference(block: &Block, nq: usize, scale: f64) -> Vec<f64> {
+fn query_aware_reference<T: Half>(block: &Block<T>, nq: usize, scale: f64) -> Vec<f64> {
     let (b, n, hq, hkv, d) = block.shape;
     let group = hq / hkv;
     let mut out = vec![0.0; b * hkv * n];
@@ -509,7 +542,7 @@ fn query_aware_reference(block: &Block, nq: usize, scale: f64) -> Vec<f64> {
     out
 }
 
-fn check_query_aware(
+fn check_query_aware<T: Half>(
     rt: &Runtime,
     rng: &mut Rng,
     b: usize,
@@ -520,7 +553,7 @@ fn check_query_aware(
     nq: usize,
     lp: usize,
 ) {
-    let block = Block::new(rt, rng, b, n, hq, hkv, d, nq, true);
+    let block = Block::<T>::new(rt, rng, b, n, hq, hkv, d, nq, true);
     let want = query_aware_reference(&block, nq, 1.0 / (d as f64).sqrt());
     // The cuBLAS path (all kv heads at once, then one at a time), the tile kernels, and a
     // budget below one kv head's logits (the tile kernels again).
@@ -552,10 +585,11 @@ fn check_query_aware(
 fn query_aware_scores_match_f64_and_compress_end_to_end() {
     let rt = runtime();
     let mut rng = Rng::fresh();
-    check_query_aware(&rt, &mut rng, 2, 300, 8, 2, 96, 5, 40);
-    check_query_aware(&rt, &mut rng, 1, 1000, 32, 8, 128, 9, 128);
-    check_query_aware(&rt, &mut rng, 1, 1, 4, 4, 64, 1, 1);
-    check_query_aware(&rt, &mut rng, 1, 129, 4, 1, 256, 33, 129);
+    check_query_aware::<bf16>(&rt, &mut rng, 2, 300, 8, 2, 96, 5, 40);
+    check_query_aware::<bf16>(&rt, &mut rng, 1, 1000, 32, 8, 128, 9, 128);
+    check_query_aware::<bf16>(&rt, &mut rng, 1, 1, 4, 4, 64, 1, 1);
+    check_query_aware::<bf16>(&rt, &mut rng, 1, 129, 4, 1, 256, 33, 129);
+    check_query_aware::<f16>(&rt, &mut rng, 2, 257, 8, 2, 128, 7, 64);
 }
 
 #[test]
@@ -565,7 +599,7 @@ fn sanitizer_select_and_gather() {
     let kernels = ApbKernels::new();
     let mut rng = Rng::fresh();
     check_top_k(&rt, &kernels, &mut rng, 2, 1500, 700, "mixed");
-    let block = Block::new(&rt, &mut rng, 2, 130, 4, 2, 64, 1, true);
+    let block = Block::<bf16>::new(&rt, &mut rng, 2, 130, 4, 2, 64, 1, true);
     let s = scores(&mut rng, 2 * 2 * 130, "ties");
     let dev = up(&rt, &s);
     block.check_compress(
@@ -582,7 +616,7 @@ fn sanitizer_select_and_gather() {
 fn sanitizer_retaining_heads() {
     let rt = runtime();
     let mut rng = Rng::fresh();
-    check_retaining(&rt, &mut rng, 2, 70, 4, 2, 64, 40, 20);
+    check_retaining::<bf16>(&rt, &mut rng, 2, 70, 4, 2, 64, 40, 20);
 }
 
 #[test]
@@ -590,5 +624,6 @@ fn sanitizer_retaining_heads() {
 fn sanitizer_query_aware() {
     let rt = runtime();
     let mut rng = Rng::fresh();
-    check_query_aware(&rt, &mut rng, 2, 130, 4, 2, 96, 3, 20);
+    check_query_aware::<bf16>(&rt, &mut rng, 2, 130, 4, 2, 96, 3, 20);
+    check_query_aware::<f16>(&rt, &mut rng, 1, 70, 4, 1, 64, 2, 10);
 }

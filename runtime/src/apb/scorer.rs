@@ -105,11 +105,10 @@ pub(crate) fn retaining_scores<T: Element>(
     let tokens = shape.batch * shape.local;
     let in_features = (w.heads_q + 2 * w.heads_kv) * w.dim;
     let s = rt.stream();
-    let mut hidden = s
-        .alloc_zeros::<f32>(tokens * w.hidden)
+    // SAFETY (both): fully written by a GEMM with beta 0 (which never reads C) before any read.
+    let mut hidden = unsafe { s.alloc::<f32>(tokens * w.hidden) }
         .while_(|| "allocating the retaining heads' hidden layer".into())?;
-    let mut fc2_out = s
-        .alloc_zeros::<f32>(tokens * w.heads_kv)
+    let mut fc2_out = unsafe { s.alloc::<f32>(tokens * w.heads_kv) }
         .while_(|| "allocating the retaining heads' outputs".into())?;
     let elem = std::mem::size_of::<T>() as u64;
     {
