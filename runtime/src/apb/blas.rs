@@ -119,6 +119,12 @@ impl Blas {
                 format!("a row stride is below the row: {g:?}"),
             ));
         }
+        // cuBLAS works in the thread's current context: make it this handle's (a thread may
+        // serve several GPUs).
+        self.ctx.bind_to_thread().map_err(|source| Error::Driver {
+            context: "binding the cuBLAS handle's context".into(),
+            source,
+        })?;
         let stride = |x: usize| x as i64;
         let (alpha, beta) = (g.alpha, if g.accumulate { 1.0f32 } else { 0.0 });
         // Column-major view: Cᵀ[cols, rows] = W[cols, inner] · Xᵀ[inner, rows], where the
