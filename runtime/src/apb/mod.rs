@@ -5,6 +5,11 @@
 //! `lp` most important KV pairs of the local block (kept in position order) and writes them to
 //! a compact block that later hosts attend to as their *passing* block.
 
+pub mod merge;
+pub mod prefill;
+pub mod ring;
+pub mod star;
+
 use crate::runtime::{Element, Runtime, Tensor};
 use crate::Result;
 use cudarc::driver::CudaSlice;
