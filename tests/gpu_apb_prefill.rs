@@ -603,3 +603,54 @@ fn real_nccl_run_equals_the_simulated_run() {
     }
     println!("NCCL run on {hosts} GPUs equals the simulated run");
 }
+
+/// The NCCL calls themselves (library, id, communicator, all-gather, broadcast, grouped
+/// send/recv, barrier) on a one-rank communicator, which a single GPU can run.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn nccl_collectives_on_one_rank() {
+    if !nccl_present() {
+        println!("skipped: libnccl.so.2 is not on the loader path");
+        return;
+    }
+    let rt = Runtime::new(0).unwrap();
+    let comms = nccl_group(&[&rt]).unwrap();
+    let comm: &dyn Communicator = &comms[0];
+    assert_eq!((comm.rank(), comm.world_size()), (0, 1));
+    let data: Vec<i32> = (1..=1000).collect();
+    let send = rt.stream().clone_htod(&data).unwrap();
+    let mut recv = rt.stream().alloc_zeros::<i32>(1000).unwrap();
+    comm.all_gather(&send, 1000, &mut recv).unwrap();
+    assert_eq!(rt.stream().clone_dtoh(&recv).unwrap(), data);
+    let mut buf = rt.stream().clone_htod(&data).unwrap();
+    comm.broadcast(&mut buf, 1000, 0).unwrap();
+    assert_eq!(rt.stream().clone_dtoh(&buf).unwrap(), data);
+    let mut got = rt.stream().alloc_zeros::<i32>(1000).unwrap();
+    comm.exchange(&[(0, &send, 600)], &mut [(0, &mut got, 600)])
+        .unwrap();
+    let back = rt.stream().clone_dtoh(&got).unwrap();
+    assert_eq!(back[..600], data[..600]);
+    assert!(back[600..].iter().all(|&x| x == 0));
+    comm.barrier().unwrap();
+    // Too small a receive buffer is refused before NCCL sees it.
+    let mut small = rt.stream().alloc_zeros::<i32>(10).unwrap();
+    assert!(comm.all_gather(&send, 1000, &mut small).is_err());
+    // Every method on one NCCL rank equals plain causal attention.
+    let p = Problem::new(Case {
+        batch: 1,
+        n: 300,
+        hq: 4,
+        hkv: 2,
+        d: 128,
+        hosts: 1,
+        anchor: 0,
+        lp: 0,
+        anchor_query: 0,
+    });
+    for method in [Method::Apb, Method::Star, Method::Ring] {
+        let out = run_method(&[&rt], &comms, &p, method).unwrap();
+        let reference = p.causal_reference(0);
+        check_close(&out[0].o, &reference.o, &Tolerance::rel(1e-2))
+            .unwrap_or_else(|e| panic!("{method:?} on one NCCL rank: {e}"));
+    }
+}
