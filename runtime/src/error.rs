@@ -57,6 +57,16 @@ pub enum Error {
 
     #[error("kernel template failed to render: {0}")]
     Render(String),
+
+    #[error("NCCL error {code} while {context}: {message}")]
+    Nccl {
+        context: String,
+        code: i32,
+        message: String,
+    },
+
+    #[error("communication between hosts failed: {0}")]
+    Communicator(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

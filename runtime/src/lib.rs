@@ -37,6 +37,7 @@ pub mod error;
 pub mod layout;
 pub mod libs;
 pub mod masks;
+pub mod multigpu;
 pub mod params;
 pub mod plan;
 pub mod runtime;

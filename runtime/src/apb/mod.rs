@@ -8,8 +8,12 @@
 pub mod blas;
 pub mod compressor;
 pub mod kernels;
+pub mod merge;
+pub mod prefill;
+pub mod ring;
 pub mod scorer;
 pub mod select;
+pub mod star;
 pub mod validate;
 
 pub use compressor::{GivenScores, QueryAware, RetainingHeads, RetainingHeadsWeights};
