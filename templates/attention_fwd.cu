@@ -87,6 +87,8 @@ typedef BlockSparseSchedule<CAUSAL> Schedule;
 typedef MixedSchedule Schedule;
 {%- endif %}
 
+{% include "device/softmax.cuh" %}
+
 // Elements one row occupies in a shared-memory tile, and the byte offset of 16-byte chunk `c`
 // of row `r` in a tile of ROWS rows.
 {%- if mma == "wgmma" %}
@@ -265,6 +267,92 @@ extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const Fl
     fg_u32 q_frag[Q_IN_REGS ? M_TILES : 1][Q_IN_REGS ? D_STEPS : 1][4];
 {%- endif %}
 
+{%- if pipelined %}
+    // Pipelined wgmma loop. Step j issues S = Q K^T of tile j and O += P V of tile j - 1 as two
+    // commit groups, waits for the first only, and masks and softmaxes tile j while P V runs on
+    // the tensor cores; O is rescaled (and P of tile j packed over P of tile j - 1) once P V has
+    // retired. One extra step drains the last P V.
+    // Buffers: tile j's K and V live in slot j % 2. Copy group L(j) = {V(j), K(j + 1)} is issued
+    // at the top of step j; step j reads K(j) and V(j - 1), both in L(j - 1) (L(-1) = {Q, K(0)}).
+    // The barrier closing each step orders every warpgroup's reads before the next refill.
+    fg_u32 p_frag[M_TILES][KV_STEPS][4];
+    float s[M_TILES][S_TILES][4];
+    const fg_u32 q_base = fg_smem_addr(s_q) + (warp / 4) * 64 * 128;
+    if (steps > 0) {
+        fg_load_rows<BLOCK_M, false>(s_q, q_src, row0, sq);
+        fg_load_rows<BLOCK_N, SEGMENTED>(s_k, k_src, sched.tile(0) * BLOCK_N, sk);
+        fg_cp_async_commit();
+    }
+    for (int step = 0; step < steps + (steps > 0 ? 1 : 0); ++step) {
+        const bool has_qk = step < steps;
+        const int slot = step % 2;
+        int n_block = 0;
+        if (has_qk) {
+            n_block = sched.tile(step);
+            fg_load_rows<BLOCK_N, SEGMENTED>(s_v + slot * BLOCK_N * TILE_ROW, v_src, n_block * BLOCK_N, sk);
+            if (step + 1 < steps)
+                fg_load_rows<BLOCK_N, SEGMENTED>(s_k + (1 - slot) * BLOCK_N * TILE_ROW, k_src, sched.tile(step + 1) * BLOCK_N, sk);
+            fg_cp_async_commit();
+            fg_cp_async_wait<1>();
+        } else {
+            fg_cp_async_wait<0>();
+        }
+        fg_fence_proxy_async();
+        __syncthreads();
+
+        fg_wgmma_fence();
+        if (has_qk) {
+            // One k16 step of the head dim at a time, four per 128-byte swizzle atom.
+            const fg_u32 k_base = fg_smem_addr(s_k + slot * BLOCK_N * TILE_ROW);
+#pragma unroll
+            for (int ds = 0; ds < D_STEPS; ++ds)
+                fg_wgmma_qk(s[0], fg_wgmma_desc(q_base + (ds / 4) * BLOCK_M * 128 + (ds % 4) * 32, 16, 1024),
+                            fg_wgmma_desc(k_base + (ds / 4) * BLOCK_N * 128 + (ds % 4) * 32, 16, 1024), ds > 0);
+            fg_wgmma_commit();
+        }
+        if (step > 0) {
+            // V read MN-major (transposed): 64-column regions BLOCK_N * 128 bytes apart, 8-key
+            // groups 1 KiB apart.
+            const fg_u32 v_base = fg_smem_addr(s_v + (1 - slot) * BLOCK_N * TILE_ROW);
+#pragma unroll
+            for (int ks = 0; ks < KV_STEPS; ++ks)
+                fg_wgmma_pv(acc_o[0], p_frag[0][ks], fg_wgmma_desc(v_base + ks * 16 * 128, BLOCK_N * 128, 1024));
+            fg_wgmma_commit();
+        }
+        if (has_qk) {
+            if (step > 0) {
+                fg_wgmma_wait<1>();
+            } else {
+                fg_wgmma_wait<0>();
+            }
+#pragma unroll
+            for (int st = 0; st < S_TILES; ++st)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) fg_fence_operand(s[0][st][e]);
+            if (sched.needs_mask(n_block)) fg_mask_scores(s, sched, row0 + warp_row, n_block * BLOCK_N, g, t);
+            float correction[M_TILES][2];
+            fg_softmax(s, row_max, row_sum, correction, p.scale_log2);
+            fg_wgmma_wait<0>();
+#pragma unroll
+            for (int ot = 0; ot < O_TILES; ++ot)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) fg_fence_operand(acc_o[0][ot][e]);
+#pragma unroll
+            for (int ks = 0; ks < KV_STEPS; ++ks)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) fg_fence_operand(p_frag[0][ks][e]);
+            fg_rescale_output(acc_o, correction);
+            fg_pack_probs(p_frag, s);
+        } else {
+            fg_wgmma_wait<0>();
+#pragma unroll
+            for (int ot = 0; ot < O_TILES; ++ot)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) fg_fence_operand(acc_o[0][ot][e]);
+        }
+        __syncthreads();
+    }
+{%- else %}
     if (steps > 0) {
         fg_load_rows<BLOCK_M, false>(s_q, q_src, row0, sq);
 {%- if stages == 1 %}
@@ -335,7 +423,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const Fl
 #pragma unroll
             for (int ds = 0; ds < D_STEPS; ++ds) {
                 fg_wgmma_qk(s[0], fg_wgmma_desc(q_base + (ds / 4) * BLOCK_M * 128 + (ds % 4) * 32, 16, 1024),
-                            fg_wgmma_desc(k_base + (ds / 4) * BLOCK_N * 128 + (ds % 4) * 32, 16, 1024));
+                            fg_wgmma_desc(k_base + (ds / 4) * BLOCK_N * 128 + (ds % 4) * 32, 16, 1024), 1);
             }
             fg_wgmma_commit();
             fg_wgmma_wait_all();
@@ -371,18 +459,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const Fl
         }
 {%- endif %}
 
-        if (sched.needs_mask(n_block)) {
-#pragma unroll
-            for (int mt = 0; mt < M_TILES; ++mt)
-#pragma unroll
-                for (int st = 0; st < S_TILES; ++st)
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) {
-                        const int i = row0 + warp_row + mt * 16 + g + (e / 2) * 8;
-                        const int j = n_block * BLOCK_N + st * 8 + 2 * t + (e % 2);
-                        if (!sched.visible(i, j)) s[mt][st][e] = fg_neg_inf();
-                    }
-        }
+        if (sched.needs_mask(n_block)) fg_mask_scores(s, sched, row0 + warp_row, n_block * BLOCK_N, g, t);
 {%- if stages == 1 %}
 
         // Every warp is done reading K(step): fetch the next K during softmax and P V.
@@ -393,50 +470,12 @@ extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const Fl
         }
 {%- endif %}
 
-        // Online softmax in base 2: scores scaled by scale * log2(e) inside the exponent.
-        const float scale_log2 = p.scale_log2;
+        // Online softmax, then P as {{ dtype }} A operands right away.
+        float correction[M_TILES][2];
+        fg_softmax(s, row_max, row_sum, correction, p.scale_log2);
+        fg_rescale_output(acc_o, correction);
         fg_u32 p_frag[M_TILES][KV_STEPS][4];
-#pragma unroll
-        for (int mt = 0; mt < M_TILES; ++mt) {
-#pragma unroll
-            for (int hf = 0; hf < 2; ++hf) {
-                float mx = row_max[mt][hf];
-#pragma unroll
-                for (int st = 0; st < S_TILES; ++st)
-                    mx = fmaxf(mx, fmaxf(s[mt][st][2 * hf], s[mt][st][2 * hf + 1]));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-                // A row with nothing visible yet keeps max -inf; offset 0 keeps exp2 at 0, not NaN.
-                const float offset = mx == fg_neg_inf() ? 0.f : mx * scale_log2;
-                const float correction = fg_exp2(row_max[mt][hf] * scale_log2 - offset);
-                row_max[mt][hf] = mx;
-                float sum = 0.f;
-#pragma unroll
-                for (int st = 0; st < S_TILES; ++st) {
-#pragma unroll
-                    for (int e = 0; e < 2; ++e) {
-                        const float pv = fg_exp2(s[mt][st][2 * hf + e] * scale_log2 - offset);
-                        s[mt][st][2 * hf + e] = pv;
-                        sum += pv;
-                    }
-                }
-                row_sum[mt][hf] = row_sum[mt][hf] * correction + sum;
-#pragma unroll
-                for (int ot = 0; ot < O_TILES; ++ot) {
-                    acc_o[mt][ot][2 * hf] *= correction;
-                    acc_o[mt][ot][2 * hf + 1] *= correction;
-                }
-            }
-            // P as {{ dtype }} A operands right away: the accumulator layout of two n8 tiles is
-            // the A-operand layout of one k16 step, and half the registers of the f32 scores.
-#pragma unroll
-            for (int ks = 0; ks < KV_STEPS; ++ks) {
-                p_frag[mt][ks][0] = fg_pack2(s[mt][2 * ks][0], s[mt][2 * ks][1]);
-                p_frag[mt][ks][1] = fg_pack2(s[mt][2 * ks][2], s[mt][2 * ks][3]);
-                p_frag[mt][ks][2] = fg_pack2(s[mt][2 * ks + 1][0], s[mt][2 * ks + 1][1]);
-                p_frag[mt][ks][3] = fg_pack2(s[mt][2 * ks + 1][2], s[mt][2 * ks + 1][3]);
-            }
-        }
+        fg_pack_probs(p_frag, s);
 {%- if stages == 1 %}
 
         // V(step) is the older of the outstanding copy groups.
@@ -487,6 +526,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const Fl
         __syncthreads();
 {%- endif %}
     }
+{%- endif %}
     fg_cp_async_wait<0>();
 
     // Epilogue: normalise, stage this warp's rows in its own part of the Q buffer, then store
