@@ -95,7 +95,8 @@ pub enum Mma {
     /// `wgmma` with the two GEMMs of neighbouring KV tiles in flight together: each warpgroup
     /// issues S = Q K^T of tile j and O += P V of tile j - 1, then runs the mask and softmax of
     /// tile j while P V still runs on the tensor cores (FlashAttention-3's intra-warpgroup
-    /// overlap). K and V are double-buffered, so the tile needs `stages = 2` (sm_90a).
+    /// overlap). With `stages = 1` K(j + 1) and V(j) are fetched as soon as their buffer's
+    /// last reader retires; with 2 they are double-buffered a whole step ahead (sm_90a).
     #[serde(rename = "wgmma-pipelined")]
     WgmmaPipelined,
 }

@@ -91,14 +91,6 @@ pub fn validate_tile(tile: &TileConfig, head_dim: u32) -> Result<(), SpecError> 
         }
     }
     if tile.mma == Mma::WgmmaPipelined {
-        if tile.stages != 2 {
-            return Err(SpecError::WgmmaTile {
-                reason: format!(
-                    "the pipelined loop double-buffers K and V, so tile.stages must be 2; got {}",
-                    tile.stages
-                ),
-            });
-        }
         let needed = pipelined_registers(tile, head_dim);
         if needed > MAX_PIPELINED_REGISTERS {
             return Err(SpecError::WgmmaTile {

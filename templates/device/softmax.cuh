@@ -1,5 +1,5 @@
-// flashgen device library: the per-tile score hooks every mainloop shares (mma.sync, wgmma and
-// the pipelined wgmma loop), so a variant's mask and the online softmax exist once.
+// flashgen device library: the per-tile score hooks every mainloop shares (the warp-level and
+// the warpgroup-level ones, plain and pipelined), so a mask and the online softmax exist once.
 // Fragment coordinates: lane = 4 * g + t; a thread holds rows g and g + 8 of each 16-row tile
 // and columns 2t, 2t + 1 of each 8-column tile.
 
