@@ -23,19 +23,30 @@ pub fn search_space(spec: &KernelSpec, arch: Arch) -> Vec<TileConfig> {
     out
 }
 
-/// A config that is good without tuning (measured on an H100 over the benchmark's cases; the
-/// tuner picks per shape). On sm_90a the `wgmma` mainloop: two warpgroups over 128 keys a step
-/// for dense d128, one warpgroup elsewhere (more CTAs balance short and sparse work better).
+/// A config that is good without tuning (the tuner picks per shape). On sm_90a the `wgmma`
+/// mainloops, one warpgroup per CTA (more CTAs balance short and sparse work better) except
+/// for d256. Measured on an H200 (b1 h32 d128 bf16 with lse, s32768 unless noted, useful
+/// TFLOP/s): the pipelined loop over 64x128 tiles, two CTAs per SM, against the plain wgmma
+/// default: streaming 441 vs 402, block-sparse 450 vs 396, mixed heads 473 vs 440, causal
+/// 495 vs 468 (s4096 448 vs 406, s16384 497 vs 471). At d64 it lost (causal s16384 378 vs
+/// 419), so d64 keeps the plain loop; varlen and non-causal dense were not measured with it.
 /// Elsewhere FlashAttention-2's shapes (128 query rows over 4 warps, 64 keys a step) where
 /// registers allow, 16 rows per warp for the largest head dim.
 pub fn default_tile(spec: &KernelSpec, arch: Arch) -> TileConfig {
+    let pipelined = !spec.varlen
+        && spec.head_dim == 128
+        && match spec.variant {
+            Variant::Streaming | Variant::BlockSparse | Variant::Mixed => true,
+            Variant::Dense => spec.causal,
+            Variant::Apb => false,
+        };
     let hopper = match (spec.variant, spec.head_dim) {
+        _ if pipelined => TileConfig::new(64, 128, 4, 1).with_mma(Mma::WgmmaPipelined),
         // Measured by a full tune on an H100 (dense d128: 1.16-1.25x over m128n128w8s1).
-        (Variant::Dense | Variant::Apb, 256) => TileConfig::new(128, 64, 8, 1),
-        (Variant::Streaming, _) | (_, 256) => TileConfig::new(64, 64, 4, 1),
-        _ => TileConfig::new(64, 128, 4, 1),
-    }
-    .with_mma(Mma::Wgmma);
+        (Variant::Dense | Variant::Apb, 256) => TileConfig::new(128, 64, 8, 1).with_mma(Mma::Wgmma),
+        (Variant::Streaming, _) | (_, 256) => TileConfig::new(64, 64, 4, 1).with_mma(Mma::Wgmma),
+        _ => TileConfig::new(64, 128, 4, 1).with_mma(Mma::Wgmma),
+    };
     let preferred = match spec.head_dim {
         256 | 32 => TileConfig::new(64, 64, 4, 1),
         64 => TileConfig::new(128, 64, 4, 2),

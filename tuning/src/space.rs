@@ -129,7 +129,7 @@ mod tests {
             assert!(quick.contains(&other_stages), "{quick:?}");
             let sync = quick.iter().filter(|t| t.mma == Mma::Sync).count();
             assert_eq!(sync, 1, "one tile of the other tensor-core kind: {quick:?}");
-            let wgmma = quick.iter().filter(|t| t.mma == Mma::Wgmma).count();
+            let wgmma = quick.iter().filter(|t| t.mma.is_wgmma()).count();
             assert!(wgmma > QUICK_PER_MMA, "{quick:?}");
             // No duplicates; all valid; a subset of the full space.
             let full = candidate_tiles(&s, arch, limit, false);
