@@ -5,12 +5,14 @@
 //!
 //!   cargo bench --bench apb_compress -- [--json FILE]
 
+#[path = "common/timing.rs"]
+mod timing;
+
 use flashgen_reference::Rng;
 use flashgen_runtime::apb::{
     top_k, Activation, ApbKernels, GivenScores, KvCompressor, LocalBlock, QueryAware,
     RetainingHeads, RetainingHeadsWeights,
 };
-use flashgen_runtime::cudarc::driver::sys::CUevent_flags;
 use flashgen_runtime::cudarc::driver::CudaSlice;
 use flashgen_runtime::{Layout, Runtime, Tensor};
 use half::bf16;
@@ -30,29 +32,9 @@ const NQ: usize = 64;
 /// Median milliseconds of `f`.
 fn time(
     rt: &Runtime,
-    mut f: impl FnMut() -> flashgen_runtime::Result<()>,
+    f: impl FnMut() -> flashgen_runtime::Result<()>,
 ) -> flashgen_runtime::Result<f64> {
-    let ctx = rt.context();
-    let stream = rt.stream();
-    for _ in 0..WARMUP {
-        f()?;
-    }
-    let mut times = Vec::with_capacity(REPS);
-    for _ in 0..REPS {
-        let start = ctx
-            .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
-            .expect("event");
-        let end = ctx
-            .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
-            .expect("event");
-        start.record(stream).expect("record");
-        f()?;
-        end.record(stream).expect("record");
-        end.synchronize().expect("sync");
-        times.push(start.elapsed_ms(&end).expect("elapsed") as f64);
-    }
-    times.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
-    Ok(times[REPS / 2])
+    timing::median_ms(rt, WARMUP, REPS, f)
 }
 
 #[derive(serde::Serialize)]

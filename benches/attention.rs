@@ -9,10 +9,12 @@
 //! rows of each case they are valid for. The masks match `shared/bench/peers.py`, so the peers' numbers from the same
 //! machine compare directly.
 
+#[path = "common/timing.rs"]
+mod timing;
+
 use flashgen_codegen::{
     default_tile, parse_tile, search_space, validate, DType, KernelSpec, TileConfig, Variant,
 };
-use flashgen_runtime::cudarc::driver::sys::CUevent_flags;
 use flashgen_runtime::cudarc::driver::{CudaSlice, CudaStream};
 use flashgen_runtime::{
     dense_density, AttentionArgs, BlockMask, DeviceBlockMask, DeviceHeadKinds, HeadKind, Layout,
@@ -247,29 +249,9 @@ fn launch(
 /// Median milliseconds of one launch.
 fn time(
     rt: &Runtime,
-    mut f: impl FnMut() -> flashgen_runtime::Result<()>,
+    f: impl FnMut() -> flashgen_runtime::Result<()>,
 ) -> flashgen_runtime::Result<f64> {
-    let ctx = rt.context();
-    let stream = rt.stream();
-    for _ in 0..WARMUP {
-        f()?;
-    }
-    let mut times = Vec::with_capacity(REPS);
-    for _ in 0..REPS {
-        let start = ctx
-            .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
-            .expect("event");
-        let end = ctx
-            .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
-            .expect("event");
-        start.record(stream).expect("record");
-        f()?;
-        end.record(stream).expect("record");
-        end.synchronize().expect("sync");
-        times.push(start.elapsed_ms(&end).expect("elapsed") as f64);
-    }
-    times.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
-    Ok(times[REPS / 2])
+    timing::median_ms(rt, WARMUP, REPS, f)
 }
 
 #[derive(serde::Serialize)]
