@@ -2,12 +2,16 @@
 //! repeated launches after a warm-up), printed as a table and written as JSON.
 //!
 //!   cargo bench --bench attention -- [--json FILE] [--sweep] [--only NAME[,NAME..]]
+//!                                     [--tiles TILE[,TILE..]]
 //!
 //! `--sweep` also times every tile config of the search space and reports the fastest next to
-//! the default. The masks match `shared/bench/peers.py`, so the peers' numbers from the same
+//! the default; `--tiles` times the named tiles (e.g. `m64n128w4s2-wgmma-pipelined`) as extra
+//! rows of each case they are valid for. The masks match `shared/bench/peers.py`, so the peers' numbers from the same
 //! machine compare directly.
 
-use flashgen_codegen::{default_tile, search_space, DType, KernelSpec, TileConfig, Variant};
+use flashgen_codegen::{
+    default_tile, parse_tile, search_space, validate, DType, KernelSpec, TileConfig, Variant,
+};
 use flashgen_runtime::cudarc::driver::sys::CUevent_flags;
 use flashgen_runtime::cudarc::driver::{CudaSlice, CudaStream};
 use flashgen_runtime::{
@@ -293,6 +297,20 @@ fn main() {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .map(|s| s.split(',').map(str::to_string).collect());
+    let extra_tiles: Vec<TileConfig> = match args
+        .iter()
+        .position(|a| a == "--tiles")
+        .and_then(|i| args.get(i + 1))
+    {
+        Some(list) => match list.split(',').map(parse_tile).collect() {
+            Ok(tiles) => tiles,
+            Err(e) => {
+                eprintln!("--tiles: {e}");
+                std::process::exit(2);
+            }
+        },
+        None => Vec::new(),
+    };
 
     let rt = match Runtime::new(0) {
         Ok(rt) => rt,
@@ -368,23 +386,59 @@ fn main() {
             "{:<18} {:<22} {:<12} {:>9.3} {:>9.1}  {best}",
             row.case, row.shape, row.tile, row.ms, row.tflops
         );
+        let shape = row.shape.clone();
         rows.push(row);
+        for &tile in &extra_tiles {
+            if tile == default || validate(&base.with_tile(tile), rt.arch()).is_err() {
+                continue;
+            }
+            match measure(&mut x, tile) {
+                Ok(ms) => {
+                    println!(
+                        "{:<18} {:<22} {:<12} {:>9.3} {:>9.1}",
+                        c.name,
+                        shape,
+                        tile.to_string(),
+                        ms,
+                        flops / ms / 1e9
+                    );
+                    rows.push(Row {
+                        case: c.name.to_string(),
+                        shape: shape.clone(),
+                        backend: "flashgen",
+                        tile: tile.to_string(),
+                        ms,
+                        tflops: flops / ms / 1e9,
+                        best_tile: None,
+                        best_ms: None,
+                    });
+                }
+                Err(e) => println!("{:<18} {tile} failed: {e}", c.name),
+            }
+        }
         if let CaseMask::HalfStreaming(p) = c.mask {
-            if let Ok(ms) = two_launches(&rt, &c, p) {
-                println!(
-                    "{:<18} {:<22} {:<12} {:>9.3} {:>9.1}  (streaming and dense-causal halves as two launches)",
-                    "mixed-2-launches", rows.last().map(|r| r.shape.as_str()).unwrap_or(""), "default", ms, flops / ms / 1e9
-                );
-                rows.push(Row {
-                    case: "mixed-2-launches".into(),
-                    shape: format!("b1 h{}/{} s{} d{}", c.heads, c.kv_heads, c.seq, c.head_dim),
-                    backend: "flashgen",
-                    tile: "default".into(),
-                    ms,
-                    tflops: flops / ms / 1e9,
-                    best_tile: None,
-                    best_ms: None,
-                });
+            // The same tile kinds as the one-launch rows: each half's default, then each named tile.
+            for tile in std::iter::once(None).chain(extra_tiles.iter().copied().map(Some)) {
+                let name = tile.map_or("default".to_string(), |t| t.to_string());
+                match two_launches(&rt, &c, p, tile) {
+                    Ok(ms) => {
+                        println!(
+                            "{:<18} {:<22} {:<12} {:>9.3} {:>9.1}  (streaming and dense-causal halves as two launches)",
+                            "mixed-2-launches", shape, name, ms, flops / ms / 1e9
+                        );
+                        rows.push(Row {
+                            case: "mixed-2-launches".into(),
+                            shape: shape.clone(),
+                            backend: "flashgen",
+                            tile: name,
+                            ms,
+                            tflops: flops / ms / 1e9,
+                            best_tile: None,
+                            best_ms: None,
+                        });
+                    }
+                    Err(e) => println!("mixed-2-launches {name} failed: {e}"),
+                }
             }
         }
     }
@@ -397,7 +451,13 @@ fn main() {
 
 /// The mixed case's two halves as separate launches: a streaming kernel over half the heads and
 /// a dense-causal kernel over the other half.
-fn two_launches(rt: &Runtime, c: &Case, p: StreamingParams) -> flashgen_runtime::Result<f64> {
+/// With `tile`, both halves use it where it is valid for them.
+fn two_launches(
+    rt: &Runtime,
+    c: &Case,
+    p: StreamingParams,
+    tile: Option<TileConfig>,
+) -> flashgen_runtime::Result<f64> {
     let half = Case {
         name: "half",
         variant: Variant::Streaming,
@@ -417,14 +477,18 @@ fn two_launches(rt: &Runtime, c: &Case, p: StreamingParams) -> flashgen_runtime:
     let (mut xs, mut xd) = (inputs(rt.stream(), &half), inputs(rt.stream(), &dense_half));
     let (ms_, md) = (device_mask(rt, &half), device_mask(rt, &dense_half));
     let spec = |case: &Case| {
-        KernelSpec::new(
+        let s = KernelSpec::new(
             case.variant,
             case.head_dim as u32,
             DType::Bf16,
             case.causal,
             rt.arch(),
         )
-        .with_lse(true)
+        .with_lse(true);
+        match tile {
+            Some(t) if validate(&s.with_tile(t), rt.arch()).is_ok() => s.with_tile(t),
+            _ => s,
+        }
     };
     let (ss, sd) = (spec(&half), spec(&dense_half));
     time(rt, || {

@@ -87,6 +87,8 @@ typedef BlockSparseSchedule<CAUSAL> Schedule;
 typedef MixedSchedule Schedule;
 {%- endif %}
 
+{% include "device/softmax.cuh" %}
+
 // Elements one row occupies in a shared-memory tile, and the byte offset of 16-byte chunk `c`
 // of row `r` in a tile of ROWS rows.
 {%- if mma == "wgmma" %}
@@ -265,6 +267,152 @@ extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const Fl
     fg_u32 q_frag[Q_IN_REGS ? M_TILES : 1][Q_IN_REGS ? D_STEPS : 1][4];
 {%- endif %}
 
+{%- if pipelined %}
+    // Pipelined wgmma loop (FlashAttention-3's intra-warpgroup overlap). Step j issues
+    // S = Q K^T of tile j, rescales O while it runs, issues O += P V of tile j - 1, waits for S
+    // only, and masks and softmaxes tile j while P V still runs on the tensor cores. The first
+    // step (no P V yet) and the last P V are peeled off so the loop body is straight-line code:
+    // ptxas then keeps the two groups in flight instead of serialising every wgmma.
+{%- if stages == 2 %}
+    // Buffers: tile j's K and V live in slot j % 2. Copy group L(j) = {V(j), K(j + 1)} is issued
+    // at the top of step j; step j reads K(j) and V(j - 1), both in L(j - 1) (L(-1) = {Q, K(0)}).
+    // The barrier closing each step orders every warpgroup's reads before the next refill.
+{%- else %}
+    // One K and one V buffer: K(j + 1) is fetched as soon as every warpgroup's S(j) has retired
+    // (hidden by the softmax), V(j) as soon as P V(j - 1) has (hidden by the next S = Q K^T).
+    // Copy groups alternate K, V, so the K a step needs is the older of two outstanding groups.
+{%- endif %}
+    fg_u32 p_frag[M_TILES][KV_STEPS][4];
+    float correction[M_TILES][2];
+    const fg_u32 q_base = fg_smem_addr(s_q) + (warp / 4) * 64 * 128;
+    const float scale_log2 = p.scale_log2;
+    // S = Q K^T of one tile, one k16 step of the head dim at a time (four per swizzle atom).
+    auto issue_qk = [&](float (&s)[M_TILES][S_TILES][4], const elem_t* k_tile) {
+        const fg_u32 k_base = fg_smem_addr(k_tile);
+        fg_wgmma_fence();
+#pragma unroll
+        for (int ds = 0; ds < D_STEPS; ++ds)
+            fg_wgmma_qk(s[0], fg_wgmma_desc(q_base + (ds / 4) * BLOCK_M * 128 + (ds % 4) * 32, 16, 1024),
+                        fg_wgmma_desc(k_base + (ds / 4) * BLOCK_N * 128 + (ds % 4) * 32, 16, 1024), ds > 0);
+        fg_wgmma_commit();
+    };
+    // O += P V, V read MN-major (transposed): 64-column regions BLOCK_N * 128 bytes apart, 8-key
+    // groups 1 KiB apart.
+    auto issue_pv = [&](const elem_t* v_tile) {
+        const fg_u32 v_base = fg_smem_addr(v_tile);
+        fg_wgmma_fence();
+#pragma unroll
+        for (int ks = 0; ks < KV_STEPS; ++ks)
+            fg_wgmma_pv(acc_o[0], p_frag[0][ks], fg_wgmma_desc(v_base + ks * 16 * 128, BLOCK_N * 128, 1024));
+        fg_wgmma_commit();
+    };
+    auto fence_scores = [&](float (&s)[M_TILES][S_TILES][4]) {
+#pragma unroll
+        for (int st = 0; st < S_TILES; ++st)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) fg_fence_operand(s[0][st][e]);
+    };
+    auto fence_output = [&]() {
+#pragma unroll
+        for (int ot = 0; ot < O_TILES; ++ot)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) fg_fence_operand(acc_o[0][ot][e]);
+#pragma unroll
+        for (int ks = 0; ks < KV_STEPS; ++ks)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) fg_fence_operand(p_frag[0][ks][e]);
+    };
+    auto k_buf = [&](int step) { return s_k + (STAGES == 2 ? step % 2 : 0) * BLOCK_N * TILE_ROW; };
+    auto v_buf = [&](int step) { return s_v + (STAGES == 2 ? step % 2 : 0) * BLOCK_N * TILE_ROW; };
+
+    if (steps > 0) {
+        // Step 0: S = Q K^T(0) and its softmax; no P V yet.
+        fg_load_rows<BLOCK_M, false>(s_q, q_src, row0, sq);
+        fg_load_rows<BLOCK_N, SEGMENTED>(s_k, k_src, sched.tile(0) * BLOCK_N, sk);
+        fg_cp_async_commit();
+{%- if stages == 2 %}
+        fg_load_rows<BLOCK_N, SEGMENTED>(s_v, v_src, sched.tile(0) * BLOCK_N, sk);
+        if (steps > 1) fg_load_rows<BLOCK_N, SEGMENTED>(k_buf(1), k_src, sched.tile(1) * BLOCK_N, sk);
+        fg_cp_async_commit();
+        fg_cp_async_wait<1>();
+{%- else %}
+        fg_cp_async_wait<0>();
+{%- endif %}
+        fg_fence_proxy_async();
+        __syncthreads();
+        float s[M_TILES][S_TILES][4];
+        issue_qk(s, s_k);
+        fg_wgmma_wait<0>();
+        fence_scores(s);
+{%- if stages == 1 %}
+        __syncthreads();  // every warpgroup's S(0) has retired: K may be refilled
+        if (steps > 1) fg_load_rows<BLOCK_N, SEGMENTED>(s_k, k_src, sched.tile(1) * BLOCK_N, sk);
+        fg_cp_async_commit();
+        fg_load_rows<BLOCK_N, SEGMENTED>(s_v, v_src, sched.tile(0) * BLOCK_N, sk);
+        fg_cp_async_commit();
+{%- else %}
+        __syncthreads();
+{%- endif %}
+        const int n_block = sched.tile(0);
+        if (sched.needs_mask(n_block)) fg_mask_scores(s, sched, row0 + warp_row, n_block * BLOCK_N, g, t);
+        fg_softmax(s, row_max, row_sum, correction, scale_log2);
+        fg_pack_probs(p_frag, s);
+    }
+    for (int step = 1; step < steps; ++step) {
+        const int n_block = sched.tile(step);
+{%- if stages == 2 %}
+        fg_load_rows<BLOCK_N, SEGMENTED>(v_buf(step), v_src, n_block * BLOCK_N, sk);
+        if (step + 1 < steps) fg_load_rows<BLOCK_N, SEGMENTED>(k_buf(step + 1), k_src, sched.tile(step + 1) * BLOCK_N, sk);
+        fg_cp_async_commit();
+        fg_cp_async_wait<1>();  // K(step) and V(step - 1)
+        fg_fence_proxy_async();
+        __syncthreads();
+{%- else %}
+        fg_cp_async_wait<1>();  // K(step); V(step - 1) may still be in flight
+        fg_fence_proxy_async();
+        __syncthreads();
+{%- endif %}
+        float s[M_TILES][S_TILES][4];
+        issue_qk(s, k_buf(step));
+        fg_rescale_output(acc_o, correction);
+{%- if stages == 1 %}
+        fg_cp_async_wait<0>();  // V(step - 1)
+        fg_fence_proxy_async();
+        __syncthreads();
+{%- endif %}
+        issue_pv(v_buf(step - 1));
+        fg_wgmma_wait<1>();
+        fence_scores(s);
+{%- if stages == 1 %}
+        __syncthreads();  // every warpgroup's S(step) has retired: K may be refilled
+        if (step + 1 < steps) fg_load_rows<BLOCK_N, SEGMENTED>(s_k, k_src, sched.tile(step + 1) * BLOCK_N, sk);
+        fg_cp_async_commit();
+{%- endif %}
+        if (sched.needs_mask(n_block)) fg_mask_scores(s, sched, row0 + warp_row, n_block * BLOCK_N, g, t);
+        fg_softmax(s, row_max, row_sum, correction, scale_log2);
+        fg_wgmma_wait<0>();
+        fence_output();
+{%- if stages == 1 %}
+        __syncthreads();  // every warpgroup's P V(step - 1) has retired: V may be refilled
+        fg_load_rows<BLOCK_N, SEGMENTED>(s_v, v_src, n_block * BLOCK_N, sk);
+        fg_cp_async_commit();
+{%- endif %}
+        fg_pack_probs(p_frag, s);
+{%- if stages == 2 %}
+        __syncthreads();  // every warpgroup is done with K(step) and V(step - 1)
+{%- endif %}
+    }
+    if (steps > 0) {
+        // The last P V.
+        fg_cp_async_wait<0>();
+        fg_fence_proxy_async();
+        __syncthreads();
+        fg_rescale_output(acc_o, correction);
+        issue_pv(v_buf(steps - 1));
+        fg_wgmma_wait<0>();
+        fence_output();
+    }
+{%- else %}
     if (steps > 0) {
         fg_load_rows<BLOCK_M, false>(s_q, q_src, row0, sq);
 {%- if stages == 1 %}
@@ -335,7 +483,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const Fl
 #pragma unroll
             for (int ds = 0; ds < D_STEPS; ++ds) {
                 fg_wgmma_qk(s[0], fg_wgmma_desc(q_base + (ds / 4) * BLOCK_M * 128 + (ds % 4) * 32, 16, 1024),
-                            fg_wgmma_desc(k_base + (ds / 4) * BLOCK_N * 128 + (ds % 4) * 32, 16, 1024));
+                            fg_wgmma_desc(k_base + (ds / 4) * BLOCK_N * 128 + (ds % 4) * 32, 16, 1024), 1);
             }
             fg_wgmma_commit();
             fg_wgmma_wait_all();
@@ -371,18 +519,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const Fl
         }
 {%- endif %}
 
-        if (sched.needs_mask(n_block)) {
-#pragma unroll
-            for (int mt = 0; mt < M_TILES; ++mt)
-#pragma unroll
-                for (int st = 0; st < S_TILES; ++st)
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) {
-                        const int i = row0 + warp_row + mt * 16 + g + (e / 2) * 8;
-                        const int j = n_block * BLOCK_N + st * 8 + 2 * t + (e % 2);
-                        if (!sched.visible(i, j)) s[mt][st][e] = fg_neg_inf();
-                    }
-        }
+        if (sched.needs_mask(n_block)) fg_mask_scores(s, sched, row0 + warp_row, n_block * BLOCK_N, g, t);
 {%- if stages == 1 %}
 
         // Every warp is done reading K(step): fetch the next K during softmax and P V.
@@ -393,50 +530,12 @@ extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const Fl
         }
 {%- endif %}
 
-        // Online softmax in base 2: scores scaled by scale * log2(e) inside the exponent.
-        const float scale_log2 = p.scale_log2;
+        // Online softmax, then P as {{ dtype }} A operands right away.
+        float correction[M_TILES][2];
+        fg_softmax(s, row_max, row_sum, correction, p.scale_log2);
+        fg_rescale_output(acc_o, correction);
         fg_u32 p_frag[M_TILES][KV_STEPS][4];
-#pragma unroll
-        for (int mt = 0; mt < M_TILES; ++mt) {
-#pragma unroll
-            for (int hf = 0; hf < 2; ++hf) {
-                float mx = row_max[mt][hf];
-#pragma unroll
-                for (int st = 0; st < S_TILES; ++st)
-                    mx = fmaxf(mx, fmaxf(s[mt][st][2 * hf], s[mt][st][2 * hf + 1]));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-                // A row with nothing visible yet keeps max -inf; offset 0 keeps exp2 at 0, not NaN.
-                const float offset = mx == fg_neg_inf() ? 0.f : mx * scale_log2;
-                const float correction = fg_exp2(row_max[mt][hf] * scale_log2 - offset);
-                row_max[mt][hf] = mx;
-                float sum = 0.f;
-#pragma unroll
-                for (int st = 0; st < S_TILES; ++st) {
-#pragma unroll
-                    for (int e = 0; e < 2; ++e) {
-                        const float pv = fg_exp2(s[mt][st][2 * hf + e] * scale_log2 - offset);
-                        s[mt][st][2 * hf + e] = pv;
-                        sum += pv;
-                    }
-                }
-                row_sum[mt][hf] = row_sum[mt][hf] * correction + sum;
-#pragma unroll
-                for (int ot = 0; ot < O_TILES; ++ot) {
-                    acc_o[mt][ot][2 * hf] *= correction;
-                    acc_o[mt][ot][2 * hf + 1] *= correction;
-                }
-            }
-            // P as {{ dtype }} A operands right away: the accumulator layout of two n8 tiles is
-            // the A-operand layout of one k16 step, and half the registers of the f32 scores.
-#pragma unroll
-            for (int ks = 0; ks < KV_STEPS; ++ks) {
-                p_frag[mt][ks][0] = fg_pack2(s[mt][2 * ks][0], s[mt][2 * ks][1]);
-                p_frag[mt][ks][1] = fg_pack2(s[mt][2 * ks][2], s[mt][2 * ks][3]);
-                p_frag[mt][ks][2] = fg_pack2(s[mt][2 * ks + 1][0], s[mt][2 * ks + 1][1]);
-                p_frag[mt][ks][3] = fg_pack2(s[mt][2 * ks + 1][2], s[mt][2 * ks + 1][3]);
-            }
-        }
+        fg_pack_probs(p_frag, s);
 {%- if stages == 1 %}
 
         // V(step) is the older of the outstanding copy groups.
@@ -487,6 +586,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const Fl
         __syncthreads();
 {%- endif %}
     }
+{%- endif %}
     fg_cp_async_wait<0>();
 
     // Epilogue: normalise, stage this warp's rows in its own part of the Q buffer, then store

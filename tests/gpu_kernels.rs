@@ -5,7 +5,7 @@
 mod common;
 
 use common::{check, runtime, Case, CaseMask};
-use flashgen_codegen::{search_space, DType, TileConfig, HEAD_DIMS};
+use flashgen_codegen::{search_space, DType, Mma, TileConfig, HEAD_DIMS};
 use flashgen_runtime::{HeadKind, StreamingParams};
 
 #[test]
@@ -292,4 +292,108 @@ fn sanitizer_small_launches() {
         block_k: 128,
     };
     check(&rt, &c);
+}
+
+/// The pipelined wgmma tiles of the search space for head dim `d` (none off sm_90a).
+fn pipelined_tiles(rt: &flashgen_runtime::Runtime, d: usize) -> Vec<TileConfig> {
+    let probe = Case::dense(d, false, 64, 64).spec(rt);
+    search_space(&probe, rt.arch())
+        .into_iter()
+        .filter(|t| t.mma == Mma::WgmmaPipelined)
+        .collect()
+}
+
+/// Every variant through each pipelined wgmma tile at d128 (d64 through dense and streaming;
+/// the search-space test covers plain dense for all): one- and two-tile loops (the peeled first
+/// step and last P V), ragged ends, empty rows and long loops.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn pipelined_wgmma_every_variant() {
+    let rt = runtime();
+    for tile in pipelined_tiles(&rt, 64) {
+        let mut c = Case::dense(64, true, 333, 1000);
+        c.tile = Some(tile);
+        check(&rt, &c);
+        let mut c = streaming(128, 300, 1000, 1000);
+        c.head_dim = 64;
+        c.tile = Some(tile);
+        check(&rt, &c);
+    }
+    for tile in pipelined_tiles(&rt, 128) {
+        let with = |mut c: Case| {
+            c.tile = Some(tile);
+            c
+        };
+        for (sq, sk) in [(1, 1), (17, 100), (1000, 333), (515, 515)] {
+            check(&rt, &with(Case::dense(128, true, sq, sk)));
+        }
+        check(&rt, &with(Case::dense(128, false, 333, 1000)));
+        let mut c = with(Case::dense(128, true, 0, 0));
+        c.varlen = Some(vec![(33, 200), (0, 7), (130, 0), (257, 257)]);
+        c.hq = 4;
+        c.hkv = 2;
+        check(&rt, &c);
+        for (sq, sk) in [(700, 700), (517, 900)] {
+            check(&rt, &with(block_sparse(128, 128, true, sq, sk)));
+        }
+        let mut c = with(Case::dense(128, true, 700, 900));
+        c.hq = 4;
+        c.hkv = 2;
+        c.mask = CaseMask::Mixed {
+            kinds: vec![
+                HeadKind::Streaming,
+                HeadKind::DenseCausal,
+                HeadKind::BlockSparse,
+                HeadKind::Dense,
+            ],
+            streaming: StreamingParams {
+                sink: 8,
+                window: 100,
+            },
+            block_q: 128,
+            block_k: 128,
+        };
+        check(&rt, &c);
+        for (sink, window) in [(0, 64), (1, 1), (128, 300), (3, 0)] {
+            for (sq, sk) in [(700, 700), (300, 900)] {
+                check(&rt, &with(streaming(sink, window, sq, sk)));
+            }
+        }
+        for (anchor, passing, local) in [(0, 0, 300), (100, 333, 517)] {
+            let mut c = with(Case::dense(128, false, local, anchor + passing + local));
+            c.hq = 4;
+            c.hkv = 2;
+            c.mask = CaseMask::Apb { anchor, passing };
+            check(&rt, &c);
+        }
+        let mut c = with(Case::dense(128, true, 257, 391));
+        c.dtype = DType::F16;
+        c.bhsd = true;
+        c.batch = 2;
+        check(&rt, &c);
+    }
+}
+
+/// Small launches of the pipelined wgmma loop, also run under compute-sanitizer.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn sanitizer_pipelined_wgmma() {
+    let rt = runtime();
+    // One warpgroup over 128 keys a step and two over 64: both barrier patterns.
+    let tiles = pipelined_tiles(&rt, 128)
+        .into_iter()
+        .filter(|t| (t.block_m, t.block_n) == (64, 128) || (t.block_m, t.block_n) == (128, 64));
+    for tile in tiles {
+        for causal in [false, true] {
+            let mut c = Case::dense(128, causal, 200, 300);
+            c.tile = Some(tile);
+            check(&rt, &c);
+            let mut c = block_sparse(128, 128, causal, 200, 300);
+            c.tile = Some(tile);
+            check(&rt, &c);
+        }
+        let mut c = streaming(4, 30, 300, 300);
+        c.tile = Some(tile);
+        check(&rt, &c);
+    }
 }

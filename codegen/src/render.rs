@@ -17,6 +17,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/device/mma.cuh"),
     ),
     (
+        "device/softmax.cuh",
+        include_str!("../../templates/device/softmax.cuh"),
+    ),
+    (
         "variants/dense.cuh",
         include_str!("../../templates/variants/dense.cuh"),
     ),
@@ -103,14 +107,8 @@ pub fn render(spec: &KernelSpec) -> Result<KernelSource, tera::Error> {
         &(tile.mma == Mma::Sync && q_in_registers(&tile, spec.head_dim)),
     );
     ctx.insert("smem_pad", &SMEM_ROW_PAD);
-    ctx.insert(
-        "mma",
-        if tile.mma == Mma::Wgmma {
-            "wgmma"
-        } else {
-            "sync"
-        },
-    );
+    ctx.insert("mma", if tile.mma.is_wgmma() { "wgmma" } else { "sync" });
+    ctx.insert("pipelined", &(tile.mma == Mma::WgmmaPipelined));
     // Register counts of the wgmma accumulator operand lists.
     ctx.insert("s_tiles", &(tile.block_n / 8));
     ctx.insert("s_regs", &(tile.block_n / 2));

@@ -92,6 +92,38 @@ pub enum Mma {
     Sync,
     /// Warpgroup-level asynchronous `wgmma` reading swizzled shared memory (sm_90a).
     Wgmma,
+    /// `wgmma` with the two GEMMs of neighbouring KV tiles in flight together: each warpgroup
+    /// issues S = Q K^T of tile j and O += P V of tile j - 1, then runs the mask and softmax of
+    /// tile j while P V still runs on the tensor cores (FlashAttention-3's intra-warpgroup
+    /// overlap). With `stages = 1` K(j + 1) and V(j) are fetched as soon as their buffer's
+    /// last reader retires; with 2 they are double-buffered a whole step ahead (sm_90a).
+    #[serde(rename = "wgmma-pipelined")]
+    WgmmaPipelined,
+}
+
+impl Mma {
+    /// Whether the mainloop uses `wgmma` (and so swizzled shared memory, sm_90a only).
+    pub fn is_wgmma(self) -> bool {
+        matches!(self, Mma::Wgmma | Mma::WgmmaPipelined)
+    }
+
+    /// The suffix of the tile name (`m64n128w4s2-wgmma-pipelined`); empty for `mma.sync`.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Mma::Sync => "",
+            Mma::Wgmma => "-wgmma",
+            Mma::WgmmaPipelined => "-wgmma-pipelined",
+        }
+    }
+
+    /// The name used in tile(...) declarations: `sync`, `wgmma` or `wgmma-pipelined`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mma::Sync => "sync",
+            Mma::Wgmma => "wgmma",
+            Mma::WgmmaPipelined => "wgmma-pipelined",
+        }
+    }
 }
 
 /// Head dims the templates are written for.
@@ -118,7 +150,7 @@ impl TileConfig {
     pub const WARPS: [u32; 2] = [4, 8];
     pub const STAGES: [u32; 2] = [1, 2];
 
-    pub const MMA: [Mma; 2] = [Mma::Sync, Mma::Wgmma];
+    pub const MMA: [Mma; 3] = [Mma::Sync, Mma::Wgmma, Mma::WgmmaPipelined];
 
     /// An `mma.sync` tile.
     pub const fn new(block_m: u32, block_n: u32, warps: u32, stages: u32) -> Self {
@@ -158,10 +190,7 @@ impl fmt::Display for TileConfig {
             "m{}n{}w{}s{}",
             self.block_m, self.block_n, self.warps, self.stages
         )?;
-        if self.mma == Mma::Wgmma {
-            f.write_str("-wgmma")?;
-        }
-        Ok(())
+        f.write_str(self.mma.suffix())
     }
 }
 

@@ -29,18 +29,20 @@ fn parse_err(input: &str, reason: impl Into<String>) -> SpecError {
     }
 }
 
-/// Parses `m128n64w4s1`, or `m128n128w8s1-wgmma` for the Hopper mainloop.
+/// Parses `m128n64w4s1`, or `m128n128w8s1-wgmma` / `m64n128w4s2-wgmma-pipelined` for the
+/// Hopper mainloops.
 pub fn parse_tile(text: &str) -> Result<TileConfig, SpecError> {
     let bad = || {
         parse_err(
             text,
-            "a tile is written m<block_m>n<block_n>w<warps>s<stages>[-wgmma], e.g. m128n64w4s1",
+            "a tile is written m<block_m>n<block_n>w<warps>s<stages>[-wgmma|-wgmma-pipelined], \
+             e.g. m128n64w4s1",
         )
     };
-    let (body, mma) = match text.strip_suffix("-wgmma") {
-        Some(body) => (body, Mma::Wgmma),
-        None => (text, Mma::Sync),
-    };
+    let (body, mma) = [Mma::WgmmaPipelined, Mma::Wgmma]
+        .into_iter()
+        .find_map(|m| text.strip_suffix(m.suffix()).map(|b| (b, m)))
+        .unwrap_or((text, Mma::Sync));
     let rest = body.strip_prefix('m').ok_or_else(bad)?;
     let (m, rest) = rest.split_once('n').ok_or_else(bad)?;
     let (n, rest) = rest.split_once('w').ok_or_else(bad)?;
@@ -91,7 +93,7 @@ pub fn parse_spec(text: &str, arch: Arch) -> Result<KernelSpec, SpecError> {
                     text,
                     format!(
                         "unknown part `{p}`; allowed: d<head_dim>, bf16, f16, causal, lse, \
-                         varlen, m<block_m>n<block_n>w<warps>s<stages>[-wgmma]"
+                         varlen, m<block_m>n<block_n>w<warps>s<stages>[-wgmma|-wgmma-pipelined]"
                     ),
                 ))
             }

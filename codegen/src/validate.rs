@@ -28,6 +28,16 @@ pub fn q_in_registers(tile: &TileConfig, head_dim: u32) -> bool {
         <= MAX_ACCUMULATOR_REGISTERS
 }
 
+/// Registers per thread of the pipelined `wgmma` loop's live tiles: the output and the score
+/// accumulators in flight together with the packed P of the previous tile (`block_n / 4`).
+/// Above this, ptxas spills (the score tile of d256 n128 alone leaves too little).
+pub const MAX_PIPELINED_REGISTERS: u32 = 176;
+
+/// Registers per thread of the pipelined loop's live tiles (see [`MAX_PIPELINED_REGISTERS`]).
+pub fn pipelined_registers(tile: &TileConfig, head_dim: u32) -> u32 {
+    head_dim / 2 + tile.block_n / 2 + tile.block_n / 4
+}
+
 /// Head dims the `wgmma` mainloop supports: rows are split into 128-byte swizzle atoms.
 pub const WGMMA_HEAD_DIMS: [u32; 3] = [64, 128, 256];
 
@@ -38,7 +48,7 @@ pub fn shared_memory_bytes(tile: &TileConfig, head_dim: u32) -> u32 {
     let rows = tile.block_m + 2 * tile.stages * tile.block_n;
     match tile.mma {
         Mma::Sync => rows * (head_dim + SMEM_ROW_PAD) * 2,
-        Mma::Wgmma => rows * head_dim * 2 + 1024,
+        Mma::Wgmma | Mma::WgmmaPipelined => rows * head_dim * 2 + 1024,
     }
 }
 
@@ -64,7 +74,7 @@ pub fn validate_tile(tile: &TileConfig, head_dim: u32) -> Result<(), SpecError> 
             rows,
         });
     }
-    if tile.mma == Mma::Wgmma {
+    if tile.mma.is_wgmma() {
         if rows != 16 {
             return Err(SpecError::WgmmaTile {
                 reason: format!(
@@ -79,6 +89,20 @@ pub fn validate_tile(tile: &TileConfig, head_dim: u32) -> Result<(), SpecError> 
                 reason: format!("head_dim = {head_dim}; wgmma tiles support 64, 128, 256"),
             });
         }
+    }
+    if tile.mma == Mma::WgmmaPipelined {
+        let needed = pipelined_registers(tile, head_dim);
+        if needed > MAX_PIPELINED_REGISTERS {
+            return Err(SpecError::WgmmaTile {
+                reason: format!(
+                    "the pipelined loop keeps O, S and the previous P live, {needed} registers \
+                     per thread at head_dim {head_dim} and block_n {}; at most \
+                     {MAX_PIPELINED_REGISTERS} fit: use a smaller block_n",
+                    tile.block_n
+                ),
+            });
+        }
+        return Ok(());
     }
     let needed = accumulator_registers(tile, head_dim);
     let max = if tile.stages > 1 {
@@ -103,7 +127,7 @@ pub fn validate(spec: &KernelSpec, arch: Arch) -> Result<(), SpecError> {
         return Err(SpecError::Arch { arch });
     }
     validate_arch_free(spec)?;
-    if spec.tile.mma == Mma::Wgmma && arch.sm_name() != "sm_90a" {
+    if spec.tile.mma.is_wgmma() && arch.sm_name() != "sm_90a" {
         return Err(SpecError::WgmmaTile {
             reason: format!("wgmma needs sm_90a; {arch} supports mma.sync tiles only"),
         });

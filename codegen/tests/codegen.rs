@@ -246,3 +246,50 @@ fn hash_is_stable_and_distinguishes_specs() {
     }
     assert_eq!(template_digest().len(), 64);
 }
+
+fn pipelined(block_m: u32, block_n: u32, warps: u32) -> TileConfig {
+    TileConfig::new(block_m, block_n, warps, 2).with_mma(Mma::WgmmaPipelined)
+}
+
+#[test]
+fn pipelined_wgmma_tiles_parse_validate_and_render() {
+    let t = pipelined(64, 128, 4);
+    assert_eq!(t.to_string(), "m64n128w4s2-wgmma-pipelined");
+    assert_eq!(parse_tile("m64n128w4s2-wgmma-pipelined").unwrap(), t);
+    let s = spec(128, t);
+    validate(&s, Arch::SM90).unwrap();
+    assert!(s.kernel_name().ends_with("_wgmma_pipelined_causal"));
+    let code = render(&s).unwrap().code;
+    assert!(code.contains("wgmma.wait_group.sync.aligned %0;"));
+    assert!(code.contains("fg_wgmma_wait<1>();"));
+    // Every variant renders through the same loop.
+    for variant in Variant::ALL {
+        let s = KernelSpec::new(variant, 128, DType::Bf16, false, Arch::SM90).with_tile(t);
+        validate(&s, Arch::SM90).unwrap();
+        assert!(render(&s).unwrap().code.contains("Pipelined wgmma loop"));
+    }
+    // The search space offers it on sm_90a only.
+    assert!(search_space(&s, Arch::SM90).contains(&t));
+    assert!(!search_space(&s, Arch::SM80)
+        .iter()
+        .any(|t| t.mma == Mma::WgmmaPipelined));
+    let err = |tile, d| {
+        validate(&spec(d, tile), Arch::SM90)
+            .unwrap_err()
+            .to_string()
+    };
+    // Single-buffered too.
+    let one_stage = TileConfig::new(64, 128, 4, 1).with_mma(Mma::WgmmaPipelined);
+    assert!(search_space(&s, Arch::SM90).contains(&one_stage));
+    assert!(render(&spec(128, one_stage))
+        .unwrap()
+        .code
+        .contains("One K and one V buffer"));
+    // d256 with 128 keys a step leaves no registers for the scores in flight.
+    assert!(err(pipelined(64, 128, 4), 256).contains("registers"));
+    assert!(err(pipelined(128, 64, 4), 128).contains("16 rows per warp"));
+    assert!(validate(&spec(128, t), Arch::SM80)
+        .unwrap_err()
+        .to_string()
+        .contains("sm_90a"));
+}

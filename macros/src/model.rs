@@ -657,7 +657,7 @@ mod tests {
             ("struct A: dense, head_dim = 64, dtype = bf16, tile(block_m = 64, block_n = 64, warps = 4);",
              "tile is missing `stages`"),
             ("struct A: dense, head_dim = 64, dtype = bf16, tile(block_m = 64, block_n = 64, warps = 4, stages = 1, mma = fast);",
-             "unknown mma `fast`; allowed values: sync, wgmma"),
+             "unknown mma `fast`; allowed values: sync, wgmma, wgmmapipelined"),
         ];
         for (src, want) in cases {
             let got = error_of(src);

@@ -78,6 +78,13 @@ impl KernelCache {
         })
     }
 
+    /// Returns the compiled kernel of hand-written source (kernels that are not attention
+    /// kernels, e.g. APB compression), keyed by the source text itself.
+    pub fn get_or_compile_source(&self, source: &KernelSource, arch: Arch) -> Result<CacheHit> {
+        let key = source_key(source, arch, nvrtc_version()?);
+        self.get_or_compile_keyed(key, arch, || Ok(source.clone()))
+    }
+
     /// As [`get_or_compile`](Self::get_or_compile), with the source of a miss produced by
     /// `source` (which must be what `spec` renders to: the key is the spec's).
     fn get_or_compile_with(
@@ -86,7 +93,16 @@ impl KernelCache {
         arch: Arch,
         source: impl FnOnce() -> Result<KernelSource>,
     ) -> Result<CacheHit> {
-        let key = Self::key(spec, arch)?;
+        self.get_or_compile_keyed(Self::key(spec, arch)?, arch, source)
+    }
+
+    /// The cache lookup under `key`, compiling `source` on a miss.
+    fn get_or_compile_keyed(
+        &self,
+        key: String,
+        arch: Arch,
+        source: impl FnOnce() -> Result<KernelSource>,
+    ) -> Result<CacheHit> {
         if let Some(kernel) = self.memory.lock().expect("cache lock").get(&key) {
             return Ok(CacheHit {
                 kernel: kernel.clone(),
@@ -169,6 +185,33 @@ pub fn key_for(spec: &KernelSpec, arch: Arch, nvrtc: (i32, i32)) -> String {
     h.update(
         format!(
             "|nvrtc {}.{}|{}|abi {KERNEL_ABI_VERSION}|",
+            nvrtc.0,
+            nvrtc.1,
+            arch.sm_name()
+        )
+        .as_bytes(),
+    );
+    for option in compile_options(arch) {
+        h.update(option.as_bytes());
+        h.update([0]);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The key of hand-written source: a digest of its name, text, launch shape, NVRTC version,
+/// arch and options (a different prefix from spec keys, so the two never collide).
+pub fn source_key(source: &KernelSource, arch: Arch, nvrtc: (i32, i32)) -> String {
+    let mut h = Sha256::new();
+    h.update(b"source|");
+    for part in [source.kernel_name.as_bytes(), source.code.as_bytes()] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    h.update(
+        format!(
+            "|{} {}|nvrtc {}.{}|{}|",
+            source.threads,
+            source.shared_bytes,
             nvrtc.0,
             nvrtc.1,
             arch.sm_name()
@@ -517,6 +560,39 @@ mod tests {
             assert!(compiled(&get(&cache, &a)));
             std::fs::remove_dir_all(&dir).unwrap();
         }
+
+        #[test]
+        fn hand_written_source_is_cached_in_memory_and_on_disk() {
+            let dir = temp_dir("tiny-source");
+            let source = tiny_source("flashgen_tiny");
+            let cache = KernelCache::new(Some(dir.clone()));
+            let first = cache.get_or_compile_source(&source, ARCH).unwrap();
+            assert!(compiled(&first));
+            let again = cache.get_or_compile_source(&source, ARCH).unwrap();
+            assert_eq!(again.source, CacheSource::Memory);
+            let fresh = KernelCache::new(Some(dir.clone()));
+            let from_disk = fresh.get_or_compile_source(&source, ARCH).unwrap();
+            assert_eq!(from_disk.source, CacheSource::Disk);
+            assert_eq!(*from_disk.kernel, *first.kernel);
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn source_keys_separate_text_arch_and_nvrtc() {
+        let source = KernelSource {
+            kernel_name: "k".into(),
+            code: "extern \"C\" __global__ void k() {}".into(),
+            threads: 32,
+            shared_bytes: 0,
+        };
+        let a = source_key(&source, Arch::SM90, (13, 0));
+        assert_eq!(a, source_key(&source, Arch::SM90, (13, 0)));
+        assert_ne!(a, source_key(&source, Arch::SM80, (13, 0)));
+        assert_ne!(a, source_key(&source, Arch::SM90, (13, 1)));
+        let mut edited = source.clone();
+        edited.code.push(' ');
+        assert_ne!(a, source_key(&edited, Arch::SM90, (13, 0)));
     }
 
     #[test]

@@ -52,6 +52,9 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
 
+    #[error("cuBLAS error while {context}: {message}")]
+    Blas { context: String, message: String },
+
     #[error("kernel template failed to render: {0}")]
     Render(String),
 

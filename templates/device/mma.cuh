@@ -59,20 +59,27 @@ __device__ __forceinline__ fg_u64 fg_wgmma_desc(fg_u32 addr, fg_u32 lead_bytes, 
 __device__ __forceinline__ void fg_wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
 __device__ __forceinline__ void fg_wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
 __device__ __forceinline__ void fg_wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory"); }
+// Waits until at most N committed groups of this warpgroup are still in flight.
+template <int N>
+__device__ __forceinline__ void fg_wgmma_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
+}
+__device__ __forceinline__ void fg_fence_operand(fg_u32& x) { asm volatile("" : "+r"(x)::"memory"); }
 // Ordinary shared-memory writes (cp.async included) become visible to the tensor cores' proxy.
 __device__ __forceinline__ void fg_fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
 // Pins accumulators in place: no read or write of them moves across an in-flight wgmma.
 __device__ __forceinline__ void fg_fence_operand(float& x) { asm volatile("" : "+f"(x)::"memory"); }
 
-// S[64 x {{ block_n }}] += A[64 x 16] * B[16 x {{ block_n }}], both K-major in shared memory.
-__device__ __forceinline__ void fg_wgmma_qk(float (&d)[{{ s_tiles }}][4], fg_u64 desc_a, fg_u64 desc_b) {
+// S[64 x {{ block_n }}] (+)= A[64 x 16] * B[16 x {{ block_n }}], both K-major in shared memory;
+// `accumulate == 0` overwrites S (no zeroing pass before the first k-step).
+__device__ __forceinline__ void fg_wgmma_qk(float (&d)[{{ s_tiles }}][4], fg_u64 desc_a, fg_u64 desc_b, int accumulate) {
     asm volatile(
         "{ .reg .pred p; setp.ne.b32 p, %{{ s_regs + 2 }}, 0; "
         "wgmma.mma_async.sync.aligned.m64n{{ block_n }}k16.f32.{{ dtype }}.{{ dtype }} "
         "{ {% for i in range(end=s_regs) %}%{{ i }}{% if not loop.last %}, {% endif %}{% endfor %} }, "
         "%{{ s_regs }}, %{{ s_regs + 1 }}, p, 1, 1, 0, 0; }"
         : {% for i in range(end=s_tiles) %}"+f"(d[{{ i }}][0]), "+f"(d[{{ i }}][1]), "+f"(d[{{ i }}][2]), "+f"(d[{{ i }}][3]){% if not loop.last %}, {% endif %}{% endfor %}
-        : "l"(desc_a), "l"(desc_b), "r"(1));
+        : "l"(desc_a), "l"(desc_b), "r"(accumulate));
 }
 
 // O[64 x {{ head_dim }}] += P[64 x 16] (registers) * V[16 x {{ head_dim }}] (shared memory,

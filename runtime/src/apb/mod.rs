@@ -5,10 +5,21 @@
 //! `lp` most important KV pairs of the local block (kept in position order) and writes them to
 //! a compact block that later hosts attend to as their *passing* block.
 
+pub mod blas;
+pub mod compressor;
+pub mod kernels;
 pub mod merge;
 pub mod prefill;
 pub mod ring;
+pub mod scorer;
+pub mod select;
 pub mod star;
+pub mod validate;
+
+pub use compressor::{GivenScores, QueryAware, RetainingHeads, RetainingHeadsWeights};
+pub use kernels::{ApbKernels, ApbModule};
+pub use scorer::{Activation, LOGIT_BUDGET_BYTES, POOL_WIDTH};
+pub use select::{gather, order_key, select_row, select_rows, top_k};
 
 use crate::runtime::{Element, Runtime, Tensor};
 use crate::Result;

@@ -1,0 +1,287 @@
+//! Top-k selection and gather: the host side of `templates/apb/select.cu` and `gather.cu`, and
+//! a CPU mirror of the selection rule.
+//!
+//! The rule, per (batch, kv head) row of f32 scores: the `lp` positions with the highest scores,
+//! ties broken by lower position, returned in ascending position order. Both zeros are equal.
+//! NaN scores rank below every number (even -inf), so they are picked only when fewer than `lp`
+//! scores of the row are numbers, and then by position like any tie; nothing is checked on the
+//! host, so compression never waits for the GPU.
+
+use super::kernels::{elementwise_grid, ApbKernels, ApbModule, SELECT_THREADS};
+use super::validate::BlockShape;
+use crate::error::{invalid, DriverContext, Result};
+use crate::runtime::{Element, Runtime, Tensor};
+use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+
+/// The order-preserving u32 key of a score (the kernel's `apb_order_key`): larger key, better.
+pub fn order_key(score: f32) -> u32 {
+    if score.is_nan() {
+        return 0;
+    }
+    let u = if score == 0.0 { 0 } else { score.to_bits() };
+    if u & 0x8000_0000 != 0 {
+        !u
+    } else {
+        u | 0x8000_0000
+    }
+}
+
+/// The CPU mirror of the selection rule over one row: the `lp` chosen positions, ascending.
+///
+/// # Panics
+/// If `lp` exceeds the row length (the GPU path returns an error instead).
+pub fn select_row(scores: &[f32], lp: usize) -> Vec<i32> {
+    assert!(lp <= scores.len(), "lp {lp} > row length {}", scores.len());
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| {
+        order_key(scores[b])
+            .cmp(&order_key(scores[a]))
+            .then(a.cmp(&b))
+    });
+    let mut chosen: Vec<i32> = order[..lp].iter().map(|&p| p as i32).collect();
+    chosen.sort_unstable();
+    chosen
+}
+
+/// The CPU mirror over `[rows, n]` scores: `[rows, lp]` positions.
+pub fn select_rows(scores: &[f32], n: usize, lp: usize) -> Vec<i32> {
+    scores
+        .chunks(n)
+        .flat_map(|row| select_row(row, lp))
+        .collect()
+}
+
+/// Selects `lp` positions of each of the `rows` rows of `scores` (`[rows, n]` f32) on the GPU:
+/// `[rows, lp]` ascending positions.
+pub fn top_k(
+    rt: &Runtime,
+    kernels: &ApbKernels,
+    scores: &CudaSlice<f32>,
+    rows: usize,
+    n: usize,
+    lp: usize,
+) -> Result<CudaSlice<i32>> {
+    if rows == 0 || n == 0 {
+        return Err(invalid("scores", "needs at least one row of one score"));
+    }
+    if lp == 0 || lp > n {
+        return Err(invalid("lp", format!("is {lp}; must be 1 ..= {n}")));
+    }
+    if scores.len() != rows * n {
+        return Err(invalid(
+            "scores",
+            format!(
+                "holds {} values; [{rows}, {n}] is {}",
+                scores.len(),
+                rows * n
+            ),
+        ));
+    }
+    if rows > i32::MAX as usize || n > i32::MAX as usize {
+        return Err(invalid("scores", "rows and length must fit in 32 bits"));
+    }
+    let f = kernels.function(rt, ApbModule::Select, "apb_topk_select")?;
+    let mut positions = rt
+        .stream()
+        .alloc_zeros::<i32>(rows * lp)
+        .while_(|| "allocating the selected positions".into())?;
+    let (n32, lp32) = (n as i32, lp as i32);
+    let cfg = LaunchConfig {
+        grid_dim: (rows as u32, 1, 1),
+        block_dim: (SELECT_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut launch = rt.stream().launch_builder(&f);
+    launch.arg(scores).arg(&n32).arg(&lp32).arg(&mut positions);
+    // SAFETY: scores holds rows * n f32 and positions rows * lp i32 (checked above); the kernel
+    // reads and writes only within those rows.
+    unsafe { launch.launch(cfg) }.while_(|| "launching apb_topk_select".into())?;
+    Ok(positions)
+}
+
+/// Gathers the K and V rows at `positions` (`[batch, heads_kv, lp]`, each in `0..local`, as
+/// [`top_k`] returns them) into `out_k` and `out_v`, `[batch, lp, heads_kv, dim]`.
+#[allow(clippy::too_many_arguments)]
+pub fn gather<T: Element>(
+    rt: &Runtime,
+    kernels: &ApbKernels,
+    shape: &BlockShape,
+    k: &Tensor<'_, T>,
+    v: &Tensor<'_, T>,
+    positions: &CudaSlice<i32>,
+    lp: usize,
+    out_k: &mut CudaSlice<T>,
+    out_v: &mut CudaSlice<T>,
+) -> Result<()> {
+    super::validate::check_outputs(shape, lp, out_k.len(), out_v.len())?;
+    if positions.len() != shape.rows() * lp {
+        return Err(invalid(
+            "positions",
+            format!(
+                "holds {}; [batch, heads_kv, lp] is {}",
+                positions.len(),
+                shape.rows() * lp
+            ),
+        ));
+    }
+    let f = kernels.function(rt, ApbModule::Gather, "apb_gather")?;
+    let total = shape.compressed_len(lp);
+    let (lp32, heads32, dim32, total64) = (
+        lp as i32,
+        shape.heads_kv as i32,
+        shape.dim as i32,
+        total as i64,
+    );
+    let ks = k.layout.strides.map(|s| s as i64);
+    let vs = v.layout.strides.map(|s| s as i64);
+    let cfg = LaunchConfig {
+        grid_dim: (elementwise_grid(total), 1, 1),
+        block_dim: (super::kernels::ELEMENTWISE_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut launch = rt.stream().launch_builder(&f);
+    launch
+        .arg(k.data)
+        .arg(v.data)
+        .arg(positions)
+        .arg(out_k)
+        .arg(out_v)
+        .arg(&lp32)
+        .arg(&heads32)
+        .arg(&dim32)
+        .arg(&total64);
+    for s in ks.iter().chain(vs.iter()) {
+        launch.arg(s);
+    }
+    // SAFETY: k and v hold what their layouts address (validated with the block), positions
+    // are within the local block, and the outputs hold exactly `total` elements.
+    unsafe { launch.launch(cfg) }.while_(|| "launching apb_gather".into())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_order_like_the_scores() {
+        let xs = [
+            f32::NEG_INFINITY,
+            -1e30,
+            -1.5,
+            -1e-40,
+            0.0,
+            1e-40,
+            1.5,
+            1e30,
+            f32::INFINITY,
+        ];
+        for w in xs.windows(2) {
+            assert!(order_key(w[0]) < order_key(w[1]), "{} vs {}", w[0], w[1]);
+        }
+        assert_eq!(order_key(-0.0), order_key(0.0));
+        assert!(order_key(f32::NAN) < order_key(f32::NEG_INFINITY));
+        assert_eq!(order_key(-f32::NAN), order_key(f32::NAN));
+    }
+
+    #[test]
+    fn picks_the_best_and_returns_them_in_position_order() {
+        let s = [0.1, 0.9, 0.3, 0.8, -2.0, 0.5];
+        assert_eq!(select_row(&s, 3), vec![1, 3, 5]);
+        assert_eq!(select_row(&s, 1), vec![1]);
+        assert_eq!(select_row(&s, 6), vec![0, 1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn ties_go_to_the_lower_position() {
+        let s = [1.0, 2.0, 1.0, 2.0, 1.0, 2.0];
+        assert_eq!(select_row(&s, 2), vec![1, 3]);
+        assert_eq!(select_row(&s, 4), vec![0, 1, 3, 5]);
+        let flat = [7.0f32; 10];
+        assert_eq!(select_row(&flat, 3), vec![0, 1, 2]);
+        assert_eq!(select_row(&[0.0, -0.0, 0.0], 2), vec![0, 1]);
+    }
+
+    #[test]
+    fn nan_ranks_below_every_number() {
+        let s = [f32::NAN, f32::NEG_INFINITY, f32::NAN, -1.0];
+        assert_eq!(select_row(&s, 2), vec![1, 3]);
+        assert_eq!(select_row(&s, 3), vec![0, 1, 3]);
+    }
+
+    /// The kernel's algorithm step by step on the CPU (4 radix passes of 8 bits, then the
+    /// threshold compaction), so CI checks the selection logic without a GPU.
+    fn radix_select_row(scores: &[f32], lp: usize) -> Vec<i32> {
+        let keys: Vec<u32> = scores.iter().map(|&s| order_key(s)).collect();
+        let (mut prefix, mut mask, mut k) = (0u32, 0u32, lp as u32);
+        for shift in [24u32, 16, 8, 0] {
+            let mut hist = [0u32; 256];
+            for &key in keys.iter().filter(|&&key| key & mask == prefix) {
+                hist[((key >> shift) & 255) as usize] += 1;
+            }
+            let mut above = 0u32;
+            let digit = (0..256usize)
+                .rev()
+                .find(|&d| {
+                    if above + hist[d] >= k {
+                        true
+                    } else {
+                        above += hist[d];
+                        false
+                    }
+                })
+                .expect("the row holds at least k keys under the prefix");
+            prefix |= (digit as u32) << shift;
+            k -= above;
+            mask |= 255 << shift;
+        }
+        let mut taken_eq = 0u32;
+        let mut out = Vec::new();
+        for (j, &key) in keys.iter().enumerate() {
+            if key > prefix || (key == prefix && taken_eq < k) {
+                out.push(j as i32);
+            }
+            if key == prefix {
+                taken_eq += 1;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_kernels_radix_select_matches_the_rule() {
+        let mut state = 0x1234_5678_9abc_def0u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as u32
+        };
+        for n in [1usize, 2, 7, 100, 1000, 4097] {
+            for flavour in 0..4 {
+                let scores: Vec<f32> = (0..n)
+                    .map(|_| match flavour {
+                        0 => (next() as f32 / u32::MAX as f32) * 8.0 - 4.0,
+                        1 => (next() % 5) as f32,
+                        2 => f32::from_bits(next()),
+                        _ => [f32::NAN, -0.0, 0.0, f32::NEG_INFINITY, 1.0][next() as usize % 5],
+                    })
+                    .collect();
+                for lp in [1, n / 3, n / 2, n - 1, n] {
+                    let lp = lp.clamp(1, n);
+                    assert_eq!(
+                        radix_select_row(&scores, lp),
+                        select_row(&scores, lp),
+                        "n {n} flavour {flavour} lp {lp}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rows_are_independent() {
+        let s = [3.0, 1.0, 2.0, 1.0, 3.0, 2.0];
+        assert_eq!(select_rows(&s, 3, 2), vec![0, 2, 1, 2]);
+    }
+}
