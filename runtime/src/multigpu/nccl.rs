@@ -117,7 +117,9 @@ fn load_from(names: &[&str]) -> Result<Api> {
 }
 
 /// The process's NCCL, loaded once. NVLink SHARP (multicast) stays off unless the user asked
-/// for it: `NCCL_NVLS_ENABLE=0` is set before NCCL first reads its environment.
+/// for it: `NCCL_NVLS_ENABLE=0` is set before NCCL first reads its environment. (Setting the
+/// environment races with other threads reading it, so [`nccl_group`] loads NCCL before it
+/// starts its threads.)
 fn api() -> Result<&'static Api> {
     static API: OnceLock<std::result::Result<Api, (&'static str, &'static str)>> = OnceLock::new();
     let loaded = API.get_or_init(|| {
