@@ -3,7 +3,9 @@
 //! communication.
 //!
 //! Parameters: APB's anchor is `min(4096, L/4)` and its passing length `min(2048, L/8)` for a
-//! local block of `L` tokens. Star attention runs twice: with an anchor as long as the local
+//! local block of `L` tokens; the last 128 anchor tokens are the query that the built-in
+//! query-aware compressor scores with (`apb`); `apb_fixed` passes on a fixed selection instead,
+//! so its compression is a gather only. Star attention runs twice: with an anchor as long as the local
 //! block (the setting of the Star Attention paper, which the APB paper compares against), and
 //! with APB's anchor (less context than APB sees, so less work and less accuracy).
 //!
@@ -26,6 +28,7 @@ use flashgen_runtime::apb::prefill::{
 };
 use flashgen_runtime::apb::ring::ring_prefill;
 use flashgen_runtime::apb::star::star_prefill;
+use flashgen_runtime::apb::QueryAware;
 use flashgen_runtime::cudarc::driver::sys::CUevent_flags;
 use flashgen_runtime::cudarc::driver::CudaSlice;
 use flashgen_runtime::multigpu::{
@@ -39,11 +42,16 @@ use std::time::Instant;
 const HQ: usize = 32;
 const HKV: usize = 8;
 const D: usize = 128;
+/// Query tokens at the end of the anchor that the query-aware compressor scores with.
+const ANCHOR_QUERY: usize = 128;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 enum Method {
+    /// APB with the built-in query-aware compressor.
     Apb,
+    /// APB with a fixed selection (the compression is only a gather).
+    ApbFixed,
     Ring,
     /// Star attention with an anchor as long as the local block.
     Star,
@@ -51,8 +59,9 @@ enum Method {
     StarSmallAnchor,
 }
 
-const METHODS: [Method; 4] = [
+const METHODS: [Method; 5] = [
     Method::Apb,
+    Method::ApbFixed,
     Method::Ring,
     Method::Star,
     Method::StarSmallAnchor,
@@ -62,6 +71,7 @@ impl Method {
     fn name(self) -> &'static str {
         match self {
             Method::Apb => "apb",
+            Method::ApbFixed => "apb_fixed",
             Method::Ring => "ring",
             Method::Star => "star",
             Method::StarSmallAnchor => "star_small_anchor",
@@ -74,9 +84,14 @@ impl Method {
         match self {
             Method::Star => ApbParams {
                 anchor: split.len(0),
+                anchor_query: 0,
                 ..apb
             },
-            _ => apb,
+            Method::StarSmallAnchor | Method::Ring => ApbParams {
+                anchor_query: 0,
+                ..apb
+            },
+            Method::Apb | Method::ApbFixed => apb,
         }
     }
 }
@@ -147,7 +162,7 @@ fn apb_params(len: usize) -> ApbParams {
     ApbParams {
         anchor: 4096.min(len / 4),
         passing: 2048.min(len / 8),
-        anchor_query: 0,
+        anchor_query: ANCHOR_QUERY,
         scale: None,
     }
 }
@@ -168,6 +183,7 @@ struct HostData {
     k: CudaSlice<bf16>,
     v: CudaSlice<bf16>,
     select: GivenSelection,
+    query_aware: QueryAware,
 }
 
 fn host_data(
@@ -190,6 +206,7 @@ fn host_data(
         k: data(rt, pool, shape.kv_layout(len).numel()),
         v: data(rt, pool, shape.kv_layout(len).numel()),
         select: GivenSelection::new(rt, &index, 1, HKV, lp_here, len).expect("selection"),
+        query_aware: QueryAware::new(),
     }
 }
 
@@ -207,7 +224,8 @@ fn run_one(
         v: &h.v,
     };
     match method {
-        Method::Apb => apb_prefill(rt, comm, shape, params, &h.select, block).map(drop),
+        Method::Apb => apb_prefill(rt, comm, shape, params, &h.query_aware, block).map(drop),
+        Method::ApbFixed => apb_prefill(rt, comm, shape, params, &h.select, block).map(drop),
         Method::Ring => ring_prefill(rt, comm, shape, params, block).map(drop),
         Method::Star | Method::StarSmallAnchor => {
             star_prefill(rt, comm, shape, params, block).map(drop)
@@ -443,10 +461,11 @@ fn main() -> Result<()> {
 
     println!();
     println!(
-        "| n | hosts | mode | APB anchor / lp | APB ms | ring ms | star ms (anchor = block) | \
-         star ms (APB's anchor) | 1-GPU dense ms | APB vs ring | APB vs dense | APB vs star |"
+        "| n | hosts | mode | APB anchor / lp | APB ms | APB fixed-selection ms | ring ms | \
+         star ms (anchor = block) | star ms (APB's anchor) | 1-GPU dense ms | APB vs ring | \
+         APB vs dense | APB vs star |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut keys: Vec<(usize, usize, &str)> = rows.iter().map(|r| (r.n, r.hosts, r.mode)).collect();
     keys.dedup();
     for (n, hosts, mode) in keys {
@@ -455,19 +474,21 @@ fn main() -> Result<()> {
                 .find(|r| (r.n, r.hosts, r.mode, r.method.as_str()) == (n, hosts, mode, m))
                 .expect("every method ran")
         };
-        let (apb, ring, star, small) = (
+        let (apb, fixed, ring, star, small) = (
             get("apb"),
+            get("apb_fixed"),
             get("ring"),
             get("star"),
             get("star_small_anchor"),
         );
         let d = dense.iter().find(|x| x.0 == n).expect("dense ran").1;
         println!(
-            "| {n} | {hosts} | {mode} | {} / {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2}x | \
-             {:.2}x | {:.2}x |",
+            "| {n} | {hosts} | {mode} | {} / {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | \
+             {:.2}x | {:.2}x | {:.2}x |",
             apb.anchor,
             apb.passing,
             apb.ms,
+            fixed.ms,
             ring.ms,
             star.ms,
             small.ms,

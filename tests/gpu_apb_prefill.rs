@@ -10,6 +10,7 @@ use flashgen_runtime::apb::prefill::{
 };
 use flashgen_runtime::apb::ring::ring_prefill;
 use flashgen_runtime::apb::star::star_prefill;
+use flashgen_runtime::apb::QueryAware;
 use flashgen_runtime::cudarc::driver::CudaSlice;
 use flashgen_runtime::multigpu::{nccl_group, nccl_present, run_hosts, Communicator, SimGroup};
 use flashgen_runtime::{device_count, Error, Runtime};
@@ -652,5 +653,80 @@ fn nccl_collectives_on_one_rank() {
         let reference = p.causal_reference(0);
         check_close(&out[0].o, &reference.o, &Tolerance::rel(1e-2))
             .unwrap_or_else(|e| panic!("{method:?} on one NCCL rank: {e}"));
+    }
+}
+
+/// APB with the built-in query-aware compressor on simulated hosts: whatever positions it
+/// selects, each host's output equals the reference built from those positions.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn simulated_apb_with_the_query_aware_compressor() {
+    let rt = Runtime::new(0).unwrap();
+    for c in [
+        Case {
+            batch: 1,
+            n: 1001,
+            hq: 8,
+            hkv: 2,
+            d: 128,
+            hosts: 3,
+            anchor: 96,
+            lp: 40,
+            anchor_query: 24,
+        },
+        Case {
+            batch: 2,
+            n: 800,
+            hq: 4,
+            hkv: 4,
+            d: 64,
+            hosts: 4,
+            anchor: 64,
+            lp: 17,
+            anchor_query: 64,
+        },
+    ] {
+        let p = Problem::new(c);
+        let group = SimGroup::new(&rt, p.hosts).unwrap();
+        let blocks: Vec<Blocks> = (0..p.hosts).map(|r| Blocks::new(&rt, &p, r)).collect();
+        let compressor = QueryAware::new();
+        let outs = run_hosts(&group.comms(), |r, comm| {
+            let comm: &dyn Communicator = comm;
+            let out = apb_prefill(
+                &rt,
+                comm,
+                &p.shape,
+                &p.params,
+                &compressor,
+                blocks[r].host(),
+            )?;
+            let selected = out
+                .selected
+                .map(|x| rt.stream().clone_dtoh(&x).unwrap())
+                .unwrap_or_default();
+            Ok((rt.stream().clone_dtoh(&out.o).unwrap(), selected))
+        })
+        .unwrap();
+        let selected: Vec<Vec<i32>> = outs.iter().map(|o| o.1.clone()).collect();
+        for (r, sel) in selected.iter().enumerate().take(p.hosts - 1) {
+            let len = p.split().len(r) as i32;
+            assert_eq!(sel.len(), c.batch * c.hkv * c.lp, "{c:?} host {r}");
+            for list in sel.chunks(c.lp) {
+                assert!(
+                    list.windows(2).all(|w| w[0] < w[1]),
+                    "{c:?} host {r}: {list:?}"
+                );
+                assert!(
+                    list.iter().all(|&i| (0..len).contains(&i)),
+                    "{c:?} host {r}"
+                );
+            }
+        }
+        for (r, (o, _)) in outs.iter().enumerate() {
+            let reference = p.apb_reference(r, c.lp, &selected);
+            if let Err(e) = check_close(o, &reference.o, &Tolerance::rel(1e-2)) {
+                panic!("query-aware APB {c:?}, host {r} (seed {}): {e}", p.seed);
+            }
+        }
     }
 }

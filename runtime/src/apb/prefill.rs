@@ -311,8 +311,8 @@ pub(crate) fn share_anchor<T: Element>(
     Ok(Anchor { k, v, q })
 }
 
-/// Runs `variant` attention of the local queries over `[prefix | local keys]` (APB) or over the
-/// local keys alone (dense causal, for host 0 or when the prefix is empty and `apb` is false).
+/// The local queries over `[prefix | local keys]` with the APB kernel when a prefix (keys,
+/// values, length) is given, else over the local keys with the dense causal kernel.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attend<T: Element>(
     rt: &Runtime,

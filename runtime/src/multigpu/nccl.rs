@@ -117,7 +117,9 @@ fn load_from(names: &[&str]) -> Result<Api> {
 }
 
 /// The process's NCCL, loaded once. NVLink SHARP (multicast) stays off unless the user asked
-/// for it: `NCCL_NVLS_ENABLE=0` is set before NCCL first reads its environment.
+/// for it: `NCCL_NVLS_ENABLE=0` is set before NCCL first reads its environment. (Setting the
+/// environment races with other threads reading it, so [`nccl_group`] loads NCCL before it
+/// starts its threads.)
 fn api() -> Result<&'static Api> {
     static API: OnceLock<std::result::Result<Api, (&'static str, &'static str)>> = OnceLock::new();
     let loaded = API.get_or_init(|| {
@@ -246,11 +248,12 @@ pub struct NcclComm {
     world: usize,
     /// A byte per rank for [`Communicator::barrier`].
     scratch: Mutex<CudaSlice<u8>>,
+    /// Held across every NCCL call on `comm`.
+    calls: Mutex<()>,
 }
 
 // SAFETY: an NCCL communicator may be used from any thread as long as calls on it are not
-// concurrent; `NcclComm` is used by the thread that runs its rank, and `barrier` serialises on
-// the scratch lock.
+// concurrent, and every call on `comm` holds the `calls` lock.
 unsafe impl Send for NcclComm {}
 unsafe impl Sync for NcclComm {}
 
@@ -294,6 +297,7 @@ impl NcclComm {
             rank,
             world,
             scratch: Mutex::new(scratch),
+            calls: Mutex::new(()),
         })
     }
 
@@ -301,16 +305,20 @@ impl NcclComm {
         self.stream.cu_stream() as cudaStream_t
     }
 
-    fn bind(&self) -> Result<()> {
+    /// Binds the rank's context to this thread and takes the call lock.
+    fn enter(&self) -> Result<std::sync::MutexGuard<'_, ()>> {
         self.stream
             .context()
             .bind_to_thread()
-            .while_(|| "binding the CUDA context for NCCL".into())
+            .while_(|| "binding the CUDA context for NCCL".into())?;
+        Ok(self.calls.lock().expect("NCCL call lock"))
     }
 }
 
 impl Drop for NcclComm {
     fn drop(&mut self) {
+        // Work still queued on the stream may use the communicator.
+        let _ = self.stream.synchronize();
         // SAFETY: created by ncclCommInitRank, destroyed once; errors cannot be reported here.
         let _ = unsafe { (self.api.comm_destroy)(self.comm) };
     }
@@ -330,7 +338,7 @@ impl Communicator for NcclComm {
     }
 
     unsafe fn all_gather_raw(&self, send: u64, recv: u64, bytes: usize) -> Result<()> {
-        self.bind()?;
+        let _calls = self.enter()?;
         // SAFETY: the caller vouches for the buffers (trait contract).
         let code = unsafe {
             (self.api.all_gather)(
@@ -346,7 +354,7 @@ impl Communicator for NcclComm {
     }
 
     unsafe fn broadcast_raw(&self, buf: u64, bytes: usize, root: usize) -> Result<()> {
-        self.bind()?;
+        let _calls = self.enter()?;
         // SAFETY: the caller vouches for the buffer (trait contract); in place.
         let code = unsafe {
             (self.api.broadcast)(
@@ -363,7 +371,7 @@ impl Communicator for NcclComm {
     }
 
     unsafe fn exchange_raw(&self, sends: &[RawMsg], recvs: &[RawMsg]) -> Result<()> {
-        self.bind()?;
+        let _calls = self.enter()?;
         let api = self.api;
         // SAFETY: group calls only batch the point-to-point calls between them.
         check(

@@ -439,6 +439,10 @@ impl Communicator for SimComm {
     }
 
     fn barrier(&self) -> Result<()> {
-        self.shared.collective(self.rank, Op::Barrier)
+        self.shared.collective(self.rank, Op::Barrier)?;
+        self.shared
+            .stream
+            .synchronize()
+            .while_(|| "waiting at a simulated barrier".into())
     }
 }
