@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds the release test executables, the benchmark and the CLI, and copies them (stripped) with
-# the peer benchmark into .carry/, the folder a GPU machine without a Rust toolchain runs from
-# (scripts/gpu-check.sh).
+# Builds the release test executables that hold GPU tests, the benchmarks and the CLI, and
+# copies them (stripped) with the peer benchmark into .carry/, the folder a GPU machine without
+# a Rust toolchain runs from (scripts/gpu-check.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/nvrtc-env.sh
@@ -25,6 +25,10 @@ for line in sys.stdin:
 }
 cargo test --release --workspace --no-run --message-format=json 2>/dev/null | executables test |
     while read -r name exe; do
+        # Only executables with GPU (ignored) tests travel: the rest ran here, and the carried
+        # folder has a size limit.
+        ignored=$("$exe" --list --ignored 2>/dev/null || true)
+        grep -q ': test$' <<<"$ignored" || continue
         cp "$exe" ".carry/tests/$name" && strip ".carry/tests/$name"
     done
 cargo bench --no-run --message-format=json 2>/dev/null | executables bench |
