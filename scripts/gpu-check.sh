@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs on a GPU machine from the repository root, over the binaries of scripts/build-carry.sh:
-#   scripts/gpu-check.sh [tests] [sanitizer] [bench] [peers] [tune-quick] [tune-full]
+#   scripts/gpu-check.sh [tests] [sanitizer] [bench] [peers] [bench-apb] [tune-quick] [tune-full]
 #   (default: the first four). $TESTS, when set, names the test executables to run.
 # Logs go to $OUT (default /tmp/flashgen-out); a short summary is printed last.
 set -uo pipefail
@@ -10,6 +10,14 @@ carry=.carry
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export FLASHGEN_CACHE_DIR=${FLASHGEN_CACHE_DIR:-/tmp/flashgen-cache}
 export PYTHONUNBUFFERED=1
+# libnccl (multi-GPU APB prefill): the system's, else the one PyTorch ships.
+for d in /usr/local/cuda/lib64 /usr/lib/x86_64-linux-gnu /usr/lib64 \
+    "$(python3 -c 'import nvidia.nccl, os; print(os.path.dirname(nvidia.nccl.__file__))' 2>/dev/null)/lib"; do
+    if [ -e "$d/libnccl.so.2" ]; then
+        export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$d
+        break
+    fi
+done
 steps=${*:-tests sanitizer bench peers}
 summary=()
 
@@ -35,16 +43,27 @@ for step in $steps; do
     sanitizer)
         rc=0
         for tool in memcheck racecheck; do
-            compute-sanitizer --tool "$tool" --error-exitcode 9 --target-processes all \
-                "$carry/tests/gpu_kernels" --include-ignored --test-threads=1 sanitizer_ \
-                > "$out/sanitizer-$tool.log" 2>&1 || rc=1
-            tail -5 "$out/sanitizer-$tool.log"
+            for t in gpu_kernels gpu_apb_compress gpu_apb_prefill; do
+                [ -x "$carry/tests/$t" ] || continue
+                compute-sanitizer --tool "$tool" --error-exitcode 9 --target-processes all \
+                    "$carry/tests/$t" --include-ignored --test-threads=1 sanitizer_ \
+                    > "$out/sanitizer-$tool-$t.log" 2>&1 || rc=1
+                tail -5 "$out/sanitizer-$tool-$t.log"
+            done
         done
         summary+=("sanitizer: rc=$rc ($(grep -h 'ERROR SUMMARY' "$out"/sanitizer-*.log | tr '\n' ' '))")
         ;;
     bench)
         "$carry"/bench-attention --json "$out/bench.json" 2>&1 | tee "$out/bench.log"
         summary+=("bench: rc=${PIPESTATUS[0]}")
+        ;;
+    bench-apb)
+        rc=0
+        "$carry"/bench-apb_compress --json "$out/bench-apb_compress.json" 2>&1 | tee "$out/bench-apb_compress.log"
+        [ "${PIPESTATUS[0]}" = 0 ] || rc=1
+        "$carry"/bench-apb_prefill --json "$out/bench-apb_prefill.json" 2>&1 | tee "$out/bench-apb_prefill.log"
+        [ "${PIPESTATUS[0]}" = 0 ] || rc=1
+        summary+=("bench-apb: rc=$rc")
         ;;
     peers)
         python3 "$carry/peers.py" 2>&1 | tee "$out/peers.log"
