@@ -23,12 +23,10 @@
 
 use flashgen_codegen::{KernelSpec, Variant};
 use flashgen_reference::{Precision, Rng};
-use flashgen_runtime::apb::prefill::{
-    apb_prefill, ApbParams, GivenSelection, HostBlock, PrefillShape, SeqSplit,
-};
+use flashgen_runtime::apb::prefill::{apb_prefill, ApbParams, HostBlock, PrefillShape, SeqSplit};
 use flashgen_runtime::apb::ring::ring_prefill;
 use flashgen_runtime::apb::star::star_prefill;
-use flashgen_runtime::apb::QueryAware;
+use flashgen_runtime::apb::{GivenSelection, QueryAware};
 use flashgen_runtime::cudarc::driver::sys::CUevent_flags;
 use flashgen_runtime::cudarc::driver::CudaSlice;
 use flashgen_runtime::multigpu::{

@@ -5,12 +5,10 @@ use flashgen_reference as reference;
 use flashgen_reference::{
     attention_bshd, check_close, check_lse, Mask, Precision, Rng, Shape, Tolerance,
 };
-use flashgen_runtime::apb::prefill::{
-    apb_prefill, ApbParams, GivenSelection, HostBlock, PrefillShape, SeqSplit,
-};
+use flashgen_runtime::apb::prefill::{apb_prefill, ApbParams, HostBlock, PrefillShape, SeqSplit};
 use flashgen_runtime::apb::ring::ring_prefill;
 use flashgen_runtime::apb::star::star_prefill;
-use flashgen_runtime::apb::QueryAware;
+use flashgen_runtime::apb::{GivenSelection, QueryAware};
 use flashgen_runtime::cudarc::driver::CudaSlice;
 use flashgen_runtime::multigpu::{nccl_group, nccl_present, run_hosts, Communicator, SimGroup};
 use flashgen_runtime::{device_count, Error, Runtime};

@@ -318,3 +318,111 @@ impl<T: Element> KvCompressor<T> for QueryAware {
         select_and_gather(rt, &self.kernels, &shape, local, &scores, lp, out_k, out_v)
     }
 }
+
+/// A compressor that passes on caller-chosen positions: the `lp` positions of every kv head
+/// given up front (`[batch, heads_kv, lp]`, ascending, within the local block), gathered on the
+/// device. For tests (the reference is built from the same positions) and for benchmarks that
+/// fix the selection.
+pub struct GivenSelection {
+    batch: usize,
+    heads_kv: usize,
+    lp: usize,
+    rows: usize,
+    index: CudaSlice<i32>,
+    kernels: ApbKernels,
+}
+
+impl GivenSelection {
+    /// Checks `index` (`[batch, heads_kv, lp]`, each list strictly ascending within a local
+    /// block of `rows` tokens) and uploads it.
+    pub fn new(
+        rt: &Runtime,
+        index: &[i32],
+        batch: usize,
+        heads_kv: usize,
+        lp: usize,
+        rows: usize,
+    ) -> Result<Self> {
+        if index.len() != batch * heads_kv * lp {
+            return Err(invalid(
+                "index",
+                format!(
+                    "has {} entries, expected batch * heads_kv * lp = {}",
+                    index.len(),
+                    batch * heads_kv * lp
+                ),
+            ));
+        }
+        for (row, list) in index.chunks(lp.max(1)).enumerate() {
+            if list.iter().any(|&i| i < 0 || i as usize >= rows) {
+                return Err(invalid(
+                    "index",
+                    format!("list {row} has a position outside the block of {rows} tokens"),
+                ));
+            }
+            if list.windows(2).any(|w| w[0] >= w[1]) {
+                return Err(invalid(
+                    "index",
+                    format!("list {row} is not strictly ascending"),
+                ));
+            }
+        }
+        let index = rt
+            .stream()
+            .clone_htod(if index.is_empty() { &[0][..] } else { index })
+            .while_(|| "uploading selected positions".into())?;
+        Ok(GivenSelection {
+            batch,
+            heads_kv,
+            lp,
+            rows,
+            index,
+            kernels: ApbKernels::new(),
+        })
+    }
+}
+
+impl<T: Element> KvCompressor<T> for GivenSelection {
+    fn compress(
+        &self,
+        rt: &Runtime,
+        local: &LocalBlock<'_, T>,
+        lp: usize,
+        out_k: &mut CudaSlice<T>,
+        out_v: &mut CudaSlice<T>,
+    ) -> Result<CudaSlice<i32>> {
+        let shape = check_call(local, lp, out_k, out_v)?;
+        if (shape.batch, shape.local, shape.heads_kv, lp)
+            != (self.batch, self.rows, self.heads_kv, self.lp)
+        {
+            return Err(invalid(
+                "local",
+                format!(
+                    "selection made for batch {}, {} tokens, {} kv heads, lp {}; called with \
+                     batch {}, {} tokens, {} kv heads, lp {lp}",
+                    self.batch,
+                    self.rows,
+                    self.heads_kv,
+                    self.lp,
+                    shape.batch,
+                    shape.local,
+                    shape.heads_kv
+                ),
+            ));
+        }
+        gather(
+            rt,
+            &self.kernels,
+            &shape,
+            &local.k,
+            &local.v,
+            &self.index,
+            lp,
+            out_k,
+            out_v,
+        )?;
+        rt.stream()
+            .clone_dtod(&self.index)
+            .while_(|| "copying selected positions".into())
+    }
+}

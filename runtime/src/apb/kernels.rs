@@ -14,6 +14,7 @@ const GATHER: &str = include_str!("../../../templates/apb/gather.cu");
 const HEADS: &str = include_str!("../../../templates/apb/heads.cu");
 const QUERY_AWARE: &str = include_str!("../../../templates/apb/query_aware.cu");
 const LOGITS: &str = include_str!("../../../templates/apb/logits.cu");
+const MERGE: &str = include_str!("../../../templates/apb/merge.cu");
 
 /// Threads per CTA of `apb_topk_select` (`SEL_THREADS`).
 pub const SELECT_THREADS: u32 = 1024;
@@ -25,6 +26,8 @@ pub const QA_KEY_TILE: usize = 64;
 pub const LOGIT_THREADS: u32 = 256;
 /// Threads per CTA of the element-wise kernels (gather, bias + activation, pooling).
 pub const ELEMENTWISE_THREADS: u32 = 256;
+/// Threads per CTA of `apb_merge` (a warp per row) and `apb_finish`.
+pub const MERGE_THREADS: u32 = 256;
 
 /// One compiled unit of APB kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -39,17 +42,22 @@ pub enum ApbModule {
     QueryAware(DType),
     /// `apb_logit_rowstats`, `apb_logit_colsum`: query-aware scores from cuBLAS logits (f32).
     Logits,
+    /// `apb_merge`, `apb_finish`: ring attention's lse merge of partial results, for one element
+    /// type.
+    Merge(DType),
 }
 
 impl ApbModule {
     /// Every module, for compile checks.
-    pub const ALL: [ApbModule; 6] = [
+    pub const ALL: [ApbModule; 8] = [
         ApbModule::Select,
         ApbModule::Gather,
         ApbModule::Heads,
         ApbModule::Logits,
         ApbModule::QueryAware(DType::Bf16),
         ApbModule::QueryAware(DType::F16),
+        ApbModule::Merge(DType::Bf16),
+        ApbModule::Merge(DType::F16),
     ];
 
     /// The entry functions of the module; the first names the source.
@@ -60,6 +68,7 @@ impl ApbModule {
             ApbModule::Heads => &["apb_bias_act", "apb_pool_scores"],
             ApbModule::QueryAware(_) => &["apb_qa_scores", "apb_qa_partial", "apb_qa_stats"],
             ApbModule::Logits => &["apb_logit_rowstats", "apb_logit_colsum"],
+            ApbModule::Merge(_) => &["apb_merge", "apb_finish"],
         }
     }
 
@@ -76,6 +85,8 @@ impl ApbModule {
             ApbModule::QueryAware(DType::F16) => {
                 ("#define FG_DTYPE_F16\n", QUERY_AWARE, QA_THREADS)
             }
+            ApbModule::Merge(DType::Bf16) => ("#define FG_DTYPE_BF16\n", MERGE, MERGE_THREADS),
+            ApbModule::Merge(DType::F16) => ("#define FG_DTYPE_F16\n", MERGE, MERGE_THREADS),
         };
         KernelSource {
             kernel_name: self.functions()[0].to_string(),

@@ -16,7 +16,9 @@ pub mod select;
 pub mod star;
 pub mod validate;
 
-pub use compressor::{GivenScores, QueryAware, RetainingHeads, RetainingHeadsWeights};
+pub use compressor::{
+    GivenScores, GivenSelection, QueryAware, RetainingHeads, RetainingHeadsWeights,
+};
 pub use kernels::{ApbKernels, ApbModule};
 pub use scorer::{Activation, LOGIT_BUDGET_BYTES, POOL_WIDTH};
 pub use select::{gather, order_key, select_row, select_rows, top_k};

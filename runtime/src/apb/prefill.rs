@@ -14,7 +14,6 @@
 //!
 //! Outputs stay sharded: host `r` returns O of its own block.
 
-use super::merge::{gather_rows, GatherShape};
 use super::{KvCompressor, LocalBlock};
 use crate::error::{invalid, DriverContext, Result};
 use crate::layout::Layout;
@@ -477,101 +476,6 @@ pub fn apb_prefill<T: Element>(
         &mut o,
     )?;
     Ok(ApbOutput { o, selected })
-}
-
-/// A compressor that passes on caller-chosen positions: the `lp` positions of every kv head
-/// given up front (`[batch, heads_kv, lp]`, ascending, within the local block), gathered on the
-/// device. For tests (the reference is built from the same positions) and for benchmarks that
-/// fix the selection.
-pub struct GivenSelection {
-    batch: usize,
-    heads_kv: usize,
-    lp: usize,
-    rows: usize,
-    index: CudaSlice<i32>,
-}
-
-impl GivenSelection {
-    /// Uploads `index` (`[batch, heads_kv, lp]`) for a local block of `rows` tokens.
-    pub fn new(
-        rt: &Runtime,
-        index: &[i32],
-        batch: usize,
-        heads_kv: usize,
-        lp: usize,
-        rows: usize,
-    ) -> Result<Self> {
-        if index.len() != batch * heads_kv * lp {
-            return Err(invalid(
-                "index",
-                format!(
-                    "has {} entries, expected batch * heads_kv * lp = {}",
-                    index.len(),
-                    batch * heads_kv * lp
-                ),
-            ));
-        }
-        for (row, list) in index.chunks(lp.max(1)).enumerate() {
-            if list.iter().any(|&i| i < 0 || i as usize >= rows) {
-                return Err(invalid(
-                    "index",
-                    format!("list {row} has a position outside the block of {rows} tokens"),
-                ));
-            }
-            if list.windows(2).any(|w| w[0] >= w[1]) {
-                return Err(invalid(
-                    "index",
-                    format!("list {row} is not strictly ascending"),
-                ));
-            }
-        }
-        let index = rt
-            .stream()
-            .clone_htod(if index.is_empty() { &[0][..] } else { index })
-            .while_(|| "uploading selected positions".into())?;
-        Ok(GivenSelection {
-            batch,
-            heads_kv,
-            lp,
-            rows,
-            index,
-        })
-    }
-}
-
-impl<T: Element> KvCompressor<T> for GivenSelection {
-    fn compress(
-        &self,
-        rt: &Runtime,
-        local: &LocalBlock<'_, T>,
-        lp: usize,
-        out_k: &mut CudaSlice<T>,
-        out_v: &mut CudaSlice<T>,
-    ) -> Result<CudaSlice<i32>> {
-        let l = &local.k.layout;
-        if (l.batch, l.seq, l.heads, lp) != (self.batch, self.rows, self.heads_kv, self.lp) {
-            return Err(invalid(
-                "local",
-                format!(
-                    "selection made for batch {}, {} tokens, {} kv heads, lp {}; called with \
-                     batch {}, {} tokens, {} kv heads, lp {lp}",
-                    self.batch, self.rows, self.heads_kv, self.lp, l.batch, l.seq, l.heads
-                ),
-            ));
-        }
-        let shape = GatherShape {
-            batch: l.batch,
-            rows: l.seq,
-            count: lp,
-            heads: l.heads,
-            dim: l.dim,
-        };
-        gather_rows(rt, shape, local.k.data, &self.index, out_k)?;
-        gather_rows(rt, shape, local.v.data, &self.index, out_v)?;
-        rt.stream()
-            .clone_dtod(&self.index)
-            .while_(|| "copying selected positions".into())
-    }
 }
 
 #[cfg(test)]
