@@ -10,8 +10,8 @@ mod timing;
 
 use flashgen_reference::Rng;
 use flashgen_runtime::apb::{
-    top_k, Activation, ApbKernels, GivenScores, KvCompressor, LocalBlock, QueryAware,
-    RetainingHeads, RetainingHeadsWeights,
+    top_k, Activation, GivenScores, KvCompressor, LocalBlock, QueryAware, RetainingHeads,
+    RetainingHeadsWeights,
 };
 use flashgen_runtime::cudarc::driver::CudaSlice;
 use flashgen_runtime::{Layout, Runtime, Tensor};
@@ -106,8 +106,6 @@ fn main() {
         }
         Err(e) => println!("{case:<34} {shape:<34} failed: {e}"),
     };
-
-    let kernels = ApbKernels::new();
     let scores: Vec<f32> = (0..HKV * LOCAL)
         .map(|_| rng.uniform(-4.0, 4.0) as f32)
         .collect();
@@ -116,12 +114,10 @@ fn main() {
         report(
             format!("top-k select lp {lp}"),
             format!("{HKV} rows x {LOCAL}"),
-            time(&rt, || {
-                top_k(&rt, &kernels, &scores, HKV, LOCAL, lp).map(drop)
-            }),
+            time(&rt, || top_k(&rt, &scores, HKV, LOCAL, lp).map(drop)),
         );
     }
-    let given = GivenScores::with_kernels(&scores, &kernels);
+    let given = GivenScores::new(&scores);
     report(
         "given scores: select + gather".to_string(),
         format!("{shape} lp{LP}"),

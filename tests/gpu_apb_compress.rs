@@ -8,7 +8,7 @@
 
 use flashgen_reference::Rng;
 use flashgen_runtime::apb::{
-    select_rows, top_k, Activation, ApbKernels, GivenScores, KvCompressor, LocalBlock, QueryAware,
+    select_rows, top_k, Activation, GivenScores, KvCompressor, LocalBlock, QueryAware,
     RetainingHeads, RetainingHeadsWeights, POOL_WIDTH,
 };
 use flashgen_runtime::cudarc::driver::CudaSlice;
@@ -244,18 +244,10 @@ fn scores(rng: &mut Rng, len: usize, flavour: &str) -> Vec<f32> {
         .collect()
 }
 
-fn check_top_k(
-    rt: &Runtime,
-    kernels: &ApbKernels,
-    rng: &mut Rng,
-    rows: usize,
-    n: usize,
-    lp: usize,
-    flavour: &str,
-) {
+fn check_top_k(rt: &Runtime, rng: &mut Rng, rows: usize, n: usize, lp: usize, flavour: &str) {
     let s = scores(rng, rows * n, flavour);
     let dev = up(rt, &s);
-    let got = down(rt, &top_k(rt, kernels, &dev, rows, n, lp).expect("top_k"));
+    let got = down(rt, &top_k(rt, &dev, rows, n, lp).expect("top_k"));
     assert_eq!(
         got,
         select_rows(&s, n, lp),
@@ -267,7 +259,6 @@ fn check_top_k(
 #[ignore = "needs a CUDA GPU"]
 fn top_k_is_exact_against_a_cpu_sort() {
     let rt = runtime();
-    let kernels = ApbKernels::new();
     let mut rng = Rng::fresh();
     for flavour in ["distinct", "ties", "mixed"] {
         for (rows, n, lp) in [
@@ -282,12 +273,12 @@ fn top_k_is_exact_against_a_cpu_sort() {
             (2, 32768, 32768),
             (1, 100_003, 7),
         ] {
-            check_top_k(&rt, &kernels, &mut rng, rows, n, lp, flavour);
+            check_top_k(&rt, &mut rng, rows, n, lp, flavour);
         }
     }
     // One value everywhere: the first lp positions.
     let flat = up(&rt, &vec![0.25f32; 3 * 5000]);
-    let got = down(&rt, &top_k(&rt, &kernels, &flat, 3, 5000, 1234).unwrap());
+    let got = down(&rt, &top_k(&rt, &flat, 3, 5000, 1234).unwrap());
     let want: Vec<i32> = (0..3).flat_map(|_| 0..1234).collect();
     assert_eq!(got, want);
 }
@@ -296,12 +287,11 @@ fn top_k_is_exact_against_a_cpu_sort() {
 #[ignore = "needs a CUDA GPU"]
 fn top_k_rejects_bad_arguments() {
     let rt = runtime();
-    let kernels = ApbKernels::new();
     let s = up(&rt, &[1.0f32; 20]);
     for (rows, n, lp) in [(2, 10, 0), (2, 10, 11), (3, 10, 5), (0, 10, 1)] {
         assert!(
             matches!(
-                top_k(&rt, &kernels, &s, rows, n, lp),
+                top_k(&rt, &s, rows, n, lp),
                 Err(Error::InvalidArgument { .. })
             ),
             "rows {rows} n {n} lp {lp}"
@@ -596,19 +586,12 @@ fn query_aware_scores_match_f64_and_compress_end_to_end() {
 #[ignore = "needs a CUDA GPU"]
 fn sanitizer_select_and_gather() {
     let rt = runtime();
-    let kernels = ApbKernels::new();
     let mut rng = Rng::fresh();
-    check_top_k(&rt, &kernels, &mut rng, 2, 1500, 700, "mixed");
+    check_top_k(&rt, &mut rng, 2, 1500, 700, "mixed");
     let block = Block::<bf16>::new(&rt, &mut rng, 2, 130, 4, 2, 64, 1, true);
     let s = scores(&mut rng, 2 * 2 * 130, "ties");
     let dev = up(&rt, &s);
-    block.check_compress(
-        &rt,
-        &GivenScores::with_kernels(&dev, &kernels),
-        33,
-        &s,
-        false,
-    );
+    block.check_compress(&rt, &GivenScores::new(&dev), 33, &s, false);
 }
 
 #[test]

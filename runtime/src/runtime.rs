@@ -1,6 +1,7 @@
 //! The GPU side: a device context and stream, kernels loaded through the cache, and the typed
 //! launch API over cudarc device buffers.
 
+use crate::apb::kernels::{ApbKernels, ApbModule};
 use crate::cache::{CacheSource, KernelCache};
 use crate::compile::nvrtc_version;
 use crate::compile::CompiledKernel;
@@ -68,6 +69,8 @@ pub struct Runtime {
     warnings: Mutex<Vec<String>>,
     /// The tuned config of [`Runtime::attention_tuned`], found on first use.
     tuned: OnceLock<Option<Arc<TunedConfig>>>,
+    /// The APB kernels (compression, ring merge) loaded into this context.
+    apb: ApbKernels,
 }
 
 /// Number of CUDA devices (0 when the driver sees none).
@@ -136,6 +139,7 @@ impl Runtime {
             loaded: Mutex::new(HashMap::new()),
             warnings: Mutex::new(Vec::new()),
             tuned: OnceLock::new(),
+            apb: ApbKernels::default(),
         })
     }
 
@@ -164,6 +168,17 @@ impl Runtime {
         std::mem::take(&mut *self.warnings.lock().expect("warnings lock"))
     }
 
+    /// Records a warning for [`take_warnings`](Self::take_warnings).
+    pub(crate) fn push_warning(&self, warning: String) {
+        self.warnings.lock().expect("warnings lock").push(warning);
+    }
+
+    /// The function `name` of an APB module, compiled (or loaded from the cache) and loaded into
+    /// this context on first use.
+    pub(crate) fn apb_function(&self, module: ApbModule, name: &str) -> Result<CudaFunction> {
+        self.apb.function(self, module, name)
+    }
+
     /// Validates, compiles (or loads from the cache) and loads the kernel of a spec.
     pub fn kernel(&self, spec: &KernelSpec) -> Result<Arc<LoadedKernel>> {
         if let Some(k) = self.loaded.lock().expect("kernel table lock").get(spec) {
@@ -172,7 +187,7 @@ impl Runtime {
         validate(spec, self.arch())?;
         let hit = self.cache.get_or_compile(spec, self.arch())?;
         if let Some(w) = hit.warning.clone() {
-            self.warnings.lock().expect("warnings lock").push(w);
+            self.push_warning(w);
         }
         let smem = hit.kernel.dynamic_shared_bytes;
         let total_smem = u64::from(smem) + u64::from(hit.kernel.report.static_shared_bytes);

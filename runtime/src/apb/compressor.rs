@@ -3,7 +3,6 @@
 //! gathers the compact K and V blocks; nothing waits for the GPU.
 
 use super::blas::Blas;
-use super::kernels::ApbKernels;
 use super::scorer::{
     blas_query_aware_fits, desc, query_aware_scores, query_aware_scores_blas, retaining_scores,
     Activation, DeviceHeads, LOGIT_BUDGET_BYTES,
@@ -36,7 +35,6 @@ fn check_call<T: Element>(
 #[allow(clippy::too_many_arguments)]
 fn select_and_gather<T: Element>(
     rt: &Runtime,
-    kernels: &ApbKernels,
     shape: &BlockShape,
     local: &LocalBlock<'_, T>,
     scores: &CudaSlice<f32>,
@@ -44,30 +42,19 @@ fn select_and_gather<T: Element>(
     out_k: &mut CudaSlice<T>,
     out_v: &mut CudaSlice<T>,
 ) -> Result<CudaSlice<i32>> {
-    let positions = top_k(rt, kernels, scores, shape.rows(), shape.local, lp)?;
-    gather(
-        rt, kernels, shape, &local.k, &local.v, &positions, lp, out_k, out_v,
-    )?;
+    let positions = top_k(rt, scores, shape.rows(), shape.local, lp)?;
+    gather(rt, shape, &local.k, &local.v, &positions, lp, out_k, out_v)?;
     Ok(positions)
 }
 
 /// Scores passed in by the caller: `[batch, heads_kv, local]` f32 on the device.
 pub struct GivenScores<'s> {
     scores: &'s CudaSlice<f32>,
-    kernels: ApbKernels,
 }
 
 impl<'s> GivenScores<'s> {
     pub fn new(scores: &'s CudaSlice<f32>) -> Self {
-        Self::with_kernels(scores, &ApbKernels::new())
-    }
-
-    /// Shares already loaded kernels (a compressor per call then loads nothing).
-    pub fn with_kernels(scores: &'s CudaSlice<f32>, kernels: &ApbKernels) -> Self {
-        GivenScores {
-            scores,
-            kernels: kernels.clone(),
-        }
+        GivenScores { scores }
     }
 }
 
@@ -82,16 +69,7 @@ impl<T: Element> KvCompressor<T> for GivenScores<'_> {
     ) -> Result<CudaSlice<i32>> {
         let shape = check_call(local, lp, out_k, out_v)?;
         check_scores(&shape, self.scores.len())?;
-        select_and_gather(
-            rt,
-            &self.kernels,
-            &shape,
-            local,
-            self.scores,
-            lp,
-            out_k,
-            out_v,
-        )
+        select_and_gather(rt, &shape, local, self.scores, lp, out_k, out_v)
     }
 }
 
@@ -113,7 +91,6 @@ pub struct RetainingHeadsWeights<'a, T> {
 pub struct RetainingHeads<T> {
     weights: DeviceHeads<T>,
     blas: Blas,
-    kernels: ApbKernels,
 }
 
 impl<T: Element + Into<f32>> RetainingHeads<T> {
@@ -165,11 +142,7 @@ impl<T: Element + Into<f32>> RetainingHeads<T> {
             dim,
             activation: w.activation,
         };
-        Ok(RetainingHeads {
-            weights,
-            blas,
-            kernels: ApbKernels::new(),
-        })
+        Ok(RetainingHeads { weights, blas })
     }
 }
 
@@ -192,7 +165,7 @@ impl<T: Element> RetainingHeads<T> {
                 "these retaining heads were built with another runtime's context",
             ));
         }
-        retaining_scores(rt, &self.kernels, &self.blas, &self.weights, local, shape)
+        retaining_scores(rt, &self.blas, &self.weights, local, shape)
     }
 }
 
@@ -207,7 +180,7 @@ impl<T: Element> KvCompressor<T> for RetainingHeads<T> {
     ) -> Result<CudaSlice<i32>> {
         let shape = check_call(local, lp, out_k, out_v)?;
         let scores = self.scores_of(rt, local, &shape)?;
-        select_and_gather(rt, &self.kernels, &shape, local, &scores, lp, out_k, out_v)
+        select_and_gather(rt, &shape, local, &scores, lp, out_k, out_v)
     }
 }
 
@@ -221,7 +194,6 @@ pub struct QueryAware {
     scale: Option<f32>,
     tiled: bool,
     logit_budget: Option<usize>,
-    kernels: ApbKernels,
     blas: Arc<Mutex<Vec<Arc<Blas>>>>,
 }
 
@@ -288,19 +260,10 @@ impl QueryAware {
         let budget = self.logit_budget.unwrap_or(LOGIT_BUDGET_BYTES);
         if !self.tiled && blas_query_aware_fits(local, shape, nq, budget) {
             if let Some(blas) = self.blas(rt)? {
-                return query_aware_scores_blas(
-                    rt,
-                    &self.kernels,
-                    &blas,
-                    local,
-                    shape,
-                    nq,
-                    scale,
-                    budget,
-                );
+                return query_aware_scores_blas(rt, &blas, local, shape, nq, scale, budget);
             }
         }
-        query_aware_scores(rt, &self.kernels, local, shape, nq, scale)
+        query_aware_scores(rt, local, shape, nq, scale)
     }
 }
 
@@ -315,7 +278,7 @@ impl<T: Element> KvCompressor<T> for QueryAware {
     ) -> Result<CudaSlice<i32>> {
         let shape = check_call(local, lp, out_k, out_v)?;
         let scores = self.scores_of(rt, local, &shape)?;
-        select_and_gather(rt, &self.kernels, &shape, local, &scores, lp, out_k, out_v)
+        select_and_gather(rt, &shape, local, &scores, lp, out_k, out_v)
     }
 }
 
@@ -329,7 +292,6 @@ pub struct GivenSelection {
     lp: usize,
     rows: usize,
     index: CudaSlice<i32>,
-    kernels: ApbKernels,
 }
 
 impl GivenSelection {
@@ -377,7 +339,6 @@ impl GivenSelection {
             lp,
             rows,
             index,
-            kernels: ApbKernels::new(),
         })
     }
 }
@@ -412,7 +373,6 @@ impl<T: Element> KvCompressor<T> for GivenSelection {
         }
         gather(
             rt,
-            &self.kernels,
             &shape,
             &local.k,
             &local.v,

@@ -1,11 +1,12 @@
-//! The APB compression kernels: their sources, NVRTC builds through the runtime's kernel cache
-//! (so they are cached on disk like the attention kernels), and their modules loaded per
-//! context.
+//! The APB kernels (compression and ring attention's merge): their sources, NVRTC builds
+//! through the runtime's kernel cache (so they are cached on disk like the attention kernels),
+//! and the per-runtime table of loaded modules.
 
 use crate::error::{DriverContext, Result};
 use crate::runtime::Runtime;
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule};
+use cudarc::driver::{CudaFunction, CudaModule};
 use flashgen_codegen::{DType, KernelSource};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 const COMMON: &str = include_str!("../../../templates/apb/common.cuh");
@@ -97,26 +98,16 @@ impl ApbModule {
     }
 }
 
-/// A module loaded into one context.
-struct Loaded {
-    module: ApbModule,
-    ctx: Arc<CudaContext>,
-    cu: Arc<CudaModule>,
-}
-
-/// The APB kernels, compiled on first use (through the runtime's cache) and loaded into the
-/// context of each runtime they are used with. Cheap to clone: clones share the loaded modules.
-#[derive(Clone, Default)]
-pub struct ApbKernels {
-    loaded: Arc<Mutex<Vec<Loaded>>>,
+/// The APB modules loaded into one runtime's context, each compiled on first use through the
+/// runtime's kernel cache (so they are cached on disk like the attention kernels). Every
+/// [`Runtime`] owns one, as it owns its attention kernels.
+#[derive(Default)]
+pub(crate) struct ApbKernels {
+    loaded: Mutex<HashMap<ApbModule, Arc<CudaModule>>>,
 }
 
 impl ApbKernels {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The function `name` of `module` in `rt`'s context.
+    /// The function `name` of `module` in `rt`'s context (`rt` owns this table).
     pub(crate) fn function(
         &self,
         rt: &Runtime,
@@ -131,27 +122,20 @@ impl ApbKernels {
 
     fn module(&self, rt: &Runtime, module: ApbModule) -> Result<Arc<CudaModule>> {
         let mut loaded = self.loaded.lock().expect("apb kernel table lock");
-        if let Some(l) = loaded
-            .iter()
-            .find(|l| l.module == module && Arc::ptr_eq(&l.ctx, rt.context()))
-        {
-            return Ok(l.cu.clone());
+        if let Some(cu) = loaded.get(&module) {
+            return Ok(cu.clone());
         }
         let hit = rt
             .cache()
             .get_or_compile_source(&module.source(), rt.arch())?;
-        if let Some(w) = &hit.warning {
-            eprintln!("flashgen: warning: {w}");
+        if let Some(w) = hit.warning {
+            rt.push_warning(w);
         }
         let cu = rt
             .context()
             .load_module(cudarc::nvrtc::Ptx::from_binary(hit.kernel.cubin.clone()))
             .while_(|| format!("loading the CUBIN of {}", hit.kernel.kernel_name))?;
-        loaded.push(Loaded {
-            module,
-            ctx: rt.context().clone(),
-            cu: cu.clone(),
-        });
+        loaded.insert(module, cu.clone());
         Ok(cu)
     }
 }

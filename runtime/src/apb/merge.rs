@@ -1,19 +1,15 @@
 //! Ring attention's small kernels (`templates/apb/merge.cu`): the log-sum-exp merge of partial
 //! results into an f32 accumulator and the final rounding to the element type. They are built
-//! and loaded like the compression kernels ([`ApbKernels`]), through the runtime's kernel cache.
+//! and loaded like the compression kernels, through the runtime's kernel cache, once per runtime.
 
-use super::kernels::{ApbKernels, ApbModule, MERGE_THREADS as THREADS};
+use super::kernels::{ApbModule, MERGE_THREADS as THREADS};
 use crate::error::{invalid, DriverContext, Result};
 use crate::runtime::{Element, Runtime};
 use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
-use std::sync::OnceLock;
 
-/// `name` of the merge module of `T`, loaded into `rt`'s context once per process.
+/// `name` of the merge module of `T` in `rt`'s context.
 fn function<T: Element>(rt: &Runtime, name: &str) -> Result<CudaFunction> {
-    static KERNELS: OnceLock<ApbKernels> = OnceLock::new();
-    KERNELS
-        .get_or_init(ApbKernels::new)
-        .function(rt, ApbModule::Merge(T::DTYPE), name)
+    rt.apb_function(ApbModule::Merge(T::DTYPE), name)
 }
 
 /// Blocks for `warps` warps of work.

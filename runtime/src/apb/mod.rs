@@ -19,7 +19,7 @@ pub mod validate;
 pub use compressor::{
     GivenScores, GivenSelection, QueryAware, RetainingHeads, RetainingHeadsWeights,
 };
-pub use kernels::{ApbKernels, ApbModule};
+pub use kernels::ApbModule;
 pub use scorer::{Activation, LOGIT_BUDGET_BYTES, POOL_WIDTH};
 pub use select::{gather, order_key, select_row, select_rows, top_k};
 

@@ -4,8 +4,7 @@
 
 use super::blas::{Batch, Blas, GemmInput, LinearGemm};
 use super::kernels::{
-    elementwise_grid, ApbKernels, ApbModule, ELEMENTWISE_THREADS, LOGIT_THREADS, QA_KEY_TILE,
-    QA_THREADS,
+    elementwise_grid, ApbModule, ELEMENTWISE_THREADS, LOGIT_THREADS, QA_KEY_TILE, QA_THREADS,
 };
 use super::validate::{check_token_rows, BlockShape, TensorDesc};
 use super::LocalBlock;
@@ -83,7 +82,6 @@ fn ptr<'a, T>(s: &'a CudaSlice<T>, rt: &'a Runtime, guards: &mut Vec<SyncOnDrop<
 /// The retaining heads' scores of a validated block.
 pub(crate) fn retaining_scores<T: Element>(
     rt: &Runtime,
-    kernels: &ApbKernels,
     blas: &Blas,
     w: &DeviceHeads<T>,
     local: &LocalBlock<'_, T>,
@@ -153,7 +151,7 @@ pub(crate) fn retaining_scores<T: Element>(
         }
     }
     let total = tokens * w.hidden;
-    let f = kernels.function(rt, ApbModule::Heads, "apb_bias_act")?;
+    let f = rt.apb_function(ApbModule::Heads, "apb_bias_act")?;
     let (total64, hidden32, act) = (total as i64, w.hidden as i32, w.activation.code());
     let mut launch = s.launch_builder(&f);
     launch
@@ -190,7 +188,7 @@ pub(crate) fn retaining_scores<T: Element>(
     let mut scores = s
         .alloc_zeros::<f32>(shape.scores_len())
         .while_(|| "allocating the scores".into())?;
-    let f = kernels.function(rt, ApbModule::Heads, "apb_pool_scores")?;
+    let f = rt.apb_function(ApbModule::Heads, "apb_pool_scores")?;
     let (b32, n32, h32, radius) = (
         shape.batch as i32,
         shape.local as i32,
@@ -242,7 +240,6 @@ unsafe impl DeviceRepr for QaShape {}
 /// The query-aware scores of a validated block with `nq` anchor query tokens.
 pub(crate) fn query_aware_scores<T: Element>(
     rt: &Runtime,
-    kernels: &ApbKernels,
     local: &LocalBlock<'_, T>,
     shape: &BlockShape,
     nq: usize,
@@ -288,14 +285,14 @@ pub(crate) fn query_aware_scores<T: Element>(
         block_dim: (QA_THREADS, 1, 1),
         shared_mem_bytes: 0,
     };
-    let f = kernels.function(rt, module, "apb_qa_partial")?;
+    let f = rt.apb_function(module, "apb_qa_partial")?;
     let mut launch = s.launch_builder(&f);
     launch.arg(&args).arg(&mut partial);
     // SAFETY: q and k were validated against their layouts (guards keep them ordered);
     // partial holds 2 * rows * queries * tiles f32.
     unsafe { launch.launch(tile_cfg) }.while_(|| "launching apb_qa_partial".into())?;
 
-    let f = kernels.function(rt, module, "apb_qa_stats")?;
+    let f = rt.apb_function(module, "apb_qa_stats")?;
     let (rows64, tiles32) = (stat_rows as i64, tiles as i32);
     let warps_per_block = (QA_THREADS / 32) as usize;
     let cfg = LaunchConfig {
@@ -312,7 +309,7 @@ pub(crate) fn query_aware_scores<T: Element>(
     // SAFETY: one warp per statistics row; buffers sized above.
     unsafe { launch.launch(cfg) }.while_(|| "launching apb_qa_stats".into())?;
 
-    let f = kernels.function(rt, module, "apb_qa_scores")?;
+    let f = rt.apb_function(module, "apb_qa_scores")?;
     let mut launch = s.launch_builder(&f);
     launch.arg(&args).arg(&stats).arg(&mut scores);
     // SAFETY: as for apb_qa_partial; scores holds [batch, heads_kv, local].
@@ -354,7 +351,6 @@ pub(crate) fn blas_query_aware_fits<T>(
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn query_aware_scores_blas<T: Element>(
     rt: &Runtime,
-    kernels: &ApbKernels,
     blas: &Blas,
     local: &LocalBlock<'_, T>,
     shape: &BlockShape,
@@ -381,8 +377,8 @@ pub(crate) fn query_aware_scores_blas<T: Element>(
     let mut scores = s
         .alloc_zeros::<f32>(shape.scores_len())
         .while_(|| "allocating the scores".into())?;
-    let rowstats = kernels.function(rt, ApbModule::Logits, "apb_logit_rowstats")?;
-    let colsum = kernels.function(rt, ApbModule::Logits, "apb_logit_colsum")?;
+    let rowstats = rt.apb_function(ApbModule::Logits, "apb_logit_rowstats")?;
+    let colsum = rt.apb_function(ApbModule::Logits, "apb_logit_colsum")?;
     let elem = std::mem::size_of::<T>();
     let (n32, g32) = (n as i32, queries as i32);
     for b in 0..shape.batch {

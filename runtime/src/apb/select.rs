@@ -7,7 +7,7 @@
 //! scores of the row are numbers, and then by position like any tie; nothing is checked on the
 //! host, so compression never waits for the GPU.
 
-use super::kernels::{elementwise_grid, ApbKernels, ApbModule, SELECT_THREADS};
+use super::kernels::{elementwise_grid, ApbModule, SELECT_THREADS};
 use super::validate::BlockShape;
 use crate::error::{invalid, DriverContext, Result};
 use crate::runtime::{Element, Runtime, Tensor};
@@ -55,7 +55,6 @@ pub fn select_rows(scores: &[f32], n: usize, lp: usize) -> Vec<i32> {
 /// `[rows, lp]` ascending positions.
 pub fn top_k(
     rt: &Runtime,
-    kernels: &ApbKernels,
     scores: &CudaSlice<f32>,
     rows: usize,
     n: usize,
@@ -80,7 +79,7 @@ pub fn top_k(
     if rows > i32::MAX as usize || n > i32::MAX as usize {
         return Err(invalid("scores", "rows and length must fit in 32 bits"));
     }
-    let f = kernels.function(rt, ApbModule::Select, "apb_topk_select")?;
+    let f = rt.apb_function(ApbModule::Select, "apb_topk_select")?;
     let mut positions = rt
         .stream()
         .alloc_zeros::<i32>(rows * lp)
@@ -104,7 +103,6 @@ pub fn top_k(
 #[allow(clippy::too_many_arguments)]
 pub fn gather<T: Element>(
     rt: &Runtime,
-    kernels: &ApbKernels,
     shape: &BlockShape,
     k: &Tensor<'_, T>,
     v: &Tensor<'_, T>,
@@ -124,7 +122,7 @@ pub fn gather<T: Element>(
             ),
         ));
     }
-    let f = kernels.function(rt, ApbModule::Gather, "apb_gather")?;
+    let f = rt.apb_function(ApbModule::Gather, "apb_gather")?;
     let total = shape.compressed_len(lp);
     let (lp32, heads32, dim32, total64) = (
         lp as i32,
