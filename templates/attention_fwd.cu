@@ -83,8 +83,6 @@ typedef DenseSchedule<true> Schedule;
 typedef StreamingSchedule Schedule;
 {%- elif variant == "block-sparse" %}
 typedef BlockSparseSchedule<CAUSAL> Schedule;
-{%- else %}
-typedef MixedSchedule Schedule;
 {%- endif %}
 
 {% include "device/softmax.cuh" %}
@@ -134,6 +132,17 @@ __device__ __forceinline__ void fg_load_rows(elem_t* smem, const RowSource& src_
     const elem_t* g = src_rows.rows;
     const elem_t* src = g + (fg_i64)(row0 + r - (SEGMENTED ? src_rows.prefix_rows : 0)) * src_rows.stride + c * 8;
     const fg_i64 step = (fg_i64)ROWS_PER_ITER * src_rows.stride;
+    if (!SEGMENTED && row0 + ROWS <= limit) {
+        // Every row is real (all tiles but a ragged last one): no bounds test or zero-fill per
+        // copy, which halves the instructions the copies cost the mainloop.
+#pragma unroll
+        for (int it = 0; it < ITERS; ++it) {
+            if (ROWS % ROWS_PER_ITER == 0 || r + it * ROWS_PER_ITER < ROWS) {
+                fg_cp_async16(base + fg_chunk_offset<ROWS>(r + it * ROWS_PER_ITER, c), src + it * step);
+            }
+        }
+        return;
+    }
 #pragma unroll
     for (int it = 0; it < ITERS; ++it) {
         if (ROWS % ROWS_PER_ITER == 0 || r + it * ROWS_PER_ITER < ROWS) {
@@ -176,25 +185,16 @@ __device__ __forceinline__ SeqRange fg_seq_range(const FlashParams& p, int batch
     return r;
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const FlashParams p) {
-    extern __shared__ __align__(16) unsigned char fg_smem[];
-{%- if mma == "wgmma" %}
-    // Swizzle atoms need 1 KiB alignment (the allocation has the slack).
-    elem_t* s_q = reinterpret_cast<elem_t*>((reinterpret_cast<unsigned long long>(fg_smem) + 1023) & ~1023ull);
-{%- else %}
-    elem_t* s_q = reinterpret_cast<elem_t*>(fg_smem);
-{%- endif %}
+// One CTA's work: BLOCK_M query rows of one (batch, head) over the key tiles `Schedule` visits.
+// A template so that the mixed-heads kernel runs a mainloop specialised to each head kind (the
+// kind is uniform across a CTA), with no per-tile dispatch.
+template <class Schedule>
+__device__ __forceinline__ void fg_attention_tile(const FlashParams& p, elem_t* s_q, const int head) {
     elem_t* s_k = s_q + BLOCK_M * TILE_ROW;
     elem_t* s_v = s_k + STAGES * BLOCK_N * TILE_ROW;
 
     // Heavy query tiles (late rows under a causal mask) are scheduled first.
     const int m_block = (int)gridDim.x - 1 - (int)blockIdx.x;
-{%- if variant == "mixed" %}
-    // Heads run in the given order (heavy kinds first) so cheap heads fill the tail of the grid.
-    const int head = p.head_order[blockIdx.y];
-{%- else %}
-    const int head = blockIdx.y;
-{%- endif %}
     const int batch = blockIdx.z;
     const int warp = threadIdx.x / 32;
     const int lane = threadIdx.x % 32;
@@ -284,6 +284,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const Fl
 {%- endif %}
     fg_u32 p_frag[M_TILES][KV_STEPS][4];
     float correction[M_TILES][2];
+    bool rescale = false;
     const fg_u32 q_base = fg_smem_addr(s_q) + (warp / 4) * 64 * 128;
     const float scale_log2 = p.scale_log2;
     // S = Q K^T of one tile, one k16 step of the head dim at a time (four per swizzle atom).
@@ -355,7 +356,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const Fl
 {%- endif %}
         const int n_block = sched.tile(0);
         if (sched.needs_mask(n_block)) fg_mask_scores(s, sched, row0 + warp_row, n_block * BLOCK_N, g, t);
-        fg_softmax(s, row_max, row_sum, correction, scale_log2);
+        fg_softmax(s, row_max, row_sum, correction, rescale, scale_log2);
         fg_pack_probs(p_frag, s);
     }
     for (int step = 1; step < steps; ++step) {
@@ -374,7 +375,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const Fl
 {%- endif %}
         float s[M_TILES][S_TILES][4];
         issue_qk(s, k_buf(step));
-        fg_rescale_output(acc_o, correction);
+        fg_rescale_output(acc_o, correction, rescale);
 {%- if stages == 1 %}
         fg_cp_async_wait<0>();  // V(step - 1)
         fg_fence_proxy_async();
@@ -389,7 +390,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const Fl
         fg_cp_async_commit();
 {%- endif %}
         if (sched.needs_mask(n_block)) fg_mask_scores(s, sched, row0 + warp_row, n_block * BLOCK_N, g, t);
-        fg_softmax(s, row_max, row_sum, correction, scale_log2);
+        fg_softmax(s, row_max, row_sum, correction, rescale, scale_log2);
         fg_wgmma_wait<0>();
         fence_output();
 {%- if stages == 1 %}
@@ -407,7 +408,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const Fl
         fg_cp_async_wait<0>();
         fg_fence_proxy_async();
         __syncthreads();
-        fg_rescale_output(acc_o, correction);
+        fg_rescale_output(acc_o, correction, rescale);
         issue_pv(v_buf(steps - 1));
         fg_wgmma_wait<0>();
         fence_output();
@@ -532,8 +533,9 @@ extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const Fl
 
         // Online softmax, then P as {{ dtype }} A operands right away.
         float correction[M_TILES][2];
-        fg_softmax(s, row_max, row_sum, correction, p.scale_log2);
-        fg_rescale_output(acc_o, correction);
+        bool rescale;
+        fg_softmax(s, row_max, row_sum, correction, rescale, p.scale_log2);
+        fg_rescale_output(acc_o, correction, rescale);
         fg_u32 p_frag[M_TILES][KV_STEPS][4];
         fg_pack_probs(p_frag, s);
 {%- if stages == 1 %}
@@ -629,4 +631,27 @@ extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const Fl
             }
         }
     }
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const FlashParams p) {
+    extern __shared__ __align__(16) unsigned char fg_smem[];
+{%- if mma == "wgmma" %}
+    // Swizzle atoms need 1 KiB alignment (the allocation has the slack).
+    elem_t* s_q = reinterpret_cast<elem_t*>((reinterpret_cast<unsigned long long>(fg_smem) + 1023) & ~1023ull);
+{%- else %}
+    elem_t* s_q = reinterpret_cast<elem_t*>(fg_smem);
+{%- endif %}
+
+{%- if variant == "mixed" %}
+    // Heads run in the given order (heavy kinds first) so cheap heads fill the tail of the grid.
+    const int head = p.head_order[blockIdx.y];
+    switch (p.head_kind[head]) {
+        case HEAD_DENSE: fg_attention_tile<DenseSchedule<false>>(p, s_q, head); break;
+        case HEAD_DENSE_CAUSAL: fg_attention_tile<DenseSchedule<true>>(p, s_q, head); break;
+        case HEAD_STREAMING: fg_attention_tile<StreamingSchedule>(p, s_q, head); break;
+        default: fg_attention_tile<BlockSparseSchedule<CAUSAL>>(p, s_q, head); break;
+    }
+{%- else %}
+    fg_attention_tile<Schedule>(p, s_q, blockIdx.y);
+{%- endif %}
 }

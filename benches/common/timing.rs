@@ -3,9 +3,13 @@
 use flashgen_runtime::cudarc::driver::sys::CUevent_flags;
 use flashgen_runtime::Runtime;
 
-/// Median milliseconds of `f` over `reps` launches on the runtime's stream, after `warmup`
-/// untimed ones. Each launch is timed by its own pair of events, so one slow launch moves the
-/// median, not the mean.
+/// Untimed launches before timing: at least this long, so that the GPU has left its idle clocks
+/// (the first case of a run otherwise reads several percent slow).
+const WARMUP_TIME: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Median milliseconds of `f` over `reps` launches on the runtime's stream, after at least
+/// `warmup` untimed ones and at least `WARMUP_TIME` of them. Each launch is timed by its own
+/// pair of events, so one slow launch moves the median, not the mean.
 pub fn median_ms(
     rt: &Runtime,
     warmup: usize,
@@ -14,8 +18,12 @@ pub fn median_ms(
 ) -> flashgen_runtime::Result<f64> {
     let ctx = rt.context();
     let stream = rt.stream();
-    for _ in 0..warmup {
+    let warm_start = std::time::Instant::now();
+    let mut warmed = 0;
+    while warmed < warmup || warm_start.elapsed() < WARMUP_TIME {
         f()?;
+        stream.synchronize().expect("sync");
+        warmed += 1;
     }
     let mut times = Vec::with_capacity(reps);
     for _ in 0..reps.max(1) {

@@ -30,6 +30,9 @@ pub fn search_space(spec: &KernelSpec, arch: Arch) -> Vec<TileConfig> {
 /// default: streaming 441 vs 402, block-sparse 450 vs 396, mixed heads 473 vs 440, causal
 /// 495 vs 468 (s4096 448 vs 406, s16384 497 vs 471). At d64 it lost (causal s16384 378 vs
 /// 419), so d64 keeps the plain loop; varlen and non-causal dense were not measured with it.
+/// Streaming takes 64-key tiles: 168 registers and 49 KiB let three CTAs share an SM, which
+/// hides the prologue of its short CTAs (s32768 sink 128 window 2048: 2.39 ms vs 2.50 ms at
+/// 64x128 in the same run; a sweep of every tile also ranked 64x64 first).
 /// Elsewhere FlashAttention-2's shapes (128 query rows over 4 warps, 64 keys a step) where
 /// registers allow, 16 rows per warp for the largest head dim.
 pub fn default_tile(spec: &KernelSpec, arch: Arch) -> TileConfig {
@@ -41,6 +44,9 @@ pub fn default_tile(spec: &KernelSpec, arch: Arch) -> TileConfig {
             Variant::Apb => false,
         };
     let hopper = match (spec.variant, spec.head_dim) {
+        _ if pipelined && spec.variant == Variant::Streaming => {
+            TileConfig::new(64, 64, 4, 1).with_mma(Mma::WgmmaPipelined)
+        }
         _ if pipelined => TileConfig::new(64, 128, 4, 1).with_mma(Mma::WgmmaPipelined),
         // Measured by a full tune on an H100 (dense d128: 1.16-1.25x over m128n128w8s1).
         (Variant::Dense | Variant::Apb, 256) => TileConfig::new(128, 64, 8, 1).with_mma(Mma::Wgmma),
@@ -50,8 +56,11 @@ pub fn default_tile(spec: &KernelSpec, arch: Arch) -> TileConfig {
     let preferred = match spec.head_dim {
         256 | 32 => TileConfig::new(64, 64, 4, 1),
         64 => TileConfig::new(128, 64, 4, 2),
-        // With both lse and varlen, two 16-row tiles per warp no longer fit in registers.
-        _ if spec.lse && spec.varlen => TileConfig::new(128, 64, 8, 1),
+        // With both lse and varlen, or with the mixed kernel's four kind-specialised mainloops,
+        // two 16-row tiles per warp no longer fit in registers (ptxas spills).
+        _ if (spec.lse && spec.varlen) || spec.variant == Variant::Mixed => {
+            TileConfig::new(128, 64, 8, 1)
+        }
         _ => TileConfig::new(128, 64, 4, 1),
     };
     for tile in [hopper, preferred] {

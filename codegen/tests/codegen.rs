@@ -203,7 +203,7 @@ fn hopper_defaults_to_wgmma_and_other_archs_to_mma_sync() {
     let s = KernelSpec::new(Variant::Dense, 128, DType::Bf16, true, Arch::SM90);
     assert_eq!(s.tile.to_string(), "m64n128w4s1-wgmma-pipelined");
     let s = KernelSpec::new(Variant::Streaming, 128, DType::Bf16, false, Arch::SM90);
-    assert_eq!(s.tile.mma, Mma::WgmmaPipelined);
+    assert_eq!(s.tile.to_string(), "m64n64w4s1-wgmma-pipelined");
     let s = s.with_varlen(true);
     assert_eq!(default_tile(&s, Arch::SM90).mma, Mma::Wgmma);
     // Head dims the swizzled layout cannot split stay on mma.sync on Hopper too.

@@ -14,6 +14,11 @@ __device__ __forceinline__ void fg_cp_async16(fg_u32 dst, const void* src, bool 
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(bytes));
 }
 
+// The same copy of 16 bytes that are known to be in bounds.
+__device__ __forceinline__ void fg_cp_async16(fg_u32 dst, const void* src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src));
+}
+
 __device__ __forceinline__ void fg_cp_async_commit() { asm volatile("cp.async.commit_group;" ::); }
 
 template <int N>

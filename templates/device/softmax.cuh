@@ -20,12 +20,22 @@ __device__ __forceinline__ void fg_mask_scores(float (&s)[M_TILES][S_TILES][4], 
             }
 }
 
+// How far (in base-2 exponent units) a row's scores may rise above the max the row's
+// probabilities are taken against before that max is moved. Until then the old max stays: the
+// probabilities may reach 2^8, harmless in f32 sums and bf16/f16 operands, and the output need
+// not be rescaled. After the first tiles a row's max rarely rises that far, so most steps skip
+// the rescale (a multiply per output element) entirely. The result is exact either way: sum and
+// output always refer to the same max.
+constexpr float FG_STALE_MAX_LOG2 = 8.f;
+
 // One online-softmax step in base 2 (scores scaled by scale * log2(e) inside the exponent):
 // updates each row's running max and sum, turns `s` into unnormalised probabilities and returns
-// in `correction` the factor the output accumulated so far must be scaled by.
+// in `correction` the factor the output accumulated so far must be scaled by, and in `rescale`
+// whether any row of this warp has a factor other than 1 (warp-uniform).
 __device__ __forceinline__ void fg_softmax(float (&s)[M_TILES][S_TILES][4], float (&row_max)[M_TILES][2],
                                            float (&row_sum)[M_TILES][2], float (&correction)[M_TILES][2],
-                                           float scale_log2) {
+                                           bool& rescale, float scale_log2) {
+    bool moved = false;
 #pragma unroll
     for (int mt = 0; mt < M_TILES; ++mt) {
 #pragma unroll
@@ -35,9 +45,15 @@ __device__ __forceinline__ void fg_softmax(float (&s)[M_TILES][S_TILES][4], floa
             for (int st = 0; st < S_TILES; ++st) mx = fmaxf(mx, fmaxf(s[mt][st][2 * hf], s[mt][st][2 * hf + 1]));
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            // The max moves only when the scores outgrow it (from -inf, always; -inf - -inf is
+            // NaN and fails the test too, which keeps a row that has seen nothing at -inf).
+            const float old_max = row_max[mt][hf];
+            const bool keep = (mx - old_max) * scale_log2 <= FG_STALE_MAX_LOG2;
+            mx = keep ? old_max : mx;
+            moved |= !keep;
             // A row with nothing visible yet keeps max -inf; offset 0 keeps exp2 at 0, not NaN.
             const float offset = mx == fg_neg_inf() ? 0.f : mx * scale_log2;
-            correction[mt][hf] = fg_exp2(row_max[mt][hf] * scale_log2 - offset);
+            correction[mt][hf] = keep ? 1.f : fg_exp2(old_max * scale_log2 - offset);
             row_max[mt][hf] = mx;
             float sum = 0.f;
 #pragma unroll
@@ -52,10 +68,13 @@ __device__ __forceinline__ void fg_softmax(float (&s)[M_TILES][S_TILES][4], floa
             row_sum[mt][hf] = row_sum[mt][hf] * correction[mt][hf] + sum;
         }
     }
+    rescale = __any_sync(0xffffffffu, moved);
 }
 
-// Scales the output accumulators by the rows' softmax corrections.
-__device__ __forceinline__ void fg_rescale_output(float (&acc_o)[M_TILES][O_TILES][4], const float (&correction)[M_TILES][2]) {
+// Scales the output accumulators by the rows' softmax corrections, when some row has one.
+__device__ __forceinline__ void fg_rescale_output(float (&acc_o)[M_TILES][O_TILES][4], const float (&correction)[M_TILES][2],
+                                                  bool rescale) {
+    if (!rescale) return;
 #pragma unroll
     for (int mt = 0; mt < M_TILES; ++mt)
 #pragma unroll
