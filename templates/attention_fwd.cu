@@ -16,6 +16,12 @@ constexpr bool CAUSAL = {{ causal }};
 constexpr bool WRITE_LSE = {{ lse }};
 constexpr bool VARLEN = {{ varlen }};
 [[maybe_unused]] constexpr bool Q_IN_REGS = {{ q_in_regs }};
+// The warpgroup (Hopper) mainloops are bound by instruction issue, so they rescale the output
+// only when a row's max moved (softmax.cuh) and copy whole in-bounds tiles without per-chunk
+// bounds tests. The mma.sync tiles with 32 rows per warp sit at the 255-register limit at d128,
+// where the extra code paths tip ptxas into spilling; they keep the plain forms.
+constexpr bool LAZY_RESCALE = {% if mma == "sync" %}false{% else %}true{% endif %};
+constexpr bool UNCHECKED_COPIES = LAZY_RESCALE;
 
 constexpr int THREADS = WARPS * 32;
 constexpr int WARP_ROWS = 16 * M_TILES;
@@ -132,13 +138,17 @@ __device__ __forceinline__ void fg_load_rows(elem_t* smem, const RowSource& src_
     const elem_t* g = src_rows.rows;
     const elem_t* src = g + (fg_i64)(row0 + r - (SEGMENTED ? src_rows.prefix_rows : 0)) * src_rows.stride + c * 8;
     const fg_i64 step = (fg_i64)ROWS_PER_ITER * src_rows.stride;
-    if (!SEGMENTED && row0 + ROWS <= limit) {
-        // Every row is real (all tiles but a ragged last one): no bounds test or zero-fill per
-        // copy, which halves the instructions the copies cost the mainloop.
+    // Every row real and from one source (all tiles but a ragged last one and, with a prefix,
+    // the one straddling its end): no bounds test or zero-fill per copy, which halves the
+    // instructions the copies cost the mainloop.
+    const bool in_prefix = SEGMENTED && row0 + ROWS <= src_rows.prefix_rows;
+    if (UNCHECKED_COPIES && row0 + ROWS <= limit && (!SEGMENTED || in_prefix || row0 >= src_rows.prefix_rows)) {
+        const elem_t* from = in_prefix ? src_rows.prefix + (fg_i64)(row0 + r) * src_rows.prefix_stride + c * 8 : src;
+        const fg_i64 from_step = in_prefix ? (fg_i64)ROWS_PER_ITER * src_rows.prefix_stride : step;
 #pragma unroll
         for (int it = 0; it < ITERS; ++it) {
             if (ROWS % ROWS_PER_ITER == 0 || r + it * ROWS_PER_ITER < ROWS) {
-                fg_cp_async16(base + fg_chunk_offset<ROWS>(r + it * ROWS_PER_ITER, c), src + it * step);
+                fg_cp_async16(base + fg_chunk_offset<ROWS>(r + it * ROWS_PER_ITER, c), from + it * from_step);
             }
         }
         return;

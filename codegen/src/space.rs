@@ -32,7 +32,9 @@ pub fn search_space(spec: &KernelSpec, arch: Arch) -> Vec<TileConfig> {
 /// 419), so d64 keeps the plain loop; varlen and non-causal dense were not measured with it.
 /// Streaming takes 64-key tiles: 168 registers and 49 KiB let three CTAs share an SM, which
 /// hides the prologue of its short CTAs (s32768 sink 128 window 2048: 2.39 ms vs 2.50 ms at
-/// 64x128 in the same run; a sweep of every tile also ranked 64x64 first).
+/// 64x128 in the same run; a sweep of every tile also ranked 64x64 first). APB d128 takes the
+/// pipelined loop too: the simulated 4-host prefill at 128k ran 28.8 ms against 36.6 ms on
+/// `m64n128w4s1-wgmma`.
 /// Elsewhere FlashAttention-2's shapes (128 query rows over 4 warps, 64 keys a step) where
 /// registers allow, 16 rows per warp for the largest head dim.
 pub fn default_tile(spec: &KernelSpec, arch: Arch) -> TileConfig {
@@ -41,7 +43,7 @@ pub fn default_tile(spec: &KernelSpec, arch: Arch) -> TileConfig {
         && match spec.variant {
             Variant::Streaming | Variant::BlockSparse | Variant::Mixed => true,
             Variant::Dense => spec.causal,
-            Variant::Apb => false,
+            Variant::Apb => true,
         };
     let hopper = match (spec.variant, spec.head_dim) {
         _ if pipelined && spec.variant == Variant::Streaming => {

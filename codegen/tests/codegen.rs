@@ -206,6 +206,8 @@ fn hopper_defaults_to_wgmma_and_other_archs_to_mma_sync() {
     assert_eq!(s.tile.to_string(), "m64n64w4s1-wgmma-pipelined");
     let s = s.with_varlen(true);
     assert_eq!(default_tile(&s, Arch::SM90).mma, Mma::Wgmma);
+    let s = KernelSpec::new(Variant::Apb, 128, DType::Bf16, false, Arch::SM90);
+    assert_eq!(s.tile.to_string(), "m64n128w4s1-wgmma-pipelined");
     // Head dims the swizzled layout cannot split stay on mma.sync on Hopper too.
     let s = KernelSpec::new(Variant::Dense, 96, DType::Bf16, true, Arch::SM90);
     assert_eq!(s.tile.mma, Mma::Sync);

@@ -25,7 +25,8 @@ __device__ __forceinline__ void fg_mask_scores(float (&s)[M_TILES][S_TILES][4], 
 // probabilities may reach 2^8, harmless in f32 sums and bf16/f16 operands, and the output need
 // not be rescaled. After the first tiles a row's max rarely rises that far, so most steps skip
 // the rescale (a multiply per output element) entirely. The result is exact either way: sum and
-// output always refer to the same max.
+// output always refer to the same max. Only where LAZY_RESCALE is set (the warpgroup mainloops);
+// elsewhere every new max is taken and every step rescales.
 constexpr float FG_STALE_MAX_LOG2 = 8.f;
 
 // One online-softmax step in base 2 (scores scaled by scale * log2(e) inside the exponent):
@@ -48,7 +49,7 @@ __device__ __forceinline__ void fg_softmax(float (&s)[M_TILES][S_TILES][4], floa
             // The max moves only when the scores outgrow it (from -inf, always; -inf - -inf is
             // NaN and fails the test too, which keeps a row that has seen nothing at -inf).
             const float old_max = row_max[mt][hf];
-            const bool keep = (mx - old_max) * scale_log2 <= FG_STALE_MAX_LOG2;
+            const bool keep = LAZY_RESCALE && (mx - old_max) * scale_log2 <= FG_STALE_MAX_LOG2;
             mx = keep ? old_max : mx;
             moved |= !keep;
             // A row with nothing visible yet keeps max -inf; offset 0 keeps exp2 at 0, not NaN.
@@ -68,7 +69,7 @@ __device__ __forceinline__ void fg_softmax(float (&s)[M_TILES][S_TILES][4], floa
             row_sum[mt][hf] = row_sum[mt][hf] * correction[mt][hf] + sum;
         }
     }
-    rescale = __any_sync(0xffffffffu, moved);
+    rescale = !LAZY_RESCALE || __any_sync(0xffffffffu, moved);
 }
 
 // Scales the output accumulators by the rows' softmax corrections, when some row has one.
