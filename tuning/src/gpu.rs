@@ -287,12 +287,12 @@ impl<T: TuneElement> Workload<T> {
 }
 
 /// Times launches with CUDA events: `warmup` untimed launches (when positive, at least one per input
-/// set), then
-/// `reps` launches timed one by one, each on the next input set in turn. Milliseconds per
-/// launch.
+/// set, and for at least `warm_for`), then `reps` launches timed one by one, each on the next
+/// input set in turn. Milliseconds per launch.
 pub fn time_launches(
     rt: &Runtime,
     warmup: usize,
+    warm_for: std::time::Duration,
     reps: usize,
     sets: usize,
     mut launch: impl FnMut(usize) -> Result<(), String>,
@@ -301,8 +301,18 @@ pub fn time_launches(
     let stream = rt.stream();
     let sets = sets.max(1);
     let warm = if warmup > 0 { warmup.max(sets) } else { 0 };
-    for i in 0..warm {
+    let started = std::time::Instant::now();
+    let mut i = 0;
+    while i < warm || (warm > 0 && started.elapsed() < warm_for) {
         launch(i % sets)?;
+        if i >= warm {
+            // Past the counted launches the host must not run ahead of the GPU, or the time
+            // would measure queueing rather than work.
+            stream
+                .synchronize()
+                .map_err(|e| driver("waiting for a warm-up launch", e))?;
+        }
+        i += 1;
     }
     let event = || {
         ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))

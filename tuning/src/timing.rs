@@ -10,6 +10,9 @@ use flashgen_codegen::TileConfig;
 pub struct TimingParams {
     /// Untimed launches before timing (over every input set).
     pub warmup: usize,
+    /// The warm-up lasts at least this long: the GPU idles while tiles compile and its clocks
+    /// drop, so a few launches are not enough to bring them back.
+    pub warmup_time: std::time::Duration,
     /// Timed launches per candidate.
     pub reps: usize,
     /// Alternating rounds when candidates are within noise (one launch of each per round).
@@ -23,6 +26,7 @@ pub struct TimingParams {
 impl TimingParams {
     pub const FULL: TimingParams = TimingParams {
         warmup: 5,
+        warmup_time: std::time::Duration::from_millis(30),
         reps: 21,
         remeasure_rounds: 15,
         max_contenders: 4,
@@ -31,6 +35,7 @@ impl TimingParams {
 
     pub const QUICK: TimingParams = TimingParams {
         warmup: 3,
+        warmup_time: std::time::Duration::from_millis(20),
         reps: 11,
         remeasure_rounds: 9,
         max_contenders: 3,

@@ -15,6 +15,9 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
+/// The least warm-up before a target's default tile is timed (see `tune_into`).
+const DEFAULT_WARMUP_TIME: Duration = Duration::from_millis(200);
+
 /// Failures that stop a whole tune. A failure of one target is recorded in its report instead.
 #[derive(Debug, Error)]
 pub enum TuneError {
@@ -369,7 +372,10 @@ impl TargetRun<'_> {
             .run_poisoned(rt, &default_spec)
             .map_err(|e| format!("the default tile {default_tile} failed: {e}"))?;
         check_reference(&ref_o, ref_lse.as_deref())?;
-        let samples = time_launches(rt, params.warmup, params.reps, work.sets(), |s| {
+        // The default is timed first, straight after compiles that left the GPU idle: a longer
+        // warm-up brings the clocks back before the baseline every tile is compared with.
+        let warm_for = params.warmup_time.max(DEFAULT_WARMUP_TIME);
+        let samples = time_launches(rt, params.warmup, warm_for, params.reps, work.sets(), |s| {
             work.launch(rt, &default_spec, s)
         })?;
         let default_measurement = Measurement::new(default_tile, samples);
@@ -472,7 +478,9 @@ impl TargetRun<'_> {
         let decision = decide(&mut ms, params, preferred, |i| {
             let set = next_set;
             next_set += 1;
-            let t = time_launches(rt, 0, 1, 1, |_| work.launch(rt, &specs[i], set))?;
+            let t = time_launches(rt, 0, Duration::ZERO, 1, 1, |_| {
+                work.launch(rt, &specs[i], set)
+            })?;
             Ok::<f64, String>(t[0])
         })?;
         let mut order: Vec<usize> = (0..ms.len()).collect();
@@ -508,9 +516,14 @@ impl TargetRun<'_> {
             _ => None,
         };
         let g = gate(&o, ref_o, lse_pair).map_err(PruneReason::GateFailed)?;
-        let samples = time_launches(rt, self.params.warmup, self.params.reps, work.sets(), |s| {
-            work.launch(rt, &spec, s)
-        })
+        let samples = time_launches(
+            rt,
+            self.params.warmup,
+            self.params.warmup_time,
+            self.params.reps,
+            work.sets(),
+            |s| work.launch(rt, &spec, s),
+        )
         .map_err(PruneReason::LaunchFailed)?;
         Ok((Measurement::new(tile, samples), g.rel_l2))
     }
