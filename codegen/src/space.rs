@@ -29,7 +29,8 @@ pub fn search_space(spec: &KernelSpec, arch: Arch) -> Vec<TileConfig> {
 /// TFLOP/s): the pipelined loop over 64x128 tiles, two CTAs per SM, against the plain wgmma
 /// default: streaming 441 vs 402, block-sparse 450 vs 396, mixed heads 473 vs 440, causal
 /// 495 vs 468 (s4096 448 vs 406, s16384 497 vs 471). At d64 it lost (causal s16384 378 vs
-/// 419), so d64 keeps the plain loop; varlen and non-causal dense were not measured with it.
+/// 419), so d64 keeps the plain loop; varlen was not measured with it. Non-causal dense d128
+/// s16384: 8.93 ms pipelined vs 9.51 ms plain (493 vs 462 TFLOP/s, same run).
 /// Streaming takes 64-key tiles: 168 registers and 49 KiB let three CTAs share an SM, which
 /// hides the prologue of its short CTAs (s32768 sink 128 window 2048: 2.39 ms vs 2.50 ms at
 /// 64x128 in the same run; a sweep of every tile also ranked 64x64 first). APB d128 takes the
@@ -38,13 +39,8 @@ pub fn search_space(spec: &KernelSpec, arch: Arch) -> Vec<TileConfig> {
 /// Elsewhere FlashAttention-2's shapes (128 query rows over 4 warps, 64 keys a step) where
 /// registers allow, 16 rows per warp for the largest head dim.
 pub fn default_tile(spec: &KernelSpec, arch: Arch) -> TileConfig {
-    let pipelined = !spec.varlen
-        && spec.head_dim == 128
-        && match spec.variant {
-            Variant::Streaming | Variant::BlockSparse | Variant::Mixed => true,
-            Variant::Dense => spec.causal,
-            Variant::Apb => true,
-        };
+    // Every variant at d128, except varlen batches.
+    let pipelined = !spec.varlen && spec.head_dim == 128;
     let hopper = match (spec.variant, spec.head_dim) {
         _ if pipelined && spec.variant == Variant::Streaming => {
             TileConfig::new(64, 64, 4, 1).with_mma(Mma::WgmmaPipelined)

@@ -199,9 +199,11 @@ fn hopper_defaults_to_wgmma_and_other_archs_to_mma_sync() {
         assert_eq!(s.tile.mma, Mma::Sync, "d{d}");
         assert!(!render(&s).unwrap().code.contains("wgmma"));
     }
-    // Measured: the pipelined loop for causal d128 and the sparse variants, not for varlen.
-    let s = KernelSpec::new(Variant::Dense, 128, DType::Bf16, true, Arch::SM90);
-    assert_eq!(s.tile.to_string(), "m64n128w4s1-wgmma-pipelined");
+    // Measured: the pipelined loop for every variant at d128, not for varlen.
+    for causal in [false, true] {
+        let s = KernelSpec::new(Variant::Dense, 128, DType::Bf16, causal, Arch::SM90);
+        assert_eq!(s.tile.to_string(), "m64n128w4s1-wgmma-pipelined");
+    }
     let s = KernelSpec::new(Variant::Streaming, 128, DType::Bf16, false, Arch::SM90);
     assert_eq!(s.tile.to_string(), "m64n64w4s1-wgmma-pipelined");
     let s = s.with_varlen(true);

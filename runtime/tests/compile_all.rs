@@ -3,8 +3,11 @@
 //! For sm_80 and sm_90a: every tile of the search space of dense attention with lse and varlen
 //! (the heaviest flags) at every head dim, causal and not; the streaming, block-sparse and mixed
 //! variants at their default tile with lse; dense without flags at its default tile, in bf16 and
-//! f16. Default tiles must not spill; other tiles may (the tuner prunes them by this report),
-//! but at least 80% of each search space must be spill-free.
+//! f16; dense with lse, causal and not, at its default tile. Default tiles must not spill; other
+//! tiles may (the tuner prunes them by this report), but at least 80% of each search space must
+//! be spill-free. No default tile may have its tensor-core pipeline broken by ptxas: a note that
+//! it serialised wgmma instructions or injected a warpgroup wait is a failure (the pipelined
+//! mainloop would silently lose its overlap).
 
 use flashgen_codegen::{
     default_tile, render, search_space, Arch, DType, KernelSpec, Variant, HEAD_DIMS,
@@ -34,6 +37,24 @@ struct Job {
 struct Outcome {
     report: ResourceReport,
     millis: f64,
+    /// ptxas notes that it serialised wgmma instructions or made one wait for another.
+    pipeline_notes: Vec<String>,
+}
+
+/// The lines of a compile log where ptxas says it broke a wgmma pipeline (its C75xx notes,
+/// e.g. "(C7517) warpgroup.wait is injected ..." or "(C7515) ... wgmma.mma_async instructions
+/// are serialized ...").
+fn wgmma_pipeline_notes(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|line| {
+            let lower = line.to_ascii_lowercase();
+            line.contains("(C75")
+                && (lower.contains("wgmma")
+                    || lower.contains("warpgroup")
+                    || lower.contains("gmma"))
+        })
+        .map(str::to_string)
+        .collect()
 }
 
 fn jobs() -> Vec<Job> {
@@ -73,6 +94,15 @@ fn jobs() -> Vec<Job> {
                     group: None,
                 });
             }
+            for causal in [false, true] {
+                jobs.push(Job {
+                    spec: KernelSpec::new(Variant::Dense, head_dim, DType::Bf16, causal, arch)
+                        .with_lse(true),
+                    arch,
+                    is_default: true,
+                    group: None,
+                });
+            }
             for dtype in DType::ALL {
                 jobs.push(Job {
                     spec: KernelSpec::new(Variant::Dense, head_dim, dtype, false, arch),
@@ -104,6 +134,7 @@ fn compile_one(job: &Job) -> Result<Outcome, String> {
     Ok(Outcome {
         report: kernel.report,
         millis,
+        pipeline_notes: wgmma_pipeline_notes(&kernel.log),
     })
 }
 
@@ -142,6 +173,8 @@ fn every_kernel_compiles_for_sm80_and_sm90a() {
     let mut failures = Vec::new();
     let mut default_spills = Vec::new();
     let mut tuned_spills = Vec::new();
+    let mut default_pipeline_breaks = Vec::new();
+    let mut tuned_pipeline_breaks = 0;
     // Per search space: (tiles, spill-free tiles).
     let mut groups: BTreeMap<Group, (usize, usize)> = BTreeMap::new();
     // Per arch: (kernels, NVRTC ms, most registers).
@@ -164,6 +197,16 @@ fn every_kernel_compiles_for_sm80_and_sm90a() {
             let g = groups.entry(group).or_default();
             g.0 += 1;
             g.1 += usize::from(!r.spills());
+        }
+        if !outcome.pipeline_notes.is_empty() {
+            if job.is_default {
+                default_pipeline_breaks.push(format!(
+                    "{name}:\n  {}",
+                    outcome.pipeline_notes.join("\n  ")
+                ));
+            } else {
+                tuned_pipeline_breaks += 1;
+            }
         }
         if r.spills() {
             let line = format!("{name}: {}", spill_text(r));
@@ -207,6 +250,12 @@ fn every_kernel_compiles_for_sm80_and_sm90a() {
         failures.len(),
         jobs.len(),
         failures.join("\n\n")
+    );
+    println!("non-default tiles with a broken wgmma pipeline: {tuned_pipeline_breaks}");
+    assert!(
+        default_pipeline_breaks.is_empty(),
+        "ptxas broke the wgmma pipeline of default tiles:\n{}",
+        default_pipeline_breaks.join("\n")
     );
     assert!(
         default_spills.is_empty(),
@@ -259,4 +308,18 @@ fn the_sweep_covers_every_head_dim_arch_and_variant() {
     for j in &jobs {
         assert!(seen.insert((j.arch, j.spec)), "{} twice", j.spec);
     }
+}
+
+#[test]
+fn pipeline_notes_are_read_from_a_captured_log() {
+    // Lines of a real NVRTC 13.0 sm_90a log: a kernel that changed a wgmma accumulator before
+    // waiting for it, and the resource report around it.
+    let log = "ptxas info    : (C7517) warpgroup.wait is injected in around line 79 by compiler to allow use of registers defined by GMMA in function 'k'
+ptxas info    : 0 bytes gmem
+ptxas info    : Compiling entry function 'k' for 'sm_90a'
+ptxas info    : Used 58 registers, used 0 barriers";
+    let notes = wgmma_pipeline_notes(log);
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(notes[0].contains("C7517"));
+    assert!(wgmma_pipeline_notes("ptxas info    : Used 58 registers, used 0 barriers").is_empty());
 }
