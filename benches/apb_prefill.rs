@@ -21,13 +21,15 @@
 //!             [--json FILE]
 //! ```
 
+#[path = "common/timing.rs"]
+mod timing;
+
 use flashgen_codegen::{KernelSpec, Variant};
 use flashgen_reference::{Precision, Rng};
 use flashgen_runtime::apb::prefill::{apb_prefill, ApbParams, HostBlock, PrefillShape, SeqSplit};
 use flashgen_runtime::apb::ring::ring_prefill;
 use flashgen_runtime::apb::star::star_prefill;
 use flashgen_runtime::apb::{GivenSelection, QueryAware};
-use flashgen_runtime::cudarc::driver::sys::CUevent_flags;
 use flashgen_runtime::cudarc::driver::CudaSlice;
 use flashgen_runtime::multigpu::{
     nccl_group, nccl_present, nccl_version, run_hosts, Communicator, SimGroup,
@@ -231,11 +233,6 @@ fn run_one(
     }
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
-
 /// Index of the median of `xs`.
 fn median_index(xs: &[f64]) -> usize {
     let mut idx: Vec<usize> = (0..xs.len()).collect();
@@ -263,12 +260,7 @@ fn bench_dense(rt: &Runtime, pool: &[bf16], n: usize, a: &Args) -> Result<f64> {
         true,
         rt.arch(),
     );
-    let mut times = Vec::new();
-    for i in 0..a.warmup + a.iters {
-        let start = rt
-            .stream()
-            .record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
-            .expect("event");
+    timing::median_ms(rt, a.warmup, a.iters, || {
         rt.attention_tuned(
             &spec,
             AttentionArgs::new(
@@ -289,17 +281,9 @@ fn bench_dense(rt: &Runtime, pool: &[bf16], n: usize, a: &Args) -> Result<f64> {
                     layout: ql,
                 },
             ),
-        )?;
-        let end = rt
-            .stream()
-            .record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
-            .expect("event");
-        let ms = f64::from(start.elapsed_ms(&end).expect("elapsed"));
-        if i >= a.warmup {
-            times.push(ms);
-        }
-    }
-    Ok(median(times))
+        )
+        .map(drop)
+    })
 }
 
 fn bench_sim(
