@@ -16,6 +16,7 @@ use crate::error::{invalid, DriverContext, Result};
 use crate::libs::cublas_present;
 use crate::runtime::{Element, Runtime};
 use cudarc::driver::CudaSlice;
+use std::borrow::Borrow;
 use std::sync::{Arc, Mutex};
 
 /// Validates a call: the block, `lp` and the outputs.
@@ -31,19 +32,21 @@ fn check_call<T: Element>(
     Ok(shape)
 }
 
-/// Selection and gather over `[batch, heads_kv, local]` scores.
-#[allow(clippy::too_many_arguments)]
-fn select_and_gather<T: Element>(
+/// What every scoring compressor does: validate the call, score the block (`[batch, heads_kv,
+/// local]` f32, owned or borrowed), select the `lp` best positions of each kv head and gather
+/// them.
+fn compress_by_scores<T: Element, S: Borrow<CudaSlice<f32>>>(
     rt: &Runtime,
-    shape: &BlockShape,
     local: &LocalBlock<'_, T>,
-    scores: &CudaSlice<f32>,
     lp: usize,
     out_k: &mut CudaSlice<T>,
     out_v: &mut CudaSlice<T>,
+    score: impl FnOnce(&BlockShape) -> Result<S>,
 ) -> Result<CudaSlice<i32>> {
-    let positions = top_k(rt, scores, shape.rows(), shape.local, lp)?;
-    gather(rt, shape, &local.k, &local.v, &positions, lp, out_k, out_v)?;
+    let shape = check_call(local, lp, out_k, out_v)?;
+    let scores = score(&shape)?;
+    let positions = top_k(rt, scores.borrow(), shape.rows(), shape.local, lp)?;
+    gather(rt, &shape, &local.k, &local.v, &positions, lp, out_k, out_v)?;
     Ok(positions)
 }
 
@@ -67,9 +70,9 @@ impl<T: Element> KvCompressor<T> for GivenScores<'_> {
         out_k: &mut CudaSlice<T>,
         out_v: &mut CudaSlice<T>,
     ) -> Result<CudaSlice<i32>> {
-        let shape = check_call(local, lp, out_k, out_v)?;
-        check_scores(&shape, self.scores.len())?;
-        select_and_gather(rt, &shape, local, self.scores, lp, out_k, out_v)
+        compress_by_scores(rt, local, lp, out_k, out_v, |shape| {
+            check_scores(shape, self.scores.len()).map(|()| self.scores)
+        })
     }
 }
 
@@ -178,9 +181,9 @@ impl<T: Element> KvCompressor<T> for RetainingHeads<T> {
         out_k: &mut CudaSlice<T>,
         out_v: &mut CudaSlice<T>,
     ) -> Result<CudaSlice<i32>> {
-        let shape = check_call(local, lp, out_k, out_v)?;
-        let scores = self.scores_of(rt, local, &shape)?;
-        select_and_gather(rt, &shape, local, &scores, lp, out_k, out_v)
+        compress_by_scores(rt, local, lp, out_k, out_v, |shape| {
+            self.scores_of(rt, local, shape)
+        })
     }
 }
 
@@ -276,9 +279,9 @@ impl<T: Element> KvCompressor<T> for QueryAware {
         out_k: &mut CudaSlice<T>,
         out_v: &mut CudaSlice<T>,
     ) -> Result<CudaSlice<i32>> {
-        let shape = check_call(local, lp, out_k, out_v)?;
-        let scores = self.scores_of(rt, local, &shape)?;
-        select_and_gather(rt, &shape, local, &scores, lp, out_k, out_v)
+        compress_by_scores(rt, local, lp, out_k, out_v, |shape| {
+            self.scores_of(rt, local, shape)
+        })
     }
 }
 
