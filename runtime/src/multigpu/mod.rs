@@ -182,6 +182,33 @@ impl dyn Communicator + '_ {
     }
 }
 
+/// Runs `f(rank, item)` for every item on a scoped thread of its own and returns the results
+/// in rank order; a thread's panic is raised again here.
+fn on_rank_threads<I, R, F>(items: &[I], f: F) -> Vec<R>
+where
+    I: Sync,
+    R: Send,
+    F: Fn(usize, &I) -> R + Sync,
+{
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .iter()
+            .enumerate()
+            .map(|(rank, item)| {
+                let f = &f;
+                s.spawn(move || f(rank, item))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| match h.join() {
+                Ok(r) => r,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    })
+}
+
 /// Runs `host(rank, comm)` on every rank, one thread each, and returns the results in rank
 /// order, or the first error (a rank's own failure before the failures it caused elsewhere).
 pub fn run_hosts<C, R, F>(comms: &[C], host: F) -> Result<Vec<R>>
@@ -193,32 +220,15 @@ where
     if comms.is_empty() {
         return Err(invalid("hosts", "there must be at least one host"));
     }
-    let results: Vec<Result<R>> = std::thread::scope(|s| {
-        let handles: Vec<_> = comms
-            .iter()
-            .enumerate()
-            .map(|(rank, comm)| {
-                let host = &host;
-                s.spawn(move || {
-                    comm.begin()?;
-                    // A panicking host still ends its turn, so the others are not left waiting.
-                    let result =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| host(rank, comm)));
-                    comm.end(matches!(result, Ok(Ok(_))));
-                    match result {
-                        Ok(r) => r,
-                        Err(panic) => std::panic::resume_unwind(panic),
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| match h.join() {
-                Ok(r) => r,
-                Err(panic) => std::panic::resume_unwind(panic),
-            })
-            .collect()
+    let results = on_rank_threads(comms, |rank, comm| {
+        comm.begin()?;
+        // A panicking host still ends its turn, so the others are not left waiting.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| host(rank, comm)));
+        comm.end(matches!(result, Ok(Ok(_))));
+        match result {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
     });
     let first_own = results
         .iter()

@@ -10,7 +10,7 @@
 //! [`IdExchange`]; [`InProcessIds`] does that between threads of one process. Running across
 //! nodes only needs another `IdExchange` (over TCP, a shared file, MPI ...).
 
-use super::{Communicator, RawMsg};
+use super::{on_rank_threads, Communicator, RawMsg};
 use crate::error::{invalid, DriverContext, Error, Result};
 use crate::runtime::Runtime;
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtrMut};
@@ -435,30 +435,14 @@ pub fn nccl_group(runtimes: &[&Runtime]) -> Result<Vec<NcclComm>> {
     }
     api()?;
     let ids = InProcessIds::new();
-    let joined: Vec<Result<NcclComm>> = std::thread::scope(|s| {
-        let handles: Vec<_> = runtimes
-            .iter()
-            .enumerate()
-            .map(|(rank, rt)| {
-                let ids = &ids;
-                s.spawn(move || {
-                    let joined = NcclComm::join(rt, rank, world, ids);
-                    if rank == 0 {
-                        if let Err(e) = &joined {
-                            ids.fail(e.to_string());
-                        }
-                    }
-                    joined
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| match h.join() {
-                Ok(r) => r,
-                Err(panic) => std::panic::resume_unwind(panic),
-            })
-            .collect()
+    let joined = on_rank_threads(runtimes, |rank, rt| {
+        let joined = NcclComm::join(rt, rank, world, &ids);
+        if rank == 0 {
+            if let Err(e) = &joined {
+                ids.fail(e.to_string());
+            }
+        }
+        joined
     });
     joined.into_iter().collect()
 }
