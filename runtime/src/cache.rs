@@ -178,6 +178,15 @@ pub fn default_dir() -> Option<PathBuf> {
     }
 }
 
+/// The common end of both keys: the compile options, then the digest in hex.
+fn finish_key(mut h: Sha256, arch: Arch) -> String {
+    for option in compile_options(arch) {
+        h.update(option.as_bytes());
+        h.update([0]);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The key: a digest of the spec hash (spec + templates), NVRTC version, arch, options and ABI.
 pub fn key_for(spec: &KernelSpec, arch: Arch, nvrtc: (i32, i32)) -> String {
     let mut h = Sha256::new();
@@ -191,11 +200,7 @@ pub fn key_for(spec: &KernelSpec, arch: Arch, nvrtc: (i32, i32)) -> String {
         )
         .as_bytes(),
     );
-    for option in compile_options(arch) {
-        h.update(option.as_bytes());
-        h.update([0]);
-    }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    finish_key(h, arch)
 }
 
 /// The key of hand-written source: a digest of its name, text, launch shape, NVRTC version,
@@ -218,11 +223,7 @@ pub fn source_key(source: &KernelSource, arch: Arch, nvrtc: (i32, i32)) -> Strin
         )
         .as_bytes(),
     );
-    for option in compile_options(arch) {
-        h.update(option.as_bytes());
-        h.update([0]);
-    }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    finish_key(h, arch)
 }
 
 fn encode_payload(kernel: &CompiledKernel) -> Vec<u8> {
