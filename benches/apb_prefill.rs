@@ -240,14 +240,19 @@ fn median_index(xs: &[f64]) -> usize {
     idx[idx.len() / 2]
 }
 
-fn bench_dense(rt: &Runtime, pool: &[bf16], n: usize, a: &Args) -> Result<f64> {
-    let shape = PrefillShape {
+/// The benchmarked layer: b1, HQ query heads over HKV kv heads of D, `n` tokens.
+fn prefill_shape(n: usize) -> PrefillShape {
+    PrefillShape {
         batch: 1,
         n,
         heads_q: HQ,
         heads_kv: HKV,
         dim: D,
-    };
+    }
+}
+
+fn bench_dense(rt: &Runtime, pool: &[bf16], n: usize, a: &Args) -> Result<f64> {
+    let shape = prefill_shape(n);
     let (ql, kvl) = (shape.q_layout(n), shape.kv_layout(n));
     let q = data(rt, pool, ql.numel());
     let k = data(rt, pool, kvl.numel());
@@ -294,13 +299,7 @@ fn bench_sim(
     a: &Args,
     rows: &mut Vec<Row>,
 ) -> Result<()> {
-    let shape = PrefillShape {
-        batch: 1,
-        n,
-        heads_q: HQ,
-        heads_kv: HKV,
-        dim: D,
-    };
+    let shape = prefill_shape(n);
     let split = SeqSplit::new(n, hosts)?;
     let data: Vec<HostData> = (0..hosts)
         .map(|r| host_data(rt, pool, &shape, &split, r))
@@ -346,13 +345,7 @@ fn bench_nccl(
     rows: &mut Vec<Row>,
 ) -> Result<()> {
     let hosts = rts.len();
-    let shape = PrefillShape {
-        batch: 1,
-        n,
-        heads_q: HQ,
-        heads_kv: HKV,
-        dim: D,
-    };
+    let shape = prefill_shape(n);
     let split = SeqSplit::new(n, hosts)?;
     let refs: Vec<&Runtime> = rts.iter().collect();
     let comms = nccl_group(&refs)?;
