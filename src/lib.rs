@@ -45,8 +45,8 @@ pub use half;
 
 pub use flashgen_codegen::{Arch, DType, KernelSpec, TileConfig, Variant};
 pub use flashgen_runtime::{
-    BlockMask, DeviceBlockMask, DeviceHeadKinds, Error, HeadKind, Layout, Result, Runtime,
-    StreamingParams, Tensor, TensorMut, Varlen,
+    BlockMask, DeviceBlockMask, DeviceHeadKinds, DeviceVarlen, Error, HeadKind, Layout, Result,
+    Runtime, StreamingParams, Tensor, TensorMut,
 };
 
 /// Support for the code `attention_kernel!` generates; not a public API.
@@ -73,7 +73,7 @@ pub mod __private {
 
     /// A block list's block sizes against the declared ones.
     pub fn check_block_list(list: &DeviceBlockMask, block_q: usize, block_k: usize) -> Result<()> {
-        let m = &list.mask;
+        let m = list.mask();
         if (m.block_q, m.block_k) != (block_q, block_k) {
             return Err(Error::InvalidArgument {
                 arg: "block_list",

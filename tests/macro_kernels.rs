@@ -10,7 +10,7 @@ use flashgen::runtime::cudarc::driver::{CudaSlice, DeviceRepr};
 use flashgen::runtime::{AttentionArgs, Mask};
 use flashgen::{
     attention_kernel, BlockMask, DeviceBlockMask, DeviceHeadKinds, Error, Layout, Runtime,
-    StreamingParams, Tensor, TensorMut, TileConfig, Varlen,
+    StreamingParams, Tensor, TensorMut, TileConfig,
 };
 use flashgen_reference::{Precision, Rng};
 
@@ -145,7 +145,7 @@ fn forward_signatures() {
         Tensor<'a, bf16>,
         TensorMut<'a, bf16>,
         Out<'a>,
-        Varlen<'a>,
+        &'a flashgen::DeviceVarlen,
         &'a DeviceHeadKinds,
         &'a DeviceBlockMask,
     ) -> flashgen::Result<()> = MixedHeads::forward;

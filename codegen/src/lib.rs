@@ -11,7 +11,7 @@ pub mod validate;
 
 pub use error::SpecError;
 pub use render::{render, spec_hash, template_digest, KernelSource};
-pub use space::{default_set, default_tile, search_space};
+pub use space::{default_set, default_tile, default_tile_for_blocks, search_space};
 pub use spec::{Arch, DType, KernelSpec, Mma, TileConfig, Variant, HEAD_DIMS};
 pub use text::{parse_arch, parse_spec, parse_tile};
 pub use validate::{shared_memory_bytes, validate, validate_arch_free};

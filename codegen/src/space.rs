@@ -72,6 +72,36 @@ pub fn default_tile(spec: &KernelSpec, arch: Arch) -> TileConfig {
         .unwrap_or(preferred)
 }
 
+/// The tile for a block-sparse (or mixed) launch whose block list has blocks of `block_q` x
+/// `block_k` tokens: the default tile if its `block_m` and `block_n` divide them, else the tile
+/// of the search space nearest to it (same mainloop kind first, then the largest tile, then
+/// the same warps and stages). `None` when no tile divides the blocks.
+pub fn default_tile_for_blocks(
+    spec: &KernelSpec,
+    arch: Arch,
+    block_q: usize,
+    block_k: usize,
+) -> Option<TileConfig> {
+    let fits = |t: &TileConfig| {
+        block_q.is_multiple_of(t.block_m as usize) && block_k.is_multiple_of(t.block_n as usize)
+    };
+    let preferred = default_tile(spec, arch);
+    if fits(&preferred) {
+        return Some(preferred);
+    }
+    search_space(spec, arch)
+        .into_iter()
+        .filter(fits)
+        .min_by_key(|t| {
+            (
+                t.mma != preferred.mma,
+                std::cmp::Reverse(t.block_m * t.block_n),
+                t.warps != preferred.warps,
+                t.stages != preferred.stages,
+            )
+        })
+}
+
 /// The built-in default set of kernels (what `flashgen compile --default-set` builds and the
 /// tuner tunes): every variant at head dims 64 and 128, bf16, with lse output.
 pub fn default_set(arch: Arch) -> Vec<KernelSpec> {

@@ -105,11 +105,11 @@ pub fn kernel(k: &Kernel) -> syn::Result<TokenStream> {
     };
     let (varlen_param, varlen_apply) = if k.varlen {
         forward_docs.push(
-            "`varlen`: `cu_seqlens` of the packed batch (q, k, v and o are `Layout::packed`)."
+            "`varlen`: the packed batch's `cu_seqlens` (`Runtime::upload_varlen`; q, k, v and o are `Layout::packed`)."
                 .to_string(),
         );
         (
-            quote!(varlen: #rt::Varlen<'a>,),
+            quote!(varlen: &'a #rt::DeviceVarlen,),
             quote!(let args = args.varlen(varlen);),
         )
     } else {
@@ -257,7 +257,7 @@ mod tests {
             "{b}"
         );
         assert!(b.contains("check_block_list"));
-        assert!(b.contains("varlen : :: flashgen :: runtime :: Varlen"));
+        assert!(b.contains("varlen : & 'a :: flashgen :: runtime :: DeviceVarlen"));
 
         let m = expand(
             "struct M: mixed(sink = 4, window = 64, block_q = 128, block_k = 128), head_dim = 128, dtype = bf16;",

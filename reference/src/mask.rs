@@ -85,11 +85,14 @@ pub enum MaskError {
         /// The problem's batch.
         batch: usize,
     },
-    /// The block list's head dimension is neither 1 nor the number of query heads.
-    #[error("block list has head dimension {list}, expected 1 or hq = {hq}")]
+    /// The block list's head dimension is neither 1 nor the number of query heads divided by
+    /// the query heads per list.
+    #[error("block list has head dimension {list} read by {group} query heads each, expected 1 or hq / {group} with hq = {hq}")]
     ListHeads {
         /// The list's head dimension.
         list: usize,
+        /// Query heads per list head.
+        group: usize,
         /// Number of query heads.
         hq: usize,
     },
@@ -119,8 +122,8 @@ pub enum MaskError {
         /// The first block-sparse head.
         head: usize,
     },
-    /// APB needs `sk = anchor + passing + sq`.
-    #[error("APB needs sk = anchor + passing + sq, got anchor {anchor} + passing {passing} + sq {sq} != sk {sk}")]
+    /// APB needs `sk = anchor + passing + L` with `sq <= L` local keys.
+    #[error("APB needs sq <= L local keys (sk = anchor + passing + L), got anchor {anchor} + passing {passing} + sq {sq} > sk {sk}")]
     ApbLength {
         /// Anchor length.
         anchor: usize,
@@ -318,6 +321,9 @@ pub struct BlockSparse {
     causal: bool,
     list: BsrList,
     kept: Vec<bool>,
+    /// Consecutive query heads that read one list head (1: one list per query head; the GQA
+    /// ratio: one list per kv head). Unused when the list has one head.
+    heads_per_list: usize,
 }
 
 impl BlockSparse {
@@ -346,7 +352,15 @@ impl BlockSparse {
             causal,
             list,
             kept,
+            heads_per_list: 1,
         })
+    }
+
+    /// One list head per group of `group` consecutive query heads (one list per kv head when
+    /// `group` is the GQA ratio): query head `h` reads list head `h / group`.
+    pub fn per_group(mut self, group: usize) -> Self {
+        self.heads_per_list = group.max(1);
+        self
     }
 
     /// From a dense boolean block matrix.
@@ -405,7 +419,11 @@ impl BlockSparse {
     /// The list row used by batch `b`, query head `h` (broadcast over a dimension of size 1).
     fn list_coords(&self, b: usize, h: usize) -> Option<(usize, usize)> {
         let lb = if self.list.batch == 1 { 0 } else { b };
-        let lh = if self.list.heads == 1 { 0 } else { h };
+        let lh = if self.list.heads == 1 {
+            0
+        } else {
+            h / self.heads_per_list
+        };
         (lb < self.list.batch && lh < self.list.heads).then_some((lb, lh))
     }
 
@@ -427,9 +445,10 @@ impl BlockSparse {
                 batch,
             });
         }
-        if self.list.heads != 1 && self.list.heads != hq {
+        if self.list.heads != 1 && self.list.heads * self.heads_per_list != hq {
             return Err(MaskError::ListHeads {
                 list: self.list.heads,
+                group: self.heads_per_list,
                 hq,
             });
         }
@@ -496,9 +515,10 @@ pub enum Mask {
         /// `hq` (indexed by query head).
         block_sparse: Option<BlockSparse>,
     },
-    /// APB: keys are `[anchor (A) | passing (P) | local (L)]`, queries are the local block
-    /// (`sq = L`, `sk = A + P + L`). Anchor and passing keys are always visible; local key
-    /// `j' = j - A - P` is visible iff `j' <= i`.
+    /// APB: keys are `[anchor (A) | passing (P) | local (L)]`, queries are the last `sq <= L`
+    /// queries of the local block (`sk = A + P + L`). Anchor and passing keys are always
+    /// visible; local key `j' = j - A - P` is visible iff `j' <= i + L - sq` (bottom-right, as
+    /// every other rule).
     Apb {
         /// Anchor length A.
         anchor: usize,
@@ -608,7 +628,7 @@ impl Mask {
                 bs.is_listed(b, h, i / bs.block_q, j / bs.block_k)
                     && (!bs.causal || j_signed <= pos)
             }
-            Rule::Apb { prefix } => j < prefix || j - prefix <= i,
+            Rule::Apb { prefix } => j < prefix || j_signed <= pos,
         }
     }
 
@@ -657,7 +677,7 @@ impl Mask {
                     push_range(out, start.min(end)..(start + bs.block_k).min(end));
                 }
             }
-            Rule::Apb { prefix } => push_range(out, 0..(prefix + i + 1).min(sk)),
+            Rule::Apb { prefix } => push_range(out, 0..causal_end(pos, sk).max(prefix.min(sk))),
         }
     }
 
@@ -685,7 +705,7 @@ impl Mask {
                 }
             }
             &Mask::Apb { anchor, passing } => {
-                if anchor + passing + sq == sk {
+                if anchor + passing + sq <= sk {
                     Ok(())
                 } else {
                     Err(MaskError::ApbLength {
@@ -840,8 +860,15 @@ mod tests {
         let row: Vec<usize> = (0..9).filter(|&j| m.visible(0, 0, 1, j, 4, 9)).collect();
         assert_eq!(row, vec![0, 1, 2, 3, 4, 5, 6]);
         assert_eq!(m.check(1, 1, 4, 9), Ok(()));
+        // Fewer queries than local keys: the last two of L = 4, bottom-right aligned, so query
+        // 0 sits at local position 2 and sees local keys 0..=2 (keys 5..=7).
+        let row: Vec<usize> = (0..9).filter(|&j| m.visible(0, 0, 0, j, 2, 9)).collect();
+        assert_eq!(row, vec![0, 1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(m.check(1, 1, 2, 9), Ok(()));
+        assert_ranges_match(&m, 1, 1, 2, 9);
+        // More queries than local keys is no APB launch.
         assert!(matches!(
-            m.check(1, 1, 4, 10),
+            m.check(1, 1, 4, 8),
             Err(MaskError::ApbLength { .. })
         ));
     }
@@ -924,6 +951,32 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn one_list_per_kv_head_is_read_by_its_group() {
+        // Two list heads over 4 query heads: heads 0, 1 read list 0 (block 0 only), heads 2, 3
+        // read list 1 (block 1 only).
+        let mut matrix = BlockMatrix::filled(1, 2, 1, 2, false);
+        matrix.set(0, 0, 0, 0, true);
+        matrix.set(0, 1, 0, 1, true);
+        let bs = BlockSparse::from_matrix(4, 4, false, &matrix)
+            .unwrap()
+            .per_group(2);
+        let mask = Mask::BlockSparse(bs);
+        assert_eq!(mask.check(1, 4, 4, 8), Ok(()));
+        for (h, keys) in [(0, 0..4), (1, 0..4), (2, 4..8), (3, 4..8)] {
+            let row: Vec<usize> = (0..8).filter(|&j| mask.visible(0, h, 1, j, 4, 8)).collect();
+            assert_eq!(row, keys.collect::<Vec<_>>(), "head {h}");
+        }
+        assert_ranges_match(&mask, 1, 4, 4, 8);
+        // Two lists of two heads each describe 4 query heads, not 2 or 8.
+        for hq in [2, 8] {
+            assert!(matches!(
+                mask.check(1, hq, 4, 8),
+                Err(MaskError::ListHeads { group: 2, .. })
+            ));
+        }
     }
 
     #[test]

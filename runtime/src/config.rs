@@ -502,6 +502,26 @@ impl TunedConfig {
             .min_by_key(|e| want.distance(&e.bucket()))
     }
 
+    /// The tile of the entry for `spec` (tile ignored) in the bucket nearest to `shape` among
+    /// the entries whose tile parses and passes `accept`: an entry that cannot serve a launch
+    /// never hides a farther one that can.
+    pub fn lookup_where(
+        &self,
+        spec: &KernelSpec,
+        shape: &ShapeKey,
+        accept: impl Fn(&TileConfig) -> bool,
+    ) -> Option<TileConfig> {
+        let key = spec_key(spec);
+        let want = shape.bucket();
+        self.entries
+            .iter()
+            .filter(|e| e.spec == key)
+            .filter_map(|e| Some((want.distance(&e.bucket()), parse_tile(&e.tile).ok()?)))
+            .filter(|(_, tile)| accept(tile))
+            .min_by_key(|(distance, _)| *distance)
+            .map(|(_, tile)| tile)
+    }
+
     /// The tuned tile for `spec` (its own tile is ignored) on `shape`, if the config has the spec
     /// and its tile is valid for the spec on the config's arch.
     pub fn lookup(&self, spec: &KernelSpec, shape: &ShapeKey) -> Option<TileConfig> {

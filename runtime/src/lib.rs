@@ -33,6 +33,7 @@ pub mod apb;
 pub mod cache;
 pub mod compile;
 pub mod config;
+pub mod device_index;
 pub mod error;
 pub mod layout;
 pub mod libs;
@@ -46,16 +47,17 @@ pub mod tuned;
 pub use cache::{CacheHit, CacheSource, KernelCache};
 pub use compile::{compile, compile_options, nvrtc_version, CompiledKernel, ResourceReport};
 pub use config::{ConfigError, GpuIdentity, ShapeKey, TunedConfig};
+pub use device_index::{DeviceBlockMask, DeviceHeadKinds, DeviceVarlen};
 pub use error::{Error, Result};
 pub use layout::Layout;
 pub use masks::{
     dense_density, heavy_first_order, BlockMask, HeadKind, MaskError, StreamingParams,
 };
 pub use params::FlashParams;
-pub use plan::{plan, Plan};
+pub use plan::{check_launch, plan, Plan};
 pub use runtime::{
-    device_count, driver_version, AttentionArgs, DeviceBlockMask, DeviceHeadKinds, DeviceInfo,
-    Element, LoadedKernel, Mask, Runtime, Tensor, TensorMut, Varlen,
+    device_count, driver_version, AttentionArgs, DeviceInfo, Element, LoadedKernel, Mask, Runtime,
+    Tensor, TensorMut,
 };
 pub use tuned::TileSource;
 

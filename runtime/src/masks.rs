@@ -50,8 +50,14 @@ pub enum MaskError {
     },
     #[error("block list: {field} = {got} must be positive")]
     NotPositive { field: &'static str, got: usize },
-    #[error("block list: heads = {got}; allowed: 1 (shared by all heads) or {heads_q} (one per query head)")]
-    Heads { got: usize, heads_q: usize },
+    #[error("block list: heads = {got}; allowed: 1 (shared by all heads), {heads_kv} (one per kv head) or {heads_q} (one per query head)")]
+    Heads {
+        got: usize,
+        heads_q: usize,
+        heads_kv: usize,
+    },
+    #[error("block list: {field} = {got} does not fit the kernel's 32-bit arithmetic (at most 2^31 - 1)")]
+    TooLarge { field: &'static str, got: usize },
     #[error("block list covers {have} {what} in blocks of {block}, but the sequence needs {need}")]
     Coverage {
         what: &'static str,
@@ -92,7 +98,8 @@ impl BlockMask {
     ) -> Result<Self, MaskError> {
         check_positive("block_q", block_q)?;
         check_positive("block_k", block_k)?;
-        let expected = batch * heads * q_blocks * kv_blocks;
+        check_i32("kv_blocks", kv_blocks)?;
+        let expected = checked_product(&[batch, heads, q_blocks, kv_blocks])?;
         if keep.len() != expected {
             return Err(MaskError::Length {
                 what: "dense block mask",
@@ -137,7 +144,7 @@ impl BlockMask {
     ) -> Result<Self, MaskError> {
         check_positive("block_q", block_q)?;
         check_positive("block_k", block_k)?;
-        let rows = batch * heads * q_blocks;
+        let rows = checked_product(&[batch, heads, q_blocks])?;
         let mut parts = vec![(kv_num_blocks, kv_indices)];
         if let Some(full) = full {
             parts.push(full);
@@ -151,11 +158,11 @@ impl BlockMask {
                     expected: rows,
                 });
             }
-            if indices.len() != rows * max {
+            if Some(indices.len()) != rows.checked_mul(max) {
                 return Err(MaskError::Length {
                     what: "kv_indices",
                     got: indices.len(),
-                    expected: rows * max,
+                    expected: rows.saturating_mul(max),
                 });
             }
             for (row, list) in lists.iter_mut().enumerate() {
@@ -213,6 +220,7 @@ impl BlockMask {
         check_positive("block_k", block_k)?;
         let q_blocks = sq.div_ceil(block_q);
         let kv_blocks = sk.div_ceil(block_k);
+        check_i32("kv_blocks", kv_blocks)?;
         let mut lists = Vec::with_capacity(q_blocks);
         for qb in 0..q_blocks {
             let rows = qb * block_q..((qb + 1) * block_q).min(sq);
@@ -260,50 +268,24 @@ impl BlockMask {
         }
     }
 
-    /// Checks shapes, counts, ranges and order, and that the blocks cover `sq` x `sk` for
-    /// `heads_q` query heads. A list that passes can never make the kernel read out of bounds.
-    pub fn validate(
-        &self,
-        batch: usize,
-        heads_q: usize,
-        sq: usize,
-        sk: usize,
-    ) -> Result<(), MaskError> {
-        check_positive("block_q", self.block_q)?;
-        check_positive("block_k", self.block_k)?;
-        check_positive("max_blocks", self.max_blocks)?;
-        if self.heads != 1 && self.heads != heads_q {
-            return Err(MaskError::Heads {
-                got: self.heads,
-                heads_q,
-            });
+    /// Checks the list's own structure: positive block sizes and dimensions, sizes that fit
+    /// the kernel's 32-bit arithmetic, array lengths, counts within `0..=max_blocks`, indices
+    /// within `0..kv_blocks` and strictly ascending. Whether it fits a launch (batch, heads,
+    /// coverage of the sequence) is [`validate`](Self::validate)'s check.
+    pub fn validate_structure(&self) -> Result<(), MaskError> {
+        for (field, value) in [
+            ("block_q", self.block_q),
+            ("block_k", self.block_k),
+            ("max_blocks", self.max_blocks),
+            ("batch", self.batch),
+            ("heads", self.heads),
+        ] {
+            check_positive(field, value)?;
+            check_i32(field, value)?;
         }
-        if self.batch != batch {
-            return Err(MaskError::Length {
-                what: "block list batch",
-                got: self.batch,
-                expected: batch,
-            });
-        }
-        let need_q = sq.div_ceil(self.block_q);
-        if self.q_blocks < need_q {
-            return Err(MaskError::Coverage {
-                what: "query blocks",
-                have: self.q_blocks,
-                need: need_q,
-                block: self.block_q,
-            });
-        }
-        let need_k = sk.div_ceil(self.block_k);
-        if self.kv_blocks != need_k {
-            return Err(MaskError::Coverage {
-                what: "key blocks",
-                have: self.kv_blocks,
-                need: need_k,
-                block: self.block_k,
-            });
-        }
-        let rows = self.batch * self.heads * self.q_blocks;
+        check_i32("q_blocks", self.q_blocks)?;
+        check_i32("kv_blocks", self.kv_blocks)?;
+        let rows = checked_product(&[self.batch, self.heads, self.q_blocks])?;
         if self.kv_count.len() != rows {
             return Err(MaskError::Length {
                 what: "kv_count",
@@ -311,11 +293,12 @@ impl BlockMask {
                 expected: rows,
             });
         }
-        if self.kv_index.len() != rows * self.max_blocks {
+        let slots = checked_product(&[rows, self.max_blocks])?;
+        if self.kv_index.len() != slots {
             return Err(MaskError::Length {
                 what: "kv_index",
                 got: self.kv_index.len(),
-                expected: rows * self.max_blocks,
+                expected: slots,
             });
         }
         for row in 0..rows {
@@ -363,18 +346,87 @@ impl BlockMask {
         Ok(())
     }
 
-    /// The listed key blocks of one block row.
+    /// Checks the structure ([`validate_structure`](Self::validate_structure)) and that the
+    /// list fits a launch: `batch` entries, one list shared by all heads, one per GQA group
+    /// (`heads_kv`) or one per query head (`heads_q`), and blocks that cover `sq` x `sk`. A
+    /// list that passes can never make the kernel read out of bounds.
+    pub fn validate(
+        &self,
+        batch: usize,
+        heads_q: usize,
+        heads_kv: usize,
+        sq: usize,
+        sk: usize,
+    ) -> Result<(), MaskError> {
+        self.validate_structure()?;
+        if self.heads != 1 && self.heads != heads_kv && self.heads != heads_q {
+            return Err(MaskError::Heads {
+                got: self.heads,
+                heads_q,
+                heads_kv,
+            });
+        }
+        if self.batch != batch {
+            return Err(MaskError::Length {
+                what: "block list batch",
+                got: self.batch,
+                expected: batch,
+            });
+        }
+        let need_q = sq.div_ceil(self.block_q);
+        if self.q_blocks < need_q {
+            return Err(MaskError::Coverage {
+                what: "query blocks",
+                have: self.q_blocks,
+                need: need_q,
+                block: self.block_q,
+            });
+        }
+        let need_k = sk.div_ceil(self.block_k);
+        if self.kv_blocks != need_k {
+            return Err(MaskError::Coverage {
+                what: "key blocks",
+                have: self.kv_blocks,
+                need: need_k,
+                block: self.block_k,
+            });
+        }
+        Ok(())
+    }
+
+    /// The list head that query head `head` of `heads_q` reads: 0 for a shared list, the head's
+    /// GQA group for one list per kv head, the head itself for one list per query head.
+    pub fn list_head(&self, head: usize, heads_q: usize) -> usize {
+        if self.heads <= 1 || heads_q < self.heads {
+            0
+        } else {
+            head / (heads_q / self.heads)
+        }
+    }
+
+    /// The listed key blocks of one block row (`head` is the list head: see
+    /// [`list_head`](Self::list_head); any head of a shared list reads its one list). Empty for
+    /// coordinates outside the list.
     pub fn row(&self, batch: usize, head: usize, q_block: usize) -> &[i32] {
         let h = if self.heads == 1 { 0 } else { head };
+        if batch >= self.batch || h >= self.heads || q_block >= self.q_blocks {
+            return &[];
+        }
         let row = (batch * self.heads + h) * self.q_blocks + q_block;
-        let count = self.kv_count[row].max(0) as usize;
-        &self.kv_index[row * self.max_blocks..row * self.max_blocks + count]
+        let count = self
+            .kv_count
+            .get(row)
+            .map_or(0, |&c| (c.max(0) as usize).min(self.max_blocks));
+        let start = row * self.max_blocks;
+        self.kv_index.get(start..start + count).unwrap_or(&[])
     }
 
     /// Exact kept fraction of the `sq` x `sk` pairs of one (batch, head), with the optional
     /// causal rule applied inside the blocks.
+    /// `head` is the list head ([`list_head`](Self::list_head)); a list that fails
+    /// [`validate_structure`](Self::validate_structure) keeps what its rows read.
     pub fn density(&self, batch: usize, head: usize, sq: usize, sk: usize, causal: bool) -> f64 {
-        if sq == 0 || sk == 0 {
+        if sq == 0 || sk == 0 || self.block_q == 0 || self.block_k == 0 {
             return 0.0;
         }
         let mut kept = 0u64;
@@ -480,6 +532,24 @@ pub fn heavy_first_order(kinds: &[HeadKind]) -> Vec<i32> {
     order
 }
 
+fn check_i32(field: &'static str, got: usize) -> Result<(), MaskError> {
+    if got > i32::MAX as usize {
+        Err(MaskError::TooLarge { field, got })
+    } else {
+        Ok(())
+    }
+}
+
+/// The product of list dimensions, or an error when it does not fit in memory at all.
+fn checked_product(dims: &[usize]) -> Result<usize, MaskError> {
+    dims.iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or(MaskError::TooLarge {
+            field: "list size",
+            got: usize::MAX,
+        })
+}
+
 fn check_positive(field: &'static str, got: usize) -> Result<(), MaskError> {
     if got == 0 {
         Err(MaskError::NotPositive { field, got })
@@ -502,7 +572,7 @@ mod tests {
         assert_eq!(m.max_blocks, 4);
         assert_eq!(m.row(0, 7, 2), &[0, 1, 2]);
         assert_eq!(m.kv_count, vec![1, 2, 3, 4]);
-        m.validate(1, 8, 256, 256).unwrap();
+        m.validate(1, 8, 8, 256, 256).unwrap();
     }
 
     #[test]
@@ -535,60 +605,60 @@ mod tests {
     #[test]
     fn validation_rejects_every_bad_list() {
         let good = BlockMask::from_dense(&tril(2), 1, 1, 2, 2, 128, 128).unwrap();
-        good.validate(1, 4, 256, 256).unwrap();
+        good.validate(1, 4, 4, 256, 256).unwrap();
 
         let mut m = good.clone();
         m.kv_index[2] = 2; // row 1 slot 0 out of range
         assert!(matches!(
-            m.validate(1, 4, 256, 256),
+            m.validate(1, 4, 4, 256, 256),
             Err(MaskError::IndexRange { index: 2, .. })
         ));
         let mut m = good.clone();
         m.kv_index[2] = 1; // row 1 = [1, 1]
         assert!(matches!(
-            m.validate(1, 4, 256, 256),
+            m.validate(1, 4, 4, 256, 256),
             Err(MaskError::NotAscending { .. })
         ));
         let mut m = good.clone();
         m.kv_count[0] = 3;
         assert!(matches!(
-            m.validate(1, 4, 256, 256),
+            m.validate(1, 4, 4, 256, 256),
             Err(MaskError::Count { .. })
         ));
         let mut m = good.clone();
         m.kv_count[1] = -1;
         assert!(matches!(
-            m.validate(1, 4, 256, 256),
+            m.validate(1, 4, 4, 256, 256),
             Err(MaskError::Count { .. })
         ));
         assert!(matches!(
-            good.validate(1, 4, 257, 256),
+            good.validate(1, 4, 4, 257, 256),
             Err(MaskError::Coverage {
                 what: "query blocks",
                 ..
             })
         ));
         assert!(matches!(
-            good.validate(1, 4, 256, 300),
+            good.validate(1, 4, 4, 256, 300),
             Err(MaskError::Coverage {
                 what: "key blocks",
                 ..
             })
         ));
         assert!(matches!(
-            good.validate(2, 4, 256, 256),
+            good.validate(2, 4, 4, 256, 256),
             Err(MaskError::Length { .. })
         ));
         let mut m = good.clone();
         m.heads = 2;
         assert!(matches!(
-            m.validate(1, 4, 256, 256),
+            m.validate(1, 4, 4, 256, 256),
             Err(MaskError::Heads { .. })
         ));
         let mut m = good;
         m.kv_index.pop();
         assert!(matches!(
-            m.validate(1, 4, 256, 256),
+            m.validate(1, 4, 4, 256, 256),
             Err(MaskError::Length { .. })
         ));
     }
@@ -612,7 +682,7 @@ mod tests {
         let s = StreamingParams { sink: 3, window: 5 };
         let (sq, sk) = (37, 41);
         let m = BlockMask::streaming(s, sq, sk, 8, 4).unwrap();
-        m.validate(1, 1, sq, sk).unwrap();
+        m.validate(1, 1, 1, sq, sk).unwrap();
         for i in 0..sq {
             for j in 0..sk {
                 let listed = m.row(0, 0, i / 8).contains(&((j / 4) as i32));

@@ -22,7 +22,9 @@ pub struct TensorArg {
     pub layout: Layout,
 }
 
-/// Varlen arguments: device `cu_seqlens` and the same values on the host for validation.
+/// Varlen arguments: device `cu_seqlens` and the same values on the host for validation. The
+/// safe API builds this from a [`DeviceVarlen`](crate::DeviceVarlen), whose two copies are one
+/// upload.
 #[derive(Clone, Copy, Debug)]
 pub struct VarlenArg<'a> {
     pub cu_seqlens_q: Buffer,
@@ -31,7 +33,8 @@ pub struct VarlenArg<'a> {
     pub host_k: &'a [i32],
 }
 
-/// A block list on the device, with its host copy (used for validation).
+/// A block list on the device, with its host copy (used for validation; the safe API builds this
+/// from a [`DeviceBlockMask`](crate::DeviceBlockMask)).
 #[derive(Clone, Copy, Debug)]
 pub struct BlockListArg<'a> {
     pub mask: &'a BlockMask,
@@ -152,6 +155,7 @@ fn check_cu_seqlens(
     tokens: usize,
     dev: Buffer,
 ) -> Result<usize> {
+    crate::device_index::check_cu_seqlens(name, cu)?;
     if cu.len() != batch + 1 {
         return Err(invalid(
             name,
@@ -168,22 +172,11 @@ fn check_cu_seqlens(
             format!("device copy has {} entries, expected {}", dev.len, cu.len()),
         ));
     }
-    if cu[0] != 0 {
-        return Err(invalid(
-            name,
-            format!("must start at 0, starts at {}", cu[0]),
-        ));
-    }
-    let mut max_len = 0;
-    for (b, pair) in cu.windows(2).enumerate() {
-        if pair[1] < pair[0] {
-            return Err(invalid(
-                name,
-                format!("decreases at batch {b}: {} then {}", pair[0], pair[1]),
-            ));
-        }
-        max_len = max_len.max((pair[1] - pair[0]) as usize);
-    }
+    let max_len = cu
+        .windows(2)
+        .map(|p| (p[1] - p[0]) as usize)
+        .max()
+        .unwrap_or(0);
     if cu[batch] as usize > tokens {
         return Err(invalid(
             name,
@@ -196,16 +189,26 @@ fn check_cu_seqlens(
     Ok(max_len)
 }
 
+/// Checks a block list against the launch and, with `check_tile`, its block sizes against the
+/// spec's tile.
 fn check_block_list(
     list: &BlockListArg,
     spec: &KernelSpec,
-    batch: usize,
-    heads_q: usize,
-    sq: usize,
-    sk: usize,
+    geometry: &Geometry,
+    check_tile: bool,
 ) -> Result<()> {
     let m = list.mask;
-    m.validate(batch, heads_q, sq, sk)?;
+    let g = geometry;
+    m.validate(g.batch, g.heads_q, g.heads_kv, g.max_sq, g.max_sk)?;
+    if list.kv_count.len < m.kv_count.len() || list.kv_index.len < m.kv_index.len() {
+        return Err(invalid(
+            "block_list",
+            "device copy is shorter than the host copy",
+        ));
+    }
+    if !check_tile {
+        return Ok(());
+    }
     if !m.block_q.is_multiple_of(spec.tile.block_m as usize) {
         return Err(invalid(
             "block_q",
@@ -224,25 +227,41 @@ fn check_block_list(
             ),
         ));
     }
-    if list.kv_count.len < m.kv_count.len() || list.kv_index.len < m.kv_index.len() {
-        return Err(invalid(
-            "block_list",
-            "device copy is shorter than the host copy",
-        ));
-    }
     Ok(())
 }
 
-fn check_streaming(s: &StreamingParams) -> Result<()> {
-    if s.sink > i32::MAX as usize || s.window > i32::MAX as usize {
-        return Err(invalid("streaming", "sink and window must fit in 31 bits"));
-    }
-    Ok(())
+/// Sink and window as the kernel takes them: clamped to the longest key sequence, which
+/// changes no visible pair (no key lies `sk` or more before a query) and keeps the kernel's
+/// 32-bit window arithmetic (`p_lo - window + 1`) from overflowing.
+fn streaming_params(s: &StreamingParams, max_sk: usize) -> (i32, i32) {
+    let clamp = |v: usize| v.min(max_sk) as i32;
+    (clamp(s.sink), clamp(s.window))
+}
+
+/// The sequence geometry of a checked launch.
+struct Geometry {
+    batch: usize,
+    heads_q: usize,
+    heads_kv: usize,
+    max_sq: usize,
+    /// Keys of the longest sequence (APB: of the local block, the prefix not included).
+    max_sk: usize,
 }
 
 /// Validates a launch of `spec` and builds its parameters. The spec itself is checked with
 /// [`validate_arch_free`]; whether it fits the device is the loader's check.
 pub fn plan(spec: &KernelSpec, d: &LaunchDesc) -> Result<Plan> {
+    plan_checked(spec, d, true)
+}
+
+/// Every check of [`plan`] that does not depend on the spec's tile: what must hold before a
+/// launch's shape is measured to choose a tile.
+pub fn check_launch(spec: &KernelSpec, d: &LaunchDesc) -> Result<()> {
+    plan_checked(spec, d, false).map(drop)
+}
+
+/// [`plan`], with or without the checks of the tile against the launch (mask block sizes).
+fn plan_checked(spec: &KernelSpec, d: &LaunchDesc, check_tile: bool) -> Result<Plan> {
     validate_arch_free(spec)?;
     if d.dtype != spec.dtype {
         return Err(invalid(
@@ -296,16 +315,8 @@ pub fn plan(spec: &KernelSpec, d: &LaunchDesc) -> Result<Plan> {
                     "q, k, v and o must be packed [tokens, heads, dim] (Layout::packed)",
                 ));
             }
-            let batch = vl.host_q.len().saturating_sub(1);
-            if batch == 0 {
-                return Err(invalid("cu_seqlens_q", "needs at least 2 entries"));
-            }
-            if batch > 65_535 {
-                return Err(invalid(
-                    "cu_seqlens_q",
-                    format!("describes {batch} sequences; at most 65535 per launch"),
-                ));
-            }
+            crate::device_index::check_cu_seqlens("cu_seqlens_q", vl.host_q)?;
+            let batch = vl.host_q.len() - 1;
             let max_sq =
                 check_cu_seqlens("cu_seqlens_q", vl.host_q, batch, q.seq, vl.cu_seqlens_q)?;
             let max_sk =
@@ -332,6 +343,37 @@ pub fn plan(spec: &KernelSpec, d: &LaunchDesc) -> Result<Plan> {
                 "the kernel was generated with varlen: cu_seqlens are required",
             ))
         }
+    };
+
+    // APB: the anchor and passing blocks; none (host 0 of a multi-host prefill) is an empty one.
+    let prefix_len = match (spec.variant, &d.prefix) {
+        (Variant::Apb, Some((pk, _))) => pk.layout.seq,
+        _ => 0,
+    };
+    // Query positions (i + sk - sq) and key indices are 32-bit in the kernel.
+    if max_sq + max_sk + prefix_len > i32::MAX as usize {
+        return Err(invalid(
+            "seq",
+            format!(
+                "queries ({max_sq}) plus keys ({}) exceed 2^31 - 1 tokens",
+                max_sk + prefix_len
+            ),
+        ));
+    }
+    if spec.variant == Variant::Apb && max_sq > max_sk {
+        return Err(invalid(
+            "q",
+            format!(
+                "APB queries are the last of the local block: {max_sq} queries over {max_sk} local keys"
+            ),
+        ));
+    }
+    let geometry = Geometry {
+        batch,
+        heads_q: hq,
+        heads_kv: hkv,
+        max_sq,
+        max_sk,
     };
 
     // lse: [batch, hq, sq], or [hq, total_q] for varlen.
@@ -423,12 +465,10 @@ pub fn plan(spec: &KernelSpec, d: &LaunchDesc) -> Result<Plan> {
     match (spec.variant, &d.mask) {
         (Variant::Dense | Variant::Apb, MaskArg::None) => {}
         (Variant::Streaming, MaskArg::Streaming(s)) => {
-            check_streaming(s)?;
-            p.sink = s.sink as i32;
-            p.window = s.window as i32;
+            (p.sink, p.window) = streaming_params(s, max_sk);
         }
         (Variant::BlockSparse, MaskArg::BlockSparse(list)) => {
-            check_block_list(list, spec, batch, hq, max_sq, max_sk)?;
+            check_block_list(list, spec, &geometry, check_tile)?;
             set_list(&mut p, list);
         }
         (
@@ -450,15 +490,13 @@ pub fn plan(spec: &KernelSpec, d: &LaunchDesc) -> Result<Plan> {
             }
             if heads.kinds.contains(&HeadKind::Streaming) {
                 let s = streaming.ok_or_else(|| invalid("streaming", "streaming heads need sink and window"))?;
-                check_streaming(&s)?;
-                p.sink = s.sink as i32;
-                p.window = s.window as i32;
+                (p.sink, p.window) = streaming_params(&s, max_sk);
             }
             if heads.kinds.contains(&HeadKind::BlockSparse) {
                 let list = block_list
                     .as_ref()
                     .ok_or_else(|| invalid("block_list", "block-sparse heads need a block list"))?;
-                check_block_list(list, spec, batch, hq, max_sq, max_sk)?;
+                check_block_list(list, spec, &geometry, check_tile)?;
                 set_list(&mut p, list);
             }
             p.head_kind = heads.kinds_dev.ptr;
@@ -488,9 +526,6 @@ pub fn plan(spec: &KernelSpec, d: &LaunchDesc) -> Result<Plan> {
                     ),
                 ));
             }
-            if lk.seq + max_sk > i32::MAX as usize {
-                return Err(invalid("prefix", "prefix plus local keys exceed 2^31"));
-            }
             p.prefix_k = pk.buffer.ptr;
             p.prefix_v = pv.buffer.ptr;
             p.prefix_k_batch_stride = lk.strides[0] as i64;
@@ -502,10 +537,10 @@ pub fn plan(spec: &KernelSpec, d: &LaunchDesc) -> Result<Plan> {
             p.prefix_len = lk.seq as i32;
         }
         (Variant::Apb, None) => {
-            return Err(invalid(
-                "prefix",
-                "an apb kernel needs the anchor and passing blocks (an empty prefix is allowed)",
-            ))
+            // An empty prefix: the kernel reads no prefix row, so the pointers are never used.
+            p.prefix_k = p.k;
+            p.prefix_v = p.v;
+            p.prefix_len = 0;
         }
         (_, Some(_)) => {
             return Err(invalid("prefix", "only apb kernels take a prefix"));

@@ -6,22 +6,22 @@ use crate::cache::{CacheSource, KernelCache};
 use crate::compile::nvrtc_version;
 use crate::compile::CompiledKernel;
 use crate::config::{GpuIdentity, ShapeKey, TunedConfig};
+use crate::device_index::{DeviceBlockMask, DeviceHeadKinds, DeviceVarlen};
 use crate::error::{invalid, DriverContext, Error, Result};
 use crate::layout::Layout;
 use crate::libs::ensure_driver;
-use crate::masks::{heavy_first_order, BlockMask, HeadKind, StreamingParams};
+use crate::masks::{BlockMask, HeadKind, StreamingParams};
 use crate::plan::{
-    plan, BlockListArg, Buffer, HeadKindsArg, LaunchDesc, MaskArg, Plan, TensorArg, VarlenArg,
+    check_launch, plan, BlockListArg, Buffer, HeadKindsArg, LaunchDesc, MaskArg, Plan, TensorArg,
+    VarlenArg,
 };
-use crate::tuned::{select_tile, shape_key, TileSource};
+use crate::tuned::{mask_blocks, select_tile, select_tile_for_blocks, shape_key, TileSource};
 use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute, CUresult};
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr,
     DriverError, LaunchConfig, PushKernelArg, SyncOnDrop, ValidAsZeroBits,
 };
-use flashgen_codegen::{
-    default_tile, template_digest, validate, Arch, DType, KernelSpec, TileConfig,
-};
+use flashgen_codegen::{template_digest, validate, Arch, DType, KernelSpec, TileConfig};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -234,36 +234,26 @@ impl Runtime {
         Ok(loaded)
     }
 
-    /// Copies a block list to the device.
+    /// Checks a block list's structure and copies it to the device. The result keeps the host
+    /// copy and cannot be changed, so launch checks read what the kernel reads.
     pub fn upload_block_mask(&self, mask: &BlockMask) -> Result<DeviceBlockMask> {
-        Ok(DeviceBlockMask {
-            mask: mask.clone(),
-            kv_count: self
-                .stream
-                .clone_htod(&mask.kv_count)
-                .while_(|| "uploading kv_count".into())?,
-            kv_index: self
-                .stream
-                .clone_htod(&mask.kv_index)
-                .while_(|| "uploading kv_index".into())?,
-        })
+        DeviceBlockMask::upload(&self.stream, mask)
     }
 
     /// Copies per-head kinds (and their heavy-first launch order) to the device.
     pub fn upload_head_kinds(&self, kinds: &[HeadKind]) -> Result<DeviceHeadKinds> {
-        let raw: Vec<i32> = kinds.iter().map(|&k| k as i32).collect();
-        let order = heavy_first_order(kinds);
-        Ok(DeviceHeadKinds {
-            kinds: kinds.to_vec(),
-            kinds_dev: self
-                .stream
-                .clone_htod(&raw)
-                .while_(|| "uploading head kinds".into())?,
-            order_dev: self
-                .stream
-                .clone_htod(&order)
-                .while_(|| "uploading the head order".into())?,
-        })
+        DeviceHeadKinds::upload(&self.stream, kinds)
+    }
+
+    /// Checks the `cu_seqlens` of a packed varlen batch (`batch + 1` entries each, from 0,
+    /// non-decreasing) and copies them to the device, keeping the host copies that launches
+    /// are checked against.
+    pub fn upload_varlen(
+        &self,
+        cu_seqlens_q: &[i32],
+        cu_seqlens_k: &[i32],
+    ) -> Result<DeviceVarlen> {
+        DeviceVarlen::upload(&self.stream, cu_seqlens_q, cu_seqlens_k)
     }
 
     /// Runs attention with the kernel of `spec` (its tile as given). Every argument is
@@ -281,23 +271,20 @@ impl Runtime {
     /// Runs attention with `spec`'s variant, head dim, dtype and flags, and the tile the tuned
     /// config gives for this launch's shape bucket ([`tuned_config`](Self::tuned_config));
     /// without a config or an entry for the spec, the heuristic default tile. `spec`'s own tile
-    /// is ignored. Returns the spec that ran. A tuned tile the launch cannot use (a block list
-    /// whose blocks it does not divide) falls back to the default tile.
+    /// is ignored. Returns the spec that ran. With a block list, only tiles whose `block_m`
+    /// and `block_n` divide its block sizes are candidates: the nearest tuned entry among them,
+    /// else the default tile, else the search space's nearest tile to the default.
     pub fn attention_tuned<T: Element>(
         &self,
         spec: &KernelSpec,
         args: AttentionArgs<'_, T>,
     ) -> Result<KernelSpec> {
         self.with_desc(args, |desc| {
+            // Everything but the tile is checked before the shape is measured.
+            check_launch(spec, desc)?;
             let shape = shape_key(spec, desc);
-            let (tile, source) = self.select_tile(spec, &shape);
+            let (tile, _) = self.select_tile_for(spec, &shape, mask_blocks(desc))?;
             let tuned = spec.with_tile(tile);
-            validate(&tuned, self.arch())?;
-            if source == TileSource::Tuned && plan(&tuned, desc).is_err() {
-                let fallback = spec.with_tile(default_tile(spec, self.arch()));
-                self.launch_desc(&fallback, desc)?;
-                return Ok(fallback);
-            }
             self.launch_desc(&tuned, desc)?;
             Ok(tuned)
         })
@@ -307,6 +294,19 @@ impl Runtime {
     pub fn select_tile(&self, spec: &KernelSpec, shape: &ShapeKey) -> (TileConfig, TileSource) {
         let config = self.tuned_config();
         select_tile(config.as_deref(), spec, shape, self.arch())
+    }
+
+    /// As [`select_tile`](Self::select_tile), for a launch whose block list has blocks of
+    /// `(block_q, block_k)` tokens: only tiles dividing them. An error when no tile of the
+    /// search space does.
+    pub fn select_tile_for(
+        &self,
+        spec: &KernelSpec,
+        shape: &ShapeKey,
+        blocks: Option<(usize, usize)>,
+    ) -> Result<(TileConfig, TileSource)> {
+        let config = self.tuned_config();
+        select_tile_for_blocks(config.as_deref(), spec, shape, self.arch(), blocks)
     }
 
     /// The tuned config in use: the one set with [`use_tuned_config`](Self::use_tuned_config),
@@ -414,28 +414,28 @@ impl Runtime {
             .lse
             .as_deref_mut()
             .map(|l| device_buffer_mut(l, s, &mut guards));
-        let varlen = args.varlen.as_ref().map(|vl| VarlenArg {
-            cu_seqlens_q: device_buffer(vl.cu_seqlens_q, s, &mut guards),
-            cu_seqlens_k: device_buffer(vl.cu_seqlens_k, s, &mut guards),
-            host_q: vl.host_q,
-            host_k: vl.host_k,
+        let varlen = args.varlen.map(|vl| VarlenArg {
+            cu_seqlens_q: device_buffer(vl.device_q(), s, &mut guards),
+            cu_seqlens_k: device_buffer(vl.device_k(), s, &mut guards),
+            host_q: vl.cu_seqlens_q(),
+            host_k: vl.cu_seqlens_k(),
         });
         let mask = match &args.mask {
             Mask::None => MaskArg::None,
             Mask::Streaming(p) => MaskArg::Streaming(*p),
-            Mask::BlockSparse(m) => MaskArg::BlockSparse(m.arg(s, &mut guards)),
+            Mask::BlockSparse(m) => MaskArg::BlockSparse(block_list_arg(m, s, &mut guards)),
             Mask::Mixed {
                 heads,
                 streaming,
                 block_list,
             } => MaskArg::Mixed {
                 heads: HeadKindsArg {
-                    kinds: &heads.kinds,
-                    kinds_dev: device_buffer(&heads.kinds_dev, s, &mut guards),
-                    order_dev: device_buffer(&heads.order_dev, s, &mut guards),
+                    kinds: heads.kinds(),
+                    kinds_dev: device_buffer(heads.device_kinds(), s, &mut guards),
+                    order_dev: device_buffer(heads.device_order(), s, &mut guards),
                 },
                 streaming: *streaming,
-                block_list: block_list.map(|m| m.arg(s, &mut guards)),
+                block_list: block_list.map(|m| block_list_arg(m, s, &mut guards)),
             },
         };
         let prefix = args.prefix.as_ref().map(|(pk, pv)| {
@@ -523,20 +523,16 @@ impl Runtime {
     }
 }
 
-/// A block list on the device.
-pub struct DeviceBlockMask {
-    pub mask: BlockMask,
-    kv_count: CudaSlice<i32>,
-    kv_index: CudaSlice<i32>,
-}
-
-impl DeviceBlockMask {
-    fn arg<'a>(&'a self, s: &'a CudaStream, guards: &mut Vec<SyncOnDrop<'a>>) -> BlockListArg<'a> {
-        BlockListArg {
-            mask: &self.mask,
-            kv_count: device_buffer(&self.kv_count, s, guards),
-            kv_index: device_buffer(&self.kv_index, s, guards),
-        }
+/// The launch descriptor of an uploaded block list, its buffers guarded on the stream.
+fn block_list_arg<'a>(
+    m: &'a DeviceBlockMask,
+    s: &'a CudaStream,
+    guards: &mut Vec<SyncOnDrop<'a>>,
+) -> BlockListArg<'a> {
+    BlockListArg {
+        mask: m.mask(),
+        kv_count: device_buffer(m.device_count(), s, guards),
+        kv_index: device_buffer(m.device_index(), s, guards),
     }
 }
 
@@ -566,13 +562,6 @@ fn device_buffer<'a, T>(
     }
 }
 
-/// Per-head kinds on the device, with their launch order.
-pub struct DeviceHeadKinds {
-    pub kinds: Vec<HeadKind>,
-    kinds_dev: CudaSlice<i32>,
-    order_dev: CudaSlice<i32>,
-}
-
 /// An input tensor on the device.
 pub struct Tensor<'a, T> {
     pub data: &'a CudaSlice<T>,
@@ -583,15 +572,6 @@ pub struct Tensor<'a, T> {
 pub struct TensorMut<'a, T> {
     pub data: &'a mut CudaSlice<T>,
     pub layout: Layout,
-}
-
-/// Varlen batch arguments: device `cu_seqlens` plus the same values on the host, which are
-/// validated (the device copies are what the kernel reads).
-pub struct Varlen<'a> {
-    pub cu_seqlens_q: &'a CudaSlice<i32>,
-    pub cu_seqlens_k: &'a CudaSlice<i32>,
-    pub host_q: &'a [i32],
-    pub host_k: &'a [i32],
 }
 
 /// The variant's own arguments.
@@ -612,12 +592,18 @@ pub struct AttentionArgs<'a, T> {
     pub k: Tensor<'a, T>,
     pub v: Tensor<'a, T>,
     pub o: TensorMut<'a, T>,
+    /// The log-sum-exp of each query row (f32, natural log of the scaled scores; `-inf` for a
+    /// row that sees no key): `[batch, heads_q, seq_q]` for fixed-length batches and
+    /// `[heads_q, total_q_tokens]` for varlen batches (row `cu_seqlens_q[b] + i` of head `h` at
+    /// `h * total_q_tokens + cu_seqlens_q[b] + i`).
     pub lse: Option<&'a mut CudaSlice<f32>>,
-    pub varlen: Option<Varlen<'a>>,
+    /// Varlen batches: the packed batch's offsets ([`Runtime::upload_varlen`]).
+    pub varlen: Option<&'a DeviceVarlen>,
     pub scale: Option<f32>,
     pub mask: Mask<'a>,
     /// APB only: keys and values of the anchor and passing blocks, `[batch, prefix, heads_kv,
-    /// dim]`, which precede `k` and `v` (the local block).
+    /// dim]`, which precede `k` and `v` (the local block). `None` is an empty prefix (the first
+    /// host of a multi-host prefill): plain causal attention over the local block.
     pub prefix: Option<(Tensor<'a, T>, Tensor<'a, T>)>,
 }
 
@@ -642,12 +628,13 @@ impl<'a, T> AttentionArgs<'a, T> {
         self
     }
 
+    /// Also writes the log-sum-exp of each row (layout: see [`AttentionArgs::lse`]).
     pub fn lse(mut self, lse: &'a mut CudaSlice<f32>) -> Self {
         self.lse = Some(lse);
         self
     }
 
-    pub fn varlen(mut self, varlen: Varlen<'a>) -> Self {
+    pub fn varlen(mut self, varlen: &'a DeviceVarlen) -> Self {
         self.varlen = Some(varlen);
         self
     }

@@ -3,7 +3,9 @@
 use crate::config::{ShapeKey, TunedConfig};
 use crate::masks::{dense_density, HeadKind, StreamingParams};
 use crate::plan::{BlockListArg, LaunchDesc, MaskArg};
-use flashgen_codegen::{default_tile, Arch, KernelSpec, TileConfig, Variant};
+use flashgen_codegen::{
+    default_tile, default_tile_for_blocks, Arch, KernelSpec, TileConfig, Variant,
+};
 
 /// The longest sequence of a `cu_seqlens` array.
 fn longest(cu_seqlens: &[i32]) -> usize {
@@ -16,7 +18,9 @@ fn longest(cu_seqlens: &[i32]) -> usize {
 
 /// The shape bucket of a launch: keys per sequence (APB: prefix + local; varlen: the longest
 /// sequence), query heads per kv head, and the kept fraction of the `sq x sk` pairs averaged
-/// over heads. Block lists are measured on their first batch entry.
+/// over heads. Block lists are measured on their first batch entry. Meant for launches that
+/// passed [`check_launch`](crate::plan::check_launch); on others it returns some bucket, never
+/// panics.
 pub fn shape_key(spec: &KernelSpec, desc: &LaunchDesc<'_>) -> ShapeKey {
     let (sq, local_k) = match &desc.varlen {
         Some(v) => (longest(v.host_q), longest(v.host_k)),
@@ -49,8 +53,16 @@ fn apb_density(sq: usize, local_k: usize, prefix: usize) -> f64 {
     visible / (sq as f64 * sk as f64)
 }
 
-fn block_density(list: &BlockListArg<'_>, head: usize, sq: usize, sk: usize, causal: bool) -> f64 {
-    let h = if list.mask.heads == 1 { 0 } else { head };
+/// The kept fraction of query head `head` (of `heads_q`) under a block list.
+fn block_density(
+    list: &BlockListArg<'_>,
+    head: usize,
+    heads_q: usize,
+    sq: usize,
+    sk: usize,
+    causal: bool,
+) -> f64 {
+    let h = list.mask.list_head(head, heads_q);
     list.mask.density(0, h, sq, sk, causal)
 }
 
@@ -60,11 +72,13 @@ fn mask_density(causal: bool, mask: &MaskArg<'_>, heads: usize, sq: usize, sk: u
         MaskArg::None => dense_density(sq, sk, causal),
         MaskArg::Streaming(p) => streaming(p),
         MaskArg::BlockSparse(list) => {
-            let heads = if list.mask.heads == 1 { 1 } else { heads };
-            (0..heads)
-                .map(|h| block_density(list, h, sq, sk, causal))
+            // Every list is read by the same number of query heads: average over the lists.
+            let lists = list.mask.heads.clamp(1, heads.max(1));
+            let per_list = heads.max(1) / lists;
+            (0..lists)
+                .map(|l| block_density(list, l * per_list, heads, sq, sk, causal))
                 .sum::<f64>()
-                / heads.max(1) as f64
+                / lists as f64
         }
         MaskArg::Mixed {
             heads,
@@ -75,13 +89,71 @@ fn mask_density(causal: bool, mask: &MaskArg<'_>, heads: usize, sq: usize, sk: u
                 HeadKind::Dense => dense_density(sq, sk, false),
                 HeadKind::DenseCausal => dense_density(sq, sk, true),
                 HeadKind::Streaming => params.as_ref().map_or(0.0, streaming),
-                HeadKind::BlockSparse => block_list
-                    .as_ref()
-                    .map_or(0.0, |l| block_density(l, h, sq, sk, causal)),
+                HeadKind::BlockSparse => block_list.as_ref().map_or(0.0, |l| {
+                    block_density(l, h, heads.kinds.len(), sq, sk, causal)
+                }),
             });
             per_head.sum::<f64>() / heads.kinds.len().max(1) as f64
         }
     }
+}
+
+/// The block sizes `(block_q, block_k)` of a launch's block list, if it has one: tiles must
+/// divide them.
+pub fn mask_blocks(desc: &LaunchDesc<'_>) -> Option<(usize, usize)> {
+    let list = match &desc.mask {
+        MaskArg::BlockSparse(list) => Some(list),
+        MaskArg::Mixed {
+            heads,
+            block_list: Some(list),
+            ..
+        } if heads.kinds.contains(&HeadKind::BlockSparse) => Some(list),
+        _ => None,
+    };
+    list.map(|l| (l.mask.block_q, l.mask.block_k))
+}
+
+/// Whether a tile can run a block list of `blocks` (its query and key tiles divide the
+/// blocks).
+fn divides(tile: &TileConfig, blocks: Option<(usize, usize)>) -> bool {
+    blocks.is_none_or(|(bq, bk)| {
+        bq.is_multiple_of(tile.block_m as usize) && bk.is_multiple_of(tile.block_n as usize)
+    })
+}
+
+/// [`select_tile`] for a launch with a block list of `blocks`: the nearest tuned entry whose
+/// tile divides the blocks, else the default tile if it does, else the search space's tile
+/// nearest to the default ([`default_tile_for_blocks`]). An error names the blocks when no
+/// tile of the search space divides them.
+pub fn select_tile_for_blocks(
+    config: Option<&TunedConfig>,
+    spec: &KernelSpec,
+    shape: &ShapeKey,
+    arch: Arch,
+    blocks: Option<(usize, usize)>,
+) -> crate::Result<(TileConfig, TileSource)> {
+    let tuned = config.and_then(|c| {
+        c.lookup_where(spec, shape, |t| {
+            divides(t, blocks) && flashgen_codegen::validate(&spec.with_tile(*t), arch).is_ok()
+        })
+    });
+    if let Some(t) = tuned {
+        return Ok((t, TileSource::Tuned));
+    }
+    let Some((bq, bk)) = blocks else {
+        return Ok((default_tile(spec, arch), TileSource::Default));
+    };
+    default_tile_for_blocks(spec, arch, bq, bk)
+        .map(|t| (t, TileSource::Default))
+        .ok_or_else(|| {
+            crate::error::invalid(
+                "block_list",
+                format!(
+                    "no tile of {spec} on {arch} divides blocks of {bq} x {bk} tokens (block_m must divide block_q, block_n must divide block_k; block_m is 64 or 128, block_n 32, 64 or 128)",
+                    spec = crate::config::spec_key(spec),
+                ),
+            )
+        })
 }
 
 /// Where a launch's tile came from.

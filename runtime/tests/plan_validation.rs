@@ -820,8 +820,17 @@ fn bad_block_lists_are_rejected_by_validation() {
     m.heads = 2;
     assert_mask_error(
         run(&m),
-        |e| matches!(e, MaskError::Heads { got: 2, heads_q: 4 }),
-        "allowed: 1 (shared by all heads) or 4",
+        |e| {
+            matches!(
+                e,
+                MaskError::Heads {
+                    got: 2,
+                    heads_q: 4,
+                    heads_kv: 4
+                }
+            )
+        },
+        "allowed: 1 (shared by all heads), 4 (one per kv head) or 4",
     );
 
     let wrong_batch = tril_blocks(1, 4, 256, 384, 128, 64);

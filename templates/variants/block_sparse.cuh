@@ -1,5 +1,6 @@
 // Block-sparse attention over a BSR block list (the FlexAttention / Block-Sparse-Attention
 // layout): query block qb sees the key blocks kv_index[b, h, qb, 0 .. kv_count[b, h, qb]),
+// h the query head's list (shared, per GQA group or per head),
 // ascending; with the causal flag also only keys j <= pos. Mask blocks are multiples of the
 // tile (block_q % BLOCK_M == 0, block_k % BLOCK_N == 0, checked before launch), so a query tile
 // lies in one block row and each listed block is `ratio` whole key tiles.
@@ -17,7 +18,9 @@ struct BlockSparseSchedule {
         sk = sk_;
         p_lo = m_block * BLOCK_M + sk - sq;
         const int p_hi = min(sq, (m_block + 1) * BLOCK_M) - 1 + sk - sq;
-        const int list_head = p.list_heads == 1 ? 0 : head;
+        // One list shared by all heads, one per GQA group (list_heads = heads_kv) or one per
+        // query head (list_heads = heads_q): query head h reads list h / (heads_q / list_heads).
+        const int list_head = p.list_heads == 1 ? 0 : head / (p.heads_q / p.list_heads);
         const int qb = m_block * BLOCK_M / p.block_q;
         const fg_i64 row = (fg_i64)batch * p.list_batch_stride + (fg_i64)list_head * p.list_head_stride + qb;
         entries = p.kv_count[row];

@@ -8,7 +8,6 @@ use flashgen_reference as reference;
 use flashgen_reference::{Precision, Rng, Tolerance};
 use flashgen_runtime::{
     AttentionArgs, BlockMask, HeadKind, Layout, Mask, Runtime, StreamingParams, Tensor, TensorMut,
-    Varlen,
 };
 use half::{bf16, f16};
 
@@ -292,17 +291,20 @@ fn run_typed<T: Half>(rt: &Runtime, case: &Case) -> Result<Outcome, String> {
     };
     let split = |x: &[T], rows: std::ops::Range<usize>| -> Vec<T> {
         let row = hkv * d;
-        let mut out: Vec<T> = (0..batch)
+        let out: Vec<T> = (0..batch)
             .flat_map(|b| {
                 x[(b * max_sk + rows.start) * row..(b * max_sk + rows.end) * row].to_vec()
             })
             .collect();
-        if out.is_empty() {
-            out.push(T::from_f32(0.0)); // an empty prefix still gets a (never read) buffer
-        }
         out
     };
     let (k, v, prefix) = match prefix_layout {
+        // An empty prefix is passed as none (the first host of a multi-host prefill).
+        Some(_) if prefix_rows == 0 => (
+            up(&split(&k_host, 0..max_sk))?,
+            up(&split(&v_host, 0..max_sk))?,
+            None,
+        ),
         Some(_) => (
             up(&split(&k_host, prefix_rows..max_sk))?,
             up(&split(&v_host, prefix_rows..max_sk))?,
@@ -319,12 +321,13 @@ fn run_typed<T: Half>(rt: &Runtime, case: &Case) -> Result<Outcome, String> {
     let mut lse = stream
         .clone_htod(&vec![f32::NAN; lse_len.max(1)])
         .map_err(|e| format!("upload: {e:?}"))?;
-    let cu_q_dev = stream
-        .clone_htod(&cu_q.clone().max_len1())
-        .map_err(|e| format!("{e:?}"))?;
-    let cu_k_dev = stream
-        .clone_htod(&cu_k.clone().max_len1())
-        .map_err(|e| format!("{e:?}"))?;
+    let varlen = match case.varlen {
+        Some(_) => Some(
+            rt.upload_varlen(&cu_q, &cu_k)
+                .map_err(|e| format!("upload: {e}"))?,
+        ),
+        None => None,
+    };
 
     // Masks, for the GPU and for the reference.
     let (kernel_mask_holder, reference_mask) = match &case.mask {
@@ -440,13 +443,8 @@ fn run_typed<T: Half>(rt: &Runtime, case: &Case) -> Result<Outcome, String> {
     if let Some(s) = case.scale {
         args = args.scale(s);
     }
-    if case.varlen.is_some() {
-        args = args.varlen(Varlen {
-            cu_seqlens_q: &cu_q_dev,
-            cu_seqlens_k: &cu_k_dev,
-            host_q: &cu_q,
-            host_k: &cu_k,
-        });
+    if let Some(varlen) = &varlen {
+        args = args.varlen(varlen);
     }
     rt.attention(&spec, args)
         .map_err(|e| format!("launch of {spec}: {e}"))?;
@@ -503,20 +501,6 @@ fn run_typed<T: Half>(rt: &Runtime, case: &Case) -> Result<Outcome, String> {
         o_rel_error: report.rel_error,
         lse_max_abs_error: lse_err,
     })
-}
-
-/// A cu_seqlens vector is never empty on the device (the kernel does not read it then).
-trait MaxLen1 {
-    fn max_len1(self) -> Self;
-}
-
-impl MaxLen1 for Vec<i32> {
-    fn max_len1(mut self) -> Self {
-        if self.is_empty() {
-            self.push(0);
-        }
-        self
-    }
 }
 
 pub fn runtime() -> Runtime {

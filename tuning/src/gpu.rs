@@ -7,8 +7,8 @@ use flashgen_codegen::KernelSpec;
 use flashgen_runtime::cudarc::driver::sys::{CUdevice_attribute, CUevent_flags};
 use flashgen_runtime::cudarc::driver::CudaSlice;
 use flashgen_runtime::{
-    AttentionArgs, DeviceBlockMask, DeviceHeadKinds, Element, Layout, Mask, Runtime, Tensor,
-    TensorMut, Varlen,
+    AttentionArgs, DeviceBlockMask, DeviceHeadKinds, DeviceVarlen, Element, Layout, Mask, Runtime,
+    Tensor, TensorMut,
 };
 use half::{bf16, f16};
 
@@ -116,8 +116,7 @@ pub struct Workload<T: TuneElement> {
     sets: Vec<InputSet<T>>,
     list: Option<DeviceBlockMask>,
     kinds: Option<DeviceHeadKinds>,
-    cu_host: Vec<i32>,
-    cu_dev: CudaSlice<i32>,
+    varlen: DeviceVarlen,
 }
 
 impl<T: TuneElement> Workload<T> {
@@ -175,17 +174,16 @@ impl<T: TuneElement> Workload<T> {
         let cu_host: Vec<i32> = (0..=target.shape.batch)
             .map(|b| (b * target.shape.seq) as i32)
             .collect();
-        let cu_dev = stream
-            .clone_htod(&cu_host)
-            .map_err(|e| driver("uploading cu_seqlens", e))?;
+        let varlen = rt
+            .upload_varlen(&cu_host, &cu_host)
+            .map_err(|e| e.to_string())?;
         Ok(Workload {
             target: target.clone(),
             layouts: l,
             sets: all,
             list,
             kinds,
-            cu_host,
-            cu_dev,
+            varlen,
         })
     }
 
@@ -236,12 +234,7 @@ impl<T: TuneElement> Workload<T> {
             args = args.prefix(Tensor { data: pk, layout }, Tensor { data: pv, layout });
         }
         if spec.varlen {
-            args = args.varlen(Varlen {
-                cu_seqlens_q: &self.cu_dev,
-                cu_seqlens_k: &self.cu_dev,
-                host_q: &self.cu_host,
-                host_k: &self.cu_host,
-            });
+            args = args.varlen(&self.varlen);
         }
         rt.attention(spec, args).map_err(|e| e.to_string())
     }

@@ -415,7 +415,7 @@ mod tests {
             },
         };
         let m = t.block_mask().unwrap();
-        m.validate(1, 4, 1000, 1000).unwrap();
+        m.validate(1, 4, 4, 1000, 1000).unwrap();
         for qb in 0..m.q_blocks {
             let row = m.row(0, 0, qb);
             assert!(row.contains(&(qb as i32)), "row {qb}: {row:?}");
