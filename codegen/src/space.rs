@@ -123,3 +123,32 @@ pub fn default_set(arch: Arch) -> Vec<KernelSpec> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::DType;
+
+    #[test]
+    fn block_lists_get_the_nearest_dividing_tile() {
+        for arch in [Arch::SM80, Arch::SM90] {
+            for head_dim in [64, 128] {
+                let spec = KernelSpec::new(Variant::BlockSparse, head_dim, DType::Bf16, true, arch);
+                // Blocks the default divides keep it.
+                assert_eq!(
+                    default_tile_for_blocks(&spec, arch, 256, 256),
+                    Some(default_tile(&spec, arch))
+                );
+                for (bq, bk) in [(64, 64), (64, 32), (128, 64)] {
+                    let tile = default_tile_for_blocks(&spec, arch, bq, bk)
+                        .unwrap_or_else(|| panic!("no tile for {bq} x {bk} on {arch}"));
+                    assert_eq!(bq % tile.block_m as usize, 0);
+                    assert_eq!(bk % tile.block_n as usize, 0);
+                    assert!(validate(&spec.with_tile(tile), arch).is_ok());
+                }
+                assert_eq!(default_tile_for_blocks(&spec, arch, 32, 64), None);
+                assert_eq!(default_tile_for_blocks(&spec, arch, 64, 16), None);
+            }
+        }
+    }
+}

@@ -344,4 +344,111 @@ mod tests {
             (default_tile(&on_ampere, Arch::SM80), TileSource::Default)
         );
     }
+
+    /// What `attention_tuned` measured before it validated (a list too short for the
+    /// sequence, block_q = 0, a 2-head list with 4 query heads) now fails `check_launch`, and
+    /// measuring it anyway returns a bucket instead of panicking.
+    #[test]
+    fn bad_masks_are_errors_before_the_shape_is_measured() {
+        use crate::plan::check_launch;
+        let short = BlockMask::from_dense(&[true; 4], 1, 1, 2, 2, 128, 128).unwrap();
+        let mut zero_block = short.clone();
+        zero_block.block_q = 0;
+        let two_heads = BlockMask::from_dense(&[true; 8], 1, 2, 2, 2, 128, 128).unwrap();
+        let bs = spec(Variant::BlockSparse, false);
+        for (what, mask) in [
+            ("short", &short),
+            ("block_q 0", &zero_block),
+            ("2 heads", &two_heads),
+        ] {
+            let list = BlockListArg {
+                mask,
+                kv_count: Buffer { ptr: 256, len: 64 },
+                kv_index: Buffer { ptr: 256, len: 64 },
+            };
+            let d = desc(1024, 1024, 4, 4, MaskArg::BlockSparse(list));
+            assert!(check_launch(&bs, &d).is_err(), "{what}");
+            let _ = shape_key(&bs, &d);
+
+            let kinds = [HeadKind::BlockSparse; 4];
+            let heads = HeadKindsArg {
+                kinds: &kinds,
+                kinds_dev: Buffer { ptr: 256, len: 4 },
+                order_dev: Buffer { ptr: 256, len: 4 },
+            };
+            let mixed = MaskArg::Mixed {
+                heads,
+                streaming: None,
+                block_list: Some(list),
+            };
+            let d = desc(1024, 1024, 4, 4, mixed);
+            assert!(
+                check_launch(&spec(Variant::Mixed, false), &d).is_err(),
+                "{what}"
+            );
+            let _ = shape_key(&spec(Variant::Mixed, false), &d);
+        }
+    }
+
+    #[test]
+    fn block_lists_get_a_tile_that_divides_their_blocks() {
+        let d64 = KernelSpec::new(Variant::BlockSparse, 64, DType::Bf16, false, Arch::SM90);
+        let shape = ShapeKey {
+            seq_len: 4096,
+            gqa: 1,
+            density: 0.3,
+        };
+        for (arch, blocks) in [
+            (Arch::SM90, (64, 64)),
+            (Arch::SM80, (64, 64)),
+            (Arch::SM90, (64, 32)),
+            (Arch::SM90, (128, 128)),
+        ] {
+            let spec = KernelSpec::new(Variant::BlockSparse, 64, DType::Bf16, false, arch);
+            let (tile, source) =
+                select_tile_for_blocks(None, &spec, &shape, arch, Some(blocks)).unwrap();
+            assert_eq!(source, TileSource::Default);
+            assert_eq!(blocks.0 % tile.block_m as usize, 0, "{tile} for {blocks:?}");
+            assert_eq!(blocks.1 % tile.block_n as usize, 0, "{tile} for {blocks:?}");
+        }
+        let err = select_tile_for_blocks(None, &d64, &shape, Arch::SM90, Some((32, 64)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("32 x 64"), "{err}");
+        // A nearer tuned entry whose tile cannot run the blocks does not hide a farther one
+        // that can.
+        let gpu = GpuIdentity {
+            name: "NVIDIA H100 80GB HBM3".into(),
+            arch: Arch::SM90,
+            sm_count: 132,
+        };
+        let mut config = TunedConfig::new(ConfigHeader::new(&gpu, (13, 0), "digest"));
+        for (seq, tile) in [
+            (SeqClass::Le4k, "m128n128w8s1-wgmma"),
+            (SeqClass::Le16k, "m64n64w4s1-wgmma"),
+        ] {
+            config.insert(ConfigEntry {
+                spec: "block-sparse,d64,bf16".into(),
+                seq,
+                gqa: 1,
+                density: DensityClass::Ge10,
+                tile: tile.into(),
+                ms: 1.0,
+                runner_up: None,
+                runner_up_ms: None,
+                default_ms: 1.1,
+            });
+        }
+        let pick = |blocks| select_tile_for_blocks(Some(&config), &d64, &shape, Arch::SM90, blocks);
+        let (tile, source) = pick(Some((128, 128))).unwrap();
+        assert_eq!(
+            (tile.to_string().as_str(), source),
+            ("m128n128w8s1-wgmma", TileSource::Tuned)
+        );
+        let (tile, source) = pick(Some((64, 64))).unwrap();
+        assert_eq!(
+            (tile.to_string().as_str(), source),
+            ("m64n64w4s1-wgmma", TileSource::Tuned)
+        );
+    }
 }

@@ -523,8 +523,8 @@ fn assert_cu_invalid(cq: &[i32], ck: &[i32], arg: &str, phrase: &str) {
 
 #[test]
 fn cu_seqlens_wrong_length() {
-    assert_cu_invalid(&[0], &[0, 30], "cu_seqlens_q", "needs at least 2 entries");
-    assert_cu_invalid(&[], &[0, 30], "cu_seqlens_q", "needs at least 2 entries");
+    assert_cu_invalid(&[0], &[0, 30], "cu_seqlens_q", "b + 1 >= 2");
+    assert_cu_invalid(&[], &[0, 30], "cu_seqlens_q", "b + 1 >= 2");
     assert_cu_invalid(
         &[0, 10, 20],
         &[0, 30],
@@ -724,25 +724,50 @@ fn mask_arguments_must_fit_the_variant() {
     }
 }
 
+/// Sink and window past the key length change no visible pair: the kernel gets them clamped to
+/// the keys, which keeps its 32-bit window arithmetic (`p_lo - window + 1`) in range even when
+/// `sq > sk` and the window is near 2^31.
 #[test]
-fn streaming_parameters_must_fit_31_bits() {
+fn streaming_parameters_are_clamped_to_the_keys() {
     let s = spec("streaming,d64,bf16");
-    for p in [
-        StreamingParams {
-            sink: 1 << 31,
-            window: 128,
-        },
-        StreamingParams {
-            sink: 4,
-            window: usize::MAX,
-        },
+    for (sink, window, want) in [
+        (1 << 31, 128, (384, 128)),
+        (4, usize::MAX, (4, 384)),
+        (1 << 32, (1 << 31) - 1, (384, 384)),
+        (16, 100, (16, 100)),
     ] {
         let d = LaunchDesc {
-            mask: MaskArg::Streaming(p),
+            mask: MaskArg::Streaming(StreamingParams { sink, window }),
             ..bshd64()
         };
-        assert_invalid(plan(&s, &d), "streaming", "must fit in 31 bits");
+        let p = plan(&s, &d).unwrap().params;
+        assert_eq!((p.sink, p.window), want, "sink {sink} window {window}");
     }
+    // More queries than keys (positions start below zero) with a window near 2^31.
+    let d = LaunchDesc {
+        mask: MaskArg::Streaming(StreamingParams {
+            sink: 0,
+            window: (1 << 31) - 2,
+        }),
+        ..desc(
+            DType::Bf16,
+            Layout::bshd(1, 4000, 4, 64),
+            Layout::bshd(1, 10, 4, 64),
+        )
+    };
+    let p = plan(&s, &d).unwrap().params;
+    assert_eq!(p.window, 10);
+    let lowest_window_start = -(p.seqlen_q as i64) - p.window as i64 + 1;
+    assert!(lowest_window_start > i32::MIN as i64);
+}
+
+#[test]
+fn positions_must_fit_32_bits() {
+    // 2^31 - 1 queries and 2 keys: position i + sk - sq overflows the kernel's int.
+    let q = Layout::packed(1 << 30, 1, 64).with_strides([0, 8, 8, 1]);
+    let k = Layout::packed(1 << 30, 1, 64).with_strides([0, 8, 8, 1]);
+    let d = desc(DType::Bf16, q, k);
+    assert_invalid(plan(&spec("dense,d64,bf16"), &d), "seq", "exceed 2^31 - 1");
 }
 
 #[test]
@@ -776,6 +801,56 @@ fn block_k_must_be_a_multiple_of_block_n() {
         "mask block_k = 32 must be a multiple of the tile's block_n = 64",
     );
     plan(&spec("block-sparse,d64,bf16,m128n32w4s1"), &d).unwrap();
+}
+
+#[test]
+fn block_lists_may_have_one_list_per_kv_head() {
+    let s = spec("block-sparse,d64,bf16,m128n64w4s1");
+    let gqa = desc(
+        DType::Bf16,
+        Layout::bshd(2, 256, 8, 64),
+        Layout::bshd(2, 384, 2, 64),
+    );
+    for (heads, ok) in [(1, true), (2, true), (8, true), (4, false), (3, false)] {
+        let m = tril_blocks(2, heads, 256, 384, 128, 64);
+        let d = LaunchDesc {
+            mask: MaskArg::BlockSparse(block_list(&m)),
+            ..gqa
+        };
+        match plan(&s, &d) {
+            Ok(p) if ok => assert_eq!(p.params.list_heads, heads as i32),
+            Err(Error::Mask(MaskError::Heads { got, .. })) if !ok => assert_eq!(got, heads),
+            other => panic!("{heads} list heads: {other:?}"),
+        }
+    }
+}
+
+/// Block sizes are narrowed to the kernel's `int`: 2^31 would turn negative and 2^32 into 0
+/// (a division by zero in the kernel).
+#[test]
+fn block_sizes_must_fit_32_bits() {
+    let s = spec("block-sparse,d64,bf16,m128n64w4s1");
+    for (field, value) in [
+        ("block_q", 1usize << 32),
+        ("block_q", 1 << 31),
+        ("block_k", 1 << 32),
+    ] {
+        // One block each way covers the whole problem.
+        let mut m = BlockMask::from_dense(&[true; 8], 2, 4, 1, 1, 1 << 20, 1 << 20).unwrap();
+        match field {
+            "block_q" => m.block_q = value,
+            _ => m.block_k = value,
+        }
+        let d = LaunchDesc {
+            mask: MaskArg::BlockSparse(block_list(&m)),
+            ..bshd64()
+        };
+        assert_mask_error(
+            plan(&s, &d),
+            |e| matches!(e, MaskError::TooLarge { field: f, .. } if *f == field),
+            "32-bit",
+        );
+    }
 }
 
 #[test]
@@ -816,8 +891,8 @@ fn bad_block_lists_are_rejected_by_validation() {
         "kv_count[0, 1, 1]",
     );
 
-    let mut m = good.clone();
-    m.heads = 2;
+    // Two lists for 4 query heads over 4 kv heads: neither shared, per kv head nor per head.
+    let m = tril_blocks(2, 2, 256, 384, 128, 64);
     assert_mask_error(
         run(&m),
         |e| {
@@ -1010,7 +1085,9 @@ fn mixed_streaming_heads_need_parameters() {
         },
         ..bshd64()
     };
-    assert_invalid(plan(&s, &d), "streaming", "must fit in 31 bits");
+    // Clamped to the 384 keys (no visible pair changes).
+    let p = plan(&s, &d).unwrap().params;
+    assert_eq!((p.sink, p.window), (384, 1));
 }
 
 #[test]
@@ -1396,11 +1473,10 @@ fn apb_prefix_is_required_checked_and_passed() {
     let local = Layout::bshd(2, 300, 2, 64);
     let q = Layout::bshd(2, 300, 8, 64);
     let base = desc(DType::Bf16, q, local);
-    assert_invalid(
-        plan(&s, &base),
-        "prefix",
-        "needs the anchor and passing blocks",
-    );
+    // No prefix (host 0 of a sequence-parallel prefill): causal attention over the local block,
+    // no prefix row read.
+    let p = plan(&s, &base).unwrap().params;
+    assert_eq!((p.prefix_len, p.prefix_k, p.prefix_v), (0, p.k, p.v));
 
     let prefix = Layout::bshd(2, 500, 2, 64);
     let d = LaunchDesc {
@@ -1454,5 +1530,27 @@ fn apb_prefix_is_required_checked_and_passed() {
         plan(&spec("dense,d64,bf16"), &dense),
         "prefix",
         "only apb kernels",
+    );
+}
+
+#[test]
+fn apb_queries_are_the_last_of_the_local_block() {
+    let s = spec("apb,d64,bf16");
+    let prefix = Layout::bshd(2, 500, 2, 64);
+    let with_prefix = |q_len: usize| LaunchDesc {
+        prefix: Some((tensor(PK_PTR, prefix), tensor(PV_PTR, prefix))),
+        ..desc(
+            DType::Bf16,
+            Layout::bshd(2, q_len, 8, 64),
+            Layout::bshd(2, 300, 2, 64),
+        )
+    };
+    // Fewer queries than local keys: bottom-right aligned, like every other variant.
+    let p = plan(&s, &with_prefix(100)).unwrap().params;
+    assert_eq!((p.seqlen_q, p.seqlen_k, p.prefix_len), (100, 300, 500));
+    assert_invalid(
+        plan(&s, &with_prefix(301)),
+        "q",
+        "301 queries over 300 local keys",
     );
 }
