@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{check, runtime, Case, CaseMask};
+use common::{check, runtime, Case, CaseMask, ListHeads};
 use flashgen_codegen::{search_space, DType, Mma, TileConfig, HEAD_DIMS};
 use flashgen_runtime::{HeadKind, StreamingParams};
 
@@ -159,7 +159,7 @@ fn block_sparse(block_q: usize, block_k: usize, causal: bool, sq: usize, sk: usi
         block_q,
         block_k,
         density: 0.3,
-        shared: false,
+        lists: ListHeads::PerQueryHead,
         empty_rows: true,
     };
     c
@@ -182,8 +182,16 @@ fn block_sparse_lists() {
             c.tile = Some(TileConfig::new(64, 64, 4, 1));
             c.hq = 4;
             c.hkv = 2;
-            if let CaseMask::BlockSparse { shared, .. } = &mut c.mask {
-                *shared = true;
+            if let CaseMask::BlockSparse { lists, .. } = &mut c.mask {
+                *lists = ListHeads::Shared;
+            }
+            check(&rt, &c);
+            // One list per kv head, read by its GQA group (4 query heads each).
+            let mut c = block_sparse(128, 128, causal, sq, sk);
+            c.hq = 8;
+            c.hkv = 2;
+            if let CaseMask::BlockSparse { lists, .. } = &mut c.mask {
+                *lists = ListHeads::PerKvHead;
             }
             check(&rt, &c);
         }
@@ -240,6 +248,17 @@ fn apb_anchor_passing_and_local_blocks() {
             c.mask = CaseMask::Apb { anchor, passing };
             check(&rt, &c);
         }
+    }
+    // Fewer queries than local keys (the last queries of the local block, bottom-right), with
+    // and without a prefix.
+    for (anchor, passing, local, queries) in
+        [(100, 333, 517, 200), (0, 0, 300, 1), (64, 0, 257, 64)]
+    {
+        let mut c = Case::dense(128, false, queries, anchor + passing + local);
+        c.hq = 4;
+        c.hkv = 2;
+        c.mask = CaseMask::Apb { anchor, passing };
+        check(&rt, &c);
     }
     let mut c = Case::dense(128, false, 300, 700);
     c.mask = CaseMask::Apb {
@@ -396,4 +415,72 @@ fn sanitizer_pipelined_wgmma() {
         c.tile = Some(tile);
         check(&rt, &c);
     }
+}
+
+/// Tuned launches choose a tile that divides the block list's blocks (64-token blocks at d64
+/// do not fit the default tile) and run it correctly.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn tuned_launches_fit_the_block_size() {
+    let rt = runtime();
+    for (d, block_q, block_k) in [(64, 64, 64), (128, 64, 32), (64, 128, 64)] {
+        let mut c = block_sparse(block_q, block_k, true, 700, 900);
+        c.head_dim = d;
+        c.tuned = true;
+        check(&rt, &c);
+    }
+}
+
+/// Masks `attention_tuned` measured before validating (and panicked on) are errors now.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn tuned_launches_reject_bad_masks_without_panicking() {
+    use flashgen_codegen::{KernelSpec, Variant};
+    use flashgen_runtime::{AttentionArgs, BlockMask, Layout, Mask, Tensor, TensorMut};
+    use half::bf16;
+    let rt = runtime();
+    let (sq, h, d) = (512, 4, 64);
+    let layout = Layout::bshd(1, sq, h, d);
+    let x = rt
+        .stream()
+        .clone_htod(&vec![bf16::from_f32(0.5); layout.numel()])
+        .unwrap();
+    let mut o = rt.stream().alloc_zeros::<bf16>(layout.numel()).unwrap();
+    let mut run = |spec: &KernelSpec, mask: Mask<'_>| {
+        let args = AttentionArgs::new(
+            Tensor { data: &x, layout },
+            Tensor { data: &x, layout },
+            Tensor { data: &x, layout },
+            TensorMut {
+                data: &mut o,
+                layout,
+            },
+        )
+        .mask(mask);
+        rt.attention_tuned(spec, args)
+    };
+    let arch = rt.arch();
+    let bs = KernelSpec::new(Variant::BlockSparse, 64, DType::Bf16, false, arch);
+    // A list that covers 256 of the 512 queries.
+    let short = rt
+        .upload_block_mask(&BlockMask::from_dense(&[true; 4], 1, 1, 2, 2, 128, 256).unwrap())
+        .unwrap();
+    assert!(run(&bs, Mask::BlockSparse(&short)).is_err());
+    // block_q = 0 never reaches the device.
+    let mut zero = BlockMask::from_dense(&[true; 16], 1, 1, 4, 4, 128, 128).unwrap();
+    zero.block_q = 0;
+    assert!(rt.upload_block_mask(&zero).is_err());
+    // Two lists for four query heads over four kv heads.
+    let two = rt
+        .upload_block_mask(&BlockMask::from_dense(&[true; 32], 1, 2, 4, 4, 128, 128).unwrap())
+        .unwrap();
+    assert!(run(&bs, Mask::BlockSparse(&two)).is_err());
+    let kinds = rt.upload_head_kinds(&[HeadKind::BlockSparse; 4]).unwrap();
+    let mixed = KernelSpec::new(Variant::Mixed, 64, DType::Bf16, false, arch);
+    let mask = Mask::Mixed {
+        heads: &kinds,
+        streaming: None,
+        block_list: Some(&two),
+    };
+    assert!(run(&mixed, mask).is_err());
 }

@@ -16,12 +16,12 @@ use half::{bf16, f16};
 pub enum CaseMask {
     Dense,
     Streaming(StreamingParams),
-    /// A random block list of this density (plus the diagonal), `heads_in_list` 1 or hq.
+    /// A random block list of this density (plus the diagonal).
     BlockSparse {
         block_q: usize,
         block_k: usize,
         density: f64,
-        shared: bool,
+        lists: ListHeads,
         empty_rows: bool,
     },
     Mixed {
@@ -36,6 +36,17 @@ pub enum CaseMask {
         anchor: usize,
         passing: usize,
     },
+}
+
+/// Which query heads share one block list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListHeads {
+    /// One list for every head.
+    Shared,
+    /// One list per kv head, read by its GQA group.
+    PerKvHead,
+    /// One list per query head.
+    PerQueryHead,
 }
 
 #[derive(Clone, Debug)]
@@ -55,6 +66,9 @@ pub struct Case {
     pub tile: Option<TileConfig>,
     pub mask: CaseMask,
     pub scale: Option<f32>,
+    /// Launch with `Runtime::attention_tuned` (the tile is chosen for the launch) instead of
+    /// the case's tile.
+    pub tuned: bool,
 }
 
 impl Case {
@@ -74,6 +88,7 @@ impl Case {
             tile: None,
             mask: CaseMask::Dense,
             scale: None,
+            tuned: false,
         }
     }
 
@@ -184,7 +199,9 @@ fn random_block_mask(
     BlockMask::from_dense(&keep, batch, heads, qb, kb, block_q, block_k).expect("valid block mask")
 }
 
-fn to_reference_list(m: &BlockMask, causal: bool) -> reference::BlockSparse {
+/// The reference's copy of a block list read by `hq` query heads (shared, one list per GQA
+/// group or one per query head).
+fn to_reference_list(m: &BlockMask, causal: bool, hq: usize) -> reference::BlockSparse {
     let list = reference::BsrList {
         batch: m.batch,
         heads: m.heads,
@@ -196,6 +213,7 @@ fn to_reference_list(m: &BlockMask, causal: bool) -> reference::BlockSparse {
     };
     reference::BlockSparse::new(m.block_q, m.block_k, causal, list)
         .expect("reference accepts the list")
+        .per_group(hq / m.heads.max(1))
 }
 
 fn to_reference_kind(kind: HeadKind, streaming: StreamingParams) -> reference::HeadKind {
@@ -355,10 +373,14 @@ fn run_typed<T: Half>(rt: &Runtime, case: &Case) -> Result<Outcome, String> {
             block_q,
             block_k,
             density,
-            shared,
+            lists,
             empty_rows,
         } => {
-            let heads = if *shared { 1 } else { hq };
+            let heads = match lists {
+                ListHeads::Shared => 1,
+                ListHeads::PerKvHead => hkv,
+                ListHeads::PerQueryHead => hq,
+            };
             let m = random_block_mask(
                 &mut rng,
                 batch,
@@ -370,7 +392,7 @@ fn run_typed<T: Half>(rt: &Runtime, case: &Case) -> Result<Outcome, String> {
                 *density,
                 *empty_rows,
             );
-            let r = to_reference_list(&m, case.causal);
+            let r = to_reference_list(&m, case.causal, hq);
             (Some((m, None)), reference::Mask::BlockSparse(r))
         }
         CaseMask::Mixed {
@@ -382,7 +404,7 @@ fn run_typed<T: Half>(rt: &Runtime, case: &Case) -> Result<Outcome, String> {
             let m = random_block_mask(
                 &mut rng, batch, hq, max_sq, max_sk, *block_q, *block_k, 0.3, false,
             );
-            let r = to_reference_list(&m, case.causal);
+            let r = to_reference_list(&m, case.causal, hq);
             let ref_kinds = kinds
                 .iter()
                 .map(|&k| to_reference_kind(k, *streaming))
@@ -446,8 +468,14 @@ fn run_typed<T: Half>(rt: &Runtime, case: &Case) -> Result<Outcome, String> {
     if let Some(varlen) = &varlen {
         args = args.varlen(varlen);
     }
-    rt.attention(&spec, args)
-        .map_err(|e| format!("launch of {spec}: {e}"))?;
+    let spec = if case.tuned {
+        rt.attention_tuned(&spec, args)
+            .map_err(|e| format!("tuned launch of {spec}: {e}"))?
+    } else {
+        rt.attention(&spec, args)
+            .map_err(|e| format!("launch of {spec}: {e}"))?;
+        spec
+    };
     stream
         .synchronize()
         .map_err(|e| format!("{spec} failed on the GPU: {e:?}"))?;
