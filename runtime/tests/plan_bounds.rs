@@ -113,25 +113,24 @@ fn block_mask(g: &mut Gen, batch: usize, heads: usize, sq: usize, sk: usize) -> 
     m
 }
 
-/// The largest element offset touched when `rows x heads x dim` of `l` are read from row
-/// `row0` of batch `b` (or nothing, for zero rows).
+/// The strides the kernel steps one tensor with (`FlashParams`' batch, row and head strides).
+struct Strides(i64, i64, i64);
+
+/// The largest element offset touched when `rows` rows of head `head` and `dim` columns are
+/// read from row `row0` of batch `b` (or nothing, for zero rows).
 fn last_offset(
-    l: &Layout,
-    p_batch: i64,
+    s: Strides,
+    dim: usize,
     b: usize,
     row0: usize,
     rows: usize,
-    p_row: i64,
-    p_head: i64,
     head: usize,
 ) -> Option<u64> {
-    if rows == 0 {
-        return None;
-    }
-    let off =
-        b as i64 * p_batch + (row0 + rows - 1) as i64 * p_row + head as i64 * p_head + l.dim as i64
-            - 1;
-    Some(off as u64)
+    let Strides(batch, row, head_stride) = s;
+    (rows > 0).then(|| {
+        (b as i64 * batch + (row0 + rows - 1) as i64 * row + head as i64 * head_stride + dim as i64
+            - 1) as u64
+    })
 }
 
 /// Checks every access of the kernel under `params` against the buffers of `desc`.
@@ -162,13 +161,11 @@ fn check_accesses(spec: &KernelSpec, d: &LaunchDesc, p: &FlashParams) -> Result<
             within(
                 "q",
                 last_offset(
-                    &d.q.layout,
-                    p.q_batch_stride,
+                    Strides(p.q_batch_stride, p.q_row_stride, p.q_head_stride),
+                    d.q.layout.dim,
                     b,
                     q0,
                     sq,
-                    p.q_row_stride,
-                    p.q_head_stride,
                     h,
                 ),
                 d.q.buffer,
@@ -176,13 +173,11 @@ fn check_accesses(spec: &KernelSpec, d: &LaunchDesc, p: &FlashParams) -> Result<
             within(
                 "o",
                 last_offset(
-                    &d.o.layout,
-                    p.o_batch_stride,
+                    Strides(p.o_batch_stride, p.o_row_stride, p.o_head_stride),
+                    d.o.layout.dim,
                     b,
                     q0,
                     sq,
-                    p.o_row_stride,
-                    p.o_head_stride,
                     h,
                 ),
                 d.o.buffer,
@@ -190,13 +185,11 @@ fn check_accesses(spec: &KernelSpec, d: &LaunchDesc, p: &FlashParams) -> Result<
             within(
                 "k",
                 last_offset(
-                    &d.k.layout,
-                    p.k_batch_stride,
+                    Strides(p.k_batch_stride, p.k_row_stride, p.k_head_stride),
+                    d.k.layout.dim,
                     b,
                     k0,
                     sk,
-                    p.k_row_stride,
-                    p.k_head_stride,
                     kvh,
                 ),
                 d.k.buffer,
@@ -204,13 +197,11 @@ fn check_accesses(spec: &KernelSpec, d: &LaunchDesc, p: &FlashParams) -> Result<
             within(
                 "v",
                 last_offset(
-                    &d.v.layout,
-                    p.v_batch_stride,
+                    Strides(p.v_batch_stride, p.v_row_stride, p.v_head_stride),
+                    d.v.layout.dim,
                     b,
                     k0,
                     sk,
-                    p.v_row_stride,
-                    p.v_head_stride,
                     kvh,
                 ),
                 d.v.buffer,
@@ -226,13 +217,15 @@ fn check_accesses(spec: &KernelSpec, d: &LaunchDesc, p: &FlashParams) -> Result<
                 within(
                     "prefix_k",
                     last_offset(
-                        &pk.layout,
-                        p.prefix_k_batch_stride,
+                        Strides(
+                            p.prefix_k_batch_stride,
+                            p.prefix_k_row_stride,
+                            p.prefix_k_head_stride,
+                        ),
+                        pk.layout.dim,
                         b,
                         0,
                         n,
-                        p.prefix_k_row_stride,
-                        p.prefix_k_head_stride,
                         kvh,
                     ),
                     pk.buffer,
@@ -240,13 +233,15 @@ fn check_accesses(spec: &KernelSpec, d: &LaunchDesc, p: &FlashParams) -> Result<
                 within(
                     "prefix_v",
                     last_offset(
-                        &pv.layout,
-                        p.prefix_v_batch_stride,
+                        Strides(
+                            p.prefix_v_batch_stride,
+                            p.prefix_v_row_stride,
+                            p.prefix_v_head_stride,
+                        ),
+                        pv.layout.dim,
                         b,
                         0,
                         n,
-                        p.prefix_v_row_stride,
-                        p.prefix_v_head_stride,
                         kvh,
                     ),
                     pv.buffer,
