@@ -649,11 +649,19 @@ mod tests {
             good.validate(2, 4, 4, 256, 256),
             Err(MaskError::Length { .. })
         ));
+        // Two lists: neither shared, one per kv head (1 here) nor one per query head (4).
+        let two = BlockMask::from_dense(&[true; 8], 1, 2, 2, 2, 128, 128).unwrap();
+        assert!(matches!(
+            two.validate(1, 4, 1, 256, 256),
+            Err(MaskError::Heads { .. })
+        ));
+        two.validate(1, 4, 2, 256, 256).unwrap();
+        // A head count the arrays do not have is a length error first.
         let mut m = good.clone();
         m.heads = 2;
         assert!(matches!(
             m.validate(1, 4, 4, 256, 256),
-            Err(MaskError::Heads { .. })
+            Err(MaskError::Length { .. })
         ));
         let mut m = good;
         m.kv_index.pop();

@@ -3,7 +3,11 @@
 
 use flashgen_codegen::{default_set, Arch, KernelSpec, TileConfig, Variant};
 use flashgen_runtime::config::{spec_key, ShapeKey};
-use flashgen_runtime::{dense_density, BlockMask, HeadKind, StreamingParams};
+use flashgen_runtime::plan::{
+    BlockListArg, Buffer, HeadKindsArg, LaunchDesc, MaskArg, TensorArg, VarlenArg,
+};
+use flashgen_runtime::tuned::shape_key;
+use flashgen_runtime::{BlockMask, HeadKind, Layout, StreamingParams};
 use std::fmt;
 
 /// Batch and head counts and sequence length of a tuning problem. For APB `seq` is the local
@@ -214,41 +218,68 @@ impl TuneTarget {
         )
     }
 
-    /// Exact kept fraction of the `sq x sk` pairs, averaged over heads.
+    /// Exact kept fraction of the `sq x sk` pairs, averaged over heads (the bucket's
+    /// density).
     pub fn density(&self) -> f64 {
-        let (sq, sk) = (self.sq(), self.sk());
-        match self.mask {
-            TargetMask::None => dense_density(sq, sk, self.spec.causal),
-            TargetMask::Streaming(p) => p.density(sq, sk),
-            TargetMask::RandomBlocks { .. } => self
-                .block_mask()
-                .map(|m| m.density(0, 0, sq, sk, self.spec.causal))
-                .unwrap_or(0.0),
-            TargetMask::HalfStreaming(p) => {
-                let kinds = self.head_kinds().unwrap_or_default();
-                let (s, d) = (p.density(sq, sk), dense_density(sq, sk, true));
-                let n = kinds.len().max(1) as f64;
-                kinds
-                    .iter()
-                    .map(|k| if *k == HeadKind::Streaming { s } else { d })
-                    .sum::<f64>()
-                    / n
-            }
-            TargetMask::Apb { anchor, passing } => {
-                let prefix = (anchor + passing) as f64;
-                let local = sq as f64 * (sq as f64 + 1.0) / 2.0;
-                (sq as f64 * prefix + local) / (sq as f64 * sk as f64)
-            }
-        }
+        self.shape_key().density
     }
 
-    /// The config bucket the target's results are filed under.
+    /// The config bucket the target's results are filed under: the runtime's own
+    /// [`shape_key`](flashgen_runtime::tuned::shape_key) of a launch of this target, so a tuned
+    /// entry is found by exactly the launches it was measured for.
     pub fn shape_key(&self) -> ShapeKey {
-        ShapeKey {
-            seq_len: self.sk(),
-            gqa: (self.shape.heads / self.shape.kv_heads.max(1)) as u32,
-            density: self.density(),
-        }
+        let l = crate::gpu::layouts(self);
+        // Addresses do not enter the bucket: every buffer is described by its length only.
+        let tensor = |layout: Layout| TensorArg {
+            buffer: Buffer {
+                ptr: 0,
+                len: layout.required_len(),
+            },
+            layout,
+        };
+        let none = Buffer { ptr: 0, len: 0 };
+        let blocks = self.block_mask();
+        let kinds = self.head_kinds();
+        let list = blocks.as_ref().map(|mask| BlockListArg {
+            mask,
+            kv_count: none,
+            kv_index: none,
+        });
+        let mask = match (&self.mask, list, &kinds) {
+            (TargetMask::Streaming(p), _, _) => MaskArg::Streaming(*p),
+            (TargetMask::RandomBlocks { .. }, Some(list), _) => MaskArg::BlockSparse(list),
+            (TargetMask::HalfStreaming(p), _, Some(kinds)) => MaskArg::Mixed {
+                heads: HeadKindsArg {
+                    kinds,
+                    kinds_dev: none,
+                    order_dev: none,
+                },
+                streaming: Some(*p),
+                block_list: None,
+            },
+            _ => MaskArg::None,
+        };
+        let cu: Vec<i32> = (0..=self.shape.batch)
+            .map(|b| (b * self.shape.seq) as i32)
+            .collect();
+        let desc = LaunchDesc {
+            dtype: self.spec.dtype,
+            q: tensor(l.q),
+            k: tensor(l.kv),
+            v: tensor(l.kv),
+            o: tensor(l.q),
+            lse: None,
+            varlen: self.spec.varlen.then(|| VarlenArg {
+                cu_seqlens_q: none,
+                cu_seqlens_k: none,
+                host_q: &cu,
+                host_k: &cu,
+            }),
+            scale: None,
+            mask,
+            prefix: l.prefix.map(|p| (tensor(p), tensor(p))),
+        };
+        shape_key(&self.spec, &desc)
     }
 
     /// The spec with a given tile.
