@@ -213,7 +213,7 @@ fn check_block_list(
         return Err(invalid(
             "block_q",
             format!(
-                "mask block_q = {} must be a multiple of the tile's block_m = {} (use a tile with a smaller block_m)",
+                "mask block_q = {} must be a multiple of the tile's block_m = {} (use a tile with a smaller block_m, e.g. from flashgen_codegen::default_tile_for_blocks, or Runtime::attention_tuned, which picks one)",
                 m.block_q, spec.tile.block_m
             ),
         ));
@@ -222,7 +222,7 @@ fn check_block_list(
         return Err(invalid(
             "block_k",
             format!(
-                "mask block_k = {} must be a multiple of the tile's block_n = {} (use a tile with a smaller block_n)",
+                "mask block_k = {} must be a multiple of the tile's block_n = {} (use a tile with a smaller block_n, e.g. from flashgen_codegen::default_tile_for_blocks, or Runtime::attention_tuned, which picks one)",
                 m.block_k, spec.tile.block_n
             ),
         ));
