@@ -158,96 +158,81 @@ fn check_accesses(spec: &KernelSpec, d: &LaunchDesc, p: &FlashParams) -> Result<
         };
         for h in 0..hq {
             let kvh = h / (hq / hkv);
-            within(
-                "q",
-                last_offset(
+            let mut accesses = vec![
+                (
+                    "q",
                     Strides(p.q_batch_stride, p.q_row_stride, p.q_head_stride),
-                    d.q.layout.dim,
-                    b,
+                    d.q,
                     q0,
                     sq,
                     h,
                 ),
-                d.q.buffer,
-            )?;
-            within(
-                "o",
-                last_offset(
+                (
+                    "o",
                     Strides(p.o_batch_stride, p.o_row_stride, p.o_head_stride),
-                    d.o.layout.dim,
-                    b,
+                    d.o,
                     q0,
                     sq,
                     h,
                 ),
-                d.o.buffer,
-            )?;
-            within(
-                "k",
-                last_offset(
+                (
+                    "k",
                     Strides(p.k_batch_stride, p.k_row_stride, p.k_head_stride),
-                    d.k.layout.dim,
-                    b,
+                    d.k,
                     k0,
                     sk,
                     kvh,
                 ),
-                d.k.buffer,
-            )?;
-            within(
-                "v",
-                last_offset(
+                (
+                    "v",
                     Strides(p.v_batch_stride, p.v_row_stride, p.v_head_stride),
-                    d.v.layout.dim,
-                    b,
+                    d.v,
                     k0,
                     sk,
                     kvh,
                 ),
-                d.v.buffer,
-            )?;
+            ];
+            if let Some((pk, pv)) = d.prefix {
+                let n = p.prefix_len as usize;
+                accesses.push((
+                    "prefix_k",
+                    Strides(
+                        p.prefix_k_batch_stride,
+                        p.prefix_k_row_stride,
+                        p.prefix_k_head_stride,
+                    ),
+                    pk,
+                    0,
+                    n,
+                    kvh,
+                ));
+                accesses.push((
+                    "prefix_v",
+                    Strides(
+                        p.prefix_v_batch_stride,
+                        p.prefix_v_row_stride,
+                        p.prefix_v_head_stride,
+                    ),
+                    pv,
+                    0,
+                    n,
+                    kvh,
+                ));
+            } else if p.prefix_len != 0 {
+                return Err("prefix rows without a prefix".into());
+            }
+            for (name, strides, t, row0, rows, head) in accesses {
+                within(
+                    name,
+                    last_offset(strides, t.layout.dim, b, row0, rows, head),
+                    t.buffer,
+                )?;
+            }
             if let (Some(lse), true) = (d.lse, sq > 0) {
                 let off = b as i64 * p.lse_batch_stride
                     + h as i64 * p.lse_head_stride
                     + (q0 + sq - 1) as i64;
                 within("lse", Some(off as u64), lse)?;
-            }
-            if let Some((pk, pv)) = &d.prefix {
-                let n = p.prefix_len as usize;
-                within(
-                    "prefix_k",
-                    last_offset(
-                        Strides(
-                            p.prefix_k_batch_stride,
-                            p.prefix_k_row_stride,
-                            p.prefix_k_head_stride,
-                        ),
-                        pk.layout.dim,
-                        b,
-                        0,
-                        n,
-                        kvh,
-                    ),
-                    pk.buffer,
-                )?;
-                within(
-                    "prefix_v",
-                    last_offset(
-                        Strides(
-                            p.prefix_v_batch_stride,
-                            p.prefix_v_row_stride,
-                            p.prefix_v_head_stride,
-                        ),
-                        pv.layout.dim,
-                        b,
-                        0,
-                        n,
-                        kvh,
-                    ),
-                    pv.buffer,
-                )?;
-            } else if p.prefix_len != 0 {
-                return Err("prefix rows without a prefix".into());
             }
             // Block lists: the row of query tile m_block is m_block * BLOCK_M / block_q.
             let list = match &d.mask {
