@@ -34,6 +34,7 @@ pub mod cache;
 pub mod compile;
 pub mod config;
 pub mod error;
+mod files;
 pub mod layout;
 pub mod libs;
 pub mod masks;

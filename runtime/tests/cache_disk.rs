@@ -1,5 +1,7 @@
 //! The on-disk kernel cache with real NVRTC compiles (needs libnvrtc, no GPU): hits from memory
-//! and disk, damaged or foreign entries rejected and rewritten, unwritable folders tolerated.
+//! and disk, damaged or foreign entries rejected and rewritten, entries that are not regular
+//! files (a FIFO, a link to `/dev/zero`) or too large rejected unread, unwritable folders
+//! tolerated.
 
 use flashgen_codegen::{parse_spec, Arch, KernelSpec};
 use flashgen_runtime::cache::read_entry;
@@ -250,6 +252,75 @@ fn a_read_only_cache_dir_still_compiles() {
     );
     assert!(files(&dir).is_empty(), "{:?}", files(&dir));
     assert_eq!(get(&cache, &small()).source, CacheSource::Memory);
+}
+
+/// Puts `make(path)` where the entry of `small()` goes, then checks that a fresh cache
+/// rejects it without blocking or reading it whole, recompiles, and replaces it with a valid
+/// entry (leaving what it pointed to alone).
+#[track_caller]
+fn assert_special_entry_replaced(name: &str, make: impl FnOnce(&Path), reason: &str) {
+    let tmp = TempDir::new(name);
+    let dir = tmp.0.clone();
+    let spec = small();
+    let path = entry_path(&dir, &spec);
+    make(&path);
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker_dir = dir.clone();
+    std::thread::spawn(move || {
+        let hit = KernelCache::new(Some(worker_dir)).get_or_compile(&small(), ARCH);
+        let _ = tx.send(hit);
+    });
+    let hit = rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .unwrap_or_else(|_| panic!("the cache hung on a {name} entry"))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_compiled(&hit);
+    let warning = hit.warning.as_deref().unwrap_or_default();
+    assert!(
+        warning.contains("rejected") && warning.contains(reason),
+        "expected {reason:?} in: {warning}"
+    );
+    let meta = std::fs::symlink_metadata(&path).unwrap();
+    assert!(meta.is_file(), "the entry was replaced by a regular file");
+    let again = get(&KernelCache::new(Some(dir.clone())), &spec);
+    assert_eq!(again.source, CacheSource::Disk);
+    assert_eq!(again.kernel.cubin, hit.kernel.cubin);
+}
+
+#[test]
+fn a_fifo_entry_is_recompiled_without_hanging() {
+    assert_special_entry_replaced(
+        "fifo",
+        |path| {
+            let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo");
+        },
+        "not a regular file (a FIFO)",
+    );
+}
+
+#[test]
+fn an_entry_linked_to_dev_zero_is_recompiled_without_reading_it() {
+    assert_special_entry_replaced(
+        "dev-zero",
+        |path| std::os::unix::fs::symlink("/dev/zero", path).unwrap(),
+        "not a regular file (a device)",
+    );
+}
+
+#[test]
+fn an_oversized_entry_is_rejected_unread() {
+    use flashgen_runtime::cache::MAX_ENTRY_BYTES;
+    assert_special_entry_replaced(
+        "oversized",
+        // A sparse file: no disk space is used.
+        |path| {
+            let f = std::fs::File::create(path).unwrap();
+            f.set_len(MAX_ENTRY_BYTES + 1).unwrap();
+        },
+        &format!("larger than {MAX_ENTRY_BYTES} bytes"),
+    );
 }
 
 #[test]
