@@ -3,6 +3,7 @@
 
 use super::{first_line, target_arch, usage_error};
 use crate::cli::{specs_from_file, CompileArgs};
+use crate::output::{errln, outln};
 use anyhow::anyhow;
 use flashgen_codegen::{default_set, parse_spec, search_space, Arch, KernelSpec};
 use flashgen_runtime::{nvrtc_version, CacheHit, CacheSource, KernelCache};
@@ -217,13 +218,13 @@ pub fn run(args: &CompileArgs) -> anyhow::Result<ExitCode> {
         match std::fs::read_to_string(path) {
             Ok(text) => texts.extend(specs_from_file(&text)),
             Err(e) => {
-                eprintln!("error: cannot read spec file {}: {e}", path.display());
+                errln!("error: cannot read spec file {}: {e}", path.display());
                 return Ok(usage_error());
             }
         }
     }
     if texts.is_empty() && !args.default_set {
-        eprintln!(
+        errln!(
             "error: nothing to compile: give specs (e.g. `flashgen compile dense,d128,bf16,causal`), \
              a spec file with --file FILE, or --default-set"
         );
@@ -232,7 +233,7 @@ pub fn run(args: &CompileArgs) -> anyhow::Result<ExitCode> {
     let arch = match target_arch(args.arch.as_deref()) {
         Ok(arch) => arch,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return Ok(usage_error());
         }
     };
@@ -240,7 +241,7 @@ pub fn run(args: &CompileArgs) -> anyhow::Result<ExitCode> {
         Ok(specs) => specs,
         Err(errors) => {
             for e in errors {
-                eprintln!("error: {e}");
+                errln!("error: {e}");
             }
             return Ok(usage_error());
         }
@@ -257,7 +258,7 @@ pub fn run(args: &CompileArgs) -> anyhow::Result<ExitCode> {
         Some(dir) => dir.display().to_string(),
         None => "memory only".to_string(),
     };
-    println!(
+    outln!(
         "{} kernel{} for {arch} with NVRTC {major}.{minor} on {threads} thread{}; cache: {cache_text}",
         specs.len(),
         if specs.len() == 1 { "" } else { "s" },
@@ -270,21 +271,21 @@ pub fn run(args: &CompileArgs) -> anyhow::Result<ExitCode> {
         .max()
         .unwrap_or(0)
         .max(4);
-    println!("{}", header(width));
+    outln!("{}", header(width));
     let start = Instant::now();
     let rows = compile_specs(&specs, arch, &cache, threads, |row| {
-        println!("{}", format_row(row, width));
+        outln!("{}", format_row(row, width));
         if let Some(w) = &row.warning {
-            eprintln!("warning: {}: {w}", row.spec);
+            errln!("warning: {}: {w}", row.spec);
         }
     });
-    println!(
+    outln!(
         "{}",
         totals(&rows, arch, threads, start.elapsed().as_secs_f64())
     );
 
     for row in rows.iter().filter(|r| r.failed()) {
-        eprintln!(
+        errln!(
             "error: {}: {}",
             row.spec,
             row.error.as_deref().unwrap_or_default()

@@ -1,6 +1,7 @@
 //! `flashgen info`: the GPU, driver, NVRTC, kernel cache and template version.
 
 use super::{arch_of, first_line, ArchSource};
+use crate::output::outln;
 use flashgen_codegen::{template_digest, KERNEL_ABI_VERSION};
 use flashgen_runtime::{cache, device_count, driver_version, nvrtc_version, Runtime};
 use std::path::Path;
@@ -29,11 +30,11 @@ fn cache_entries(dir: &Path) -> Option<usize> {
 
 /// Prints one `label: value` line with the values aligned.
 fn field(label: &str, value: impl std::fmt::Display) {
-    println!("{:<14}{value}", format!("{label}:"));
+    outln!("{:<14}{value}", format!("{label}:"));
 }
 
 pub fn run() -> anyhow::Result<ExitCode> {
-    println!("flashgen {}", env!("CARGO_PKG_VERSION"));
+    outln!("flashgen {}", env!("CARGO_PKG_VERSION"));
 
     let runtime = Runtime::new(0);
     match &runtime {

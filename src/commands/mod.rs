@@ -8,6 +8,7 @@ pub mod emit;
 pub mod info;
 pub mod tune;
 
+use crate::output::errln;
 use flashgen_codegen::{parse_arch, Arch};
 use flashgen_runtime::Runtime;
 use std::process::ExitCode;
@@ -49,7 +50,7 @@ pub fn target_arch(arg: Option<&str>) -> Result<Arch, flashgen_codegen::SpecErro
     }
     let (arch, source) = default_arch();
     if let ArchSource::Fallback(why) = source {
-        eprintln!(
+        errln!(
             "note: no usable GPU ({}); targeting {arch}",
             first_line(&why)
         );

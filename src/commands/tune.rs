@@ -3,6 +3,7 @@
 
 use super::{target_arch, usage_error};
 use crate::cli::TuneArgs;
+use crate::output::{errln, outln};
 use anyhow::{anyhow, Context};
 use flashgen_codegen::{default_set, Arch, DType, KernelSpec};
 use flashgen_runtime::config::{default_path, discover, ConfigOrigin};
@@ -70,18 +71,18 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<ExitCode> {
         return list(args, arch);
     }
     if args.arch.is_some() {
-        eprintln!("error: --arch only applies to --list; a tune runs on the GPU's own arch");
+        errln!("error: --arch only applies to --list; a tune runs on the GPU's own arch");
         return Ok(usage_error());
     }
     let rt = Runtime::new(args.device).context("opening the GPU to tune")?;
     let targets = select_targets(args, rt.arch());
     if targets.is_empty() {
-        eprintln!("error: the filters leave no target to tune");
+        errln!("error: the filters leave no target to tune");
         return Ok(usage_error());
     }
     let output = output_path(args)?;
     let info = rt.info();
-    println!(
+    outln!(
         "tuning {} target(s) on {} (sm_{}{}, {} SMs){}; config: {}",
         targets.len(),
         info.name,
@@ -102,7 +103,7 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<ExitCode> {
     let report = Tuner::default().tune(&rt, &targets, &options)?;
     progress.finish();
     for w in rt.take_warnings() {
-        eprintln!("warning: {w}");
+        errln!("warning: {w}");
     }
 
     print_table(&report);
@@ -111,7 +112,7 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<ExitCode> {
     config
         .save(&output)
         .with_context(|| format!("writing {}", output.display()))?;
-    println!(
+    outln!(
         "wrote {} entries to {} in {:.1} s{}",
         config.entries.len(),
         output.display(),
@@ -146,14 +147,14 @@ fn merged_config(report: &TuneReport, output: &PathBuf) -> TunedConfig {
             old
         }
         Ok(_) => {
-            eprintln!(
+            errln!(
                 "note: {} was tuned on another GPU; it is replaced",
                 output.display()
             );
             fresh
         }
         Err(e) => {
-            eprintln!("note: {e}; the file is replaced");
+            errln!("note: {e}; the file is replaced");
             fresh
         }
     }
@@ -163,16 +164,16 @@ fn merged_config(report: &TuneReport, output: &PathBuf) -> TunedConfig {
 fn list(args: &TuneArgs, arch: Arch) -> anyhow::Result<ExitCode> {
     let targets = select_targets(args, arch);
     if targets.is_empty() {
-        eprintln!("error: the filters leave no target to tune");
+        errln!("error: the filters leave no target to tune");
         return Ok(usage_error());
     }
     let smem = arch.max_shared_bytes_per_block();
-    println!("{:<68} {:>6}  default tile", "target", "tiles");
+    outln!("{:<68} {:>6}  default tile", "target", "tiles");
     for t in &targets {
         let tiles = candidate_tiles(&t.spec, arch, smem, args.quick);
-        println!("{:<68} {:>6}  {}", t.to_string(), tiles.len(), tiles[0]);
+        outln!("{:<68} {:>6}  {}", t.to_string(), tiles.len(), tiles[0]);
     }
-    println!("{} target(s) for {}", targets.len(), arch.sm_name());
+    outln!("{} target(s) for {}", targets.len(), arch.sm_name());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -231,13 +232,18 @@ fn ms(t: Option<&flashgen_tuning::TimedTile>) -> String {
 
 /// The final table: per target the default and the winner, their times and the speedup.
 fn print_table(report: &TuneReport) {
-    println!(
+    outln!(
         "\n{:<68} {:<20} {:>9} {:<20} {:>9} {:>8}  runner-up",
-        "target", "default tile", "ms", "tuned tile", "ms", "speedup"
+        "target",
+        "default tile",
+        "ms",
+        "tuned tile",
+        "ms",
+        "speedup"
     );
     for t in &report.targets {
         if let Some(e) = &t.error {
-            println!("{:<68} failed: {e}", t.target.to_string());
+            outln!("{:<68} failed: {e}", t.target.to_string());
             continue;
         }
         let winner = t.winner.as_ref();
@@ -250,7 +256,7 @@ fn print_table(report: &TuneReport) {
                 if t.confident { "" } else { " (within noise)" }
             )
         });
-        println!(
+        outln!(
             "{:<68} {:<20} {:>9} {:<20} {:>9} {:>8}  {}",
             t.target.to_string(),
             t.default_tile.to_string(),
