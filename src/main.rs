@@ -20,12 +20,11 @@ fn main() -> ExitCode {
     let code = match result {
         Ok(code) => code,
         Err(e) => {
-            errln!("error: {e}");
-            ExitCode::FAILURE
+            errln!("error: {}", commands::error_chain(&e));
+            commands::exit_code_of(&e)
         }
     };
     match output::finish() {
-        // Output that did not arrive is a failure even when the work succeeded.
         Some(e) => {
             errln!("error: writing to stdout: {e}");
             if code == ExitCode::SUCCESS {

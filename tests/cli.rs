@@ -136,3 +136,129 @@ fn output_arrives_whole_on_an_open_pipe() {
     assert!(text.starts_with("target "), "{text}");
     assert!(text.trim_end().ends_with("target(s) for sm_80"), "{text}");
 }
+
+#[track_caller]
+fn assert_usage_error(tmp: &TempDir, args: &[&str], message: &str) -> Output {
+    let out = flashgen(tmp).args(args).output().unwrap();
+    assert_no_panic(args, &out);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert!(
+        err.contains(message),
+        "{args:?}: expected {message:?} in: {err}"
+    );
+    out
+}
+
+#[test]
+fn bad_arguments_exit_with_status_2() {
+    let tmp = TempDir::new("usage");
+    let allowed = "allowed values: sm_80, sm_86, sm_87, sm_89, sm_90a";
+    for args in [
+        &["tune", "--list", "--arch", "sm_75"][..],
+        &["tune", "--list", "--arch", "8.99"],
+        &["emit", SPEC, "--arch", "sm_199"],
+        &["emit", SPEC, "--arch", "99"],
+        &["compile", SPEC, "--arch", "sm_80a"],
+    ] {
+        let arch = args[args.len() - 1];
+        let out = assert_usage_error(&tmp, args, &format!("unknown arch `{arch}`"));
+        assert!(stderr(&out).contains(allowed), "{}", stderr(&out));
+    }
+    assert_usage_error(
+        &tmp,
+        &["emit", "dense,d64,d128,bf16", "--arch", "sm_80"],
+        "duplicate head dim: `d64` and `d128`",
+    );
+    assert_usage_error(
+        &tmp,
+        &["compile", "dense,d64,bf16,f16", "--arch", "sm_80"],
+        "duplicate dtype",
+    );
+    assert_usage_error(&tmp, &["compile"], "nothing to compile");
+    assert_usage_error(
+        &tmp,
+        &["tune", "--list", "--arch", "sm_80", "--head-dim", "96"],
+        "no target",
+    );
+    assert_usage_error(&tmp, &["tune", "--arch", "sm_80"], "only applies to --list");
+    assert_usage_error(&tmp, &["tune", "--frobnicate"], "--frobnicate");
+}
+
+#[test]
+fn an_unwritable_json_report_fails_before_the_work() {
+    let tmp = TempDir::new("json");
+    let missing_dir = tmp.path().join("missing").join("report.json");
+    let missing = missing_dir.to_str().unwrap();
+    let out = assert_usage_error(
+        &tmp,
+        &["compile", SPEC, "--arch", "sm_80", "--json", missing],
+        &format!("cannot write {missing}"),
+    );
+    assert!(stdout(&out).is_empty(), "compiled anyway: {}", stdout(&out));
+    assert!(!tmp.path().join("cache").exists(), "compiled anyway");
+    // A folder in the file's place.
+    let dir = tmp.path().to_str().unwrap();
+    assert_usage_error(
+        &tmp,
+        &["compile", SPEC, "--arch", "sm_80", "--json", dir],
+        &format!("cannot write {dir}"),
+    );
+
+    // The tune checks its outputs before it opens the GPU.
+    let config = tmp.path().join("tuned.toml");
+    let out = assert_usage_error(
+        &tmp,
+        &[
+            "tune",
+            "--device",
+            "99",
+            "-o",
+            config.to_str().unwrap(),
+            "--json",
+            missing,
+        ],
+        &format!("cannot write {missing}"),
+    );
+    assert!(
+        !stderr(&out).contains("opening the GPU"),
+        "{}",
+        stderr(&out)
+    );
+    let under_file = tmp.path().join("a-file");
+    std::fs::write(&under_file, b"x").unwrap();
+    let config = under_file.join("tuned.toml");
+    assert_usage_error(
+        &tmp,
+        &["tune", "--device", "99", "-o", config.to_str().unwrap()],
+        "is not a folder",
+    );
+    // Nothing was left behind by the checks.
+    let names: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["a-file"]);
+}
+
+#[test]
+fn a_tune_without_its_gpu_says_why() {
+    let tmp = TempDir::new("no-gpu");
+    // Ordinal 99: no machine has it, so this never starts a tune.
+    let config = tmp.path().join("tuned.toml");
+    let args = ["tune", "--device", "99", "-o", config.to_str().unwrap()];
+    let out = flashgen(&tmp).args(args).output().unwrap();
+    assert_no_panic(&args, &out);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error: opening the GPU to tune"))
+        .unwrap_or_else(|| panic!("{err}"));
+    let cause = line.trim_start_matches("error: opening the GPU to tune");
+    assert!(
+        cause.starts_with(": ") && cause.len() > 10,
+        "the cause is missing: {line}"
+    );
+    assert!(!config.exists());
+}

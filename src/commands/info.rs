@@ -1,6 +1,6 @@
 //! `flashgen info`: the GPU, driver, NVRTC, kernel cache and template version.
 
-use super::{arch_of, first_line, ArchSource};
+use super::{arch_of, first_line, with_sources, ArchSource};
 use crate::output::outln;
 use flashgen_codegen::{template_digest, KERNEL_ABI_VERSION};
 use flashgen_runtime::{cache, device_count, driver_version, nvrtc_version, Runtime};
@@ -60,14 +60,14 @@ pub fn run() -> anyhow::Result<ExitCode> {
             field("CUDA driver", format_cuda_version(info.driver_version));
         }
         Err(e) => {
-            let why = e.to_string();
+            let why = with_sources(e);
             field("GPU", format!("none usable: {}", first_line(&why)));
             match driver_version() {
                 Ok(v) => field("CUDA driver", format_cuda_version(v)),
-                Err(d) if d.to_string() == why => field("CUDA driver", "not available"),
+                Err(d) if with_sources(&d) == why => field("CUDA driver", "not available"),
                 Err(d) => field(
                     "CUDA driver",
-                    format!("not available: {}", first_line(&d.to_string())),
+                    format!("not available: {}", first_line(&with_sources(&d))),
                 ),
             }
         }
@@ -75,7 +75,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
 
     match nvrtc_version() {
         Ok((major, minor)) => field("NVRTC", format!("{major}.{minor}")),
-        Err(e) => field("NVRTC", format!("not available: {e}")),
+        Err(e) => field("NVRTC", format!("not available: {}", with_sources(&e))),
     }
 
     let from_env = std::env::var_os("FLASHGEN_CACHE_DIR").is_some_and(|v| !v.is_empty());

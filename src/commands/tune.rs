@@ -1,10 +1,10 @@
 //! `flashgen tune`: tunes the default set on the local GPU with progress bars, prints the
 //! winners against the heuristic defaults, and writes the tuned config the runtime reads.
 
-use super::{target_arch, usage_error};
+use super::{check_replaceable, check_writable, target_arch, usage, with_sources};
 use crate::cli::TuneArgs;
 use crate::output::{errln, outln};
-use anyhow::{anyhow, Context};
+use anyhow::Context;
 use flashgen_codegen::{default_set, Arch, DType, KernelSpec};
 use flashgen_runtime::config::{default_path, discover, ConfigOrigin};
 use flashgen_runtime::{Runtime, TunedConfig};
@@ -61,7 +61,7 @@ fn output_path(args: &TuneArgs) -> anyhow::Result<PathBuf> {
     match discover(None) {
         Some((path, ConfigOrigin::Env)) => Ok(path),
         _ => default_path()
-            .ok_or_else(|| anyhow!("no user config dir on this system; pass --output <file>")),
+            .ok_or_else(|| usage("no user config dir on this system; pass --output <file>")),
     }
 }
 
@@ -71,16 +71,21 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<ExitCode> {
         return list(args, arch);
     }
     if args.arch.is_some() {
-        errln!("error: --arch only applies to --list; a tune runs on the GPU's own arch");
-        return Ok(usage_error());
+        return Err(usage(
+            "--arch only applies to --list; a tune runs on the GPU's own arch",
+        ));
+    }
+    // The outputs are checked before the GPU work, not after it.
+    let output = output_path(args)?;
+    check_replaceable(&output)?;
+    if let Some(path) = &args.json {
+        check_writable(path)?;
     }
     let rt = Runtime::new(args.device).context("opening the GPU to tune")?;
     let targets = select_targets(args, rt.arch());
     if targets.is_empty() {
-        errln!("error: the filters leave no target to tune");
-        return Ok(usage_error());
+        return Err(usage("the filters leave no target to tune"));
     }
-    let output = output_path(args)?;
     let info = rt.info();
     outln!(
         "tuning {} target(s) on {} (sm_{}{}, {} SMs){}; config: {}",
@@ -154,7 +159,7 @@ fn merged_config(report: &TuneReport, output: &PathBuf) -> TunedConfig {
             fresh
         }
         Err(e) => {
-            errln!("note: {e}; the file is replaced");
+            errln!("note: {}; the file is replaced", with_sources(&e));
             fresh
         }
     }
@@ -164,8 +169,7 @@ fn merged_config(report: &TuneReport, output: &PathBuf) -> TunedConfig {
 fn list(args: &TuneArgs, arch: Arch) -> anyhow::Result<ExitCode> {
     let targets = select_targets(args, arch);
     if targets.is_empty() {
-        errln!("error: the filters leave no target to tune");
-        return Ok(usage_error());
+        return Err(usage("the filters leave no target to tune"));
     }
     let smem = arch.max_shared_bytes_per_block();
     outln!("{:<68} {:>6}  default tile", "target", "tiles");
