@@ -262,3 +262,85 @@ fn a_tune_without_its_gpu_says_why() {
     );
     assert!(!config.exists());
 }
+
+const TUNED: &str = r#"[tuned_on]
+gpu = "NVIDIA H100 80GB HBM3"
+compute_capability = "9.0"
+sm_count = 132
+nvrtc = "13.0"
+template_digest = "0123456789abcdef"
+flashgen_version = "0.1.0"
+
+[[entry]]
+spec = "dense,d128,bf16,causal,lse"
+seq = "<=4k"
+gqa = 1
+density = ">=50%"
+tile = "m256n64w4s1"
+ms = 1.0
+default_ms = 1.2
+
+[[entry]]
+spec = "dense,d128,bf16,causal,lse"
+seq = "<=16k"
+gqa = 1
+density = ">=50%"
+tile = "m64n128w4s1-wgmma"
+ms = 1.0
+default_ms = 1.2
+"#;
+
+#[test]
+fn info_reports_the_tuned_config_and_its_problems() {
+    let tmp = TempDir::new("info-config");
+    let path = tmp.path().join("tuned.toml");
+    std::fs::write(&path, TUNED).unwrap();
+    let out = flashgen(&tmp)
+        .env("FLASHGEN_CONFIG", &path)
+        .arg("info")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let line = |label: &str| {
+        text.lines()
+            .filter(|l| l.trim_start().starts_with(label))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        line("Tuned config:").contains(&format!("{} (from FLASHGEN_CONFIG)", path.display())),
+        "{text}"
+    );
+    assert!(
+        line("tuned on:").contains("NVIDIA H100 80GB HBM3 (compute capability 9.0, 132 SMs)"),
+        "{text}"
+    );
+    assert!(line("entries:").contains("1 usable, 1 skipped"), "{text}");
+    let warnings = line("warning:");
+    assert!(
+        warnings.contains("entry 1 (dense,d128,bf16,causal,lse seq <=4k")
+            && warnings.contains("tile.block_m = 256"),
+        "{text}"
+    );
+    assert!(warnings.contains("templates 0123456789ab"), "{text}");
+
+    // No file: said so.
+    let out = flashgen(&tmp)
+        .env_remove("FLASHGEN_CONFIG")
+        .arg("info")
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&out).contains("Tuned config: none"),
+        "{}",
+        stdout(&out)
+    );
+    // A file that cannot be read: said why.
+    let out = flashgen(&tmp).arg("info").output().unwrap();
+    let text = stdout(&out);
+    assert!(
+        text.contains("no-config.toml") && text.contains("not used"),
+        "{text}"
+    );
+}

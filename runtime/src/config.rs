@@ -606,13 +606,13 @@ impl TunedConfig {
                 h.gpu_text()
             ));
         }
-        out.extend(self.check_build(nvrtc, template_digest));
+        out.extend(self.check_build(Some(nvrtc), template_digest));
         out
     }
 
     /// The part of [`check_matches`](Self::check_matches) that needs no GPU: warnings about
-    /// another template version or another NVRTC version.
-    pub fn check_build(&self, nvrtc: (i32, i32), template_digest: &str) -> Vec<String> {
+    /// another template version or another NVRTC version (`None`: no NVRTC to compare with).
+    pub fn check_build(&self, nvrtc: Option<(i32, i32)>, template_digest: &str) -> Vec<String> {
         let h = &self.tuned_on;
         let mut out = Vec::new();
         if h.template_digest != template_digest {
@@ -623,12 +623,15 @@ impl TunedConfig {
                 short(template_digest)
             ));
         }
-        let nvrtc_text = format!("{}.{}", nvrtc.0, nvrtc.1);
-        if h.nvrtc != nvrtc_text {
-            out.push(format!(
-                "tuned with NVRTC {}, but NVRTC {nvrtc_text} is loaded; run `flashgen tune` again",
-                h.nvrtc
-            ));
+        if let Some(nvrtc) = nvrtc {
+            let nvrtc_text = format!("{}.{}", nvrtc.0, nvrtc.1);
+            if h.nvrtc != nvrtc_text {
+                out.push(format!(
+                    "tuned with NVRTC {}, but NVRTC {nvrtc_text} is loaded; run `flashgen tune` \
+                     again",
+                    h.nvrtc
+                ));
+            }
         }
         out
     }
