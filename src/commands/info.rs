@@ -48,7 +48,7 @@ fn tuned_config(runtime: &flashgen_runtime::Result<Runtime>) {
     };
     let origin = match origin {
         ConfigOrigin::Env => "from FLASHGEN_CONFIG",
-        _ => "the user config dir's",
+        _ => "in the user config dir",
     };
     field("Tuned config", format!("{} ({origin})", path.display()));
     let (config, mut warnings) = match TunedConfig::load_checked(&path) {
