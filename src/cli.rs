@@ -62,7 +62,8 @@ pub struct TuneArgs {
     pub budget: Option<Duration>,
     /// The config file to write; default: `$FLASHGEN_CONFIG`, else the user config dir's
     /// flashgen/tuned.toml. Entries of an existing file tuned on this GPU that this run does
-    /// not re-tune are kept.
+    /// not re-tune are kept; a file this run replaces (or drops entries of) is first copied to
+    /// `<file>.<unix time>.bak`.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
     /// Also write the full report (every timed tile) as JSON to this file.

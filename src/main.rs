@@ -3,8 +3,10 @@
 
 mod cli;
 mod commands;
+mod output;
 
 use clap::Parser;
+use output::errln;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -15,11 +17,22 @@ fn main() -> ExitCode {
         cli::Command::Compile(args) => commands::compile::run(&args),
         cli::Command::Tune(args) => commands::tune::run(&args),
     };
-    match result {
+    let code = match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
+            errln!("error: {}", commands::error_chain(&e));
+            commands::exit_code_of(&e)
         }
+    };
+    match output::finish() {
+        Some(e) => {
+            errln!("error: writing to stdout: {e}");
+            if code == ExitCode::SUCCESS {
+                ExitCode::FAILURE
+            } else {
+                code
+            }
+        }
+        None => code,
     }
 }

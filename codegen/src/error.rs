@@ -57,6 +57,13 @@ pub enum SpecError {
     #[error("arch = {arch} is not supported; allowed: compute capability 8.0 or newer (sm_80, sm_86, sm_89, sm_90a, ...)")]
     Arch { arch: Arch },
 
+    #[error(
+        "unknown arch `{input}`; allowed values: {} (also written as compute capability, \
+         e.g. 8.6 or 86; sm_90 is sm_90a)",
+        Arch::known_names()
+    )]
+    UnknownArch { input: String },
+
     #[error("varlen = true does not apply to variant {variant}; allowed for: dense, streaming, block-sparse, mixed")]
     VarlenNotApplicable { variant: Variant },
 
@@ -78,7 +85,7 @@ impl SpecError {
             SpecError::Stages { .. } => "stages",
             SpecError::Registers { .. } | SpecError::SharedMemory { .. } => "tile",
             SpecError::WgmmaTile { .. } => "mma",
-            SpecError::Arch { .. } => "arch",
+            SpecError::Arch { .. } | SpecError::UnknownArch { .. } => "arch",
             SpecError::CausalNotApplicable { .. } => "causal",
             SpecError::VarlenNotApplicable { .. } => "varlen",
             SpecError::Parse { .. } => "spec",

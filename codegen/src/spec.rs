@@ -234,6 +234,32 @@ impl Arch {
     pub fn is_supported(&self) -> bool {
         self.major >= 8
     }
+
+    /// The archs a written arch (`--arch`, spec files) may name: the GPUs of compute
+    /// capability 8.0 or newer that NVRTC 13 compiles CUBIN for (sm_101 is sm_110 since CUDA 13).
+    pub const KNOWN: [Arch; 10] = [
+        Arch::SM80,
+        Arch::SM86,
+        Arch::new(8, 7),
+        Arch::SM89,
+        Arch::SM90,
+        Arch::new(10, 0),
+        Arch::new(10, 3),
+        Arch::new(11, 0),
+        Arch::new(12, 0),
+        Arch::new(12, 1),
+    ];
+
+    /// Whether this is one of [`Arch::KNOWN`].
+    pub fn is_known(&self) -> bool {
+        Arch::KNOWN.contains(self)
+    }
+
+    /// The names of [`Arch::KNOWN`], comma-separated, for messages.
+    pub fn known_names() -> String {
+        let names: Vec<String> = Arch::KNOWN.iter().map(Arch::sm_name).collect();
+        names.join(", ")
+    }
 }
 
 impl fmt::Display for Arch {

@@ -47,89 +47,150 @@ pub fn parse_tile(text: &str) -> Result<TileConfig, SpecError> {
     let (m, rest) = rest.split_once('n').ok_or_else(bad)?;
     let (n, rest) = rest.split_once('w').ok_or_else(bad)?;
     let (w, s) = rest.split_once('s').ok_or_else(bad)?;
-    let num = |t: &str| t.parse::<u32>().map_err(|_| bad());
+    let num = |t: &str| match t.bytes().all(|b| b.is_ascii_digit()) {
+        true => t.parse::<u32>().map_err(|_| bad()),
+        false => Err(bad()),
+    };
     Ok(TileConfig::new(num(m)?, num(n)?, num(w)?, num(s)?).with_mma(mma))
 }
 
-/// Parses a spec and validates it for `arch`; a missing tile takes the arch's default.
+/// The parts after the variant, each remembered with the text that set it so that a second
+/// one can be named in the error.
+#[derive(Default)]
+struct Parts<'a> {
+    head_dim: Option<(u32, &'a str)>,
+    dtype: Option<(DType, &'a str)>,
+    tile: Option<(TileConfig, &'a str)>,
+    causal: Option<((), &'a str)>,
+    lse: Option<((), &'a str)>,
+    varlen: Option<((), &'a str)>,
+}
+
+/// Sets a part that may appear once: a repeated or conflicting one (`d64,d128`, `bf16,f16`)
+/// is an error rather than the last one silently winning.
+fn set_once<'a, T>(
+    slot: &mut Option<(T, &'a str)>,
+    value: T,
+    part: &'a str,
+    what: &str,
+    text: &str,
+) -> Result<(), SpecError> {
+    if let Some((_, first)) = slot {
+        let reason = if *first == part {
+            format!("duplicate part `{part}`; each part may appear once")
+        } else {
+            format!("duplicate {what}: `{first}` and `{part}`; give one")
+        };
+        return Err(parse_err(text, reason));
+    }
+    *slot = Some((value, part));
+    Ok(())
+}
+
+fn find_variant(name: &str) -> Option<Variant> {
+    Variant::ALL.into_iter().find(|v| v.name() == name)
+}
+
+/// `d` and digits: a head dim part (whether the number fits is checked when parsing it).
+fn is_head_dim(part: &str) -> bool {
+    part.len() > 1 && part.starts_with('d') && part[1..].bytes().all(|b| b.is_ascii_digit())
+}
+
+impl<'a> Parts<'a> {
+    fn add(&mut self, part: &'a str, variant: &str, text: &str) -> Result<(), SpecError> {
+        match part {
+            "causal" => set_once(&mut self.causal, (), part, "causal flag", text),
+            "lse" => set_once(&mut self.lse, (), part, "lse flag", text),
+            "varlen" => set_once(&mut self.varlen, (), part, "varlen flag", text),
+            "bf16" => set_once(&mut self.dtype, DType::Bf16, part, "dtype", text),
+            "f16" | "fp16" => set_once(&mut self.dtype, DType::F16, part, "dtype", text),
+            p if find_variant(p).is_some() => {
+                set_once(&mut Some(((), variant)), (), part, "variant", text)
+            }
+            p if is_head_dim(p) => {
+                let d = p[1..]
+                    .parse()
+                    .map_err(|_| parse_err(text, format!("head dim `{p}` is not a number")))?;
+                set_once(&mut self.head_dim, d, part, "head dim", text)
+            }
+            p if p.starts_with('m') => set_once(&mut self.tile, parse_tile(p)?, part, "tile", text),
+            p => Err(parse_err(
+                text,
+                format!(
+                    "unknown part `{p}`; allowed: d<head_dim>, bf16, f16, causal, lse, \
+                     varlen, m<block_m>n<block_n>w<warps>s<stages>[-wgmma|-wgmma-pipelined]"
+                ),
+            )),
+        }
+    }
+}
+
+/// Parses a spec and validates it for `arch`; a missing tile takes the arch's default. Each
+/// part may appear once.
 pub fn parse_spec(text: &str, arch: Arch) -> Result<KernelSpec, SpecError> {
     let mut parts = text.split(',').map(str::trim).filter(|p| !p.is_empty());
     let variant_name = parts.next().ok_or_else(|| parse_err(text, "empty spec"))?;
-    let variant = Variant::ALL
-        .into_iter()
-        .find(|v| v.name() == variant_name)
-        .ok_or_else(|| {
-            let allowed: Vec<_> = Variant::ALL.iter().map(|v| v.name()).collect();
-            parse_err(
-                text,
-                format!(
-                    "unknown variant `{variant_name}`; allowed values: {}",
-                    allowed.join(", ")
-                ),
-            )
-        })?;
-    let (mut head_dim, mut dtype, mut tile) = (None, None, None);
-    let (mut causal, mut lse, mut varlen) = (false, false, false);
+    let variant = find_variant(variant_name).ok_or_else(|| {
+        let allowed: Vec<_> = Variant::ALL.iter().map(|v| v.name()).collect();
+        parse_err(
+            text,
+            format!(
+                "unknown variant `{variant_name}`; allowed values: {}",
+                allowed.join(", ")
+            ),
+        )
+    })?;
+    let mut found = Parts::default();
     for part in parts {
-        match part {
-            "causal" => causal = true,
-            "lse" => lse = true,
-            "varlen" => varlen = true,
-            "bf16" => dtype = Some(DType::Bf16),
-            "f16" | "fp16" => dtype = Some(DType::F16),
-            p if p.starts_with('d')
-                && p[1..].chars().all(|c| c.is_ascii_digit())
-                && p.len() > 1 =>
-            {
-                head_dim = Some(
-                    p[1..]
-                        .parse::<u32>()
-                        .map_err(|_| parse_err(text, format!("head dim `{p}` is not a number")))?,
-                );
-            }
-            p if p.starts_with('m') => tile = Some(parse_tile(p)?),
-            p => {
-                return Err(parse_err(
-                    text,
-                    format!(
-                        "unknown part `{p}`; allowed: d<head_dim>, bf16, f16, causal, lse, \
-                         varlen, m<block_m>n<block_n>w<warps>s<stages>[-wgmma|-wgmma-pipelined]"
-                    ),
-                ))
-            }
-        }
+        found.add(part, variant_name, text)?;
     }
-    let head_dim = head_dim.ok_or_else(|| parse_err(text, "missing head dim, e.g. d128"))?;
-    let dtype = dtype.ok_or_else(|| parse_err(text, "missing dtype: bf16 or f16"))?;
-    let mut spec = KernelSpec::new(variant, head_dim, dtype, causal, arch)
-        .with_lse(lse)
-        .with_varlen(varlen);
+    let (head_dim, _) = found
+        .head_dim
+        .ok_or_else(|| parse_err(text, "missing head dim, e.g. d128"))?;
+    let (dtype, _) = found
+        .dtype
+        .ok_or_else(|| parse_err(text, "missing dtype: bf16 or f16"))?;
+    let mut spec = KernelSpec::new(variant, head_dim, dtype, found.causal.is_some(), arch)
+        .with_lse(found.lse.is_some())
+        .with_varlen(found.varlen.is_some());
     // The default tile depends on the flags, so it is chosen once they are set.
-    spec.tile = tile.unwrap_or_else(|| crate::space::default_tile(&spec, arch));
+    spec.tile = match found.tile {
+        Some((tile, _)) => tile,
+        None => crate::space::default_tile(&spec, arch),
+    };
     crate::validate::validate(&spec, arch)?;
     Ok(spec)
 }
 
-/// Parses `sm_80`, `sm_90a`, `8.0`, `90`.
+/// Parses `sm_80`, `sm_90a`, `8.6`, `90`, `sm_100`, `12.0`: one of [`Arch::KNOWN`]. The `a`
+/// suffix is accepted where the compiled target has it (sm_90a); elsewhere it would be
+/// silently dropped, so it is an error.
 pub fn parse_arch(text: &str) -> Result<Arch, SpecError> {
-    let bad = || parse_err(text, "an arch is written sm_80, sm_90a, 8.0 or 90");
+    let unknown = || SpecError::UnknownArch {
+        input: text.to_string(),
+    };
     let t = text.trim();
     let t = t.strip_prefix("sm_").unwrap_or(t);
-    let t = t.strip_suffix('a').unwrap_or(t);
-    let arch = if let Some((major, minor)) = t.split_once('.') {
-        Arch::new(
-            major.parse().map_err(|_| bad())?,
-            minor.parse().map_err(|_| bad())?,
-        )
-    } else {
-        let n: u32 = t.parse().map_err(|_| bad())?;
-        if !(10..=199).contains(&n) {
-            return Err(bad());
-        }
-        Arch::new(n / 10, n % 10)
+    let (t, arch_specific) = match t.strip_suffix('a') {
+        Some(rest) => (rest, true),
+        None => (t, false),
     };
-    if !arch.is_supported() {
-        return Err(SpecError::Arch { arch });
+    let number = |s: &str| match s.len() {
+        1..=3 if s.bytes().all(|b| b.is_ascii_digit()) => s.parse::<u32>().ok(),
+        _ => None,
+    };
+    let arch = match t.split_once('.') {
+        Some((major, minor)) => Arch::new(
+            number(major).ok_or_else(unknown)?,
+            number(minor).ok_or_else(unknown)?,
+        ),
+        None => {
+            let n = number(t).filter(|n| *n >= 10).ok_or_else(unknown)?;
+            Arch::new(n / 10, n % 10)
+        }
+    };
+    if !arch.is_known() || (arch_specific && !arch.sm_name().ends_with('a')) {
+        return Err(unknown());
     }
     Ok(arch)
 }

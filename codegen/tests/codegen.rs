@@ -168,6 +168,69 @@ fn parse_errors_are_clear() {
 }
 
 #[test]
+fn repeated_or_conflicting_parts_are_rejected_by_name() {
+    let cases = [
+        (
+            "dense,d64,d128,bf16",
+            "duplicate head dim: `d64` and `d128`",
+        ),
+        ("dense,d64,bf16,d64", "duplicate part `d64`"),
+        ("dense,d64,bf16,f16", "duplicate dtype: `bf16` and `f16`"),
+        ("dense,d64,fp16,f16", "duplicate dtype: `fp16` and `f16`"),
+        (
+            "dense,d64,bf16,m64n64w4s1,m128n64w4s1",
+            "duplicate tile: `m64n64w4s1` and `m128n64w4s1`",
+        ),
+        ("dense,d64,bf16,causal,causal", "duplicate part `causal`"),
+        ("dense,d64,bf16,lse,causal,lse", "duplicate part `lse`"),
+        ("dense,d64,bf16,varlen,varlen", "duplicate part `varlen`"),
+        (
+            "dense,d64,bf16,streaming",
+            "duplicate variant: `dense` and `streaming`",
+        ),
+        ("dense,d64,bf16,dense", "duplicate part `dense`"),
+    ];
+    for (text, want) in cases {
+        let err = parse_spec(text, Arch::SM80).expect_err(text);
+        assert_eq!(err.field(), "spec", "{err}");
+        assert!(
+            err.to_string().contains(want),
+            "`{err}` should contain `{want}`"
+        );
+    }
+    // Empty parts are not parts.
+    assert!(parse_spec("dense,,d64,bf16,", Arch::SM80).is_ok());
+}
+
+#[test]
+fn only_known_archs_parse() {
+    for arch in Arch::KNOWN {
+        assert_eq!(parse_arch(&arch.sm_name()), Ok(arch));
+        assert_eq!(
+            parse_arch(&format!("{}.{}", arch.major, arch.minor)),
+            Ok(arch)
+        );
+    }
+    assert_eq!(parse_arch("sm_90").unwrap(), Arch::SM90);
+    assert_eq!(parse_arch("90a").unwrap(), Arch::SM90);
+    assert_eq!(parse_arch(" sm_100 ").unwrap(), Arch::new(10, 0));
+    assert_eq!(parse_arch("12.1").unwrap(), Arch::new(12, 1));
+    for bad in [
+        "8.99", "sm_199", "99", "sm_80a", "sm_100a", "8.6a", "7.5", "sm_75", "sm_101", "13.0",
+        "+80", "8.+0", "8.0.0", "0", "", "sm_", "a", "sm_90aa", "hopper", "sm_9000",
+    ] {
+        let err = parse_arch(bad).expect_err(bad);
+        assert_eq!(err.field(), "arch", "{bad}: {err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("`{bad}`"))
+                && text.contains("allowed values: sm_80, sm_86, sm_87, sm_89, sm_90a, sm_100"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
 fn missing_tile_takes_the_default() {
     let s = parse_spec("dense,d128,bf16,causal", Arch::SM90).unwrap();
     assert_eq!(s.tile, default_tile(&s, Arch::SM90));

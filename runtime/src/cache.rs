@@ -4,6 +4,7 @@
 
 use crate::compile::{compile, compile_options, nvrtc_version, CompiledKernel, ResourceReport};
 use crate::error::{Error, Result};
+use crate::files::read_regular;
 use flashgen_codegen::{render, spec_hash, Arch, KernelSource, KernelSpec, KERNEL_ABI_VERSION};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -13,6 +14,10 @@ use std::sync::{Arc, Mutex};
 
 const MAGIC: &[u8; 16] = b"FLASHGEN-CUBIN\0\0";
 const FORMAT_VERSION: u32 = 1;
+
+/// The largest entry read from disk. Our CUBINs are well under a megabyte; anything past this
+/// is not an entry we wrote (e.g. a link to `/dev/zero`) and is rejected, not read whole.
+pub const MAX_ENTRY_BYTES: u64 = 64 << 20;
 
 /// Where a kernel came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -345,11 +350,13 @@ pub fn write_entry(path: &Path, key: &str, kernel: &CompiledKernel) -> std::io::
     result
 }
 
-/// Reads an entry: `Ok(None)` when absent, `Err(reason)` when present but not trustworthy.
+/// Reads an entry: `Ok(None)` when absent, `Err(reason)` when present but not trustworthy
+/// (including anything but a regular file, or one over [`MAX_ENTRY_BYTES`]).
 pub fn read_entry(path: &Path, key: &str) -> std::result::Result<Option<CompiledKernel>, String> {
-    let bytes = match std::fs::read(path) {
+    let bytes = match read_regular(path, MAX_ENTRY_BYTES) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => return Err(e.to_string()),
         Err(e) => return Err(format!("unreadable: {e}")),
     };
     let mut r = Reader(&bytes);

@@ -27,12 +27,14 @@
 //! Entries are keyed by the spec without its tile ([`spec_key`]) and a [`Bucket`] of the problem
 //! shape; [`TunedConfig::lookup`] picks the nearest bucket of the same spec.
 
+use crate::files::read_regular;
 use crate::runtime::DeviceInfo;
 use flashgen_codegen::{parse_spec, parse_tile, validate, Arch, KernelSpec, TileConfig};
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsString;
 use std::fmt;
-use std::io::Write;
+use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -303,7 +305,8 @@ impl ConfigHeader {
         self.gpu == gpu.name && self.arch() == Some(gpu.arch) && self.sm_count == gpu.sm_count
     }
 
-    fn gpu_text(&self) -> String {
+    /// The GPU, as messages name it: `name (compute capability 9.0, 132 SMs)`.
+    pub fn gpu_text(&self) -> String {
         format!(
             "{} (compute capability {}, {} SMs)",
             self.gpu, self.compute_capability, self.sm_count
@@ -353,6 +356,57 @@ pub struct TunedConfig {
     pub entries: Vec<ConfigEntry>,
 }
 
+/// A config file as read, before its entries are checked one by one.
+#[derive(Deserialize)]
+struct RawConfig {
+    tuned_on: ConfigHeader,
+    #[serde(default, rename = "entry")]
+    entries: Vec<toml::Value>,
+}
+
+/// An entry as warnings name it: its spec and bucket as written.
+fn entry_name(value: &toml::Value) -> String {
+    let field = |key: &str| match value.get(key) {
+        Some(toml::Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+        None => "?".to_string(),
+    };
+    format!(
+        "{} seq {} gqa {} density {}",
+        field("spec"),
+        field("seq"),
+        field("gqa"),
+        field("density")
+    )
+}
+
+/// The largest config file read. A tune writes about 200 bytes an entry.
+pub const MAX_CONFIG_BYTES: u64 = 64 << 20;
+
+/// Checks one entry against the config's arch and writes its spec key canonically; the reason
+/// when it cannot be used.
+fn check_entry(e: &mut ConfigEntry, arch: Arch) -> Result<(), String> {
+    let spec = parse_spec(&e.spec, arch).map_err(|err| err.to_string())?;
+    // The key is the spec without a tile: any part after the variant that is a tile.
+    if e.spec
+        .split(',')
+        .skip(1)
+        .any(|p| parse_tile(p.trim()).is_ok())
+    {
+        return Err("the spec key must not include a tile; the tile goes in `tile`".into());
+    }
+    e.spec = spec_key(&spec);
+    let tile = parse_tile(&e.tile).map_err(|err| format!("tile: {err}"))?;
+    validate(&spec.with_tile(tile), arch).map_err(|err| format!("tile {}: {err}", e.tile))?;
+    if let Some(runner_up) = &e.runner_up {
+        parse_tile(runner_up).map_err(|err| format!("runner_up: {err}"))?;
+    }
+    if e.gqa == 0 {
+        return Err("gqa = 0; allowed: 1 or more".into());
+    }
+    Ok(())
+}
+
 /// Rounds milliseconds to 0.1 µs so that files do not churn on noise digits.
 fn round_ms(ms: f64) -> f64 {
     (ms * 1e4).round() / 1e4
@@ -374,11 +428,18 @@ impl TunedConfig {
     }
 
     /// Takes `other`'s header and entries; entries of `self` that `other` does not re-tune stay.
+    /// One pass through a map keyed by spec and bucket: O(n log n) in the entries.
     pub fn merge(&mut self, other: TunedConfig) {
         self.tuned_on = other.tuned_on;
-        for entry in other.entries {
-            self.insert(entry);
+        let mut by_key: BTreeMap<(String, Bucket), ConfigEntry> = BTreeMap::new();
+        for entry in std::mem::take(&mut self.entries)
+            .into_iter()
+            .chain(other.entries)
+        {
+            by_key.insert((entry.spec.clone(), entry.bucket()), entry);
         }
+        self.entries = by_key.into_values().collect();
+        self.normalize();
     }
 
     /// Sorts entries (spec, then bucket) and rounds times.
@@ -398,62 +459,79 @@ impl TunedConfig {
         toml::to_string_pretty(&sorted).expect("a tuned config serialises to TOML")
     }
 
-    /// Parses TOML text; `path` only names the file in errors.
+    /// Parses TOML text; `path` only names the file in errors. Entries that cannot be used
+    /// are left out; [`from_toml_checked`](Self::from_toml_checked) also says which and why.
     pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let mut config: TunedConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        Self::from_toml_checked(text, path).map(|(config, _)| config)
+    }
+
+    /// Parses TOML text and checks every entry against the header's arch: an entry whose spec,
+    /// tile or bucket is invalid (a tile that does not fit the spec, say), or that repeats an
+    /// earlier entry's spec and bucket, is left out with a warning naming it, so that it can
+    /// neither win a lookup nor hide a valid entry of a farther bucket. Bad TOML or a bad
+    /// header is an error.
+    pub fn from_toml_checked(text: &str, path: &Path) -> Result<(Self, Vec<String>), ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string().trim_end().to_string(),
         })?;
-        let invalid = |message: String| ConfigError::Invalid {
+        let arch = raw.tuned_on.arch().ok_or_else(|| ConfigError::Invalid {
             path: path.to_path_buf(),
-            message,
-        };
-        let arch = config.tuned_on.arch().ok_or_else(|| {
-            invalid(format!(
+            message: format!(
                 "tuned_on.compute_capability = {:?} is not `major.minor`",
-                config.tuned_on.compute_capability
-            ))
+                raw.tuned_on.compute_capability
+            ),
         })?;
-        for (i, e) in config.entries.iter_mut().enumerate() {
-            let spec = parse_spec(&e.spec, arch)
-                .map_err(|err| invalid(format!("entry {} (spec {:?}): {err}", i + 1, e.spec)))?;
-            if e.spec.split(',').any(|p| p.trim().starts_with('m')) {
-                return Err(invalid(format!(
-                    "entry {} (spec {:?}): the spec key must not include a tile; the tile goes \
-                     in `tile`",
+        let mut config = TunedConfig::new(raw.tuned_on);
+        let mut warnings = Vec::new();
+        let mut seen = HashSet::new();
+        for (i, value) in raw.entries.into_iter().enumerate() {
+            let name = entry_name(&value);
+            let checked = value
+                .try_into::<ConfigEntry>()
+                .map_err(|e| e.to_string().trim_end().to_string())
+                .and_then(|mut e| {
+                    check_entry(&mut e, arch)?;
+                    match seen.insert((e.spec.clone(), e.bucket())) {
+                        true => Ok(e),
+                        false => Err("the same spec and bucket as an earlier entry".to_string()),
+                    }
+                });
+            match checked {
+                Ok(e) => config.entries.push(e),
+                Err(reason) => warnings.push(format!(
+                    "tuned config {}: entry {} ({name}): {reason}; the entry is skipped",
+                    path.display(),
                     i + 1,
-                    e.spec
-                )));
-            }
-            e.spec = spec_key(&spec);
-            for (field, tile) in [("tile", Some(&e.tile)), ("runner_up", e.runner_up.as_ref())] {
-                if let Some(tile) = tile {
-                    parse_tile(tile).map_err(|err| {
-                        invalid(format!("entry {} ({}): {field}: {err}", i + 1, e.spec))
-                    })?;
-                }
-            }
-            if e.gqa == 0 {
-                return Err(invalid(format!(
-                    "entry {} ({}): gqa = 0; allowed: 1 or more",
-                    i + 1,
-                    e.spec
-                )));
+                )),
             }
         }
         config.normalize();
-        Ok(config)
+        Ok((config, warnings))
     }
 
-    /// Reads a config file. A missing or unreadable file, bad TOML or a bad entry is an error
-    /// naming the file and the problem.
+    /// Reads a config file. A missing or unreadable file (or anything but a regular file of at
+    /// most [`MAX_CONFIG_BYTES`]), bad TOML or a bad header is an error naming the file and the
+    /// problem; unusable entries are left out ([`load_checked`](Self::load_checked) says which).
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        Self::load_checked(path).map(|(config, _)| config)
+    }
+
+    /// As [`load`](Self::load), with a warning for each entry left out.
+    pub fn load_checked(path: impl AsRef<Path>) -> Result<(Self, Vec<String>), ConfigError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        let io = |source| ConfigError::Io {
             path: path.to_path_buf(),
             source,
+        };
+        let bytes = read_regular(path, MAX_CONFIG_BYTES).map_err(io)?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            io(std::io::Error::new(
+                ErrorKind::InvalidData,
+                "not UTF-8 text",
+            ))
         })?;
-        Self::from_toml(&text, path)
+        Self::from_toml_checked(&text, path)
     }
 
     /// Writes the config atomically (a temporary file in the same folder, synced, then renamed),
@@ -548,6 +626,15 @@ impl TunedConfig {
                 h.gpu_text()
             ));
         }
+        out.extend(self.check_build(Some(nvrtc), template_digest));
+        out
+    }
+
+    /// The part of [`check_matches`](Self::check_matches) that needs no GPU: warnings about
+    /// another template version or another NVRTC version (`None`: no NVRTC to compare with).
+    pub fn check_build(&self, nvrtc: Option<(i32, i32)>, template_digest: &str) -> Vec<String> {
+        let h = &self.tuned_on;
+        let mut out = Vec::new();
         if h.template_digest != template_digest {
             out.push(format!(
                 "tuned with kernel templates {}, but these templates are {}; run `flashgen tune` \
@@ -556,12 +643,15 @@ impl TunedConfig {
                 short(template_digest)
             ));
         }
-        let nvrtc_text = format!("{}.{}", nvrtc.0, nvrtc.1);
-        if h.nvrtc != nvrtc_text {
-            out.push(format!(
-                "tuned with NVRTC {}, but NVRTC {nvrtc_text} is loaded; run `flashgen tune` again",
-                h.nvrtc
-            ));
+        if let Some(nvrtc) = nvrtc {
+            let nvrtc_text = format!("{}.{}", nvrtc.0, nvrtc.1);
+            if h.nvrtc != nvrtc_text {
+                out.push(format!(
+                    "tuned with NVRTC {}, but NVRTC {nvrtc_text} is loaded; run `flashgen tune` \
+                     again",
+                    h.nvrtc
+                ));
+            }
         }
         out
     }
@@ -643,15 +733,10 @@ impl TunedConfig {
         let Some((path, origin)) = discover(explicit) else {
             return Ok(None);
         };
-        let config = TunedConfig::load(&path)?;
-        Ok(Some(accept(
-            config,
-            path,
-            origin,
-            gpu,
-            nvrtc,
-            template_digest,
-        )))
+        let (config, skipped) = TunedConfig::load_checked(&path)?;
+        let mut found = accept(config, path, origin, gpu, nvrtc, template_digest);
+        found.warnings.splice(0..0, skipped);
+        Ok(Some(found))
     }
 }
 
@@ -1025,22 +1110,10 @@ mod tests {
         assert!(text.contains(path.to_str().unwrap()), "{text}");
         assert!(text.contains("line 1"), "{text}");
 
-        // Valid TOML, wrong content: a missing field, a bad class, a bad tile, a bad spec.
+        // Valid TOML, a bad header: the whole file is an error.
         let good = sample().to_toml();
         for (from, to, expect) in [
             ("sm_count = 132\n", "", "sm_count"),
-            ("seq = \"<=4k\"", "seq = \"<=5k\"", "<=5k"),
-            ("tile = \"m128n64w8s1-wgmma\"", "tile = \"m128x\"", "m128x"),
-            (
-                "spec = \"streaming,d64,bf16,lse\"",
-                "spec = \"streaming,d65,bf16,lse\"",
-                "head_dim = 65",
-            ),
-            (
-                "spec = \"streaming,d64,bf16,lse\"",
-                "spec = \"streaming,d64,bf16,lse,m64n64w4s1\"",
-                "must not include a tile",
-            ),
             (
                 "compute_capability = \"9.0\"",
                 "compute_capability = \"nine\"",
@@ -1059,6 +1132,202 @@ mod tests {
         assert!(matches!(e, ConfigError::Io { .. }));
         assert!(e.to_string().contains("missing.toml"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_entries_are_skipped_with_a_warning_naming_them() {
+        let dir = temp_dir("bad-entries");
+        let path = dir.join("tuned.toml");
+        let good = sample().to_toml();
+        let n = sample().entries.len();
+        for (from, to, expect) in [
+            ("seq = \"<=4k\"", "seq = \"<=5k\"", "<=5k"),
+            ("tile = \"m128n64w8s1-wgmma\"", "tile = \"m128x\"", "m128x"),
+            // Parses as a tile but is not a valid one: it would load, then every launch in
+            // its bucket would silently take the default tile.
+            (
+                "tile = \"m128n64w8s1-wgmma\"",
+                "tile = \"m256n64w4s1\"",
+                "tile.block_m = 256",
+            ),
+            (
+                "spec = \"streaming,d64,bf16,lse\"",
+                "spec = \"streaming,d65,bf16,lse\"",
+                "head_dim = 65",
+            ),
+            (
+                "spec = \"streaming,d64,bf16,lse\"",
+                "spec = \"streaming,d64,bf16,lse,m64n64w4s1\"",
+                "must not include a tile",
+            ),
+            (
+                "spec = \"streaming,d64,bf16,lse\"",
+                "spec = \"streaming,d64,bf16,bf16,lse\"",
+                "duplicate part `bf16`",
+            ),
+            ("gqa = 4", "gqa = 0", "gqa = 0"),
+        ] {
+            assert!(good.contains(from), "{from} not in {good}");
+            std::fs::write(&path, good.replacen(from, to, 1)).unwrap();
+            let (config, warnings) = TunedConfig::load_checked(&path)
+                .unwrap_or_else(|e| panic!("{to}: the file is usable: {e}"));
+            assert_eq!(config.entries.len(), n - 1, "{to}");
+            assert_eq!(warnings.len(), 1, "{warnings:?}");
+            let w = &warnings[0];
+            assert!(w.contains(path.to_str().unwrap()), "{w}");
+            assert!(w.contains("entry ") && w.contains("skipped"), "{w}");
+            assert!(w.contains(expect), "expected {expect:?} in: {w}");
+            assert_eq!(TunedConfig::load(&path).unwrap(), config);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn skipped_entries_are_among_the_warnings_of_discovery() {
+        let dir = temp_dir("discover-skipped");
+        let path = dir.join("tuned.toml");
+        let text = sample()
+            .to_toml()
+            .replacen("tile = \"m64n64w4s1\"", "tile = \"m64n64w4s9\"", 1);
+        std::fs::write(&path, text).unwrap();
+        let found = TunedConfig::discover_for(Some(&path), &gpu(), (13, 0), "abcdef0123456789")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            found.config.unwrap().entries.len(),
+            sample().entries.len() - 1
+        );
+        assert_eq!(found.warnings.len(), 1, "{:?}", found.warnings);
+        assert!(
+            found.warnings[0].contains("m64n64w4s9"),
+            "{:?}",
+            found.warnings
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_invalid_nearer_entry_does_not_hide_a_valid_farther_one() {
+        let mut c = sample();
+        let spec = dense_spec();
+        let shape = ShapeKey {
+            seq_len: 2048,
+            gqa: 1,
+            density: 0.5,
+        };
+        // The exact bucket holds a tile that is not valid; the <=16k one is valid.
+        c.entries.retain(|e| e.seq != SeqClass::Le4k);
+        let mut bad = entry(
+            "dense,d128,bf16,causal,lse",
+            SeqClass::Le4k,
+            1,
+            DensityClass::Ge50,
+            "m256n64w4s1",
+        );
+        bad.runner_up = None;
+        c.entries.push(bad);
+        let text = c.to_toml();
+        let (loaded, warnings) =
+            TunedConfig::from_toml_checked(&text, Path::new("t.toml")).unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("dense,d128,bf16,causal,lse seq <=4k"),
+            "{warnings:?}"
+        );
+        assert_eq!(
+            loaded
+                .lookup(&spec, &shape)
+                .map(|t| t.to_string())
+                .as_deref(),
+            Some("m128n128w8s1-wgmma")
+        );
+        // Kept as is, the invalid entry wins the lookup and no tuned tile applies.
+        assert_eq!(c.lookup(&spec, &shape), None);
+    }
+
+    #[test]
+    fn repeated_entries_keep_the_first() {
+        let c = sample();
+        let mut text = c.to_toml();
+        let first = text.find("[[entry]]").unwrap();
+        let next = text[first + 1..].find("[[entry]]").unwrap() + first + 1;
+        let copy = text[first..next].replace("ms = 1.0\n", "ms = 9.0\n");
+        text.push('\n');
+        text.push_str(&copy);
+        let (loaded, warnings) =
+            TunedConfig::from_toml_checked(&text, Path::new("t.toml")).unwrap();
+        assert_eq!(loaded, c);
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("same spec and bucket"), "{warnings:?}");
+    }
+
+    #[test]
+    fn every_variant_loads() {
+        // A spec key that starts with `m` (mixed) is not a tile.
+        let mut c = sample();
+        c.insert(entry(
+            "mixed,d128,bf16,lse",
+            SeqClass::Le16k,
+            1,
+            DensityClass::Ge50,
+            "m64n128w4s1-wgmma",
+        ));
+        let (loaded, warnings) =
+            TunedConfig::from_toml_checked(&c.to_toml(), Path::new("t.toml")).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(loaded, c);
+    }
+
+    #[test]
+    fn special_files_are_errors_not_hangs() {
+        let dir = temp_dir("special");
+        let zero = dir.join("zero.toml");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let e = TunedConfig::load(&zero).unwrap_err().to_string();
+        assert!(
+            e.contains("not a regular file") && e.contains("zero.toml"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn merging_twenty_thousand_entries() {
+        // 20 000 distinct buckets of one spec, re-tuned in half of them.
+        let header = ConfigHeader::new(&gpu(), (13, 0), "abcdef0123456789");
+        let config = |tile: &str, gqas: std::ops::Range<u32>| {
+            let mut c = TunedConfig::new(header.clone());
+            for gqa in gqas {
+                for seq in SeqClass::ALL {
+                    for density in DensityClass::ALL {
+                        c.entries
+                            .push(entry("dense,d64,bf16", seq, gqa, density, tile));
+                    }
+                }
+            }
+            c
+        };
+        let mut old = config("m64n64w4s1", 1..1001);
+        let fresh = config("m128n64w4s1", 501..1501);
+        assert_eq!((old.entries.len(), fresh.entries.len()), (20_000, 20_000));
+        let start = std::time::Instant::now();
+        old.merge(fresh);
+        eprintln!("merged 20000 + 20000 entries in {:?}", start.elapsed());
+        assert_eq!(old.entries.len(), 30_000);
+        let tile_of = |gqa| {
+            old.entries
+                .iter()
+                .filter(|e| e.gqa == gqa)
+                .map(|e| e.tile.as_str())
+                .collect::<HashSet<_>>()
+        };
+        assert_eq!(tile_of(500), HashSet::from(["m64n64w4s1"]));
+        assert_eq!(tile_of(501), HashSet::from(["m128n64w4s1"]));
+        assert_eq!(tile_of(1500), HashSet::from(["m128n64w4s1"]));
+        assert!(old
+            .entries
+            .windows(2)
+            .all(|w| w[0].sort_key() < w[1].sort_key()));
     }
 
     #[test]

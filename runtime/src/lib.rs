@@ -35,6 +35,7 @@ pub mod compile;
 pub mod config;
 pub mod device_index;
 pub mod error;
+mod files;
 pub mod layout;
 pub mod libs;
 pub mod masks;

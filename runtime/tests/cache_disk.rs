@@ -1,5 +1,7 @@
 //! The on-disk kernel cache with real NVRTC compiles (needs libnvrtc, no GPU): hits from memory
-//! and disk, damaged or foreign entries rejected and rewritten, unwritable folders tolerated.
+//! and disk, damaged or foreign entries rejected and rewritten, entries that are not regular
+//! files (a FIFO, a link to `/dev/zero`) or too large rejected unread, unwritable folders
+//! tolerated.
 
 use flashgen_codegen::{parse_spec, Arch, KernelSpec};
 use flashgen_runtime::cache::read_entry;
@@ -225,20 +227,37 @@ fn an_uncreatable_cache_dir_still_compiles() {
     assert!(Arc::ptr_eq(&hit.kernel, &again.kernel));
 }
 
-#[test]
-fn a_read_only_cache_dir_still_compiles() {
+/// A folder that exists and takes no new files from this process: a 0o555 folder, or, for a
+/// user who writes there anyway (root), `/proc/self`, where not even root creates files.
+fn read_only_dir(tmp: &TempDir) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    let tmp = TempDir::new("read-only");
     let dir = tmp.0.join("ro");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
-    // A privileged user writes anyway; the check is then meaningless.
-    let probe = dir.join("probe");
-    if std::fs::write(&probe, b"x").is_ok() {
+    let takes_files = |d: &Path| {
+        let probe = d.join(".flashgen-probe");
+        let ok = std::fs::write(&probe, b"x").is_ok();
         let _ = std::fs::remove_file(&probe);
-        eprintln!("the read-only folder is writable here (running as root?): skipped");
-        return;
+        ok
+    };
+    if !takes_files(&dir) {
+        return dir;
     }
+    let proc_self = PathBuf::from("/proc/self");
+    assert!(
+        proc_self.is_dir() && !takes_files(&proc_self),
+        "no read-only folder to test with: {} is writable here and /proc/self is missing or \
+         writable",
+        dir.display()
+    );
+    proc_self
+}
+
+#[test]
+fn a_read_only_cache_dir_still_compiles() {
+    let tmp = TempDir::new("read-only");
+    let dir = read_only_dir(&tmp);
+    let before = files(&dir);
 
     let cache = KernelCache::new(Some(dir.clone()));
     let hit = get(&cache, &small());
@@ -248,8 +267,86 @@ fn a_read_only_cache_dir_still_compiles() {
         warning.contains("kernel cache write") && warning.contains("failed"),
         "{warning}"
     );
-    assert!(files(&dir).is_empty(), "{:?}", files(&dir));
+    assert!(warning.contains(&dir.display().to_string()), "{warning}");
+    let key = KernelCache::key(&small(), ARCH).unwrap();
+    assert!(
+        !files(&dir).iter().any(|f| f.contains(&key)),
+        "no entry or temporary file in {}",
+        dir.display()
+    );
+    if dir.starts_with(&tmp.0) {
+        assert_eq!(files(&dir), before);
+    }
     assert_eq!(get(&cache, &small()).source, CacheSource::Memory);
+}
+
+/// Puts `make(path)` where the entry of `small()` goes, then checks that a fresh cache
+/// rejects it without blocking or reading it whole, recompiles, and replaces it with a valid
+/// entry (leaving what it pointed to alone).
+#[track_caller]
+fn assert_special_entry_replaced(name: &str, make: impl FnOnce(&Path), reason: &str) {
+    let tmp = TempDir::new(name);
+    let dir = tmp.0.clone();
+    let spec = small();
+    let path = entry_path(&dir, &spec);
+    make(&path);
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker_dir = dir.clone();
+    std::thread::spawn(move || {
+        let hit = KernelCache::new(Some(worker_dir)).get_or_compile(&small(), ARCH);
+        let _ = tx.send(hit);
+    });
+    let hit = rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .unwrap_or_else(|_| panic!("the cache hung on a {name} entry"))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_compiled(&hit);
+    let warning = hit.warning.as_deref().unwrap_or_default();
+    assert!(
+        warning.contains("rejected") && warning.contains(reason),
+        "expected {reason:?} in: {warning}"
+    );
+    let meta = std::fs::symlink_metadata(&path).unwrap();
+    assert!(meta.is_file(), "the entry was replaced by a regular file");
+    let again = get(&KernelCache::new(Some(dir.clone())), &spec);
+    assert_eq!(again.source, CacheSource::Disk);
+    assert_eq!(again.kernel.cubin, hit.kernel.cubin);
+}
+
+#[test]
+fn a_fifo_entry_is_recompiled_without_hanging() {
+    assert_special_entry_replaced(
+        "fifo",
+        |path| {
+            let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo");
+        },
+        "not a regular file (a FIFO)",
+    );
+}
+
+#[test]
+fn an_entry_linked_to_dev_zero_is_recompiled_without_reading_it() {
+    assert_special_entry_replaced(
+        "dev-zero",
+        |path| std::os::unix::fs::symlink("/dev/zero", path).unwrap(),
+        "not a regular file (a device)",
+    );
+}
+
+#[test]
+fn an_oversized_entry_is_rejected_unread() {
+    use flashgen_runtime::cache::MAX_ENTRY_BYTES;
+    assert_special_entry_replaced(
+        "oversized",
+        // A sparse file: no disk space is used.
+        |path| {
+            let f = std::fs::File::create(path).unwrap();
+            f.set_len(MAX_ENTRY_BYTES + 1).unwrap();
+        },
+        &format!("larger than {MAX_ENTRY_BYTES} bytes"),
+    );
 }
 
 #[test]

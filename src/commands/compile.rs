@@ -1,9 +1,10 @@
 //! `flashgen compile`: NVRTC-compiles specs through the kernel cache, in parallel, and prints
 //! each kernel's resource report.
 
-use super::{first_line, target_arch, usage_error};
+use super::{check_writable, first_line, target_arch, usage, usage_error, with_sources};
 use crate::cli::{specs_from_file, CompileArgs};
-use anyhow::anyhow;
+use crate::output::{errln, outln};
+use anyhow::Context;
 use flashgen_codegen::{default_set, parse_spec, search_space, Arch, KernelSpec};
 use flashgen_runtime::{nvrtc_version, CacheHit, CacheSource, KernelCache};
 use serde::Serialize;
@@ -71,7 +72,7 @@ impl Row {
                 };
                 row.warning = hit.warning;
             }
-            Err(e) => row.error = Some(e.to_string()),
+            Err(e) => row.error = Some(with_sources(&e)),
         }
         row
     }
@@ -211,41 +212,40 @@ pub fn compile_specs(
         .collect()
 }
 
-pub fn run(args: &CompileArgs) -> anyhow::Result<ExitCode> {
+/// The spec texts of the arguments and the spec file.
+fn spec_texts(args: &CompileArgs) -> anyhow::Result<Vec<String>> {
     let mut texts = args.specs.clone();
     if let Some(path) = &args.file {
-        match std::fs::read_to_string(path) {
-            Ok(text) => texts.extend(specs_from_file(&text)),
-            Err(e) => {
-                eprintln!("error: cannot read spec file {}: {e}", path.display());
-                return Ok(usage_error());
-            }
-        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| usage(format!("cannot read spec file {}: {e}", path.display())))?;
+        texts.extend(specs_from_file(&text));
     }
     if texts.is_empty() && !args.default_set {
-        eprintln!(
-            "error: nothing to compile: give specs (e.g. `flashgen compile dense,d128,bf16,causal`), \
-             a spec file with --file FILE, or --default-set"
-        );
-        return Ok(usage_error());
+        return Err(usage(
+            "nothing to compile: give specs (e.g. `flashgen compile dense,d128,bf16,causal`), \
+             a spec file with --file FILE, or --default-set",
+        ));
     }
-    let arch = match target_arch(args.arch.as_deref()) {
-        Ok(arch) => arch,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(usage_error());
-        }
-    };
+    Ok(texts)
+}
+
+pub fn run(args: &CompileArgs) -> anyhow::Result<ExitCode> {
+    let texts = spec_texts(args)?;
+    let arch = target_arch(args.arch.as_deref())?;
     let specs = match collect_specs(&texts, args.default_set, args.all_tiles, arch) {
         Ok(specs) => specs,
         Err(errors) => {
             for e in errors {
-                eprintln!("error: {e}");
+                errln!("error: {e}");
             }
             return Ok(usage_error());
         }
     };
-    let (major, minor) = nvrtc_version().map_err(|e| anyhow!("{e}"))?;
+    // Before the work, not after it.
+    if let Some(path) = &args.json {
+        check_writable(path)?;
+    }
+    let (major, minor) = nvrtc_version().context("loading NVRTC")?;
     let cache = KernelCache::from_env();
     let threads = match args.jobs {
         Some(n) => n as usize,
@@ -257,7 +257,7 @@ pub fn run(args: &CompileArgs) -> anyhow::Result<ExitCode> {
         Some(dir) => dir.display().to_string(),
         None => "memory only".to_string(),
     };
-    println!(
+    outln!(
         "{} kernel{} for {arch} with NVRTC {major}.{minor} on {threads} thread{}; cache: {cache_text}",
         specs.len(),
         if specs.len() == 1 { "" } else { "s" },
@@ -270,21 +270,21 @@ pub fn run(args: &CompileArgs) -> anyhow::Result<ExitCode> {
         .max()
         .unwrap_or(0)
         .max(4);
-    println!("{}", header(width));
+    outln!("{}", header(width));
     let start = Instant::now();
     let rows = compile_specs(&specs, arch, &cache, threads, |row| {
-        println!("{}", format_row(row, width));
+        outln!("{}", format_row(row, width));
         if let Some(w) = &row.warning {
-            eprintln!("warning: {}: {w}", row.spec);
+            errln!("warning: {}: {w}", row.spec);
         }
     });
-    println!(
+    outln!(
         "{}",
         totals(&rows, arch, threads, start.elapsed().as_secs_f64())
     );
 
     for row in rows.iter().filter(|r| r.failed()) {
-        eprintln!(
+        errln!(
             "error: {}: {}",
             row.spec,
             row.error.as_deref().unwrap_or_default()
@@ -292,8 +292,7 @@ pub fn run(args: &CompileArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&rows)?;
-        std::fs::write(path, json + "\n")
-            .map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?;
+        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(if rows.iter().any(Row::failed) {
         ExitCode::FAILURE

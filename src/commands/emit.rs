@@ -1,40 +1,18 @@
 //! `flashgen emit`: the generated CUDA C++ of one spec.
 
-use super::{target_arch, usage_error, with_sources};
+use super::{target_arch, usage, with_sources};
+use crate::output::out_str;
 use anyhow::anyhow;
 use flashgen_codegen::{parse_spec, render};
-use std::io::Write;
 use std::process::ExitCode;
 
 pub fn run(spec_text: &str, arch: Option<&str>) -> anyhow::Result<ExitCode> {
-    let arch = match target_arch(arch) {
-        Ok(arch) => arch,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(usage_error());
-        }
-    };
-    let spec = match parse_spec(spec_text, arch) {
-        Ok(spec) => spec,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(usage_error());
-        }
-    };
+    let arch = target_arch(arch)?;
+    let spec = parse_spec(spec_text, arch).map_err(|e| usage(e.to_string()))?;
     let source = render(&spec).map_err(|e| anyhow!("rendering {spec}: {}", with_sources(&e)))?;
-    let mut out = std::io::stdout().lock();
-    let written = out
-        .write_all(source.code.as_bytes())
-        .and_then(|()| match source.code.ends_with('\n') {
-            true => Ok(()),
-            false => out.write_all(b"\n"),
-        })
-        .and_then(|()| out.flush());
-    match written {
-        // A reader that stops early (`| head`) is not an error.
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(anyhow!("writing to stdout: {e}"))
-        }
-        _ => Ok(ExitCode::SUCCESS),
+    out_str(&source.code);
+    if !source.code.ends_with('\n') {
+        out_str("\n");
     }
+    Ok(ExitCode::SUCCESS)
 }

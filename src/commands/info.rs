@@ -1,8 +1,12 @@
 //! `flashgen info`: the GPU, driver, NVRTC, kernel cache and template version.
 
-use super::{arch_of, first_line, ArchSource};
+use super::{arch_of, first_line, with_sources, ArchSource};
+use crate::output::outln;
 use flashgen_codegen::{template_digest, KERNEL_ABI_VERSION};
-use flashgen_runtime::{cache, device_count, driver_version, nvrtc_version, Runtime};
+use flashgen_runtime::config::{discover, ConfigOrigin};
+use flashgen_runtime::{
+    cache, device_count, driver_version, nvrtc_version, GpuIdentity, Runtime, TunedConfig,
+};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -29,11 +33,66 @@ fn cache_entries(dir: &Path) -> Option<usize> {
 
 /// Prints one `label: value` line with the values aligned.
 fn field(label: &str, value: impl std::fmt::Display) {
-    println!("{:<14}{value}", format!("{label}:"));
+    outln!("{:<14}{value}", format!("{label}:"));
+}
+
+/// The tuned config the runtime would find: where, tuned on what, its entries, whether it
+/// applies to this GPU, and every warning the runtime would give about it.
+fn tuned_config(runtime: &flashgen_runtime::Result<Runtime>) {
+    let Some((path, origin)) = discover(None) else {
+        field(
+            "Tuned config",
+            "none (heuristic default tiles; `flashgen tune` writes one)",
+        );
+        return;
+    };
+    let origin = match origin {
+        ConfigOrigin::Env => "from FLASHGEN_CONFIG",
+        _ => "in the user config dir",
+    };
+    field("Tuned config", format!("{} ({origin})", path.display()));
+    let (config, mut warnings) = match TunedConfig::load_checked(&path) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            field("  status", "not used: heuristic default tiles apply");
+            field("  error", with_sources(&e));
+            return;
+        }
+    };
+    let skipped = warnings.len();
+    let nvrtc = nvrtc_version().ok();
+    let status = match runtime {
+        Ok(rt) => {
+            let gpu = GpuIdentity::from(rt.info());
+            let mut found =
+                config.check_matches(&gpu, nvrtc.unwrap_or_default(), template_digest());
+            if nvrtc.is_none() {
+                found.retain(|w| !w.contains("NVRTC"));
+            }
+            warnings.extend(found);
+            match config.tuned_on.gpu_matches(&gpu) {
+                true => "used for this GPU",
+                false => "not used: tuned on another GPU (heuristic default tiles apply)",
+            }
+        }
+        Err(_) => {
+            warnings.extend(config.check_build(nvrtc, template_digest()));
+            "not compared with a GPU (none usable)"
+        }
+    };
+    field("  tuned on", config.tuned_on.gpu_text());
+    field(
+        "  entries",
+        format!("{} usable, {skipped} skipped", config.entries.len()),
+    );
+    field("  status", status);
+    for w in warnings {
+        field("  warning", w);
+    }
 }
 
 pub fn run() -> anyhow::Result<ExitCode> {
-    println!("flashgen {}", env!("CARGO_PKG_VERSION"));
+    outln!("flashgen {}", env!("CARGO_PKG_VERSION"));
 
     let runtime = Runtime::new(0);
     match &runtime {
@@ -59,14 +118,14 @@ pub fn run() -> anyhow::Result<ExitCode> {
             field("CUDA driver", format_cuda_version(info.driver_version));
         }
         Err(e) => {
-            let why = e.to_string();
+            let why = with_sources(e);
             field("GPU", format!("none usable: {}", first_line(&why)));
             match driver_version() {
                 Ok(v) => field("CUDA driver", format_cuda_version(v)),
-                Err(d) if d.to_string() == why => field("CUDA driver", "not available"),
+                Err(d) if with_sources(&d) == why => field("CUDA driver", "not available"),
                 Err(d) => field(
                     "CUDA driver",
-                    format!("not available: {}", first_line(&d.to_string())),
+                    format!("not available: {}", first_line(&with_sources(&d))),
                 ),
             }
         }
@@ -74,7 +133,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
 
     match nvrtc_version() {
         Ok((major, minor)) => field("NVRTC", format!("{major}.{minor}")),
-        Err(e) => field("NVRTC", format!("not available: {e}")),
+        Err(e) => field("NVRTC", format!("not available: {}", with_sources(&e))),
     }
 
     let from_env = std::env::var_os("FLASHGEN_CACHE_DIR").is_some_and(|v| !v.is_empty());
@@ -99,6 +158,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
             "memory only (no user cache folder; set FLASHGEN_CACHE_DIR)",
         ),
     }
+    tuned_config(&runtime);
     field("Templates", template_digest());
     field("Kernel ABI", KERNEL_ABI_VERSION);
     let (arch, source) = arch_of(&runtime);

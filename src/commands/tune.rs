@@ -1,21 +1,22 @@
 //! `flashgen tune`: tunes the default set on the local GPU with progress bars, prints the
 //! winners against the heuristic defaults, and writes the tuned config the runtime reads.
 
-use super::{target_arch, usage_error};
+use super::{check_replaceable, check_writable, target_arch, usage, with_sources};
 use crate::cli::TuneArgs;
-use anyhow::{anyhow, Context};
+use crate::output::{errln, outln};
+use anyhow::Context;
 use flashgen_codegen::{default_set, Arch, DType, KernelSpec};
 use flashgen_runtime::config::{default_path, discover, ConfigOrigin};
-use flashgen_runtime::{Runtime, TunedConfig};
+use flashgen_runtime::{GpuIdentity, Runtime, TunedConfig};
 use flashgen_tuning::{
     candidate_tiles, default_targets, TargetReport, TuneEvent, TuneOptions, TuneReport, TuneTarget,
     Tuner,
 };
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The targets of a tune after the filters: the default targets (or the default set at the
 /// given lengths), for each requested dtype, restricted to the requested variants and head dims.
@@ -60,7 +61,7 @@ fn output_path(args: &TuneArgs) -> anyhow::Result<PathBuf> {
     match discover(None) {
         Some((path, ConfigOrigin::Env)) => Ok(path),
         _ => default_path()
-            .ok_or_else(|| anyhow!("no user config dir on this system; pass --output <file>")),
+            .ok_or_else(|| usage("no user config dir on this system; pass --output <file>")),
     }
 }
 
@@ -70,18 +71,24 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<ExitCode> {
         return list(args, arch);
     }
     if args.arch.is_some() {
-        eprintln!("error: --arch only applies to --list; a tune runs on the GPU's own arch");
-        return Ok(usage_error());
+        return Err(usage(
+            "--arch only applies to --list; a tune runs on the GPU's own arch",
+        ));
+    }
+    // The outputs are checked before the GPU work, not after it.
+    let output = output_path(args)?;
+    check_replaceable(&output)?;
+    if let Some(path) = &args.json {
+        check_writable(path)?;
     }
     let rt = Runtime::new(args.device).context("opening the GPU to tune")?;
     let targets = select_targets(args, rt.arch());
     if targets.is_empty() {
-        eprintln!("error: the filters leave no target to tune");
-        return Ok(usage_error());
+        return Err(usage("the filters leave no target to tune"));
     }
-    let output = output_path(args)?;
+    let existing = existing_config(&output, &GpuIdentity::from(rt.info()))?;
     let info = rt.info();
-    println!(
+    outln!(
         "tuning {} target(s) on {} (sm_{}{}, {} SMs){}; config: {}",
         targets.len(),
         info.name,
@@ -102,16 +109,22 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<ExitCode> {
     let report = Tuner::default().tune(&rt, &targets, &options)?;
     progress.finish();
     for w in rt.take_warnings() {
-        eprintln!("warning: {w}");
+        errln!("warning: {w}");
     }
 
     print_table(&report);
     let failed = report.targets.iter().filter(|t| t.error.is_some()).count();
-    let config = merged_config(&report, &output);
+    let config = match existing {
+        Some(mut old) => {
+            old.merge(report.to_config());
+            old
+        }
+        None => report.to_config(),
+    };
     config
         .save(&output)
         .with_context(|| format!("writing {}", output.display()))?;
-    println!(
+    outln!(
         "wrote {} entries to {} in {:.1} s{}",
         config.entries.len(),
         output.display(),
@@ -133,29 +146,67 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The new entries over an existing file tuned on the same GPU (entries this run did not
-/// re-tune are kept); a file from another GPU or one that does not parse is replaced.
-fn merged_config(report: &TuneReport, output: &PathBuf) -> TunedConfig {
-    let fresh = report.to_config();
-    if !output.exists() {
-        return fresh;
+/// The existing config at `output` that the new entries are merged into: a file tuned on this
+/// GPU (entries this run does not re-tune are kept). A file that cannot be read or was tuned on
+/// another GPU is replaced, and one with entries that cannot be used loses them; either way it
+/// is backed up first (before the tune, so that a failed backup costs no tuning time).
+fn existing_config(output: &Path, gpu: &GpuIdentity) -> anyhow::Result<Option<TunedConfig>> {
+    if output.symlink_metadata().is_err() {
+        return Ok(None);
     }
-    match TunedConfig::load(output) {
-        Ok(mut old) if old.tuned_on.gpu_matches(&report.gpu) => {
-            old.merge(fresh);
-            old
+    let (kept, lost) = match TunedConfig::load_checked(output) {
+        Ok((old, skipped)) if old.tuned_on.gpu_matches(gpu) => {
+            for w in &skipped {
+                errln!("warning: {w}");
+            }
+            let lost = (!skipped.is_empty())
+                .then(|| format!("{} unusable entries are dropped", skipped.len()));
+            (Some(old), lost)
         }
-        Ok(_) => {
-            eprintln!(
-                "note: {} was tuned on another GPU; it is replaced",
+        Ok((old, _)) => (
+            None,
+            Some(format!(
+                "it was tuned on {}, and is replaced",
+                old.tuned_on.gpu_text()
+            )),
+        ),
+        Err(e) => (None, Some(format!("{}; it is replaced", with_sources(&e)))),
+    };
+    if let Some(why) = lost {
+        let backup = back_up(output).with_context(|| {
+            format!(
+                "{}: {why}, but it could not be backed up; pass -o FILE to write elsewhere",
                 output.display()
-            );
-            fresh
-        }
-        Err(e) => {
-            eprintln!("note: {e}; the file is replaced");
-            fresh
-        }
+            )
+        })?;
+        errln!(
+            "note: {}: {why}; the old file is kept as {}",
+            output.display(),
+            backup.display()
+        );
+    }
+    Ok(kept)
+}
+
+/// Copies `path` to `<path>.<unix seconds>.bak` (`-1`, `-2`, ... when taken), or hard-links it
+/// when it cannot be read; the backup's path.
+fn back_up(path: &Path) -> std::io::Result<PathBuf> {
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let backup = (0..)
+        .map(|i| match i {
+            0 => path.with_file_name(format!("{name}.{stamp}.bak")),
+            i => path.with_file_name(format!("{name}.{stamp}-{i}.bak")),
+        })
+        .find(|p| p.symlink_metadata().is_err())
+        .expect("a free name");
+    match std::fs::copy(path, &backup) {
+        Ok(_) => Ok(backup),
+        Err(e) => std::fs::hard_link(path, &backup)
+            .map(|()| backup)
+            .map_err(|_| e),
     }
 }
 
@@ -163,16 +214,15 @@ fn merged_config(report: &TuneReport, output: &PathBuf) -> TunedConfig {
 fn list(args: &TuneArgs, arch: Arch) -> anyhow::Result<ExitCode> {
     let targets = select_targets(args, arch);
     if targets.is_empty() {
-        eprintln!("error: the filters leave no target to tune");
-        return Ok(usage_error());
+        return Err(usage("the filters leave no target to tune"));
     }
     let smem = arch.max_shared_bytes_per_block();
-    println!("{:<68} {:>6}  default tile", "target", "tiles");
+    outln!("{:<68} {:>6}  default tile", "target", "tiles");
     for t in &targets {
         let tiles = candidate_tiles(&t.spec, arch, smem, args.quick);
-        println!("{:<68} {:>6}  {}", t.to_string(), tiles.len(), tiles[0]);
+        outln!("{:<68} {:>6}  {}", t.to_string(), tiles.len(), tiles[0]);
     }
-    println!("{} target(s) for {}", targets.len(), arch.sm_name());
+    outln!("{} target(s) for {}", targets.len(), arch.sm_name());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -231,13 +281,18 @@ fn ms(t: Option<&flashgen_tuning::TimedTile>) -> String {
 
 /// The final table: per target the default and the winner, their times and the speedup.
 fn print_table(report: &TuneReport) {
-    println!(
+    outln!(
         "\n{:<68} {:<20} {:>9} {:<20} {:>9} {:>8}  runner-up",
-        "target", "default tile", "ms", "tuned tile", "ms", "speedup"
+        "target",
+        "default tile",
+        "ms",
+        "tuned tile",
+        "ms",
+        "speedup"
     );
     for t in &report.targets {
         if let Some(e) = &t.error {
-            println!("{:<68} failed: {e}", t.target.to_string());
+            outln!("{:<68} failed: {e}", t.target.to_string());
             continue;
         }
         let winner = t.winner.as_ref();
@@ -250,7 +305,7 @@ fn print_table(report: &TuneReport) {
                 if t.confident { "" } else { " (within noise)" }
             )
         });
-        println!(
+        outln!(
             "{:<68} {:<20} {:>9} {:<20} {:>9} {:>8}  {}",
             t.target.to_string(),
             t.default_tile.to_string(),
@@ -348,6 +403,100 @@ mod tests {
         match Cli::try_parse_from(argv).unwrap().command {
             Command::Tune(a) => a,
             other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    fn gpu() -> GpuIdentity {
+        GpuIdentity {
+            name: "NVIDIA H100 80GB HBM3".into(),
+            arch: Arch::SM90,
+            sm_count: 132,
+        }
+    }
+
+    fn config_on(gpu: &GpuIdentity) -> TunedConfig {
+        use flashgen_runtime::config::{ConfigEntry, ConfigHeader, DensityClass, SeqClass};
+        let mut c = TunedConfig::new(ConfigHeader::new(gpu, (13, 0), "abc"));
+        for (spec, tile) in [
+            ("dense,d64,bf16", "m64n64w4s1"),
+            ("dense,d128,bf16", "m64n128w4s1-wgmma"),
+        ] {
+            c.insert(ConfigEntry {
+                spec: spec.into(),
+                seq: SeqClass::Le4k,
+                gqa: 1,
+                density: DensityClass::Dense,
+                tile: tile.into(),
+                ms: 1.0,
+                runner_up: None,
+                runner_up_ms: None,
+                default_ms: 1.0,
+            });
+        }
+        c
+    }
+
+    /// A fresh folder with `tuned.toml` holding `text` (none with `None`).
+    fn folder(name: &str, text: Option<&str>) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("flashgen-tune-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tuned.toml");
+        if let Some(text) = text {
+            std::fs::write(&path, text).unwrap();
+        }
+        (dir, path)
+    }
+
+    /// The backups in `dir`, with their contents.
+    fn backups(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "bak"))
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_config_of_this_gpu_is_merged_into_without_a_backup() {
+        let (dir, path) = folder("same-gpu", None);
+        assert_eq!(existing_config(&path, &gpu()).unwrap(), None);
+        config_on(&gpu()).save(&path).unwrap();
+        assert_eq!(
+            existing_config(&path, &gpu()).unwrap(),
+            Some(config_on(&gpu()))
+        );
+        assert!(backups(&dir).is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_config_that_would_lose_something_is_backed_up_first() {
+        let a100 = GpuIdentity {
+            name: "NVIDIA A100-SXM4-80GB".into(),
+            arch: Arch::SM80,
+            sm_count: 108,
+        };
+        let foreign = config_on(&a100).to_toml();
+        let garbage = "[tuned_on\nnot toml".to_string();
+        // One entry's tile does not fit its spec: the rest is kept, the file backed up.
+        let bad_entry = config_on(&gpu())
+            .to_toml()
+            .replace("m64n64w4s1", "m256n64w4s1");
+        for (name, text, kept) in [
+            ("foreign", &foreign, 0),
+            ("garbage", &garbage, 0),
+            ("bad-entry", &bad_entry, 1),
+        ] {
+            let (dir, path) = folder(name, Some(text));
+            let got = existing_config(&path, &gpu()).unwrap();
+            assert_eq!(got.map_or(0, |c| c.entries.len()), kept, "{name}");
+            assert_eq!(backups(&dir), std::slice::from_ref(text), "{name}");
+            // A second run keeps the first backup and adds another.
+            existing_config(&path, &gpu()).unwrap();
+            assert_eq!(backups(&dir).len(), 2, "{name}");
+            std::fs::remove_dir_all(&dir).unwrap();
         }
     }
 
