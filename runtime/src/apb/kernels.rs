@@ -1,102 +1,17 @@
-//! The APB kernels (compression and ring attention's merge): their sources, NVRTC builds
-//! through the runtime's kernel cache (so they are cached on disk like the attention kernels),
-//! and the per-runtime table of loaded modules.
+//! The APB kernels (compression and ring attention's merge): their modules, rendered by codegen
+//! (`flashgen_codegen::apb`), NVRTC builds through the runtime's kernel cache (so they are cached
+//! on disk like the attention kernels), and the per-runtime table of loaded modules.
 
-use crate::error::{DriverContext, Result};
+use crate::error::{DriverContext, Error, Result};
 use crate::runtime::Runtime;
 use cudarc::driver::{CudaFunction, CudaModule};
-use flashgen_codegen::{DType, KernelSource};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-const COMMON: &str = include_str!("../../../templates/apb/common.cuh");
-const SELECT: &str = include_str!("../../../templates/apb/select.cu");
-const GATHER: &str = include_str!("../../../templates/apb/gather.cu");
-const HEADS: &str = include_str!("../../../templates/apb/heads.cu");
-const QUERY_AWARE: &str = include_str!("../../../templates/apb/query_aware.cu");
-const LOGITS: &str = include_str!("../../../templates/apb/logits.cu");
-const MERGE: &str = include_str!("../../../templates/apb/merge.cu");
-
-/// Threads per CTA of `apb_topk_select` (`SEL_THREADS`).
-pub const SELECT_THREADS: u32 = 1024;
-/// Threads per CTA of the query-aware tile kernels (`QA_THREADS`).
-pub const QA_THREADS: u32 = 256;
-/// Keys per CTA of the query-aware tile kernels (`QA_KT`).
-pub const QA_KEY_TILE: usize = 64;
-/// Threads per CTA of `apb_logit_rowstats` (`LOGIT_THREADS`).
-pub const LOGIT_THREADS: u32 = 256;
-/// Threads per CTA of the element-wise kernels (gather, bias + activation, pooling).
-pub const ELEMENTWISE_THREADS: u32 = 256;
-/// Threads per CTA of `apb_merge` (a warp per row) and `apb_finish`.
-pub const MERGE_THREADS: u32 = 256;
-
-/// One compiled unit of APB kernels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ApbModule {
-    /// `apb_topk_select` (f32 scores; no element type).
-    Select,
-    /// `apb_gather` (moves 16-bit words: one build for bf16 and f16).
-    Gather,
-    /// `apb_bias_act`, `apb_pool_scores` (f32).
-    Heads,
-    /// `apb_qa_partial`, `apb_qa_stats`, `apb_qa_scores` for one element type.
-    QueryAware(DType),
-    /// `apb_logit_rowstats`, `apb_logit_colsum`: query-aware scores from cuBLAS logits (f32).
-    Logits,
-    /// `apb_merge`, `apb_finish`: ring attention's lse merge of partial results, for one element
-    /// type.
-    Merge(DType),
-}
-
-impl ApbModule {
-    /// Every module, for compile checks.
-    pub const ALL: [ApbModule; 8] = [
-        ApbModule::Select,
-        ApbModule::Gather,
-        ApbModule::Heads,
-        ApbModule::Logits,
-        ApbModule::QueryAware(DType::Bf16),
-        ApbModule::QueryAware(DType::F16),
-        ApbModule::Merge(DType::Bf16),
-        ApbModule::Merge(DType::F16),
-    ];
-
-    /// The entry functions of the module; the first names the source.
-    pub fn functions(self) -> &'static [&'static str] {
-        match self {
-            ApbModule::Select => &["apb_topk_select"],
-            ApbModule::Gather => &["apb_gather"],
-            ApbModule::Heads => &["apb_bias_act", "apb_pool_scores"],
-            ApbModule::QueryAware(_) => &["apb_qa_scores", "apb_qa_partial", "apb_qa_stats"],
-            ApbModule::Logits => &["apb_logit_rowstats", "apb_logit_colsum"],
-            ApbModule::Merge(_) => &["apb_merge", "apb_finish"],
-        }
-    }
-
-    /// The CUDA source NVRTC compiles.
-    pub fn source(self) -> KernelSource {
-        let (define, body, threads) = match self {
-            ApbModule::Select => ("", SELECT, SELECT_THREADS),
-            ApbModule::Gather => ("", GATHER, ELEMENTWISE_THREADS),
-            ApbModule::Heads => ("", HEADS, ELEMENTWISE_THREADS),
-            ApbModule::Logits => ("", LOGITS, LOGIT_THREADS),
-            ApbModule::QueryAware(DType::Bf16) => {
-                ("#define FG_DTYPE_BF16\n", QUERY_AWARE, QA_THREADS)
-            }
-            ApbModule::QueryAware(DType::F16) => {
-                ("#define FG_DTYPE_F16\n", QUERY_AWARE, QA_THREADS)
-            }
-            ApbModule::Merge(DType::Bf16) => ("#define FG_DTYPE_BF16\n", MERGE, MERGE_THREADS),
-            ApbModule::Merge(DType::F16) => ("#define FG_DTYPE_F16\n", MERGE, MERGE_THREADS),
-        };
-        KernelSource {
-            kernel_name: self.functions()[0].to_string(),
-            code: format!("{define}{COMMON}\n{body}"),
-            threads,
-            shared_bytes: 0,
-        }
-    }
-}
+pub use flashgen_codegen::apb::{
+    ApbModule, ELEMENTWISE_THREADS, LOGIT_THREADS, MERGE_THREADS, QA_KEY_TILE, QA_THREADS,
+    SELECT_THREADS,
+};
 
 /// The APB modules loaded into one runtime's context, each compiled on first use through the
 /// runtime's kernel cache (so they are cached on disk like the attention kernels). Every
@@ -127,7 +42,7 @@ impl ApbKernels {
         }
         let hit = rt
             .cache()
-            .get_or_compile_source(&module.source(), rt.arch())?;
+            .get_or_compile_source(&source(module)?, rt.arch())?;
         if let Some(w) = hit.warning {
             rt.push_warning(w);
         }
@@ -138,6 +53,13 @@ impl ApbKernels {
         loaded.insert(module, cu.clone());
         Ok(cu)
     }
+}
+
+/// The CUDA source of `module`, rendered by codegen.
+fn source(module: ApbModule) -> Result<flashgen_codegen::KernelSource> {
+    module
+        .render()
+        .map_err(|e| Error::Render(format!("{module:?}: {e}")))
 }
 
 /// A 1-D grid of `threads`-wide CTAs covering `total` items with grid-stride loops.
@@ -152,19 +74,6 @@ mod tests {
     use crate::compile::compile;
     use flashgen_codegen::Arch;
 
-    #[test]
-    fn every_module_names_its_functions_in_its_source() {
-        for module in ApbModule::ALL {
-            let source = module.source();
-            for f in module.functions() {
-                assert!(
-                    source.code.contains(&format!("{f}(")),
-                    "{module:?} lacks {f}"
-                );
-            }
-        }
-    }
-
     /// NVRTC only (no GPU): every APB kernel compiles for Ampere and Hopper without spills.
     #[test]
     fn every_module_compiles_for_sm80_and_sm90a() {
@@ -174,7 +83,7 @@ mod tests {
         }
         for arch in [Arch::SM80, Arch::SM90] {
             for module in ApbModule::ALL {
-                let (kernel, _) = compile(&module.source(), arch)
+                let (kernel, _) = compile(&source(module).unwrap(), arch)
                     .unwrap_or_else(|e| panic!("{module:?} on {}: {e}", arch.sm_name()));
                 assert!(kernel.cubin.starts_with(b"\x7fELF"));
                 for f in module.functions() {
