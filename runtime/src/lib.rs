@@ -34,6 +34,7 @@ pub mod cache;
 pub mod compile;
 pub mod config;
 pub mod device_index;
+pub mod driver;
 pub mod error;
 pub mod layout;
 pub mod libs;
@@ -48,6 +49,7 @@ pub use cache::{CacheHit, CacheSource, KernelCache};
 pub use compile::{compile, compile_options, nvrtc_version, CompiledKernel, ResourceReport};
 pub use config::{ConfigError, GpuIdentity, ShapeKey, TunedConfig};
 pub use device_index::{DeviceBlockMask, DeviceHeadKinds, DeviceVarlen};
+pub use driver::{device_count, driver_version};
 pub use error::{Error, Result};
 pub use layout::Layout;
 pub use masks::{
@@ -56,8 +58,7 @@ pub use masks::{
 pub use params::FlashParams;
 pub use plan::{check_launch, plan, Plan};
 pub use runtime::{
-    device_count, driver_version, AttentionArgs, DeviceInfo, Element, LoadedKernel, Mask, Runtime,
-    Tensor, TensorMut,
+    AttentionArgs, DeviceInfo, Element, LoadedKernel, Mask, Runtime, Tensor, TensorMut,
 };
 pub use tuned::TileSource;
 

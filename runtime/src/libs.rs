@@ -42,9 +42,7 @@ pub fn nvrtc_present() -> bool {
 
 /// Whether libcuda can be loaded (checked once per process).
 pub fn driver_present() -> bool {
-    static PRESENT: OnceLock<bool> = OnceLock::new();
-    // SAFETY: only tries to dlopen cudarc's candidate names and closes them again.
-    *PRESENT.get_or_init(|| unsafe { cudarc::driver::sys::is_culib_present() })
+    crate::driver::present()
 }
 
 /// Whether libcublas can be loaded (checked once per process).

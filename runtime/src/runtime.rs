@@ -7,19 +7,18 @@ use crate::compile::nvrtc_version;
 use crate::compile::CompiledKernel;
 use crate::config::{GpuIdentity, ShapeKey, TunedConfig};
 use crate::device_index::{DeviceBlockMask, DeviceHeadKinds, DeviceVarlen};
-use crate::error::{invalid, DriverContext, Error, Result};
+use crate::driver::{load_cubin, open_device, set_max_dynamic_shared};
+use crate::error::{invalid, DriverContext, Result};
 use crate::layout::Layout;
-use crate::libs::ensure_driver;
 use crate::masks::{BlockMask, HeadKind, StreamingParams};
 use crate::plan::{
     check_launch, plan, BlockListArg, Buffer, HeadKindsArg, LaunchDesc, MaskArg, Plan, TensorArg,
     VarlenArg,
 };
 use crate::tuned::{mask_blocks, select_tile, select_tile_for_blocks, shape_key, TileSource};
-use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute, CUresult};
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr,
-    DriverError, LaunchConfig, PushKernelArg, SyncOnDrop, ValidAsZeroBits,
+    LaunchConfig, PushKernelArg, SyncOnDrop, ValidAsZeroBits,
 };
 use flashgen_codegen::{template_digest, validate, Arch, DType, KernelSpec, TileConfig};
 use std::collections::HashMap;
@@ -73,27 +72,6 @@ pub struct Runtime {
     apb: ApbKernels,
 }
 
-/// Number of CUDA devices (0 when the driver sees none).
-pub fn device_count() -> Result<i32> {
-    ensure_driver()?;
-    match CudaContext::device_count() {
-        // A driver without a GPU fails its initialisation with this code.
-        Err(DriverError(CUresult::CUDA_ERROR_NO_DEVICE)) => Ok(0),
-        other => other.while_(|| "counting CUDA devices".into()),
-    }
-}
-
-/// The driver's CUDA version, e.g. 13000.
-pub fn driver_version() -> Result<i32> {
-    ensure_driver()?;
-    let mut v = 0;
-    // SAFETY: plain out-parameter.
-    unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut v) }
-        .result()
-        .while_(|| "reading the driver version".into())?;
-    Ok(v)
-}
-
 impl Runtime {
     /// Opens GPU `ordinal` with the kernel cache of [`KernelCache::from_env`].
     pub fn new(ordinal: usize) -> Result<Self> {
@@ -102,34 +80,7 @@ impl Runtime {
 
     pub fn with_cache(ordinal: usize, cache: KernelCache) -> Result<Self> {
         // libnvrtc is needed only when a kernel is compiled (checked there).
-        ensure_driver()?;
-        let available = device_count()?;
-        if ordinal >= available.max(0) as usize {
-            return Err(Error::NoDevice { ordinal, available });
-        }
-        let ctx = CudaContext::new(ordinal).while_(|| format!("opening CUDA device {ordinal}"))?;
-        let name = ctx.name().while_(|| "reading the device name".into())?;
-        let (major, minor) = ctx
-            .compute_capability()
-            .while_(|| "reading the compute capability".into())?;
-        let arch = Arch::new(major as u32, minor as u32);
-        if !arch.is_supported() {
-            return Err(Error::UnsupportedDevice { name, major, minor });
-        }
-        let attr = |a| ctx.attribute(a).while_(|| format!("reading {a:?}"));
-        let info = DeviceInfo {
-            ordinal,
-            name,
-            arch,
-            sm_count: attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as u32,
-            max_shared_per_block_optin: attr(
-                CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
-            )? as u32,
-            driver_version: driver_version()?,
-            total_memory: ctx
-                .total_mem()
-                .while_(|| "reading the memory size".into())?,
-        };
+        let (ctx, info) = open_device(ordinal)?;
         let stream = ctx.default_stream();
         Ok(Runtime {
             ctx,
@@ -200,27 +151,12 @@ impl Runtime {
                 ),
             ));
         }
-        let module = self
-            .ctx
-            .load_module(cudarc::nvrtc::Ptx::from_binary(hit.kernel.cubin.clone()))
-            .while_(|| format!("loading the CUBIN of {}", hit.kernel.kernel_name))?;
+        let name = &hit.kernel.kernel_name;
+        let module = load_cubin(&self.ctx, &hit.kernel.cubin, name)?;
         let function = module
-            .load_function(&hit.kernel.kernel_name)
-            .while_(|| format!("finding {} in its module", hit.kernel.kernel_name))?;
-        // SAFETY: the function was just loaded; the value is within the device's opt-in limit.
-        unsafe {
-            cudarc::driver::result::function::set_function_attribute(
-                function.cu_function(),
-                CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                smem as i32,
-            )
-        }
-        .while_(|| {
-            format!(
-                "raising the shared-memory limit of {}",
-                hit.kernel.kernel_name
-            )
-        })?;
+            .load_function(name)
+            .while_(|| format!("finding {name} in its module"))?;
+        set_max_dynamic_shared(&function, smem, name)?;
         let loaded = Arc::new(LoadedKernel {
             spec: *spec,
             compiled: hit.kernel,
@@ -662,20 +598,5 @@ mod tests {
         send_sync::<LoadedKernel>();
         send_sync::<DeviceBlockMask>();
         send_sync::<DeviceHeadKinds>();
-    }
-
-    #[test]
-    fn no_device_or_no_driver_is_an_error() {
-        match device_count() {
-            Ok(n) => assert!(n >= 0),
-            Err(Error::LibraryMissing { lib, .. }) => assert_eq!(lib, "libcuda"),
-            Err(e) => panic!("counting devices: {e}"),
-        }
-        if !crate::libs::driver_present() {
-            assert!(matches!(
-                driver_version(),
-                Err(Error::LibraryMissing { lib: "libcuda", .. })
-            ));
-        }
     }
 }

@@ -46,10 +46,8 @@ impl ApbKernels {
         if let Some(w) = hit.warning {
             rt.push_warning(w);
         }
-        let cu = rt
-            .context()
-            .load_module(cudarc::nvrtc::Ptx::from_binary(hit.kernel.cubin.clone()))
-            .while_(|| format!("loading the CUBIN of {}", hit.kernel.kernel_name))?;
+        let cu =
+            crate::driver::load_cubin(rt.context(), &hit.kernel.cubin, &hit.kernel.kernel_name)?;
         loaded.insert(module, cu.clone());
         Ok(cu)
     }
