@@ -39,6 +39,7 @@ pub mod error;
 pub mod layout;
 pub mod libs;
 pub mod masks;
+pub mod module;
 pub mod multigpu;
 pub mod params;
 pub mod plan;
@@ -55,11 +56,10 @@ pub use layout::Layout;
 pub use masks::{
     dense_density, heavy_first_order, BlockMask, HeadKind, MaskError, StreamingParams,
 };
+pub use module::{LoadedKernel, LoadedModule, ModuleKey};
 pub use params::FlashParams;
 pub use plan::{check_launch, plan, Plan};
-pub use runtime::{
-    AttentionArgs, DeviceInfo, Element, LoadedKernel, Mask, Runtime, Tensor, TensorMut,
-};
+pub use runtime::{AttentionArgs, DeviceInfo, Element, Mask, Runtime, Tensor, TensorMut};
 pub use tuned::TileSource;
 
 /// Re-exported so users name device buffers with the same cudarc the runtime uses.

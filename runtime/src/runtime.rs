@@ -1,27 +1,25 @@
 //! The GPU side: a device context and stream, kernels loaded through the cache, and the typed
 //! launch API over cudarc device buffers.
 
-use crate::apb::kernels::{ApbKernels, ApbModule};
-use crate::cache::{CacheSource, KernelCache};
+use crate::cache::KernelCache;
 use crate::compile::nvrtc_version;
-use crate::compile::CompiledKernel;
 use crate::config::{GpuIdentity, ShapeKey, TunedConfig};
 use crate::device_index::{DeviceBlockMask, DeviceHeadKinds, DeviceVarlen};
-use crate::driver::{load_cubin, open_device, set_max_dynamic_shared};
+use crate::driver::open_device;
 use crate::error::{invalid, DriverContext, Result};
 use crate::layout::Layout;
 use crate::masks::{BlockMask, HeadKind, StreamingParams};
+use crate::module::{LoadedKernel, ModuleKey, ModuleTable};
 use crate::plan::{
     check_launch, plan, BlockListArg, Buffer, HeadKindsArg, LaunchDesc, MaskArg, Plan, TensorArg,
     VarlenArg,
 };
 use crate::tuned::{mask_blocks, select_tile, select_tile_for_blocks, shape_key, TileSource};
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr,
-    LaunchConfig, PushKernelArg, SyncOnDrop, ValidAsZeroBits,
+    CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig,
+    PushKernelArg, SyncOnDrop, ValidAsZeroBits,
 };
 use flashgen_codegen::{template_digest, validate, Arch, DType, KernelSpec, TileConfig};
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -50,26 +48,17 @@ pub struct DeviceInfo {
     pub total_memory: usize,
 }
 
-/// A kernel compiled (or loaded from the cache) and loaded into the context.
-pub struct LoadedKernel {
-    pub spec: KernelSpec,
-    pub compiled: Arc<CompiledKernel>,
-    pub source: CacheSource,
-    function: CudaFunction,
-}
-
 /// One GPU: context, stream, kernel cache and loaded kernels.
 pub struct Runtime {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     info: DeviceInfo,
     cache: KernelCache,
-    loaded: Mutex<HashMap<KernelSpec, Arc<LoadedKernel>>>,
+    /// Every module loaded into the context: attention kernels and any other source.
+    pub(crate) modules: ModuleTable,
     warnings: Mutex<Vec<String>>,
     /// The tuned config of [`Runtime::attention_tuned`], found on first use.
     tuned: OnceLock<Option<Arc<TunedConfig>>>,
-    /// The APB kernels (compression, ring merge) loaded into this context.
-    apb: ApbKernels,
 }
 
 impl Runtime {
@@ -87,10 +76,9 @@ impl Runtime {
             stream,
             info,
             cache,
-            loaded: Mutex::new(HashMap::new()),
+            modules: ModuleTable::default(),
             warnings: Mutex::new(Vec::new()),
             tuned: OnceLock::new(),
-            apb: ApbKernels::default(),
         })
     }
 
@@ -124,50 +112,13 @@ impl Runtime {
         self.warnings.lock().expect("warnings lock").push(warning);
     }
 
-    /// The function `name` of an APB module, compiled (or loaded from the cache) and loaded into
-    /// this context on first use.
-    pub(crate) fn apb_function(&self, module: ApbModule, name: &str) -> Result<CudaFunction> {
-        self.apb.function(self, module, name)
-    }
-
-    /// Validates, compiles (or loads from the cache) and loads the kernel of a spec.
+    /// Validates, compiles (or loads from the cache) and loads the kernel of a spec, through the
+    /// runtime's module table ([`load_module`](Self::load_module) for other sources).
     pub fn kernel(&self, spec: &KernelSpec) -> Result<Arc<LoadedKernel>> {
-        if let Some(k) = self.loaded.lock().expect("kernel table lock").get(spec) {
-            return Ok(k.clone());
-        }
-        validate(spec, self.arch())?;
-        let hit = self.cache.get_or_compile(spec, self.arch())?;
-        if let Some(w) = hit.warning.clone() {
-            self.push_warning(w);
-        }
-        let smem = hit.kernel.dynamic_shared_bytes;
-        let total_smem = u64::from(smem) + u64::from(hit.kernel.report.static_shared_bytes);
-        if total_smem > u64::from(self.info.max_shared_per_block_optin) {
-            return Err(invalid(
-                "spec",
-                format!(
-                    "{spec} needs {total_smem} bytes of shared memory per block; {} allows {}",
-                    self.info.name, self.info.max_shared_per_block_optin
-                ),
-            ));
-        }
-        let name = &hit.kernel.kernel_name;
-        let module = load_cubin(&self.ctx, &hit.kernel.cubin, name)?;
-        let function = module
-            .load_function(name)
-            .while_(|| format!("finding {name} in its module"))?;
-        set_max_dynamic_shared(&function, smem, name)?;
-        let loaded = Arc::new(LoadedKernel {
-            spec: *spec,
-            compiled: hit.kernel,
-            source: hit.source,
-            function,
-        });
-        self.loaded
-            .lock()
-            .expect("kernel table lock")
-            .insert(*spec, loaded.clone());
-        Ok(loaded)
+        self.load(ModuleKey::Spec(*spec), |cache, arch| {
+            validate(spec, arch)?;
+            cache.get_or_compile(spec, arch)
+        })
     }
 
     /// Checks a block list's structure and copies it to the device. The result keeps the host

@@ -1,56 +1,22 @@
 //! The APB kernels (compression and ring attention's merge): their modules, rendered by codegen
-//! (`flashgen_codegen::apb`), NVRTC builds through the runtime's kernel cache (so they are cached
-//! on disk like the attention kernels), and the per-runtime table of loaded modules.
+//! (`flashgen_codegen::apb`) and loaded like every other kernel, through the runtime's module
+//! table and kernel cache (so they are cached on disk like the attention kernels).
 
-use crate::error::{DriverContext, Error, Result};
+use crate::error::{Error, Result};
 use crate::runtime::Runtime;
-use cudarc::driver::{CudaFunction, CudaModule};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use cudarc::driver::CudaFunction;
 
 pub use flashgen_codegen::apb::{
     ApbModule, ELEMENTWISE_THREADS, LOGIT_THREADS, MERGE_THREADS, QA_KEY_TILE, QA_THREADS,
     SELECT_THREADS,
 };
 
-/// The APB modules loaded into one runtime's context, each compiled on first use through the
-/// runtime's kernel cache (so they are cached on disk like the attention kernels). Every
-/// [`Runtime`] owns one, as it owns its attention kernels.
-#[derive(Default)]
-pub(crate) struct ApbKernels {
-    loaded: Mutex<HashMap<ApbModule, Arc<CudaModule>>>,
-}
-
-impl ApbKernels {
-    /// The function `name` of `module` in `rt`'s context (`rt` owns this table).
-    pub(crate) fn function(
-        &self,
-        rt: &Runtime,
-        module: ApbModule,
-        name: &str,
-    ) -> Result<CudaFunction> {
-        debug_assert!(module.functions().contains(&name));
-        let cu = self.module(rt, module)?;
-        cu.load_function(name)
-            .while_(|| format!("finding {name} in its module"))
-    }
-
-    fn module(&self, rt: &Runtime, module: ApbModule) -> Result<Arc<CudaModule>> {
-        let mut loaded = self.loaded.lock().expect("apb kernel table lock");
-        if let Some(cu) = loaded.get(&module) {
-            return Ok(cu.clone());
-        }
-        let hit = rt
-            .cache()
-            .get_or_compile_source(&source(module)?, rt.arch())?;
-        if let Some(w) = hit.warning {
-            rt.push_warning(w);
-        }
-        let cu =
-            crate::driver::load_cubin(rt.context(), &hit.kernel.cubin, &hit.kernel.kernel_name)?;
-        loaded.insert(module, cu.clone());
-        Ok(cu)
-    }
+/// The function `name` of `module` in `rt`'s context: the module is compiled (or found in the
+/// kernel cache) and loaded through the runtime's module table on first use, keyed by its hash.
+pub(crate) fn function(rt: &Runtime, module: ApbModule, name: &str) -> Result<CudaFunction> {
+    debug_assert!(module.functions().contains(&name));
+    rt.load_module(module.hash(), || source(module))?
+        .function(name)
 }
 
 /// The CUDA source of `module`, rendered by codegen.

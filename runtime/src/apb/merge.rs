@@ -9,7 +9,7 @@ use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
 
 /// `name` of the merge module of `T` in `rt`'s context.
 fn function<T: Element>(rt: &Runtime, name: &str) -> Result<CudaFunction> {
-    rt.apb_function(ApbModule::Merge(T::DTYPE), name)
+    super::kernels::function(rt, ApbModule::Merge(T::DTYPE), name)
 }
 
 /// Blocks for `warps` warps of work.

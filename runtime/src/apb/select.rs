@@ -79,7 +79,7 @@ pub fn top_k(
     if rows > i32::MAX as usize || n > i32::MAX as usize {
         return Err(invalid("scores", "rows and length must fit in 32 bits"));
     }
-    let f = rt.apb_function(ApbModule::Select, "apb_topk_select")?;
+    let f = super::kernels::function(rt, ApbModule::Select, "apb_topk_select")?;
     let mut positions = rt
         .stream()
         .alloc_zeros::<i32>(rows * lp)
@@ -122,7 +122,7 @@ pub fn gather<T: Element>(
             ),
         ));
     }
-    let f = rt.apb_function(ApbModule::Gather, "apb_gather")?;
+    let f = super::kernels::function(rt, ApbModule::Gather, "apb_gather")?;
     let total = shape.compressed_len(lp);
     let (lp32, heads32, dim32, total64) = (
         lp as i32,
