@@ -29,7 +29,6 @@
 //! # Ok(()) }
 //! ```
 
-pub mod apb;
 pub mod cache;
 pub mod compile;
 pub mod config;
@@ -40,7 +39,6 @@ pub mod layout;
 pub mod libs;
 pub mod masks;
 pub mod module;
-pub mod multigpu;
 pub mod params;
 pub mod plan;
 pub mod runtime;

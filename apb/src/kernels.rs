@@ -2,9 +2,10 @@
 //! (`flashgen_codegen::apb`) and loaded like every other kernel, through the runtime's module
 //! table and kernel cache (so they are cached on disk like the attention kernels).
 
-use crate::error::{Error, Result};
-use crate::runtime::Runtime;
+use crate::error::Result;
 use cudarc::driver::CudaFunction;
+use flashgen_codegen::KernelSource;
+use flashgen_runtime::Runtime;
 
 pub use flashgen_codegen::apb::{
     ApbModule, ELEMENTWISE_THREADS, LOGIT_THREADS, MERGE_THREADS, QA_KEY_TILE, QA_THREADS,
@@ -15,15 +16,15 @@ pub use flashgen_codegen::apb::{
 /// kernel cache) and loaded through the runtime's module table on first use, keyed by its hash.
 pub(crate) fn function(rt: &Runtime, module: ApbModule, name: &str) -> Result<CudaFunction> {
     debug_assert!(module.functions().contains(&name));
-    rt.load_module(module.hash(), || source(module))?
-        .function(name)
+    let loaded = rt.load_module(module.hash(), || source(module))?;
+    Ok(loaded.function(name)?)
 }
 
 /// The CUDA source of `module`, rendered by codegen.
-fn source(module: ApbModule) -> Result<flashgen_codegen::KernelSource> {
+fn source(module: ApbModule) -> flashgen_runtime::Result<KernelSource> {
     module
         .render()
-        .map_err(|e| Error::Render(format!("{module:?}: {e}")))
+        .map_err(|e| flashgen_runtime::Error::Render(format!("{module:?}: {e}")))
 }
 
 /// A 1-D grid of `threads`-wide CTAs covering `total` items with grid-stride loops.
@@ -35,13 +36,13 @@ pub(crate) fn elementwise_grid(total: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compile::compile;
     use flashgen_codegen::Arch;
+    use flashgen_runtime::compile::{compile, parse_report};
 
     /// NVRTC only (no GPU): every APB kernel compiles for Ampere and Hopper without spills.
     #[test]
     fn every_module_compiles_for_sm80_and_sm90a() {
-        if !crate::libs::nvrtc_present() {
+        if !flashgen_runtime::libs::nvrtc_present() {
             eprintln!("libnvrtc is not loadable: skipped");
             return;
         }
@@ -51,7 +52,7 @@ mod tests {
                     .unwrap_or_else(|e| panic!("{module:?} on {}: {e}", arch.sm_name()));
                 assert!(kernel.cubin.starts_with(b"\x7fELF"));
                 for f in module.functions() {
-                    let report = crate::compile::parse_report(&kernel.log, f)
+                    let report = parse_report(&kernel.log, f)
                         .unwrap_or_else(|| panic!("no ptxas report for {f}:\n{}", kernel.log));
                     assert!(
                         !report.spills(),

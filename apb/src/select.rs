@@ -10,8 +10,8 @@
 use super::kernels::{elementwise_grid, ApbModule, SELECT_THREADS};
 use super::validate::BlockShape;
 use crate::error::{invalid, DriverContext, Result};
-use crate::runtime::{Element, Runtime, Tensor};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use flashgen_runtime::{Element, Runtime, Tensor};
 
 /// The order-preserving u32 key of a score (the kernel's `apb_order_key`): larger key, better.
 pub fn order_key(score: f32) -> u32 {

@@ -9,10 +9,10 @@ use super::kernels::{
 use super::validate::{check_token_rows, BlockShape, TensorDesc};
 use super::LocalBlock;
 use crate::error::{invalid, DriverContext, Result};
-use crate::runtime::{Element, Runtime, Tensor};
 use cudarc::driver::{
     CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg, SyncOnDrop,
 };
+use flashgen_runtime::{Element, Runtime, Tensor};
 use std::f32::consts::LOG2_E;
 
 /// Width of the retaining heads' max-pool along the sequence (APB's `max_pool1d(5, 1, 2)`).
