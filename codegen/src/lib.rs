@@ -1,5 +1,6 @@
 //! flashgen-codegen: kernel specs, their validation, the tile search space, and rendering of
-//! CUDA C++ from the embedded templates. Pure Rust with no CUDA dependency, so the proc-macro and
+//! CUDA C++ from the embedded templates: the attention kernels from their specs and APB's modules
+//! ([`apb`]), through one tera pipeline. Pure Rust with no CUDA dependency, so the proc-macro and
 //! the CLI can use it anywhere.
 
 pub mod apb;
