@@ -8,11 +8,11 @@
 #[path = "common/timing.rs"]
 mod timing;
 
-use flashgen_reference::Rng;
-use flashgen_runtime::apb::{
+use flashgen_apb::{
     top_k, Activation, GivenScores, KvCompressor, LocalBlock, QueryAware, RetainingHeads,
     RetainingHeadsWeights,
 };
+use flashgen_reference::Rng;
 use flashgen_runtime::cudarc::driver::CudaSlice;
 use flashgen_runtime::{Layout, Runtime, Tensor};
 use half::bf16;
@@ -30,10 +30,7 @@ const HIDDEN: usize = 512;
 const NQ: usize = 64;
 
 /// Median milliseconds of `f`.
-fn time(
-    rt: &Runtime,
-    f: impl FnMut() -> flashgen_runtime::Result<()>,
-) -> flashgen_runtime::Result<f64> {
+fn time(rt: &Runtime, f: impl FnMut() -> flashgen_apb::Result<()>) -> flashgen_apb::Result<f64> {
     timing::median_ms(rt, WARMUP, REPS, f)
 }
 
@@ -99,7 +96,7 @@ fn main() {
     let mut out_v = s.alloc_zeros::<bf16>(LP * HKV * D).expect("alloc");
     let shape = format!("b1 n{LOCAL} h{HQ}/{HKV} d{D}");
     let mut rows = Vec::new();
-    let mut report = |case: String, shape: String, ms: flashgen_runtime::Result<f64>| match ms {
+    let mut report = |case: String, shape: String, ms: flashgen_apb::Result<f64>| match ms {
         Ok(ms) => {
             println!("{case:<34} {shape:<34} {ms:>9.3} ms");
             rows.push(Row { case, shape, ms });

@@ -24,17 +24,17 @@
 #[path = "common/timing.rs"]
 mod timing;
 
-use flashgen_codegen::{KernelSpec, Variant};
-use flashgen_reference::{Precision, Rng};
-use flashgen_runtime::apb::prefill::{apb_prefill, ApbParams, HostBlock, PrefillShape, SeqSplit};
-use flashgen_runtime::apb::ring::ring_prefill;
-use flashgen_runtime::apb::star::star_prefill;
-use flashgen_runtime::apb::{GivenSelection, QueryAware};
-use flashgen_runtime::cudarc::driver::CudaSlice;
-use flashgen_runtime::multigpu::{
+use flashgen_apb::multigpu::{
     nccl_group, nccl_present, nccl_version, run_hosts, Communicator, SimGroup,
 };
-use flashgen_runtime::{device_count, AttentionArgs, Result, Runtime, Tensor, TensorMut};
+use flashgen_apb::prefill::{apb_prefill, ApbParams, HostBlock, PrefillShape, SeqSplit};
+use flashgen_apb::ring::ring_prefill;
+use flashgen_apb::star::star_prefill;
+use flashgen_apb::{GivenSelection, QueryAware, Result};
+use flashgen_codegen::{KernelSpec, Variant};
+use flashgen_reference::{Precision, Rng};
+use flashgen_runtime::cudarc::driver::CudaSlice;
+use flashgen_runtime::{device_count, AttentionArgs, Runtime, Tensor, TensorMut};
 use half::bf16;
 use serde::Serialize;
 use std::time::Instant;
@@ -265,7 +265,7 @@ fn bench_dense(rt: &Runtime, pool: &[bf16], n: usize, a: &Args) -> Result<f64> {
         true,
         rt.arch(),
     );
-    timing::median_ms(rt, a.warmup, a.iters, || {
+    let ms = timing::median_ms(rt, a.warmup, a.iters, || {
         rt.attention_tuned(
             &spec,
             AttentionArgs::new(
@@ -288,7 +288,8 @@ fn bench_dense(rt: &Runtime, pool: &[bf16], n: usize, a: &Args) -> Result<f64> {
             ),
         )
         .map(drop)
-    })
+    })?;
+    Ok(ms)
 }
 
 fn bench_sim(
@@ -423,7 +424,9 @@ fn main() -> Result<()> {
                 bench_sim(&rt0, &pool, n, hosts, &a, &mut rows)?;
             }
             if nccl && gpus >= hosts {
-                let rts: Vec<Runtime> = (0..hosts).map(Runtime::new).collect::<Result<_>>()?;
+                let rts: Vec<Runtime> = (0..hosts)
+                    .map(Runtime::new)
+                    .collect::<flashgen_runtime::Result<_>>()?;
                 bench_nccl(&rts, &pool, n, &a, &mut rows)?;
             } else if a.nccl {
                 println!(

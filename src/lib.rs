@@ -1,8 +1,9 @@
 //! flashgen: generated FlashAttention kernels for long-context LLM inference.
 //!
 //! This crate gathers the pieces: [`codegen`] (kernel specs, validation, CUDA rendering),
-//! [`runtime`] (NVRTC compile, kernel cache, launches) and the [`attention_kernel!`] macro,
-//! which declares kernels as typed handles checked at compile time:
+//! [`runtime`] (NVRTC compile, kernel cache, launches), [`apb`] (the multi-host APB prefill:
+//! KV compressors, communicators, APB, ring and star prefill), [`tuning`] and the
+//! [`attention_kernel!`] macro, which declares kernels as typed handles checked at compile time:
 //!
 //! ```no_run
 //! use flashgen::half::bf16;
@@ -36,6 +37,7 @@
 //! # Ok(()) }
 //! ```
 
+pub use flashgen_apb as apb;
 pub use flashgen_codegen as codegen;
 pub use flashgen_macros::attention_kernel;
 pub use flashgen_runtime as runtime;

@@ -6,14 +6,14 @@
 // Test helpers take a whole shape.
 #![allow(clippy::too_many_arguments)]
 
-use flashgen_reference::Rng;
-use flashgen_runtime::apb::{
-    select_rows, top_k, Activation, GivenScores, KvCompressor, LocalBlock, QueryAware,
+use flashgen_apb::{
+    select_rows, top_k, Activation, Error, GivenScores, KvCompressor, LocalBlock, QueryAware,
     RetainingHeads, RetainingHeadsWeights, POOL_WIDTH,
 };
+use flashgen_reference::Rng;
 use flashgen_runtime::cudarc::driver::CudaSlice;
 use flashgen_runtime::Element;
-use flashgen_runtime::{Error, Layout, Runtime, Tensor};
+use flashgen_runtime::{Layout, Runtime, Tensor};
 use half::{bf16, f16};
 
 fn runtime() -> Runtime {

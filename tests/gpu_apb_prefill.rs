@@ -1,17 +1,17 @@
 //! Multi-host prefill (APB, star and ring attention) against the f64 reference: N simulated
 //! hosts on one GPU, and real NCCL ranks (one per GPU) against the simulated run.
 
+use flashgen_apb::multigpu::{nccl_group, nccl_present, run_hosts, Communicator, SimGroup};
+use flashgen_apb::prefill::{apb_prefill, ApbParams, HostBlock, PrefillShape, SeqSplit};
+use flashgen_apb::ring::ring_prefill;
+use flashgen_apb::star::star_prefill;
+use flashgen_apb::{Error, GivenSelection, QueryAware};
 use flashgen_reference as reference;
 use flashgen_reference::{
     attention_bshd, check_close, check_lse, Mask, Precision, Rng, Shape, Tolerance,
 };
-use flashgen_runtime::apb::prefill::{apb_prefill, ApbParams, HostBlock, PrefillShape, SeqSplit};
-use flashgen_runtime::apb::ring::ring_prefill;
-use flashgen_runtime::apb::star::star_prefill;
-use flashgen_runtime::apb::{GivenSelection, QueryAware};
 use flashgen_runtime::cudarc::driver::CudaSlice;
-use flashgen_runtime::multigpu::{nccl_group, nccl_present, run_hosts, Communicator, SimGroup};
-use flashgen_runtime::{device_count, Error, Runtime};
+use flashgen_runtime::{device_count, Runtime};
 use half::bf16;
 
 /// A whole problem on the host: Q `[batch, n, hq, d]`, K and V `[batch, n, hkv, d]`.
@@ -242,7 +242,7 @@ fn run_method<C: Communicator>(
     comms: &[C],
     p: &Problem,
     method: Method,
-) -> flashgen_runtime::Result<Vec<HostOut>> {
+) -> flashgen_apb::Result<Vec<HostOut>> {
     let s = p.split();
     let blocks: Vec<Blocks> = (0..p.hosts).map(|r| Blocks::new(rts[r], p, r)).collect();
     let selections: Vec<GivenSelection> = (0..p.hosts)
@@ -533,7 +533,7 @@ fn simulated_hosts_that_disagree_fail_instead_of_hanging() {
     }
     // Host 0 fails before the collective the others wait in.
     let group = SimGroup::new(&rt, 3).unwrap();
-    let result: flashgen_runtime::Result<Vec<()>> = run_hosts(&group.comms(), |r, comm| {
+    let result: flashgen_apb::Result<Vec<()>> = run_hosts(&group.comms(), |r, comm| {
         if r == 0 {
             return Err(Error::InvalidArgument {
                 arg: "test",

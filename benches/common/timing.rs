@@ -13,12 +13,12 @@ const WARMUP_TIME: std::time::Duration = std::time::Duration::from_millis(200);
 /// `warmup` untimed ones and at least `WARMUP_TIME` of them. Each launch is timed by its own
 /// pair of events, so one slow launch moves the median, not the mean. A failing `f` returns its
 /// error; a failing CUDA event panics.
-pub fn median_ms(
+pub fn median_ms<E: std::fmt::Display>(
     rt: &Runtime,
     warmup: usize,
     reps: usize,
-    mut f: impl FnMut() -> flashgen_runtime::Result<()>,
-) -> flashgen_runtime::Result<f64> {
+    mut f: impl FnMut() -> Result<(), E>,
+) -> Result<f64, E> {
     let mut failure = None;
     let samples = time_launches(rt, warmup.max(1), WARMUP_TIME, reps.max(1), 1, |_| {
         f().map_err(|e| {

@@ -1,7 +1,9 @@
 //! flashgen-codegen: kernel specs, their validation, the tile search space, and rendering of
-//! CUDA C++ from the embedded templates. Pure Rust with no CUDA dependency, so the proc-macro and
+//! CUDA C++ from the embedded templates: the attention kernels from their specs and APB's modules
+//! ([`apb`]), through one tera pipeline. Pure Rust with no CUDA dependency, so the proc-macro and
 //! the CLI can use it anywhere.
 
+pub mod apb;
 pub mod error;
 pub mod render;
 pub mod space;
@@ -9,8 +11,9 @@ pub mod spec;
 pub mod text;
 pub mod validate;
 
+pub use apb::ApbModule;
 pub use error::SpecError;
-pub use render::{render, spec_hash, template_digest, KernelSource};
+pub use render::{apb_template_digest, render, spec_hash, template_digest, KernelSource};
 pub use space::{default_set, default_tile, default_tile_for_blocks, search_space};
 pub use spec::{Arch, DType, KernelSpec, Mma, TileConfig, Variant, HEAD_DIMS};
 pub use text::{parse_arch, parse_spec, parse_tile};

@@ -42,6 +42,34 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ),
 ];
 
+/// The templates of APB's kernels (KV compression, ring attention's merge), embedded at build
+/// time and rendered by their own tera instance ([`crate::apb`]), so that their edits leave the
+/// attention kernels' [`template_digest`] (and with it the tuned configs) alone.
+pub const APB_TEMPLATES: &[(&str, &str)] = &[
+    (
+        "apb/common.cuh",
+        include_str!("../../templates/apb/common.cuh"),
+    ),
+    (
+        "apb/select.cu",
+        include_str!("../../templates/apb/select.cu"),
+    ),
+    (
+        "apb/gather.cu",
+        include_str!("../../templates/apb/gather.cu"),
+    ),
+    ("apb/heads.cu", include_str!("../../templates/apb/heads.cu")),
+    (
+        "apb/query_aware.cu",
+        include_str!("../../templates/apb/query_aware.cu"),
+    ),
+    (
+        "apb/logits.cu",
+        include_str!("../../templates/apb/logits.cu"),
+    ),
+    ("apb/merge.cu", include_str!("../../templates/apb/merge.cu")),
+];
+
 /// Generated source of one kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelSource {
@@ -55,29 +83,62 @@ pub struct KernelSource {
     pub shared_bytes: u32,
 }
 
+/// A tera instance over a template table; every kernel family's table is built this way.
+fn build(templates: &[(&str, &str)]) -> Tera {
+    let mut tera = Tera::default();
+    tera.add_raw_templates(templates.iter().copied())
+        .expect("embedded templates parse (checked by the codegen tests)");
+    tera
+}
+
+/// Digest of a template table's names and texts.
+fn digest(templates: &[(&str, &str)]) -> String {
+    let mut h = Sha256::new();
+    for (name, text) in templates {
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update(text.as_bytes());
+        h.update([0]);
+    }
+    hex(&h.finalize())
+}
+
+impl KernelSource {
+    /// Stable digest of everything NVRTC is given and the launch shape: name, code, threads and
+    /// shared bytes. Equal digests are equal sources.
+    pub fn digest(&self) -> String {
+        let mut h = Sha256::new();
+        for part in [self.kernel_name.as_bytes(), self.code.as_bytes()] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+        h.update(self.threads.to_le_bytes());
+        h.update(self.shared_bytes.to_le_bytes());
+        hex(&h.finalize())
+    }
+}
+
 fn tera() -> &'static Tera {
     static TERA: OnceLock<Tera> = OnceLock::new();
-    TERA.get_or_init(|| {
-        let mut tera = Tera::default();
-        tera.add_raw_templates(TEMPLATES.iter().copied())
-            .expect("embedded templates parse (checked by the codegen tests)");
-        tera
-    })
+    TERA.get_or_init(|| build(TEMPLATES))
+}
+
+/// The tera instance of [`APB_TEMPLATES`].
+pub(crate) fn apb_tera() -> &'static Tera {
+    static TERA: OnceLock<Tera> = OnceLock::new();
+    TERA.get_or_init(|| build(APB_TEMPLATES))
 }
 
 /// Digest of all template texts: part of every spec hash, so a template edit invalidates caches.
 pub fn template_digest() -> &'static str {
     static DIGEST: OnceLock<String> = OnceLock::new();
-    DIGEST.get_or_init(|| {
-        let mut h = Sha256::new();
-        for (name, text) in TEMPLATES {
-            h.update(name.as_bytes());
-            h.update([0]);
-            h.update(text.as_bytes());
-            h.update([0]);
-        }
-        hex(&h.finalize())
-    })
+    DIGEST.get_or_init(|| digest(TEMPLATES))
+}
+
+/// Digest of the APB templates: part of every APB module's hash ([`crate::ApbModule::hash`]).
+pub fn apb_template_digest() -> &'static str {
+    static DIGEST: OnceLock<String> = OnceLock::new();
+    DIGEST.get_or_init(|| digest(APB_TEMPLATES))
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {

@@ -321,6 +321,24 @@ fn hash_is_stable_and_distinguishes_specs() {
     assert_eq!(template_digest().len(), 64);
 }
 
+#[test]
+fn source_digests_cover_name_code_and_launch_shape() {
+    let a = render(&parse_spec("dense,d64,bf16,m64n64w4s1", Arch::SM80).unwrap()).unwrap();
+    assert_eq!(a.digest(), a.clone().digest());
+    assert_eq!(a.digest().len(), 64);
+    let mut edited = a.clone();
+    edited.code.push(' ');
+    let mut renamed = a.clone();
+    renamed.kernel_name.push('x');
+    let mut wider = a.clone();
+    wider.threads *= 2;
+    let mut more_smem = a.clone();
+    more_smem.shared_bytes += 16;
+    for other in [edited, renamed, wider, more_smem] {
+        assert_ne!(a.digest(), other.digest());
+    }
+}
+
 fn pipelined(block_m: u32, block_n: u32, warps: u32) -> TileConfig {
     TileConfig::new(block_m, block_n, warps, 2).with_mma(Mma::WgmmaPipelined)
 }

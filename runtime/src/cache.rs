@@ -83,11 +83,24 @@ impl KernelCache {
         })
     }
 
-    /// Returns the compiled kernel of hand-written source (kernels that are not attention
-    /// kernels, e.g. APB compression), keyed by the source text itself.
+    /// Returns the compiled kernel of source that is not an attention kernel's, keyed by the
+    /// source itself ([`KernelSource::digest`]).
     pub fn get_or_compile_source(&self, source: &KernelSource, arch: Arch) -> Result<CacheHit> {
-        let key = source_key(source, arch, nvrtc_version()?);
-        self.get_or_compile_keyed(key, arch, || Ok(source.clone()))
+        self.get_or_compile_digest(&source.digest(), arch, || Ok(source.clone()))
+    }
+
+    /// Returns the compiled kernel of the source named by `digest`, a stable digest of
+    /// everything it is rendered from (equal digests, equal sources: [`KernelSource::digest`],
+    /// or a render-free hash such as codegen's `ApbModule::hash`), producing the source with
+    /// `source` only on a miss.
+    pub fn get_or_compile_digest(
+        &self,
+        digest: &str,
+        arch: Arch,
+        source: impl FnOnce() -> Result<KernelSource>,
+    ) -> Result<CacheHit> {
+        let key = digest_key(digest, arch, nvrtc_version()?);
+        self.get_or_compile_keyed(key, arch, source)
     }
 
     /// As [`get_or_compile`](Self::get_or_compile), with the source of a miss produced by
@@ -208,26 +221,20 @@ pub fn key_for(spec: &KernelSpec, arch: Arch, nvrtc: (i32, i32)) -> String {
     finish_key(h, arch)
 }
 
-/// The key of hand-written source: a digest of its name, text, launch shape, NVRTC version,
-/// arch and options (a different prefix from spec keys, so the two never collide).
+/// The key of source that is not an attention kernel's: its digest (of name, text and launch
+/// shape), NVRTC version, arch and options (a different prefix from spec keys, so the two never
+/// collide).
 pub fn source_key(source: &KernelSource, arch: Arch, nvrtc: (i32, i32)) -> String {
+    digest_key(&source.digest(), arch, nvrtc)
+}
+
+/// The key of the source named by `digest` (see
+/// [`get_or_compile_digest`](KernelCache::get_or_compile_digest)).
+pub fn digest_key(digest: &str, arch: Arch, nvrtc: (i32, i32)) -> String {
     let mut h = Sha256::new();
     h.update(b"source|");
-    for part in [source.kernel_name.as_bytes(), source.code.as_bytes()] {
-        h.update((part.len() as u64).to_le_bytes());
-        h.update(part);
-    }
-    h.update(
-        format!(
-            "|{} {}|nvrtc {}.{}|{}|",
-            source.threads,
-            source.shared_bytes,
-            nvrtc.0,
-            nvrtc.1,
-            arch.sm_name()
-        )
-        .as_bytes(),
-    );
+    h.update(digest.as_bytes());
+    h.update(format!("|nvrtc {}.{}|{}|", nvrtc.0, nvrtc.1, arch.sm_name()).as_bytes());
     finish_key(h, arch)
 }
 

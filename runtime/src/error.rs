@@ -52,21 +52,8 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
 
-    #[error("cuBLAS error while {context}: {message}")]
-    Blas { context: String, message: String },
-
     #[error("kernel template failed to render: {0}")]
     Render(String),
-
-    #[error("NCCL error {code} while {context}: {message}")]
-    Nccl {
-        context: String,
-        code: i32,
-        message: String,
-    },
-
-    #[error("communication between hosts failed: {0}")]
-    Communicator(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -29,17 +29,17 @@
 //! # Ok(()) }
 //! ```
 
-pub mod apb;
 pub mod cache;
 pub mod compile;
 pub mod config;
 pub mod device_index;
+pub mod driver;
 pub mod error;
 mod files;
 pub mod layout;
 pub mod libs;
 pub mod masks;
-pub mod multigpu;
+pub mod module;
 pub mod params;
 pub mod plan;
 pub mod runtime;
@@ -49,17 +49,16 @@ pub use cache::{CacheHit, CacheSource, KernelCache};
 pub use compile::{compile, compile_options, nvrtc_version, CompiledKernel, ResourceReport};
 pub use config::{ConfigError, GpuIdentity, ShapeKey, TunedConfig};
 pub use device_index::{DeviceBlockMask, DeviceHeadKinds, DeviceVarlen};
+pub use driver::{device_count, driver_version};
 pub use error::{Error, Result};
 pub use layout::Layout;
 pub use masks::{
     dense_density, heavy_first_order, BlockMask, HeadKind, MaskError, StreamingParams,
 };
+pub use module::{LoadedKernel, LoadedModule, ModuleKey};
 pub use params::FlashParams;
 pub use plan::{check_launch, plan, Plan};
-pub use runtime::{
-    device_count, driver_version, AttentionArgs, DeviceInfo, Element, LoadedKernel, Mask, Runtime,
-    Tensor, TensorMut,
-};
+pub use runtime::{AttentionArgs, DeviceInfo, Element, Mask, Runtime, Tensor, TensorMut};
 pub use tuned::TileSource;
 
 /// Re-exported so users name device buffers with the same cudarc the runtime uses.

@@ -1,5 +1,6 @@
-//! Presence checks for libcuda, libnvrtc and libcublas. cudarc loads both lazily and panics when one is
-//! missing, so every path into cudarc passes through these first.
+//! Presence checks for libcuda and libnvrtc, the only libraries the runtime loads. cudarc loads
+//! both lazily and panics when one is missing, so every path into cudarc passes through these
+//! first.
 
 use crate::error::{Error, Result};
 use std::sync::OnceLock;
@@ -19,11 +20,6 @@ pub const NVRTC_BUILTINS_HINT: &str =
 pub const DRIVER_HINT: &str =
     "no NVIDIA driver library (libcuda.so) on the loader path: install the NVIDIA driver";
 
-/// How to get libcublas (APB retaining-head scores) when it cannot be loaded.
-pub const CUBLAS_HINT: &str =
-    "no libcublas on the loader path: add the CUDA toolkit's lib64 (it ships libcublas.so.13) \
-     to LD_LIBRARY_PATH, or install the `nvidia-cublas` wheel and add its nvidia/cu13/lib folder";
-
 /// The error for a library that is absent, Ok when present.
 fn require(present: bool, lib: &'static str, hint: &'static str) -> Result<()> {
     if present {
@@ -42,21 +38,7 @@ pub fn nvrtc_present() -> bool {
 
 /// Whether libcuda can be loaded (checked once per process).
 pub fn driver_present() -> bool {
-    static PRESENT: OnceLock<bool> = OnceLock::new();
-    // SAFETY: only tries to dlopen cudarc's candidate names and closes them again.
-    *PRESENT.get_or_init(|| unsafe { cudarc::driver::sys::is_culib_present() })
-}
-
-/// Whether libcublas can be loaded (checked once per process).
-pub fn cublas_present() -> bool {
-    static PRESENT: OnceLock<bool> = OnceLock::new();
-    // SAFETY: only tries to dlopen cudarc's candidate names and closes them again.
-    *PRESENT.get_or_init(|| unsafe { cudarc::cublas::sys::is_culib_present() })
-}
-
-/// Ok when libcublas can be loaded.
-pub fn ensure_cublas() -> Result<()> {
-    require(cublas_present(), "libcublas", CUBLAS_HINT)
+    crate::driver::present()
 }
 
 /// Ok when libnvrtc can be loaded.
@@ -98,10 +80,5 @@ mod tests {
     fn the_checks_agree_with_the_presence_probes() {
         assert_eq!(ensure_nvrtc().is_ok(), nvrtc_present());
         assert_eq!(ensure_driver().is_ok(), driver_present());
-        assert_eq!(ensure_cublas().is_ok(), cublas_present());
-        let message = require(false, "libcublas", CUBLAS_HINT)
-            .unwrap_err()
-            .to_string();
-        assert!(message.contains("libcublas.so.13"), "{message}");
     }
 }

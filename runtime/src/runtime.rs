@@ -1,28 +1,25 @@
 //! The GPU side: a device context and stream, kernels loaded through the cache, and the typed
 //! launch API over cudarc device buffers.
 
-use crate::apb::kernels::{ApbKernels, ApbModule};
-use crate::cache::{CacheSource, KernelCache};
+use crate::cache::KernelCache;
 use crate::compile::nvrtc_version;
-use crate::compile::CompiledKernel;
 use crate::config::{GpuIdentity, ShapeKey, TunedConfig};
 use crate::device_index::{DeviceBlockMask, DeviceHeadKinds, DeviceVarlen};
-use crate::error::{invalid, DriverContext, Error, Result};
+use crate::driver::open_device;
+use crate::error::{invalid, DriverContext, Result};
 use crate::layout::Layout;
-use crate::libs::ensure_driver;
 use crate::masks::{BlockMask, HeadKind, StreamingParams};
+use crate::module::{LoadedKernel, ModuleKey, ModuleTable};
 use crate::plan::{
     check_launch, plan, BlockListArg, Buffer, HeadKindsArg, LaunchDesc, MaskArg, Plan, TensorArg,
     VarlenArg,
 };
 use crate::tuned::{mask_blocks, select_tile, select_tile_for_blocks, shape_key, TileSource};
-use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute, CUresult};
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr,
-    DriverError, LaunchConfig, PushKernelArg, SyncOnDrop, ValidAsZeroBits,
+    CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig,
+    PushKernelArg, SyncOnDrop, ValidAsZeroBits,
 };
 use flashgen_codegen::{template_digest, validate, Arch, DType, KernelSpec, TileConfig};
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -51,47 +48,17 @@ pub struct DeviceInfo {
     pub total_memory: usize,
 }
 
-/// A kernel compiled (or loaded from the cache) and loaded into the context.
-pub struct LoadedKernel {
-    pub spec: KernelSpec,
-    pub compiled: Arc<CompiledKernel>,
-    pub source: CacheSource,
-    function: CudaFunction,
-}
-
 /// One GPU: context, stream, kernel cache and loaded kernels.
 pub struct Runtime {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     info: DeviceInfo,
     cache: KernelCache,
-    loaded: Mutex<HashMap<KernelSpec, Arc<LoadedKernel>>>,
+    /// Every module loaded into the context: attention kernels and any other source.
+    pub(crate) modules: ModuleTable,
     warnings: Mutex<Vec<String>>,
     /// The tuned config of [`Runtime::attention_tuned`], found on first use.
     tuned: OnceLock<Option<Arc<TunedConfig>>>,
-    /// The APB kernels (compression, ring merge) loaded into this context.
-    apb: ApbKernels,
-}
-
-/// Number of CUDA devices (0 when the driver sees none).
-pub fn device_count() -> Result<i32> {
-    ensure_driver()?;
-    match CudaContext::device_count() {
-        // A driver without a GPU fails its initialisation with this code.
-        Err(DriverError(CUresult::CUDA_ERROR_NO_DEVICE)) => Ok(0),
-        other => other.while_(|| "counting CUDA devices".into()),
-    }
-}
-
-/// The driver's CUDA version, e.g. 13000.
-pub fn driver_version() -> Result<i32> {
-    ensure_driver()?;
-    let mut v = 0;
-    // SAFETY: plain out-parameter.
-    unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut v) }
-        .result()
-        .while_(|| "reading the driver version".into())?;
-    Ok(v)
 }
 
 impl Runtime {
@@ -102,44 +69,16 @@ impl Runtime {
 
     pub fn with_cache(ordinal: usize, cache: KernelCache) -> Result<Self> {
         // libnvrtc is needed only when a kernel is compiled (checked there).
-        ensure_driver()?;
-        let available = device_count()?;
-        if ordinal >= available.max(0) as usize {
-            return Err(Error::NoDevice { ordinal, available });
-        }
-        let ctx = CudaContext::new(ordinal).while_(|| format!("opening CUDA device {ordinal}"))?;
-        let name = ctx.name().while_(|| "reading the device name".into())?;
-        let (major, minor) = ctx
-            .compute_capability()
-            .while_(|| "reading the compute capability".into())?;
-        let arch = Arch::new(major as u32, minor as u32);
-        if !arch.is_supported() {
-            return Err(Error::UnsupportedDevice { name, major, minor });
-        }
-        let attr = |a| ctx.attribute(a).while_(|| format!("reading {a:?}"));
-        let info = DeviceInfo {
-            ordinal,
-            name,
-            arch,
-            sm_count: attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as u32,
-            max_shared_per_block_optin: attr(
-                CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
-            )? as u32,
-            driver_version: driver_version()?,
-            total_memory: ctx
-                .total_mem()
-                .while_(|| "reading the memory size".into())?,
-        };
+        let (ctx, info) = open_device(ordinal)?;
         let stream = ctx.default_stream();
         Ok(Runtime {
             ctx,
             stream,
             info,
             cache,
-            loaded: Mutex::new(HashMap::new()),
+            modules: ModuleTable::default(),
             warnings: Mutex::new(Vec::new()),
             tuned: OnceLock::new(),
-            apb: ApbKernels::default(),
         })
     }
 
@@ -173,65 +112,13 @@ impl Runtime {
         self.warnings.lock().expect("warnings lock").push(warning);
     }
 
-    /// The function `name` of an APB module, compiled (or loaded from the cache) and loaded into
-    /// this context on first use.
-    pub(crate) fn apb_function(&self, module: ApbModule, name: &str) -> Result<CudaFunction> {
-        self.apb.function(self, module, name)
-    }
-
-    /// Validates, compiles (or loads from the cache) and loads the kernel of a spec.
+    /// Validates, compiles (or loads from the cache) and loads the kernel of a spec, through the
+    /// runtime's module table ([`load_module`](Self::load_module) for other sources).
     pub fn kernel(&self, spec: &KernelSpec) -> Result<Arc<LoadedKernel>> {
-        if let Some(k) = self.loaded.lock().expect("kernel table lock").get(spec) {
-            return Ok(k.clone());
-        }
-        validate(spec, self.arch())?;
-        let hit = self.cache.get_or_compile(spec, self.arch())?;
-        if let Some(w) = hit.warning.clone() {
-            self.push_warning(w);
-        }
-        let smem = hit.kernel.dynamic_shared_bytes;
-        let total_smem = u64::from(smem) + u64::from(hit.kernel.report.static_shared_bytes);
-        if total_smem > u64::from(self.info.max_shared_per_block_optin) {
-            return Err(invalid(
-                "spec",
-                format!(
-                    "{spec} needs {total_smem} bytes of shared memory per block; {} allows {}",
-                    self.info.name, self.info.max_shared_per_block_optin
-                ),
-            ));
-        }
-        let module = self
-            .ctx
-            .load_module(cudarc::nvrtc::Ptx::from_binary(hit.kernel.cubin.clone()))
-            .while_(|| format!("loading the CUBIN of {}", hit.kernel.kernel_name))?;
-        let function = module
-            .load_function(&hit.kernel.kernel_name)
-            .while_(|| format!("finding {} in its module", hit.kernel.kernel_name))?;
-        // SAFETY: the function was just loaded; the value is within the device's opt-in limit.
-        unsafe {
-            cudarc::driver::result::function::set_function_attribute(
-                function.cu_function(),
-                CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                smem as i32,
-            )
-        }
-        .while_(|| {
-            format!(
-                "raising the shared-memory limit of {}",
-                hit.kernel.kernel_name
-            )
-        })?;
-        let loaded = Arc::new(LoadedKernel {
-            spec: *spec,
-            compiled: hit.kernel,
-            source: hit.source,
-            function,
-        });
-        self.loaded
-            .lock()
-            .expect("kernel table lock")
-            .insert(*spec, loaded.clone());
-        Ok(loaded)
+        self.load(ModuleKey::Spec(*spec), |cache, arch| {
+            validate(spec, arch)?;
+            cache.get_or_compile(spec, arch)
+        })
     }
 
     /// Checks a block list's structure and copies it to the device. The result keeps the host
@@ -662,20 +549,5 @@ mod tests {
         send_sync::<LoadedKernel>();
         send_sync::<DeviceBlockMask>();
         send_sync::<DeviceHeadKinds>();
-    }
-
-    #[test]
-    fn no_device_or_no_driver_is_an_error() {
-        match device_count() {
-            Ok(n) => assert!(n >= 0),
-            Err(Error::LibraryMissing { lib, .. }) => assert_eq!(lib, "libcuda"),
-            Err(e) => panic!("counting devices: {e}"),
-        }
-        if !crate::libs::driver_present() {
-            assert!(matches!(
-                driver_version(),
-                Err(Error::LibraryMissing { lib: "libcuda", .. })
-            ));
-        }
     }
 }

@@ -1,6 +1,8 @@
 // Gathers the selected K and V rows into compact [batch, lp, heads_kv, dim] blocks. Only moves
 // 16-bit words, so one build serves bf16 and f16.
 
+{% include "apb/common.cuh" %}
+
 extern "C" __global__ void apb_gather(const elem_t* __restrict__ k, const elem_t* __restrict__ v,
                                       const int* __restrict__ positions,
                                       elem_t* __restrict__ out_k, elem_t* __restrict__ out_v,

@@ -1,6 +1,8 @@
 // Retaining heads around the cuBLAS GEMMs: fc1's bias and activation (in place, f32), and fc2's
 // bias with the max-pool along the sequence that turns per-token outputs into scores.
 
+{% include "apb/common.cuh" %}
+
 #define ACT_RELU 0
 #define ACT_SILU 1
 #define ACT_GELU_TANH 2

@@ -3,6 +3,8 @@
 // statistics over the keys; then per key, the normalised probabilities summed over the rows of
 // its kv head.
 
+{% include "apb/common.cuh" %}
+
 #define LOGIT_THREADS 256
 
 // Merges two (max, sum of 2^(x - max)) pairs.

@@ -1,15 +1,17 @@
 // flashgen multi-host prefill helpers: the log-sum-exp merge of partial attention results (ring
-// attention) and the rounding of the f32 accumulator to the element type. Built after
-// common.cuh with FG_DTYPE_BF16 or FG_DTYPE_F16 defined (one module per element type).
+// attention) and the rounding of the f32 accumulator to the element type. One module per element
+// type (`dtype`: bf16 or f16).
 
-// Rounds an f32 to the stored element type (FG_DTYPE_BF16 / FG_DTYPE_F16, as fg_to_f32).
+{% include "apb/common.cuh" %}
+
+// Rounds an f32 to the stored element type (as fg_to_f32).
 __device__ __forceinline__ elem_t fg_from_f32(float x) {
     elem_t r;
-#if defined(FG_DTYPE_BF16)
+{%- if dtype == "bf16" %}
     asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(x));
-#else
+{%- else %}
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r) : "f"(x));
-#endif
+{%- endif %}
     return r;
 }
 

@@ -6,6 +6,8 @@
 // per key tile, the normalised probabilities summed over the queries. The logits of a
 // 32-query x 64-key tile are computed in f32 from shared memory, 64 dims at a time.
 
+{% include "apb/common.cuh" %}
+
 #define QA_KT 64
 #define QA_QT 32
 #define QA_DC 64

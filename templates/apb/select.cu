@@ -7,6 +7,8 @@
 // a final pass keeps every key > T and the first (by position) keys == T, compacting in
 // position order with block-wide ballots, so no sort is needed.
 
+{% include "apb/common.cuh" %}
+
 #define SEL_THREADS 1024
 #define SEL_WARPS (SEL_THREADS / 32)
 

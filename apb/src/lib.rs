@@ -1,14 +1,20 @@
-//! APB (passing-block attention) on the host side: the contract between KV compression and
-//! the sequence-parallel prefill.
+//! flashgen-apb: the multi-host APB prefill (sequence-parallel attention over anchor, passing
+//! and local blocks) on top of the runtime's kernels: KV compressors, the communicators between
+//! hosts (NCCL, simulated), the APB, ring and star prefill, and the loading of the libraries
+//! they need beyond the runtime's (libcublas, libnccl). APB's own kernels are rendered by
+//! codegen (`flashgen_codegen::apb`) and loaded through the runtime's module table like every
+//! other kernel.
 //!
 //! A host's *local block* is its slice of the sequence. Compression picks, per kv head, the
 //! `lp` most important KV pairs of the local block (kept in position order) and writes them to
-//! a compact block that later hosts attend to as their *passing* block.
+//! a compact block that later hosts attend to as their *passing* block ([`KvCompressor`]).
 
 pub mod blas;
 pub mod compressor;
+pub mod error;
 pub mod kernels;
 pub mod merge;
+pub mod multigpu;
 pub mod prefill;
 pub mod ring;
 pub mod scorer;
@@ -19,13 +25,13 @@ pub mod validate;
 pub use compressor::{
     GivenScores, GivenSelection, QueryAware, RetainingHeads, RetainingHeadsWeights,
 };
+pub use error::{Error, Result};
 pub use kernels::ApbModule;
 pub use scorer::{Activation, LOGIT_BUDGET_BYTES, POOL_WIDTH};
 pub use select::{gather, order_key, select_row, select_rows, top_k};
 
-use crate::runtime::{Element, Runtime, Tensor};
-use crate::Result;
 use cudarc::driver::CudaSlice;
+use flashgen_runtime::{Element, Runtime, Tensor};
 
 /// What a compressor may read about one host's local block.
 pub struct LocalBlock<'a, T> {

@@ -9,9 +9,9 @@ use super::merge::{finish, merge_into, MergeShape};
 use super::prefill::{alloc, check_block, validate, ApbParams, HostBlock, PrefillShape, SeqSplit};
 use crate::error::Result;
 use crate::multigpu::Communicator;
-use crate::runtime::{AttentionArgs, Element, Runtime, Tensor, TensorMut};
 use cudarc::driver::CudaSlice;
 use flashgen_codegen::{KernelSpec, Variant};
+use flashgen_runtime::{AttentionArgs, Element, Runtime, Tensor, TensorMut};
 
 /// What a host of a ring-attention prefill returns.
 pub struct RingOutput<T> {

@@ -3,7 +3,7 @@
 //! a kernel takes as a 32-bit int fits one. Plain descriptors in, so it runs without a GPU.
 
 use crate::error::{invalid, Result};
-use crate::layout::Layout;
+use flashgen_runtime::Layout;
 
 /// A tensor as validation sees it: its layout and the length of its buffer in elements.
 #[derive(Clone, Copy, Debug)]

@@ -10,8 +10,8 @@
 use super::kernels::{elementwise_grid, ApbModule, SELECT_THREADS};
 use super::validate::BlockShape;
 use crate::error::{invalid, DriverContext, Result};
-use crate::runtime::{Element, Runtime, Tensor};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use flashgen_runtime::{Element, Runtime, Tensor};
 
 /// The order-preserving u32 key of a score (the kernel's `apb_order_key`): larger key, better.
 pub fn order_key(score: f32) -> u32 {
@@ -79,7 +79,7 @@ pub fn top_k(
     if rows > i32::MAX as usize || n > i32::MAX as usize {
         return Err(invalid("scores", "rows and length must fit in 32 bits"));
     }
-    let f = rt.apb_function(ApbModule::Select, "apb_topk_select")?;
+    let f = super::kernels::function(rt, ApbModule::Select, "apb_topk_select")?;
     let mut positions = rt
         .stream()
         .alloc_zeros::<i32>(rows * lp)
@@ -122,7 +122,7 @@ pub fn gather<T: Element>(
             ),
         ));
     }
-    let f = rt.apb_function(ApbModule::Gather, "apb_gather")?;
+    let f = super::kernels::function(rt, ApbModule::Gather, "apb_gather")?;
     let total = shape.compressed_len(lp);
     let (lp32, heads32, dim32, total64) = (
         lp as i32,

@@ -6,9 +6,9 @@
 
 use super::{Communicator, RawMsg};
 use crate::error::{DriverContext, Error, Result};
-use crate::runtime::Runtime;
 use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::{CudaEvent, CudaStream};
+use flashgen_runtime::Runtime;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// The text that marks an error caused by another host's failure.

@@ -12,10 +12,10 @@ use super::validate::{
     check_anchor_query, check_block, check_lp, check_outputs, check_scores, BlockShape,
 };
 use super::{KvCompressor, LocalBlock};
+use crate::blas::cublas_present;
 use crate::error::{invalid, DriverContext, Result};
-use crate::libs::cublas_present;
-use crate::runtime::{Element, Runtime};
 use cudarc::driver::CudaSlice;
+use flashgen_runtime::{Element, Runtime};
 use std::borrow::Borrow;
 use std::sync::{Arc, Mutex};
 
@@ -190,7 +190,7 @@ impl<T: Element> KvCompressor<T> for RetainingHeads<T> {
 /// The built-in scorer for models without retaining heads: the softmax attention (scale
 /// `1/sqrt(dim)` unless set) of the anchor's query tokens over the local keys, summed over the
 /// query tokens and the query heads of each kv head. The logits go through cuBLAS when
-/// libcublas is present and the block fits [`LOGIT_BUDGET_BYTES`](super::LOGIT_BUDGET_BYTES) per kv head; otherwise (or
+/// libcublas is present and the block fits [`LOGIT_BUDGET_BYTES`] per kv head; otherwise (or
 /// with [`tiled`](Self::tiled)) through flashgen's own tile kernels, which need no library.
 #[derive(Clone, Default)]
 pub struct QueryAware {
@@ -212,7 +212,7 @@ impl QueryAware {
     }
 
     /// At most `bytes` of logits at once on the cuBLAS path (default
-    /// [`LOGIT_BUDGET_BYTES`](super::LOGIT_BUDGET_BYTES)).
+    /// [`LOGIT_BUDGET_BYTES`]).
     pub fn with_logit_budget(mut self, bytes: usize) -> Self {
         self.logit_budget = Some(bytes);
         self

@@ -1,14 +1,43 @@
 //! cuBLAS GEMMs of the retaining heads, through cudarc's dynamically loaded libcublas (a clear
-//! [`Error::LibraryMissing`](crate::Error::LibraryMissing) when it is absent).
+//! [`Error::LibraryMissing`] when it is absent).
 
 use crate::error::{invalid, Error, Result};
-use crate::libs::{ensure_cublas, ensure_driver};
-use crate::runtime::Runtime;
 use cudarc::cublas::{result as blas, sys, CudaBlas};
 use cudarc::driver::CudaContext;
 use flashgen_codegen::DType;
+use flashgen_runtime::libs::ensure_driver;
+use flashgen_runtime::Runtime;
 use std::ffi::c_void;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+/// How to get libcublas (APB retaining-head scores) when it cannot be loaded.
+pub const CUBLAS_HINT: &str =
+    "no libcublas on the loader path: add the CUDA toolkit's lib64 (it ships libcublas.so.13) \
+     to LD_LIBRARY_PATH, or install the `nvidia-cublas` wheel and add its nvidia/cu13/lib folder";
+
+/// Whether libcublas can be loaded (checked once per process). cudarc loads it lazily and
+/// panics when it is missing, so every path into cuBLAS passes through this first.
+pub fn cublas_present() -> bool {
+    static PRESENT: OnceLock<bool> = OnceLock::new();
+    // SAFETY: only tries to dlopen cudarc's candidate names and closes them again.
+    *PRESENT.get_or_init(|| unsafe { cudarc::cublas::sys::is_culib_present() })
+}
+
+/// Ok when libcublas can be loaded.
+pub fn ensure_cublas() -> Result<()> {
+    require_cublas(cublas_present())
+}
+
+fn require_cublas(present: bool) -> Result<()> {
+    if present {
+        Ok(())
+    } else {
+        Err(Error::LibraryMissing {
+            lib: "libcublas",
+            hint: CUBLAS_HINT,
+        })
+    }
+}
 
 /// Element types of a GEMM's A and B operands (C is always f32).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,5 +191,22 @@ impl Blas {
             context: format!("a {} x {} x {} GEMM", g.rows, g.cols, g.inner),
             message: format!("{e:?}"),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_absent_libcublas_is_a_typed_error_with_a_hint() {
+        assert_eq!(ensure_cublas().is_ok(), cublas_present());
+        assert!(require_cublas(true).is_ok());
+        let message = require_cublas(false).unwrap_err().to_string();
+        assert!(
+            message.starts_with("libcublas could not be loaded"),
+            "{message}"
+        );
+        assert!(message.contains("libcublas.so.13"), "{message}");
     }
 }

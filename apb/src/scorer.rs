@@ -9,10 +9,10 @@ use super::kernels::{
 use super::validate::{check_token_rows, BlockShape, TensorDesc};
 use super::LocalBlock;
 use crate::error::{invalid, DriverContext, Result};
-use crate::runtime::{Element, Runtime, Tensor};
 use cudarc::driver::{
     CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg, SyncOnDrop,
 };
+use flashgen_runtime::{Element, Runtime, Tensor};
 use std::f32::consts::LOG2_E;
 
 /// Width of the retaining heads' max-pool along the sequence (APB's `max_pool1d(5, 1, 2)`).
@@ -151,7 +151,7 @@ pub(crate) fn retaining_scores<T: Element>(
         }
     }
     let total = tokens * w.hidden;
-    let f = rt.apb_function(ApbModule::Heads, "apb_bias_act")?;
+    let f = super::kernels::function(rt, ApbModule::Heads, "apb_bias_act")?;
     let (total64, hidden32, act) = (total as i64, w.hidden as i32, w.activation.code());
     let mut launch = s.launch_builder(&f);
     launch
@@ -188,7 +188,7 @@ pub(crate) fn retaining_scores<T: Element>(
     let mut scores = s
         .alloc_zeros::<f32>(shape.scores_len())
         .while_(|| "allocating the scores".into())?;
-    let f = rt.apb_function(ApbModule::Heads, "apb_pool_scores")?;
+    let f = super::kernels::function(rt, ApbModule::Heads, "apb_pool_scores")?;
     let (b32, n32, h32, radius) = (
         shape.batch as i32,
         shape.local as i32,
@@ -285,14 +285,14 @@ pub(crate) fn query_aware_scores<T: Element>(
         block_dim: (QA_THREADS, 1, 1),
         shared_mem_bytes: 0,
     };
-    let f = rt.apb_function(module, "apb_qa_partial")?;
+    let f = super::kernels::function(rt, module, "apb_qa_partial")?;
     let mut launch = s.launch_builder(&f);
     launch.arg(&args).arg(&mut partial);
     // SAFETY: q and k were validated against their layouts (guards keep them ordered);
     // partial holds 2 * rows * queries * tiles f32.
     unsafe { launch.launch(tile_cfg) }.while_(|| "launching apb_qa_partial".into())?;
 
-    let f = rt.apb_function(module, "apb_qa_stats")?;
+    let f = super::kernels::function(rt, module, "apb_qa_stats")?;
     let (rows64, tiles32) = (stat_rows as i64, tiles as i32);
     let warps_per_block = (QA_THREADS / 32) as usize;
     let cfg = LaunchConfig {
@@ -309,7 +309,7 @@ pub(crate) fn query_aware_scores<T: Element>(
     // SAFETY: one warp per statistics row; buffers sized above.
     unsafe { launch.launch(cfg) }.while_(|| "launching apb_qa_stats".into())?;
 
-    let f = rt.apb_function(module, "apb_qa_scores")?;
+    let f = super::kernels::function(rt, module, "apb_qa_scores")?;
     let mut launch = s.launch_builder(&f);
     launch.arg(&args).arg(&stats).arg(&mut scores);
     // SAFETY: as for apb_qa_partial; scores holds [batch, heads_kv, local].
@@ -377,8 +377,8 @@ pub(crate) fn query_aware_scores_blas<T: Element>(
     let mut scores = s
         .alloc_zeros::<f32>(shape.scores_len())
         .while_(|| "allocating the scores".into())?;
-    let rowstats = rt.apb_function(ApbModule::Logits, "apb_logit_rowstats")?;
-    let colsum = rt.apb_function(ApbModule::Logits, "apb_logit_colsum")?;
+    let rowstats = super::kernels::function(rt, ApbModule::Logits, "apb_logit_rowstats")?;
+    let colsum = super::kernels::function(rt, ApbModule::Logits, "apb_logit_colsum")?;
     let elem = std::mem::size_of::<T>();
     let (n32, g32) = (n as i32, queries as i32);
     for b in 0..shape.batch {

@@ -4,12 +4,12 @@
 
 use super::kernels::{ApbModule, MERGE_THREADS as THREADS};
 use crate::error::{invalid, DriverContext, Result};
-use crate::runtime::{Element, Runtime};
 use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
+use flashgen_runtime::{Element, Runtime};
 
 /// `name` of the merge module of `T` in `rt`'s context.
 fn function<T: Element>(rt: &Runtime, name: &str) -> Result<CudaFunction> {
-    rt.apb_function(ApbModule::Merge(T::DTYPE), name)
+    super::kernels::function(rt, ApbModule::Merge(T::DTYPE), name)
 }
 
 /// Blocks for `warps` warps of work.

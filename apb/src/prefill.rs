@@ -16,11 +16,11 @@
 
 use super::{KvCompressor, LocalBlock};
 use crate::error::{invalid, DriverContext, Result};
-use crate::layout::Layout;
 use crate::multigpu::Communicator;
-use crate::runtime::{AttentionArgs, Element, Runtime, Tensor, TensorMut};
 use cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
 use flashgen_codegen::{KernelSpec, Variant};
+use flashgen_runtime::Layout;
+use flashgen_runtime::{AttentionArgs, Element, Runtime, Tensor, TensorMut};
 
 /// How `n` tokens are split over `hosts` hosts: host `r` holds `[start(r), start(r) + len(r))`,
 /// the first `n % hosts` hosts one token more than the rest.
@@ -369,7 +369,7 @@ pub(crate) fn attend<T: Element>(
     if let Some(s) = scale {
         args = args.scale(s);
     }
-    rt.attention_tuned(&spec, args)
+    Ok(rt.attention_tuned(&spec, args)?)
 }
 
 /// APB prefill of one attention layer on this host (rank `comm.rank()` of

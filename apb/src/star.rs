@@ -9,8 +9,8 @@ use super::prefill::{
 };
 use crate::error::Result;
 use crate::multigpu::Communicator;
-use crate::runtime::{Element, Runtime};
 use cudarc::driver::CudaSlice;
+use flashgen_runtime::{Element, Runtime};
 
 /// Star-attention prefill of one layer on this host; returns O of its block. `params.passing`
 /// is ignored (star attention passes nothing on).

@@ -12,9 +12,9 @@
 
 use super::{on_rank_threads, Communicator, RawMsg};
 use crate::error::{invalid, DriverContext, Error, Result};
-use crate::runtime::Runtime;
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtrMut};
 use cudarc::nccl::sys::{cudaStream_t, ncclComm_t, ncclDataType_t, ncclUniqueId};
+use flashgen_runtime::Runtime;
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
