@@ -2,6 +2,7 @@
 //! CUDA C++ from the embedded templates. Pure Rust with no CUDA dependency, so the proc-macro and
 //! the CLI can use it anywhere.
 
+pub mod decode;
 pub mod error;
 pub mod render;
 pub mod space;
@@ -9,6 +10,10 @@ pub mod spec;
 pub mod text;
 pub mod validate;
 
+pub use decode::{
+    parse_decode_spec, render_append, render_decode, render_selector, DecodeSpec, DecodeVariant,
+    KvDtype,
+};
 pub use error::SpecError;
 pub use render::{render, spec_hash, template_digest, KernelSource};
 pub use space::{default_set, default_tile, search_space};

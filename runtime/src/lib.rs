@@ -33,6 +33,7 @@ pub mod apb;
 pub mod cache;
 pub mod compile;
 pub mod config;
+pub mod decode;
 pub mod error;
 pub mod layout;
 pub mod libs;

@@ -3,6 +3,8 @@
 
 use crate::apb::kernels::{ApbKernels, ApbModule};
 use crate::cache::{CacheSource, KernelCache};
+use crate::decode::attention::DecodeScratch;
+use crate::decode::kernels::DecodeKernels;
 use crate::compile::nvrtc_version;
 use crate::compile::CompiledKernel;
 use crate::config::{GpuIdentity, ShapeKey, TunedConfig};
@@ -71,6 +73,10 @@ pub struct Runtime {
     tuned: OnceLock<Option<Arc<TunedConfig>>>,
     /// The APB kernels (compression, ring merge) loaded into this context.
     apb: ApbKernels,
+    /// The decode kernels (attention, append, page selector) loaded into this context.
+    pub(crate) decode: DecodeKernels,
+    /// Split-KV partials of the decode kernels, reused across launches on the stream.
+    pub(crate) decode_scratch: DecodeScratch,
 }
 
 /// Number of CUDA devices (0 when the driver sees none).
@@ -140,6 +146,8 @@ impl Runtime {
             warnings: Mutex::new(Vec::new()),
             tuned: OnceLock::new(),
             apb: ApbKernels::default(),
+            decode: DecodeKernels::default(),
+            decode_scratch: DecodeScratch::default(),
         })
     }
 

@@ -16,15 +16,14 @@ __device__ __forceinline__ unsigned apb_order_key(float s) {
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
-extern "C" __global__ void __launch_bounds__(SEL_THREADS)
-apb_topk_select(const float* __restrict__ scores, int n, int lp, int* __restrict__ positions) {
+// The selection of one row, by a whole CTA of SEL_THREADS threads: the `lp` best of the `n`
+// scores at `s`, their positions written ascending to `out`. Also the decode page selector's.
+__device__ __forceinline__ void apb_topk_row(const float* __restrict__ s, int n, int lp, int* __restrict__ out) {
     // Per-warp histograms: the warps never contend with each other.
     __shared__ unsigned hist[SEL_WARPS][256];
     __shared__ unsigned sh_prefix, sh_k;
     __shared__ unsigned w_eq[SEL_WARPS], w_sel[SEL_WARPS];
 
-    const float* s = scores + (fg_i64)blockIdx.x * n;
-    int* out = positions + (fg_i64)blockIdx.x * lp;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const unsigned lanes_below = (1u << lane) - 1u;
 
@@ -116,4 +115,9 @@ apb_topk_select(const float* __restrict__ scores, int n, int lp, int* __restrict
         // w_eq and w_sel are rewritten by the next tile.
         __syncthreads();
     }
+}
+
+extern "C" __global__ void __launch_bounds__(SEL_THREADS)
+apb_topk_select(const float* __restrict__ scores, int n, int lp, int* __restrict__ positions) {
+    apb_topk_row(scores + (fg_i64)blockIdx.x * n, n, lp, positions + (fg_i64)blockIdx.x * lp);
 }
