@@ -260,13 +260,19 @@ impl DecodeSpec {
     pub fn validate(&self) -> Result<(), SpecError> {
         let bad = |field: &str, got: String, allowed: &str| SpecError::Parse {
             input: self.to_string(),
-            reason: format!("{field} = {got} is not supported by decode kernels; allowed: {allowed}"),
+            reason: format!(
+                "{field} = {got} is not supported by decode kernels; allowed: {allowed}"
+            ),
         };
         if !DECODE_HEAD_DIMS.contains(&self.head_dim) {
             return Err(bad("head_dim", self.head_dim.to_string(), "64, 128, 256"));
         }
         if !PAGE_SIZES.contains(&self.page_size) {
-            return Err(bad("page_size", self.page_size.to_string(), "16, 32, 64, 128"));
+            return Err(bad(
+                "page_size",
+                self.page_size.to_string(),
+                "16, 32, 64, 128",
+            ));
         }
         if !DECODE_ROWS.contains(&self.rows) {
             return Err(bad("rows", self.rows.to_string(), "16, 32, 64"));
@@ -565,7 +571,10 @@ mod tests {
     #[test]
     fn text_round_trips_and_defaults() {
         let s = parse_decode_spec("decode-dense,d128,bf16,p64").unwrap();
-        assert_eq!(s, DecodeSpec::new(DecodeVariant::Dense, 128, DType::Bf16, 64));
+        assert_eq!(
+            s,
+            DecodeSpec::new(DecodeVariant::Dense, 128, DType::Bf16, 64)
+        );
         assert_eq!(s.to_string(), "decode-dense,d128,bf16,p64,r16");
         for spec in DecodeSpec::all() {
             assert_eq!(parse_decode_spec(&spec.to_string()).unwrap(), spec);
@@ -635,7 +644,7 @@ mod tests {
         for dtype in DType::ALL {
             for d in DECODE_HEAD_DIMS {
                 let src = render_selector(dtype, d).unwrap();
-            assert!(src.code.contains("fg_decode_page_scores("));
+                assert!(src.code.contains("fg_decode_page_scores("));
                 assert!(src.code.contains("fg_decode_page_select("));
             }
         }

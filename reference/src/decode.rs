@@ -122,7 +122,15 @@ pub enum DecodeRule {
 
 impl DecodeRule {
     /// Whether token `t` of sequence `b` is visible to the new token at `pos` of kv head `h`.
-    pub fn visible(&self, b: usize, h: usize, heads_kv: usize, page_size: usize, t: usize, pos: usize) -> bool {
+    pub fn visible(
+        &self,
+        b: usize,
+        h: usize,
+        heads_kv: usize,
+        page_size: usize,
+        t: usize,
+        pos: usize,
+    ) -> bool {
         if t > pos {
             return false;
         }
@@ -195,7 +203,10 @@ pub fn decode_attention<T: Element, Q: Element>(
                 for i in 0..q_len {
                     let pos = len - q_len + i;
                     let row = (b * heads_q + hq) * q_len + i;
-                    let qr: Vec<f64> = q[row * d..(row + 1) * d].iter().map(|x| x.to_f64()).collect();
+                    let qr: Vec<f64> = q[row * d..(row + 1) * d]
+                        .iter()
+                        .map(|x| x.to_f64())
+                        .collect();
                     let scores: Vec<(usize, f64)> = (0..len)
                         .filter(|&t| rule.visible(b, h, hkv, kv.page_size, t, pos))
                         .map(|t| {
@@ -221,7 +232,11 @@ pub fn decode_attention<T: Element, Q: Element>(
             }
         }
     }
-    DecodeOutput { o, lse, visible_pairs }
+    DecodeOutput {
+        o,
+        lse,
+        visible_pairs,
+    }
 }
 
 /// The selector's page score of every page of (sequence `b`, kv head `h`): the max over the
@@ -242,7 +257,12 @@ pub fn page_scores<T: Element, Q: Element>(
     let pages = kv.seq_lens[b].div_ceil(kv.page_size);
     let rows: Vec<Vec<f64>> = (h * group..(h + 1) * group)
         .flat_map(|hq| (0..q_len).map(move |i| (b * heads_q + hq) * q_len + i))
-        .map(|row| q[row * d..(row + 1) * d].iter().map(|x| x.to_f64()).collect())
+        .map(|row| {
+            q[row * d..(row + 1) * d]
+                .iter()
+                .map(|x| x.to_f64())
+                .collect()
+        })
         .collect();
     (0..pages)
         .map(|p| {
@@ -252,7 +272,9 @@ pub fn page_scores<T: Element, Q: Element>(
                 .take(per_page)
                 .flat_map(|(hi, lo)| {
                     rows.iter().map(move |qr| {
-                        (0..d).map(|c| (qr[c] * hi[c]).max(qr[c] * lo[c])).sum::<f64>()
+                        (0..d)
+                            .map(|c| (qr[c] * hi[c]).max(qr[c] * lo[c]))
+                            .sum::<f64>()
                     })
                 })
                 .fold(f64::NEG_INFINITY, f64::max)
@@ -275,7 +297,10 @@ pub fn select_pages<T: Element, Q: Element>(
     budget_pages: usize,
     sink_pages: usize,
 ) -> Vec<Vec<usize>> {
-    assert!(budget_pages > sink_pages, "the budget must hold the sink and newest pages");
+    assert!(
+        budget_pages > sink_pages,
+        "the budget must hold the sink and newest pages"
+    );
     let mut out = Vec::new();
     for b in 0..kv.seq_lens.len() {
         for h in 0..kv.heads_kv {
@@ -304,20 +329,35 @@ mod tests {
     /// Two sequences sharing page 2, pages out of order.
     fn cache() -> (Vec<f32>, Vec<f32>, Vec<Vec<usize>>, Vec<usize>) {
         let (pages, ps, hkv, d) = (6, 16, 2, 4);
-        let k: Vec<f32> = (0..pages * ps * hkv * d).map(|i| ((i * 37) % 11) as f32 - 5.0).collect();
-        let v: Vec<f32> = (0..pages * ps * hkv * d).map(|i| ((i * 13) % 7) as f32 - 3.0).collect();
+        let k: Vec<f32> = (0..pages * ps * hkv * d)
+            .map(|i| ((i * 37) % 11) as f32 - 5.0)
+            .collect();
+        let v: Vec<f32> = (0..pages * ps * hkv * d)
+            .map(|i| ((i * 13) % 7) as f32 - 3.0)
+            .collect();
         (k, v, vec![vec![4, 2, 0], vec![2, 5]], vec![40, 17])
     }
 
     #[test]
     fn gather_follows_the_table() {
         let (k, v, tables, lens) = cache();
-        let kv = PagedKv { k: &k, v: &v, page_size: 16, heads_kv: 2, head_dim: 4, tables: &tables, seq_lens: &lens };
+        let kv = PagedKv {
+            k: &k,
+            v: &v,
+            page_size: 16,
+            heads_kv: 2,
+            head_dim: 4,
+            tables: &tables,
+            seq_lens: &lens,
+        };
         let (gk, gv) = kv.gather(0, 1);
         assert_eq!(gk.len(), 40 * 4);
         // Token 17 of sequence 0 is slot 1 of page 2, head 1.
         let at = ((2 * 16 + 1) * 2 + 1) * 4;
-        assert_eq!(gk[17 * 4..18 * 4], k[at..at + 4].iter().map(|&x| x as f64).collect::<Vec<_>>()[..]);
+        assert_eq!(
+            gk[17 * 4..18 * 4],
+            k[at..at + 4].iter().map(|&x| x as f64).collect::<Vec<_>>()[..]
+        );
         assert_eq!(gv[17 * 4], v[at] as f64);
         let stats = kv.page_stats(1, 0);
         assert_eq!(stats.len(), 2); // 17 tokens: one full logical page and one of one token
@@ -329,18 +369,39 @@ mod tests {
     #[test]
     fn dense_decode_is_causal_among_new_tokens_and_streaming_is_a_shape() {
         let (k, v, tables, lens) = cache();
-        let kv = PagedKv { k: &k, v: &v, page_size: 16, heads_kv: 2, head_dim: 4, tables: &tables, seq_lens: &lens };
+        let kv = PagedKv {
+            k: &k,
+            v: &v,
+            page_size: 16,
+            heads_kv: 2,
+            head_dim: 4,
+            tables: &tables,
+            seq_lens: &lens,
+        };
         let q: Vec<f32> = (0..2 * 4 * 3 * 4).map(|i| (i % 5) as f32 * 0.25).collect();
         let dense = decode_attention(&q, 4, 3, &kv, &DecodeRule::Dense, None);
         // Rows see 38, 39, 40 then 15, 16, 17 tokens, for 4 query heads each.
         assert_eq!(dense.visible_pairs, 4 * (38 + 39 + 40 + 15 + 16 + 17));
-        let a = decode_attention(&q, 4, 3, &kv, &DecodeRule::Streaming { sink: 4, recent: 8 }, None);
+        let a = decode_attention(
+            &q,
+            4,
+            3,
+            &kv,
+            &DecodeRule::Streaming { sink: 4, recent: 8 },
+            None,
+        );
         assert_eq!(a.visible_pairs, 4 * (12 * 3 + 12 * 3));
         // A selection of every page is dense.
-        let all = DecodeRule::Selected { pages: vec![vec![0, 1, 2], vec![0, 1, 2], vec![0, 1], vec![0, 1]], covers: vec![3, 2] };
+        let all = DecodeRule::Selected {
+            pages: vec![vec![0, 1, 2], vec![0, 1, 2], vec![0, 1], vec![0, 1]],
+            covers: vec![3, 2],
+        };
         assert_eq!(decode_attention(&q, 4, 3, &kv, &all, None), dense);
         // Pages past `covers` are read without being listed.
-        let newer = DecodeRule::Selected { pages: vec![vec![0], vec![0], vec![0], vec![0]], covers: vec![1, 1] };
+        let newer = DecodeRule::Selected {
+            pages: vec![vec![0], vec![0], vec![0], vec![0]],
+            covers: vec![1, 1],
+        };
         assert_eq!(decode_attention(&q, 4, 3, &kv, &newer, None), dense);
         // Softmax rows sum to one: o of constant V is that constant.
         let ones = vec![1.0f32; v.len()];
@@ -361,9 +422,20 @@ mod tests {
         }
         let tables = vec![vec![0, 1, 2, 3, 4]];
         let lens = vec![70];
-        let kv = PagedKv { k: &k, v: &k, page_size: 16, heads_kv: 1, head_dim: 2, tables: &tables, seq_lens: &lens };
+        let kv = PagedKv {
+            k: &k,
+            v: &k,
+            page_size: 16,
+            heads_kv: 1,
+            head_dim: 2,
+            tables: &tables,
+            seq_lens: &lens,
+        };
         let q = [1.0f32, 0.0];
-        assert_eq!(page_scores(&q, 1, 1, &kv, 0, 0), vec![0.0, 3.0, 3.0, 1.0, -2.0]);
+        assert_eq!(
+            page_scores(&q, 1, 1, &kv, 0, 0),
+            vec![0.0, 3.0, 3.0, 1.0, -2.0]
+        );
         // Budget 3 with one sink page: 0 and 4 forced, then the tie 1/2 goes to page 1.
         assert_eq!(select_pages(&q, 1, 1, &kv, 3, 1), vec![vec![0, 1, 4]]);
         assert_eq!(select_pages(&q, 1, 1, &kv, 4, 1), vec![vec![0, 1, 2, 4]]);
@@ -371,7 +443,10 @@ mod tests {
         assert_eq!(select_pages(&q, 1, 1, &kv, 5, 1), vec![vec![0, 1, 2, 3, 4]]);
         assert_eq!(select_pages(&q, 1, 1, &kv, 9, 2), vec![vec![0, 1, 2, 3, 4]]);
         // A negated query flips the order: page 3 (-1) beats 1 and 2 (-3).
-        assert_eq!(select_pages(&[-1.0f32, 0.0], 1, 1, &kv, 3, 1), vec![vec![0, 3, 4]]);
+        assert_eq!(
+            select_pages(&[-1.0f32, 0.0], 1, 1, &kv, 3, 1),
+            vec![vec![0, 3, 4]]
+        );
     }
 
     #[test]
@@ -384,7 +459,15 @@ mod tests {
         }
         let tables = vec![vec![0, 1, 2, 3]];
         let lens = vec![64];
-        let kv = PagedKv { k: &k, v: &k, page_size: 16, heads_kv: 1, head_dim: 2, tables: &tables, seq_lens: &lens };
+        let kv = PagedKv {
+            k: &k,
+            v: &k,
+            page_size: 16,
+            heads_kv: 1,
+            head_dim: 2,
+            tables: &tables,
+            seq_lens: &lens,
+        };
         let q = [2.0f32, 0.0, 0.0, 1.0];
         assert_eq!(page_scores(&q, 2, 1, &kv, 0, 0), vec![0.0, 2.0, 5.0, 0.0]);
         assert_eq!(select_pages(&q, 2, 1, &kv, 3, 1), vec![vec![0, 2, 3]]);

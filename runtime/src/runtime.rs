@@ -3,11 +3,11 @@
 
 use crate::apb::kernels::{ApbKernels, ApbModule};
 use crate::cache::{CacheSource, KernelCache};
-use crate::decode::attention::DecodeScratch;
-use crate::decode::kernels::DecodeKernels;
 use crate::compile::nvrtc_version;
 use crate::compile::CompiledKernel;
 use crate::config::{GpuIdentity, ShapeKey, TunedConfig};
+use crate::decode::attention::DecodeScratch;
+use crate::decode::kernels::DecodeKernels;
 use crate::error::{invalid, DriverContext, Error, Result};
 use crate::layout::Layout;
 use crate::libs::ensure_driver;

@@ -253,11 +253,15 @@ fn overlaps(l: &Layout) -> bool {
     if l.numel() == 0 {
         return false;
     }
-    let mut axes: Vec<(usize, usize)> = [(l.batch, l.strides[0]), (l.seq, l.strides[1]), (l.heads, l.strides[2])]
-        .into_iter()
-        .filter(|&(n, _)| n > 1)
-        .map(|(n, s)| (s, n))
-        .collect();
+    let mut axes: Vec<(usize, usize)> = [
+        (l.batch, l.strides[0]),
+        (l.seq, l.strides[1]),
+        (l.heads, l.strides[2]),
+    ]
+    .into_iter()
+    .filter(|&(n, _)| n > 1)
+    .map(|(n, s)| (s, n))
+    .collect();
     axes.sort_unstable();
     let mut span = l.dim;
     for (stride, n) in axes {
@@ -281,7 +285,10 @@ pub fn choose_splits(work: usize, max_blocks: usize, slots: usize) -> (usize, us
     };
     let splits = wanted.clamp(1, 1024).min(max_tiles);
     let tiles_per_split = max_tiles.div_ceil(splits);
-    (max_tiles.div_ceil(tiles_per_split), tiles_per_split * per_tile)
+    (
+        max_tiles.div_ceil(tiles_per_split),
+        tiles_per_split * per_tile,
+    )
 }
 
 /// Checks a decode launch against the cache and table (no GPU needed): dtypes, shapes,
@@ -315,7 +322,10 @@ pub fn plan_decode(
         return Err(invalid("o", "must have q's shape"));
     }
     if overlaps(o) {
-        return Err(invalid("o", "its rows overlap (two outputs would share memory)"));
+        return Err(invalid(
+            "o",
+            "its rows overlap (two outputs would share memory)",
+        ));
     }
     let batch = table.batch();
     if q.batch != batch {
@@ -365,11 +375,12 @@ pub fn plan_decode(
             ));
         }
     }
-    let scale = shape
-        .scale
-        .unwrap_or(1.0 / (config.head_dim as f32).sqrt());
+    let scale = shape.scale.unwrap_or(1.0 / (config.head_dim as f32).sqrt());
     if !scale.is_finite() || scale <= 0.0 {
-        return Err(invalid("scale", format!("must be finite and positive, got {scale}")));
+        return Err(invalid(
+            "scale",
+            format!("must be finite and positive, got {scale}"),
+        ));
     }
     let mut params = DecodeParams {
         q_batch_stride: q.strides[0] as i64,
@@ -400,9 +411,14 @@ pub fn plan_decode(
     let (num_splits, blocks_per_split) = choose_splits(batch * hkv, max_blocks, slots);
     params.num_splits = num_splits as i32;
     params.blocks_per_split = blocks_per_split as i32;
-    let spec = DecodeSpec::new(mask.variant(), config.head_dim as u32, shape.dtype, config.page_size as u32)
-        .with_kv_dtype(config.kv_dtype)
-        .with_rows(rows);
+    let spec = DecodeSpec::new(
+        mask.variant(),
+        config.head_dim as u32,
+        shape.dtype,
+        config.page_size as u32,
+    )
+    .with_kv_dtype(config.kv_dtype)
+    .with_rows(rows);
     Ok(DecodePlan {
         spec,
         params,
@@ -458,7 +474,11 @@ impl Runtime {
         if smem > self.info().max_shared_per_block_optin {
             return Err(invalid(
                 "spec",
-                format!("{} needs {smem} bytes of shared memory per block; the GPU allows {}", first.spec, self.info().max_shared_per_block_optin),
+                format!(
+                    "{} needs {smem} bytes of shared memory per block; the GPU allows {}",
+                    first.spec,
+                    self.info().max_shared_per_block_optin
+                ),
             ));
         }
         let f = self.decode.function(self, module, &name, smem)?;
@@ -518,7 +538,10 @@ impl Runtime {
         };
         for (name, p) in [("q", params.q), ("o", params.o)] {
             if p % 16 != 0 {
-                return Err(invalid(name, format!("base address {p:#x} is not 16-byte aligned")));
+                return Err(invalid(
+                    name,
+                    format!("base address {p:#x} is not 16-byte aligned"),
+                ));
             }
         }
         let (hkv, batch) = (config.heads_kv as u32, table.host().batch() as u32);
@@ -535,7 +558,9 @@ impl Runtime {
         // partials of every row and split; the guards keep the buffers ordered on the stream.
         unsafe { launch.launch(cfg) }.while_(|| format!("launching {name}"))?;
         if plan.num_splits > 1 {
-            let merge = self.decode.function(self, module, &format!("{name}_merge"), 0)?;
+            let merge = self
+                .decode
+                .function(self, module, &format!("{name}_merge"), 0)?;
             let warps_per_cta = 8;
             let cfg = LaunchConfig {
                 grid_dim: (rows_total.div_ceil(warps_per_cta) as u32, 1, 1),
@@ -608,19 +633,67 @@ mod tests {
         assert_eq!(plan.spec.rows, 16);
         assert_eq!(plan.max_blocks, 7);
         let cases: Vec<(DecodeShape, &str)> = vec![
-            (DecodeShape { dtype: DType::F16, ..ok }, "only 16-bit caches"),
+            (
+                DecodeShape {
+                    dtype: DType::F16,
+                    ..ok
+                },
+                "only 16-bit caches",
+            ),
             (shape(1, 1, 8), "batch is 1"),
             (shape(2, 9, 8), "q_len is 9"),
             (shape(2, 8, 8), "fewer than the 8 new ones"),
             (shape(2, 1, 7), "multiple of heads_kv"),
             (shape(2, 1, 0), "multiple of heads_kv"),
-            (DecodeShape { q_len_elems: 10, ..ok }, "buffer has 10"),
-            (DecodeShape { o_len_elems: 10, ..ok }, "buffer has 10"),
-            (DecodeShape { lse_len: Some(15), ..ok }, "lse"),
-            (DecodeShape { scale: Some(f32::NAN), ..ok }, "scale"),
-            (DecodeShape { scale: Some(-1.0), ..ok }, "scale"),
-            (DecodeShape { o: ok.o.with_strides([0, 128, 128, 1]), ..ok }, "overlap"),
-            (DecodeShape { o: Layout::bhsd(2, 1, 4, 128), ..ok }, "must have q's shape"),
+            (
+                DecodeShape {
+                    q_len_elems: 10,
+                    ..ok
+                },
+                "buffer has 10",
+            ),
+            (
+                DecodeShape {
+                    o_len_elems: 10,
+                    ..ok
+                },
+                "buffer has 10",
+            ),
+            (
+                DecodeShape {
+                    lse_len: Some(15),
+                    ..ok
+                },
+                "lse",
+            ),
+            (
+                DecodeShape {
+                    scale: Some(f32::NAN),
+                    ..ok
+                },
+                "scale",
+            ),
+            (
+                DecodeShape {
+                    scale: Some(-1.0),
+                    ..ok
+                },
+                "scale",
+            ),
+            (
+                DecodeShape {
+                    o: ok.o.with_strides([0, 128, 128, 1]),
+                    ..ok
+                },
+                "overlap",
+            ),
+            (
+                DecodeShape {
+                    o: Layout::bhsd(2, 1, 4, 128),
+                    ..ok
+                },
+                "must have q's shape",
+            ),
         ];
         for (s, needle) in cases {
             let e = err(plan_decode(&c, &t, &s, &DecodeMask::Dense, 132));
@@ -628,14 +701,23 @@ mod tests {
         }
         let mut strided = ok;
         strided.q = Layout::bhsd(2, 1, 8, 128).with_strides([1024, 128, 129, 1]);
-        assert!(err(plan_decode(&c, &t, &strided, &DecodeMask::Dense, 132)).contains("multiple of 8"));
+        assert!(
+            err(plan_decode(&c, &t, &strided, &DecodeMask::Dense, 132)).contains("multiple of 8")
+        );
         let mut wrong_dim = ok;
         wrong_dim.q = Layout::bhsd(2, 1, 8, 64);
         assert!(err(plan_decode(&c, &t, &wrong_dim, &DecodeMask::Dense, 132)).contains("head dim"));
         // 64 kv heads... 32 query heads per kv head with q_len 4 is 128 rows.
         let many = KvCacheConfig { heads_kv: 1, ..c };
         let t1 = PageTable::new(&many, &[vec![0]], &[8]).unwrap();
-        assert!(err(plan_decode(&many, &t1, &shape(1, 4, 32), &DecodeMask::Dense, 132)).contains("at most 64"));
+        assert!(err(plan_decode(
+            &many,
+            &t1,
+            &shape(1, 4, 32),
+            &DecodeMask::Dense,
+            132
+        ))
+        .contains("at most 64"));
         // Streaming needs a positive recent window.
         let w = DecodeMask::Streaming(StreamingWindow { sink: 4, recent: 0 });
         assert!(err(plan_decode(&c, &t, &ok, &w, 132)).contains("recent"));
@@ -664,9 +746,19 @@ mod tests {
         assert_eq!(choose_splits(64, 2048, 264).0, 4);
         // Short sequences never get more splits than tiles.
         assert_eq!(choose_splits(1, 3, 264), (1, 4));
-        let streaming = StreamingWindow { sink: 128, recent: 256 };
+        let streaming = StreamingWindow {
+            sink: 128,
+            recent: 256,
+        };
         let t = table(&[4000]);
-        let plan = plan_decode(&config(), &t, &shape(1, 1, 8), &DecodeMask::Streaming(streaming), 264).unwrap();
+        let plan = plan_decode(
+            &config(),
+            &t,
+            &shape(1, 1, 8),
+            &DecodeMask::Streaming(streaming),
+            264,
+        )
+        .unwrap();
         // 8 sink blocks + the 16 blocks of the window (positions 3744 ..= 3999).
         assert_eq!(plan.max_blocks, 8 + 16);
     }

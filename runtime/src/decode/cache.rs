@@ -180,7 +180,10 @@ impl PagedKvCache {
         let (v_ptr, _gv) = v_new.data.device_ptr(s);
         for (name, ptr) in [("k_new", k_ptr), ("v_new", v_ptr)] {
             if ptr % 16 != 0 {
-                return Err(invalid(name, format!("base address {ptr:#x} is not 16-byte aligned")));
+                return Err(invalid(
+                    name,
+                    format!("base address {ptr:#x} is not 16-byte aligned"),
+                ));
             }
         }
         let (kp, _g1) = self.k_pool.device_ptr_mut(s);
@@ -210,12 +213,9 @@ impl PagedKvCache {
             page_size: c.page_size as i32,
             unused: 0,
         };
-        let f = rt.decode.function(
-            rt,
-            DecodeModule::Append(c.kv_dtype),
-            "fg_decode_append",
-            0,
-        )?;
+        let f = rt
+            .decode
+            .function(rt, DecodeModule::Append(c.kv_dtype), "fg_decode_append", 0)?;
         let cfg = LaunchConfig {
             grid_dim: (
                 append.max_logical_span as u32,
@@ -266,7 +266,10 @@ fn check_packed(
     if len < l.required_len() {
         return Err(invalid(
             name,
-            format!("buffer has {len} elements, its layout addresses {}", l.required_len()),
+            format!(
+                "buffer has {len} elements, its layout addresses {}",
+                l.required_len()
+            ),
         ));
     }
     Ok(())
@@ -349,7 +352,10 @@ impl PageTable {
                 ));
             }
             if len > i32::MAX as usize {
-                return Err(invalid("seq_lens", format!("sequence {b}: {len} > i32::MAX")));
+                return Err(invalid(
+                    "seq_lens",
+                    format!("sequence {b}: {len} > i32::MAX"),
+                ));
             }
             for (i, &page) in row.iter().enumerate() {
                 if page as usize >= config.num_pages {
@@ -516,7 +522,11 @@ pub fn plan_append(table: &PageTable, new_tokens: &[usize]) -> Result<(Vec<i32>,
     if new_tokens.len() != table.batch() {
         return Err(invalid(
             "new_tokens",
-            format!("has {} entries for a batch of {}", new_tokens.len(), table.batch()),
+            format!(
+                "has {} entries for a batch of {}",
+                new_tokens.len(),
+                table.batch()
+            ),
         ));
     }
     let mut cu = vec![0i32];
@@ -529,12 +539,17 @@ pub fn plan_append(table: &PageTable, new_tokens: &[usize]) -> Result<(Vec<i32>,
         if n > len {
             return Err(invalid(
                 "new_tokens",
-                format!("sequence {b} appends {n} tokens but its length (after the append) is {len}"),
+                format!(
+                    "sequence {b} appends {n} tokens but its length (after the append) is {len}"
+                ),
             ));
         }
         let total = *cu.last().expect("non-empty") as usize + n;
         if total > i32::MAX as usize {
-            return Err(invalid("new_tokens", "more than i32::MAX tokens in one append"));
+            return Err(invalid(
+                "new_tokens",
+                "more than i32::MAX tokens in one append",
+            ));
         }
         cu.push(total as i32);
         if n == 0 {
@@ -656,11 +671,41 @@ mod tests {
     #[test]
     fn config_fields_are_checked() {
         for (c, needle) in [
-            (KvCacheConfig { page_size: 48, ..config() }, "page_size"),
-            (KvCacheConfig { head_dim: 96, ..config() }, "head_dim"),
-            (KvCacheConfig { heads_kv: 0, ..config() }, "heads_kv"),
-            (KvCacheConfig { num_pages: 0, ..config() }, "num_pages"),
-            (KvCacheConfig { num_pages: usize::MAX / 2, ..config() }, "num_pages"),
+            (
+                KvCacheConfig {
+                    page_size: 48,
+                    ..config()
+                },
+                "page_size",
+            ),
+            (
+                KvCacheConfig {
+                    head_dim: 96,
+                    ..config()
+                },
+                "head_dim",
+            ),
+            (
+                KvCacheConfig {
+                    heads_kv: 0,
+                    ..config()
+                },
+                "heads_kv",
+            ),
+            (
+                KvCacheConfig {
+                    num_pages: 0,
+                    ..config()
+                },
+                "num_pages",
+            ),
+            (
+                KvCacheConfig {
+                    num_pages: usize::MAX / 2,
+                    ..config()
+                },
+                "num_pages",
+            ),
         ] {
             assert!(err(c.validate()).contains(needle), "{c:?}");
         }

@@ -131,7 +131,10 @@ mod tests {
         for module in DecodeModule::all() {
             let source = module.source(Arch::SM90).unwrap();
             for f in module.functions() {
-                assert!(source.code.contains(&format!("{f}(")), "{module:?} lacks {f}");
+                assert!(
+                    source.code.contains(&format!("{f}(")),
+                    "{module:?} lacks {f}"
+                );
             }
         }
     }
@@ -144,12 +147,7 @@ mod tests {
             eprintln!("libnvrtc is not loadable: skipped");
             return;
         }
-        let spec = DecodeSpec::new(
-            flashgen_codegen::DecodeVariant::Mixed,
-            128,
-            DType::Bf16,
-            64,
-        );
+        let spec = DecodeSpec::new(flashgen_codegen::DecodeVariant::Mixed, 128, DType::Bf16, 64);
         for module in [
             DecodeModule::Attention(spec),
             DecodeModule::Append(KvDtype::F16),

@@ -13,9 +13,9 @@
 //! index. Scores are computed in f32 on the GPU; forced pages score +inf, other scores are
 //! clamped to the largest finite f32 and NaN ranks as -inf.
 
+use super::attention::DecodeParams;
 use super::cache::{DevicePageTable, PageTable, PagedKvCache};
 use super::kernels::DecodeModule;
-use super::attention::DecodeParams;
 use crate::error::{invalid, DriverContext, Result};
 use crate::runtime::{Element, Runtime, Tensor};
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
@@ -45,7 +45,10 @@ impl SelectionInfo {
         if heads_kv == 0 || lists.len() != batch * heads_kv {
             return Err(invalid(
                 "lists",
-                format!("has {} lists; batch {batch} x heads_kv {heads_kv} needed", lists.len()),
+                format!(
+                    "has {} lists; batch {batch} x heads_kv {heads_kv} needed",
+                    lists.len()
+                ),
             ));
         }
         let mut counts = Vec::with_capacity(lists.len());
@@ -54,12 +57,18 @@ impl SelectionInfo {
             let (b, h) = (i / heads_kv, i % heads_kv);
             let n = table.used_pages(b);
             if n == 0 {
-                return Err(invalid("table", format!("sequence {b} holds no tokens to select from")));
+                return Err(invalid(
+                    "table",
+                    format!("sequence {b} holds no tokens to select from"),
+                ));
             }
             if list.last() != Some(&(n - 1)) {
                 return Err(invalid(
                     "lists",
-                    format!("sequence {b}, kv head {h}: the list must end with the newest page {}", n - 1),
+                    format!(
+                        "sequence {b}, kv head {h}: the list must end with the newest page {}",
+                        n - 1
+                    ),
                 ));
             }
             if list.windows(2).any(|w| w[0] >= w[1]) {
@@ -127,8 +136,16 @@ impl SelectionInfo {
     /// Checks the selection against the table of a decode launch (same batch, page size and
     /// kv heads; no sequence shorter than when the selection was made) and fills the
     /// selection's stride.
-    pub fn check_for(&self, table: &PageTable, heads_kv: usize, params: &mut DecodeParams) -> Result<()> {
-        if self.batch != table.batch() || self.heads_kv != heads_kv || self.page_size != table.page_size() {
+    pub fn check_for(
+        &self,
+        table: &PageTable,
+        heads_kv: usize,
+        params: &mut DecodeParams,
+    ) -> Result<()> {
+        if self.batch != table.batch()
+            || self.heads_kv != heads_kv
+            || self.page_size != table.page_size()
+        {
             return Err(invalid(
                 "selection",
                 format!(
@@ -180,7 +197,9 @@ impl PageSelection {
             }
         }
         let s = rt.stream();
-        let index = s.clone_htod(&flat).while_(|| "uploading the page lists".into())?;
+        let index = s
+            .clone_htod(&flat)
+            .while_(|| "uploading the page lists".into())?;
         Self::with_index(rt, info, index)
     }
 
@@ -189,8 +208,12 @@ impl PageSelection {
         let counts: Vec<i32> = info.counts.iter().map(|&c| c as i32).collect();
         let covers: Vec<i32> = info.covers.iter().map(|&c| c as i32).collect();
         Ok(PageSelection {
-            counts: s.clone_htod(&counts).while_(|| "uploading the selection counts".into())?,
-            covers: s.clone_htod(&covers).while_(|| "uploading the selection extents".into())?,
+            counts: s
+                .clone_htod(&counts)
+                .while_(|| "uploading the selection counts".into())?,
+            covers: s
+                .clone_htod(&covers)
+                .while_(|| "uploading the selection extents".into())?,
             index,
             info,
         })
@@ -206,7 +229,8 @@ impl PageSelection {
 
     pub(crate) fn check_table(&self, table: &DevicePageTable) -> Result<()> {
         let mut scratch = DecodeParams::default();
-        self.info.check_for(table.host(), self.info.heads_kv, &mut scratch)
+        self.info
+            .check_for(table.host(), self.info.heads_kv, &mut scratch)
     }
 
     /// Copies the page lists back (synchronises): `lists[b * heads_kv + h]`, ascending.
@@ -367,7 +391,10 @@ impl PageSelector {
         let host = table.host();
         let keep = self.budget_pages(c.page_size)?;
         if T::DTYPE != c.kv_dtype.compute_dtype() {
-            return Err(invalid("q", format!("is {}, the cache stores {}", T::DTYPE, c.kv_dtype)));
+            return Err(invalid(
+                "q",
+                format!("is {}, the cache stores {}", T::DTYPE, c.kv_dtype),
+            ));
         }
         let l = q.layout;
         if l.batch != host.batch() || l.dim != c.head_dim || l.strides[3] != 1 {
@@ -381,23 +408,42 @@ impl PageSelector {
             ));
         }
         if l.seq == 0 || l.seq > MAX_Q_LEN {
-            return Err(invalid("q", format!("q_len is {}; allowed: 1 ..= {MAX_Q_LEN}", l.seq)));
+            return Err(invalid(
+                "q",
+                format!("q_len is {}; allowed: 1 ..= {MAX_Q_LEN}", l.seq),
+            ));
         }
         if l.heads == 0 || l.heads % c.heads_kv != 0 || l.heads / c.heads_kv * l.seq > 64 {
             return Err(invalid(
                 "q",
-                format!("{} heads: must be a multiple of heads_kv = {} with (hq / hkv) * q_len <= 64", l.heads, c.heads_kv),
+                format!(
+                    "{} heads: must be a multiple of heads_kv = {} with (hq / hkv) * q_len <= 64",
+                    l.heads, c.heads_kv
+                ),
             ));
         }
         if q.data.len() < l.required_len() {
-            return Err(invalid("q", format!("buffer has {} elements, its layout addresses {}", q.data.len(), l.required_len())));
+            return Err(invalid(
+                "q",
+                format!(
+                    "buffer has {} elements, its layout addresses {}",
+                    q.data.len(),
+                    l.required_len()
+                ),
+            ));
         }
         if (0..host.batch()).any(|b| host.seq_len(b) == 0) {
-            return Err(invalid("table", "every sequence needs at least one token to select from"));
+            return Err(invalid(
+                "table",
+                "every sequence needs at least one token to select from",
+            ));
         }
         let info = SelectionInfo::for_selector(host, c.heads_kv, keep);
         let rows = host.batch() * c.heads_kv;
-        let max_used = (0..host.batch()).map(|b| host.used_pages(b)).max().unwrap_or(1);
+        let max_used = (0..host.batch())
+            .map(|b| host.used_pages(b))
+            .max()
+            .unwrap_or(1);
         let s = rt.stream();
         let mut scores = s
             .alloc_zeros::<f32>(rows * max_used)
@@ -440,7 +486,11 @@ impl PageSelector {
             let score = rt.decode.function(rt, module, "fg_decode_page_scores", 0)?;
             let warps = (SCORE_THREADS / 32) as usize;
             let cfg = LaunchConfig {
-                grid_dim: (max_used.div_ceil(warps) as u32, c.heads_kv as u32, host.batch() as u32),
+                grid_dim: (
+                    max_used.div_ceil(warps) as u32,
+                    c.heads_kv as u32,
+                    host.batch() as u32,
+                ),
                 block_dim: (SCORE_THREADS, 1, 1),
                 shared_mem_bytes: 0,
             };
@@ -495,25 +545,54 @@ mod tests {
             (vec![vec![0, 4], vec![3], vec![1], vec![1]], "newest page 3"),
             (vec![vec![], vec![3], vec![1], vec![1]], "newest"),
         ] {
-            let e = SelectionInfo::from_lists(&t, 2, &lists).unwrap_err().to_string();
+            let e = SelectionInfo::from_lists(&t, 2, &lists)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(needle), "{lists:?}: {e}");
         }
         // A longer table is fine, a shorter one is not.
         let mut p = DecodeParams::default();
         info.check_for(&t, 2, &mut p).unwrap();
         assert!(info.check_for(&t, 1, &mut p).is_err());
-        let c = KvCacheConfig { num_pages: 32, page_size: 32, heads_kv: 2, head_dim: 64, kv_dtype: KvDtype::Bf16 };
+        let c = KvCacheConfig {
+            num_pages: 32,
+            page_size: 32,
+            heads_kv: 2,
+            head_dim: 64,
+            kv_dtype: KvDtype::Bf16,
+        };
         let shorter = PageTable::new(&c, &[vec![0, 1, 2, 3], vec![4, 5]], &[100, 20]).unwrap();
-        assert!(info.check_for(&shorter, 2, &mut p).unwrap_err().to_string().contains("had 2 pages"));
+        assert!(info
+            .check_for(&shorter, 2, &mut p)
+            .unwrap_err()
+            .to_string()
+            .contains("had 2 pages"));
     }
 
     #[test]
     fn selector_settings_are_checked() {
-        assert!(PageSelector::new(SelectorConfig { budget: 0, ..Default::default() }).is_err());
-        assert!(PageSelector::new(SelectorConfig { refresh_every: 0, ..Default::default() }).is_err());
-        let s = PageSelector::new(SelectorConfig { budget: 128, sink_pages: 1, refresh_every: 4 }).unwrap();
+        assert!(PageSelector::new(SelectorConfig {
+            budget: 0,
+            ..Default::default()
+        })
+        .is_err());
+        assert!(PageSelector::new(SelectorConfig {
+            refresh_every: 0,
+            ..Default::default()
+        })
+        .is_err());
+        let s = PageSelector::new(SelectorConfig {
+            budget: 128,
+            sink_pages: 1,
+            refresh_every: 4,
+        })
+        .unwrap();
         assert_eq!(s.budget_pages(64).unwrap(), 2);
-        assert!(s.budget_pages(128).unwrap_err().to_string().contains("need 2"));
+        assert!(s
+            .budget_pages(128)
+            .unwrap_err()
+            .to_string()
+            .contains("need 2"));
         let info = SelectionInfo::for_selector(&table(), 2, 2);
         assert_eq!(info.count(0, 0), 2);
         assert_eq!(info.count(1, 1), 2);

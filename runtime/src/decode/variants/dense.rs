@@ -13,11 +13,25 @@ impl DecodeVariantHost for Dense {
         DecodeVariant::Dense
     }
 
-    fn check(&self, _: &DecodeMask<'_>, _: &PageTable, _: usize, _: usize, _: &mut DecodeParams) -> Result<()> {
+    fn check(
+        &self,
+        _: &DecodeMask<'_>,
+        _: &PageTable,
+        _: usize,
+        _: usize,
+        _: &mut DecodeParams,
+    ) -> Result<()> {
         Ok(())
     }
 
-    fn visited_blocks(&self, _: &DecodeMask<'_>, table: &PageTable, b: usize, _: usize, _: usize) -> usize {
+    fn visited_blocks(
+        &self,
+        _: &DecodeMask<'_>,
+        table: &PageTable,
+        b: usize,
+        _: usize,
+        _: usize,
+    ) -> usize {
         all_blocks(table.seq_len(b))
     }
 }

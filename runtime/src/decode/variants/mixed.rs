@@ -16,8 +16,20 @@ impl DecodeVariantHost for Mixed {
         DecodeVariant::Mixed
     }
 
-    fn check(&self, mask: &DecodeMask<'_>, table: &PageTable, heads_kv: usize, _: usize, params: &mut DecodeParams) -> Result<()> {
-        let DecodeMask::Mixed { heads, streaming, selection } = mask else {
+    fn check(
+        &self,
+        mask: &DecodeMask<'_>,
+        table: &PageTable,
+        heads_kv: usize,
+        _: usize,
+        params: &mut DecodeParams,
+    ) -> Result<()> {
+        let DecodeMask::Mixed {
+            heads,
+            streaming,
+            selection,
+        } = mask
+        else {
             unreachable!("the registry routes mixed masks here")
         };
         if heads.kinds().len() != heads_kv {
@@ -30,8 +42,20 @@ impl DecodeVariantHost for Mixed {
         selection.info().check_for(table, heads_kv, params)
     }
 
-    fn visited_blocks(&self, mask: &DecodeMask<'_>, table: &PageTable, b: usize, h: usize, q_len: usize) -> usize {
-        let DecodeMask::Mixed { heads, streaming, selection } = mask else {
+    fn visited_blocks(
+        &self,
+        mask: &DecodeMask<'_>,
+        table: &PageTable,
+        b: usize,
+        h: usize,
+        q_len: usize,
+    ) -> usize {
+        let DecodeMask::Mixed {
+            heads,
+            streaming,
+            selection,
+        } = mask
+        else {
             return 0;
         };
         match heads.kinds().get(h) {

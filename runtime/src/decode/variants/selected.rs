@@ -28,14 +28,28 @@ impl DecodeVariantHost for Selected {
         DecodeVariant::Selected
     }
 
-    fn check(&self, mask: &DecodeMask<'_>, table: &PageTable, heads_kv: usize, _: usize, params: &mut DecodeParams) -> Result<()> {
+    fn check(
+        &self,
+        mask: &DecodeMask<'_>,
+        table: &PageTable,
+        heads_kv: usize,
+        _: usize,
+        params: &mut DecodeParams,
+    ) -> Result<()> {
         match mask {
             DecodeMask::Selected(sel) => sel.info().check_for(table, heads_kv, params),
             _ => unreachable!("the registry routes selected masks here"),
         }
     }
 
-    fn visited_blocks(&self, mask: &DecodeMask<'_>, table: &PageTable, b: usize, h: usize, _: usize) -> usize {
+    fn visited_blocks(
+        &self,
+        mask: &DecodeMask<'_>,
+        table: &PageTable,
+        b: usize,
+        h: usize,
+        _: usize,
+    ) -> usize {
         match mask {
             DecodeMask::Selected(sel) => selected_blocks(sel.info(), table, b, h),
             _ => 0,

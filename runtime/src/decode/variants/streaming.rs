@@ -12,7 +12,10 @@ pub(crate) struct Streaming;
 /// Checks a window and writes it into the parameters.
 pub(crate) fn check_window(w: &StreamingWindow, params: &mut DecodeParams) -> Result<()> {
     if w.recent == 0 {
-        return Err(invalid("recent", "must be at least 1 (a new token sees itself)"));
+        return Err(invalid(
+            "recent",
+            "must be at least 1 (a new token sees itself)",
+        ));
     }
     if w.sink > i32::MAX as usize || w.recent > i32::MAX as usize {
         return Err(invalid("sink", "sink and recent must fit in i32"));
@@ -36,14 +39,28 @@ impl DecodeVariantHost for Streaming {
         DecodeVariant::Streaming
     }
 
-    fn check(&self, mask: &DecodeMask<'_>, _: &PageTable, _: usize, _: usize, params: &mut DecodeParams) -> Result<()> {
+    fn check(
+        &self,
+        mask: &DecodeMask<'_>,
+        _: &PageTable,
+        _: usize,
+        _: usize,
+        params: &mut DecodeParams,
+    ) -> Result<()> {
         match mask {
             DecodeMask::Streaming(w) => check_window(w, params),
             _ => unreachable!("the registry routes streaming masks here"),
         }
     }
 
-    fn visited_blocks(&self, mask: &DecodeMask<'_>, table: &PageTable, b: usize, _: usize, q_len: usize) -> usize {
+    fn visited_blocks(
+        &self,
+        mask: &DecodeMask<'_>,
+        table: &PageTable,
+        b: usize,
+        _: usize,
+        q_len: usize,
+    ) -> usize {
         match mask {
             DecodeMask::Streaming(w) => streaming_blocks(w, table.seq_len(b), q_len),
             _ => 0,
