@@ -210,9 +210,8 @@ fn fill<T: Half>(
     if case.shared_prefix && lens.len() > 1 {
         let full = (lens[0] / ps).min(lens[1] / ps);
         shared = full * ps;
-        for i in 0..full {
-            rows[1][i] = rows[0][i];
-        }
+        let prefix = rows[0][..full].to_vec();
+        rows[1][..full].copy_from_slice(&prefix);
         // The shared tokens are sequence 0's.
         let (k0, v0) = (
             k_hist[0][..shared * row].to_vec(),
@@ -463,10 +462,10 @@ fn run<T: Half>(rt: &Runtime, case: &Case) -> Result<(), String> {
         seq_lens: lens,
     };
     // The append wrote exactly the histories (NaN stays NaN).
-    for b in 0..batch {
+    for (b, &len) in lens.iter().enumerate() {
         for h in 0..hkv {
             let (gk, gv) = kv.gather(b, h);
-            for t in 0..lens[b] {
+            for t in 0..len {
                 for ch in 0..d {
                     let want = filled.k_hist[b][(t * hkv + h) * d + ch] as f64;
                     let got = gk[t * d + ch];
@@ -520,8 +519,11 @@ fn dense_speculative_rows_every_page_size_and_dtype() {
 fn every_head_dim_and_row_tile() {
     let rt = runtime();
     for d in [64, 128, 256] {
-        // 4, 32 and 64 rows per kv head.
+        // 4, 32 and 64 rows per kv head (at most 32 at d256).
         for (hq, q_len) in [(4, 1), (16, 2), (32, 2)] {
+            if d == 256 && hq / 2 * q_len > 32 {
+                continue;
+            }
             let mut c = Case::new(&[555, 33], hq, 2, q_len, Rule::Dense);
             c.head_dim = d;
             check(&rt, &c);
@@ -603,6 +605,7 @@ fn mixed_heads_in_one_launch() {
 
 /// Integer keys and queries make the f32 scores exact, so the GPU selection must equal the
 /// reference index for index, ties included.
+#[allow(clippy::too_many_arguments)]
 fn selector_case<T: Half>(
     rt: &Runtime,
     lens: &[usize],

@@ -218,9 +218,21 @@ impl DecodeSpec {
         self
     }
 
-    /// The smallest row tile that holds `rows` query rows, if any does.
-    pub fn rows_for(rows: usize) -> Option<u32> {
-        DECODE_ROWS.into_iter().find(|&r| rows <= r as usize)
+    /// The smallest row tile that holds `rows` query rows at `head_dim`, if any does.
+    pub fn rows_for(rows: usize, head_dim: u32) -> Option<u32> {
+        DECODE_ROWS
+            .into_iter()
+            .find(|&r| rows <= r as usize && r <= Self::max_rows(head_dim))
+    }
+
+    /// The largest row tile at a head dim: at d256 a warp holding 64 rows' scores of a whole
+    /// tile plus its output spills on sm_80, so d256 takes at most 32 rows per kv head.
+    pub fn max_rows(head_dim: u32) -> u32 {
+        if head_dim >= 256 {
+            32
+        } else {
+            64
+        }
     }
 
     /// Every spec the decode templates generate (for compile checks).
@@ -231,6 +243,9 @@ impl DecodeSpec {
                 for dtype in DType::ALL {
                     for page_size in PAGE_SIZES {
                         for rows in DECODE_ROWS {
+                            if rows > Self::max_rows(head_dim) {
+                                continue;
+                            }
                             out.push(
                                 DecodeSpec::new(variant, head_dim, dtype, page_size)
                                     .with_rows(rows),
@@ -274,8 +289,12 @@ impl DecodeSpec {
                 "16, 32, 64, 128",
             ));
         }
-        if !DECODE_ROWS.contains(&self.rows) {
-            return Err(bad("rows", self.rows.to_string(), "16, 32, 64"));
+        if !DECODE_ROWS.contains(&self.rows) || self.rows > Self::max_rows(self.head_dim) {
+            return Err(bad(
+                "rows",
+                self.rows.to_string(),
+                "16, 32, 64 (at most 32 at head_dim 256)",
+            ));
         }
         if self.kv_dtype.compute_dtype() != self.dtype {
             return Err(bad(
@@ -606,11 +625,13 @@ mod tests {
 
     #[test]
     fn rows_fit_the_group() {
-        assert_eq!(DecodeSpec::rows_for(1), Some(16));
-        assert_eq!(DecodeSpec::rows_for(16), Some(16));
-        assert_eq!(DecodeSpec::rows_for(17), Some(32));
-        assert_eq!(DecodeSpec::rows_for(64), Some(64));
-        assert_eq!(DecodeSpec::rows_for(65), None);
+        assert_eq!(DecodeSpec::rows_for(1, 128), Some(16));
+        assert_eq!(DecodeSpec::rows_for(16, 128), Some(16));
+        assert_eq!(DecodeSpec::rows_for(17, 128), Some(32));
+        assert_eq!(DecodeSpec::rows_for(64, 128), Some(64));
+        assert_eq!(DecodeSpec::rows_for(65, 128), None);
+        assert_eq!(DecodeSpec::rows_for(33, 256), None);
+        assert!(parse_decode_spec("decode-dense,d256,bf16,p64,r64").is_err());
     }
 
     #[test]

@@ -186,7 +186,10 @@ pub fn decode_attention<T: Element, Q: Element>(
     scale: Option<f64>,
 ) -> DecodeOutput {
     let (d, hkv) = (kv.head_dim, kv.heads_kv);
-    assert!(heads_q % hkv == 0, "heads_q must be a multiple of heads_kv");
+    assert!(
+        heads_q.is_multiple_of(hkv),
+        "heads_q must be a multiple of heads_kv"
+    );
     let batch = kv.seq_lens.len();
     assert!(q.len() >= batch * heads_q * q_len * d, "q is too short");
     let group = heads_q / hkv;

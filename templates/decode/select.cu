@@ -101,13 +101,11 @@ extern "C" __global__ void __launch_bounds__(SCORE_THREADS) fg_decode_page_score
     if (lane == 0) p.scores[row * p.score_stride + pg] = score;
 }
 
-// Launched with the same SelectorParams as the scores; reads only the scores, lengths and
-// sizes. The row's length and kept count are read before the selection so that they live in
-// registers of their own.
-extern "C" __global__ void __launch_bounds__(SEL_THREADS) fg_decode_page_select(const SelectorParams p) {
-    const fg_i64 row = (fg_i64)blockIdx.y * p.heads_kv + blockIdx.x;
-    const int n_pages = (p.seq_lens[blockIdx.y] + p.page_size - 1) / p.page_size;
-    const float* scores = p.scores + row * p.score_stride;
-    int* out = p.sel_index + row * p.sel_stride;
-    apb_topk_row(scores, n_pages, min(n_pages, p.keep_pages), out);
+// The kv heads of one sequence (a CTA each, along x): its `n` pages, `lp` kept. Launched once
+// per sequence so that n and lp are kernel parameters, as in APB's selection kernel (read from
+// memory, ptxas spills a word of the top-k on sm_90a at 1024 threads).
+extern "C" __global__ void __launch_bounds__(SEL_THREADS)
+fg_decode_page_select(const float* __restrict__ scores, int n, int lp, int score_stride, int* __restrict__ sel_index,
+                      int sel_stride) {
+    apb_topk_row(scores + (fg_i64)blockIdx.x * score_stride, n, lp, sel_index + (fg_i64)blockIdx.x * sel_stride);
 }

@@ -226,7 +226,7 @@ fn check_qo(name: &'static str, l: &Layout, len: usize, head_dim: usize) -> Resu
         ("q_len", l.seq, l.strides[1]),
         ("heads", l.heads, l.strides[2]),
     ] {
-        if extent > 1 && stride % 8 != 0 {
+        if extent > 1 && !stride.is_multiple_of(8) {
             return Err(invalid(
                 name,
                 format!("{axis} stride {stride} is not a multiple of 8 elements"),
@@ -353,17 +353,21 @@ pub fn plan_decode(
         }
     }
     let (hq, hkv) = (q.heads, config.heads_kv);
-    if hq == 0 || hq % hkv != 0 || hq > 65_535 {
+    if hq == 0 || !hq.is_multiple_of(hkv) || hq > 65_535 {
         return Err(invalid(
             "q",
             format!("has {hq} heads; must be a positive multiple of heads_kv = {hkv}"),
         ));
     }
     let group_rows = hq / hkv * q_len;
-    let rows = DecodeSpec::rows_for(group_rows).ok_or_else(|| {
+    let rows = DecodeSpec::rows_for(group_rows, config.head_dim as u32).ok_or_else(|| {
         invalid(
             "q",
-            format!("(hq / hkv) * q_len = {group_rows} query rows per kv head; at most 64"),
+            format!(
+                "(hq / hkv) * q_len = {group_rows} query rows per kv head; at most {} at head dim {}",
+                DecodeSpec::max_rows(config.head_dim as u32),
+                config.head_dim
+            ),
         )
     })?;
     let rows_total = batch * hq * q_len;

@@ -257,7 +257,9 @@ fn check_packed(
     if l.strides[3] != 1 {
         return Err(invalid(name, "the head dim must be contiguous"));
     }
-    if (tokens > 1 && l.strides[1] % 8 != 0) || (heads > 1 && l.strides[2] % 8 != 0) {
+    if (tokens > 1 && !l.strides[1].is_multiple_of(8))
+        || (heads > 1 && !l.strides[2].is_multiple_of(8))
+    {
         return Err(invalid(
             name,
             "row and head strides must be multiples of 8 elements (16-byte copies)",
@@ -570,12 +572,12 @@ pub fn plan_append(table: &PageTable, new_tokens: &[usize]) -> Result<(Vec<i32>,
         }
     }
     // A page being written must not be read through another row (or twice through its own).
-    for b in 0..table.batch() {
+    for (b, &n) in new_tokens.iter().enumerate() {
         let pages = table.pages(b);
-        let old_first = table.seq_len(b).saturating_sub(new_tokens[b]) / table.page_size;
+        let old_first = table.seq_len(b).saturating_sub(n) / table.page_size;
         for (i, page) in pages.iter().enumerate() {
             if let Some(&w) = writer.get(page) {
-                let own_write = w == b && (new_tokens[b] > 0 && i >= old_first);
+                let own_write = w == b && (n > 0 && i >= old_first);
                 if !own_write {
                     return Err(invalid(
                         "new_tokens",

@@ -153,11 +153,13 @@ mod tests {
             DecodeModule::Append(KvDtype::F16),
             DecodeModule::Selector(DType::Bf16, 128),
         ] {
-            let (kernel, _) = compile(&module.source(Arch::SM80).unwrap(), Arch::SM80)
-                .unwrap_or_else(|e| panic!("{module:?}: {e}"));
-            for f in module.functions() {
-                let report = parse_report(&kernel.log, &f).expect("ptxas report");
-                assert!(!report.spills(), "{f}: {report:?}");
+            for arch in [Arch::SM80, Arch::SM90] {
+                let (kernel, _) = compile(&module.source(arch).unwrap(), arch)
+                    .unwrap_or_else(|e| panic!("{module:?}: {e}"));
+                for f in module.functions() {
+                    let report = parse_report(&kernel.log, &f).expect("ptxas report");
+                    assert!(!report.spills(), "{f} on {arch}: {report:?}");
+                }
             }
         }
     }

@@ -413,7 +413,11 @@ impl PageSelector {
                 format!("q_len is {}; allowed: 1 ..= {MAX_Q_LEN}", l.seq),
             ));
         }
-        if l.heads == 0 || l.heads % c.heads_kv != 0 || l.heads / c.heads_kv * l.seq > 64 {
+        if l.heads == 0
+            || !l.heads.is_multiple_of(c.heads_kv)
+            || l.heads / c.heads_kv * l.seq > 64
+            || l.heads > 65_535
+        {
             return Err(invalid(
                 "q",
                 format!(
@@ -500,15 +504,31 @@ impl PageSelector {
             // (and so the statistics); scores and index hold every row at their strides.
             unsafe { launch.launch(cfg) }.while_(|| "launching fg_decode_page_scores".into())?;
             let select = rt.decode.function(rt, module, "fg_decode_page_select", 0)?;
-            let cfg = LaunchConfig {
-                grid_dim: (c.heads_kv as u32, host.batch() as u32, 1),
-                block_dim: (SELECT_THREADS, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            let mut launch = s.launch_builder(&select);
-            launch.arg(&params);
-            // SAFETY: as above; each row writes min(pages, keep) <= stride entries.
-            unsafe { launch.launch(cfg) }.while_(|| "launching fg_decode_page_select".into())?;
+            let row_bytes = 4 * c.heads_kv as u64;
+            for b in 0..host.batch() {
+                let n = host.used_pages(b) as i32;
+                let lp = info.count(b, 0) as i32;
+                let scores_b = sc + b as u64 * row_bytes * max_used as u64;
+                let index_b = ix + b as u64 * row_bytes * info.stride as u64;
+                let (score_stride, sel_stride) = (max_used as i32, info.stride as i32);
+                let cfg = LaunchConfig {
+                    grid_dim: (c.heads_kv as u32, 1, 1),
+                    block_dim: (SELECT_THREADS, 1, 1),
+                    shared_mem_bytes: 0,
+                };
+                let mut launch = s.launch_builder(&select);
+                launch
+                    .arg(&scores_b)
+                    .arg(&n)
+                    .arg(&lp)
+                    .arg(&score_stride)
+                    .arg(&index_b)
+                    .arg(&sel_stride);
+                // SAFETY: as above; sequence b's rows start at these offsets and each writes
+                // lp = min(pages, keep) <= stride entries from its n <= max_used scores.
+                unsafe { launch.launch(cfg) }
+                    .while_(|| "launching fg_decode_page_select".into())?;
+            }
         }
         PageSelection::with_index(rt, info, index)
     }
