@@ -40,5 +40,8 @@ peers=../shared/bench/peers.py
 [ -f "$peers" ] || peers=shared/bench/peers.py
 [ -f "$peers" ] && cp "$peers" .carry/peers.py
 cp benches/peers_extra.py .carry/
+decode_peers=../shared/bench/decode_peers.py
+[ -f "$decode_peers" ] || decode_peers=shared/bench/decode_peers.py
+[ -f "$decode_peers" ] && cp "$decode_peers" .carry/decode_peers.py
 du -sh .carry
 ls .carry .carry/tests

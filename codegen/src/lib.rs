@@ -4,6 +4,7 @@
 //! the CLI can use it anywhere.
 
 pub mod apb;
+pub mod decode;
 pub mod error;
 pub mod render;
 pub mod space;
@@ -12,6 +13,10 @@ pub mod text;
 pub mod validate;
 
 pub use apb::ApbModule;
+pub use decode::{
+    parse_decode_spec, render_append, render_decode, render_selector, DecodeSpec, DecodeVariant,
+    KvDtype,
+};
 pub use error::SpecError;
 pub use render::{apb_template_digest, render, spec_hash, template_digest, KernelSource};
 pub use space::{default_set, default_tile, default_tile_for_blocks, search_space};

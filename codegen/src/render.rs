@@ -51,6 +51,10 @@ pub const APB_TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/apb/common.cuh"),
     ),
     (
+        "device/topk.cuh",
+        include_str!("../../templates/device/topk.cuh"),
+    ),
+    (
         "apb/select.cu",
         include_str!("../../templates/apb/select.cu"),
     ),

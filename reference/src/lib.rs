@@ -56,6 +56,7 @@
 
 pub mod attention;
 pub mod compare;
+pub mod decode;
 pub mod layout;
 pub mod mask;
 pub mod merge;
@@ -66,6 +67,7 @@ pub use attention::{
     attention, attention_bshd, attention_varlen, AttentionError, Output, Rows, Shape,
 };
 pub use compare::{check_close, check_lse, count_nan, relative_error, Mismatch, Report, Tolerance};
+pub use decode::{decode_attention, page_scores, select_pages, DecodeOutput, DecodeRule, PagedKv};
 pub use layout::{Element, Layout, LayoutError, Tensor, VarlenLayout, VarlenTensor};
 pub use mask::{BlockMatrix, BlockSparse, BsrList, HeadKind, Mask, MaskError};
 pub use merge::{log_add_exp, merge};

@@ -32,6 +32,7 @@
 pub mod cache;
 pub mod compile;
 pub mod config;
+pub mod decode;
 pub mod device_index;
 pub mod driver;
 pub mod error;

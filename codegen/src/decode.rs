@@ -1,0 +1,673 @@
+//! Decode kernels over a paged KV cache (after LServe): their specs, text form, variant table
+//! and rendering.
+//!
+//! A decode spec names the variant (which pages a split visits and which need the elementwise
+//! mask), the head dim, the element type of Q and O, the KV cache's element type, the page size
+//! and the row tile (the query rows of one GQA group, `(hq / hkv) * q_len`, padded to 16, 32 or
+//! 64). Text form: `decode-dense,d128,bf16,p64[,kv-bf16][,r16]`; the KV dtype defaults to the
+//! query dtype and the row tile to 16 (the runtime picks the smallest that holds a launch's
+//! group).
+//!
+//! Every variant is one row of [`DECODE_VARIANTS`] plus one hook file under
+//! `templates/decode/variants/`; the kernel skeleton `templates/decode/decode.cu` is shared.
+
+use crate::error::SpecError;
+use crate::render::hex;
+use crate::spec::{Arch, DType};
+use crate::KernelSource;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::sync::OnceLock;
+use tera::{Context, Tera};
+
+/// The decode variants: which cached tokens the new tokens attend to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DecodeVariant {
+    /// Every cached token at or before the query's position.
+    Dense,
+    /// Sink plus recent tokens (`sink`, `recent` at launch); other pages are never read.
+    Streaming,
+    /// The pages of a page selection per (sequence, kv head), plus every page newer than the
+    /// selection.
+    Selected,
+    /// Per kv head, streaming or selected, in one launch.
+    Mixed,
+}
+
+/// What the kernel of a decode variant reads besides Q and the paged cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodeVariantInfo {
+    pub variant: DecodeVariant,
+    /// The name in spec text (`decode-<name>`).
+    pub name: &'static str,
+    /// The hook file under `templates/decode/variants/`.
+    pub hooks: &'static str,
+    /// Reads `sink` and `recent`.
+    pub streaming: bool,
+    /// Reads a page selection.
+    pub selection: bool,
+    /// Reads a kind per kv head.
+    pub head_kinds: bool,
+}
+
+/// The variant table: the one place a decode variant's name, hook file and flags are written.
+pub const DECODE_VARIANTS: [DecodeVariantInfo; 4] = [
+    DecodeVariantInfo {
+        variant: DecodeVariant::Dense,
+        name: "dense",
+        hooks: "decode/variants/dense.cuh",
+        streaming: false,
+        selection: false,
+        head_kinds: false,
+    },
+    DecodeVariantInfo {
+        variant: DecodeVariant::Streaming,
+        name: "streaming",
+        hooks: "decode/variants/streaming.cuh",
+        streaming: true,
+        selection: false,
+        head_kinds: false,
+    },
+    DecodeVariantInfo {
+        variant: DecodeVariant::Selected,
+        name: "selected",
+        hooks: "decode/variants/selected.cuh",
+        streaming: false,
+        selection: true,
+        head_kinds: false,
+    },
+    DecodeVariantInfo {
+        variant: DecodeVariant::Mixed,
+        name: "mixed",
+        hooks: "decode/variants/mixed.cuh",
+        streaming: true,
+        selection: true,
+        head_kinds: true,
+    },
+];
+
+impl DecodeVariant {
+    pub const ALL: [DecodeVariant; 4] = [
+        DecodeVariant::Dense,
+        DecodeVariant::Streaming,
+        DecodeVariant::Selected,
+        DecodeVariant::Mixed,
+    ];
+
+    /// The variant's row of [`DECODE_VARIANTS`].
+    pub fn info(self) -> &'static DecodeVariantInfo {
+        DECODE_VARIANTS
+            .iter()
+            .find(|i| i.variant == self)
+            .expect("every decode variant has a row in DECODE_VARIANTS")
+    }
+
+    pub fn name(self) -> &'static str {
+        self.info().name
+    }
+}
+
+impl fmt::Display for DecodeVariant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Element type of the paged KV cache. Only 16-bit types today; quantized formats (int8, int4,
+/// fp8 with scales) become further values here, each with its own load-and-dequantize path in
+/// the kernels and its own scale buffers in the cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KvDtype {
+    Bf16,
+    F16,
+}
+
+impl KvDtype {
+    pub const ALL: [KvDtype; 2] = [KvDtype::Bf16, KvDtype::F16];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KvDtype::Bf16 => "bf16",
+            KvDtype::F16 => "f16",
+        }
+    }
+
+    /// Bytes of one stored element.
+    pub fn bytes(self) -> usize {
+        2
+    }
+
+    /// The 16-bit type the kernels compute with (and the page statistics are stored in).
+    pub fn compute_dtype(self) -> DType {
+        match self {
+            KvDtype::Bf16 => DType::Bf16,
+            KvDtype::F16 => DType::F16,
+        }
+    }
+
+    /// The KV dtype that stores `dtype` unchanged.
+    pub fn of(dtype: DType) -> KvDtype {
+        match dtype {
+            DType::Bf16 => KvDtype::Bf16,
+            DType::F16 => KvDtype::F16,
+        }
+    }
+}
+
+impl fmt::Display for KvDtype {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Page sizes of the paged cache, in tokens.
+pub const PAGE_SIZES: [u32; 4] = [16, 32, 64, 128];
+/// Tokens per logical page (the unit of the page statistics and of the kernels' KV blocks).
+pub const LOGICAL_PAGE: u32 = 16;
+/// Head dims of the decode kernels.
+pub const DECODE_HEAD_DIMS: [u32; 3] = [64, 128, 256];
+/// Row tiles: query rows of one GQA group (`(hq / hkv) * q_len`), padded.
+pub const DECODE_ROWS: [u32; 3] = [16, 32, 64];
+/// Most new tokens per sequence in one decode launch (speculative decoding).
+pub const MAX_Q_LEN: usize = 8;
+/// Threads per CTA of the decode kernel (4 warps).
+pub const DECODE_THREADS: u32 = 128;
+/// Tokens per KV tile of the decode kernel (four logical pages).
+pub const DECODE_BLOCK_N: u32 = 64;
+/// Shared memory the decode kernel aims to stay under, so that two CTAs share an SM on sm_80
+/// and sm_90.
+const DECODE_SMEM_TARGET: u32 = 112 * 1024;
+
+/// One decode attention kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DecodeSpec {
+    pub variant: DecodeVariant,
+    pub head_dim: u32,
+    /// Element type of Q and O.
+    pub dtype: DType,
+    /// Element type of the paged KV cache.
+    pub kv_dtype: KvDtype,
+    pub page_size: u32,
+    /// Query rows per CTA: 16, 32 or 64.
+    pub rows: u32,
+}
+
+impl DecodeSpec {
+    /// A spec with the KV cache in `dtype` and a 16-row tile.
+    pub fn new(variant: DecodeVariant, head_dim: u32, dtype: DType, page_size: u32) -> Self {
+        DecodeSpec {
+            variant,
+            head_dim,
+            dtype,
+            kv_dtype: KvDtype::of(dtype),
+            page_size,
+            rows: 16,
+        }
+    }
+
+    pub fn with_rows(mut self, rows: u32) -> Self {
+        self.rows = rows;
+        self
+    }
+
+    pub fn with_kv_dtype(mut self, kv_dtype: KvDtype) -> Self {
+        self.kv_dtype = kv_dtype;
+        self
+    }
+
+    /// The smallest row tile that holds `rows` query rows at `head_dim`, if any does.
+    pub fn rows_for(rows: usize, head_dim: u32) -> Option<u32> {
+        DECODE_ROWS
+            .into_iter()
+            .find(|&r| rows <= r as usize && r <= Self::max_rows(head_dim))
+    }
+
+    /// The largest row tile at a head dim: at d256 a warp holding 64 rows' scores of a whole
+    /// tile plus its output spills on sm_80, so d256 takes at most 32 rows per kv head.
+    pub fn max_rows(head_dim: u32) -> u32 {
+        if head_dim >= 256 {
+            32
+        } else {
+            64
+        }
+    }
+
+    /// Every spec the decode templates generate (for compile checks).
+    pub fn all() -> Vec<DecodeSpec> {
+        let mut out = Vec::new();
+        for variant in DecodeVariant::ALL {
+            for head_dim in DECODE_HEAD_DIMS {
+                for dtype in DType::ALL {
+                    for page_size in PAGE_SIZES {
+                        for rows in DECODE_ROWS {
+                            if rows > Self::max_rows(head_dim) {
+                                continue;
+                            }
+                            out.push(
+                                DecodeSpec::new(variant, head_dim, dtype, page_size)
+                                    .with_rows(rows),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The `extern "C"` name of the attention kernel; its merge kernel is `<name>_merge`.
+    pub fn kernel_name(&self) -> String {
+        format!(
+            "fg_decode_{}_d{}_{}_kv{}_p{}_r{}",
+            self.variant.name(),
+            self.head_dim,
+            self.dtype.name(),
+            self.kv_dtype.name(),
+            self.page_size,
+            self.rows
+        )
+    }
+
+    /// Checks every field; the error names the field and the allowed values.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let bad = |field: &str, got: String, allowed: &str| SpecError::Parse {
+            input: self.to_string(),
+            reason: format!(
+                "{field} = {got} is not supported by decode kernels; allowed: {allowed}"
+            ),
+        };
+        if !DECODE_HEAD_DIMS.contains(&self.head_dim) {
+            return Err(bad("head_dim", self.head_dim.to_string(), "64, 128, 256"));
+        }
+        if !PAGE_SIZES.contains(&self.page_size) {
+            return Err(bad(
+                "page_size",
+                self.page_size.to_string(),
+                "16, 32, 64, 128",
+            ));
+        }
+        if !DECODE_ROWS.contains(&self.rows) || self.rows > Self::max_rows(self.head_dim) {
+            return Err(bad(
+                "rows",
+                self.rows.to_string(),
+                "16, 32, 64 (at most 32 at head_dim 256)",
+            ));
+        }
+        if self.kv_dtype.compute_dtype() != self.dtype {
+            return Err(bad(
+                "kv_dtype",
+                self.kv_dtype.to_string(),
+                "the query dtype (a 16-bit cache is read as stored)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Bytes of one pipeline stage: a K and a V tile of `DECODE_BLOCK_N` padded rows.
+    fn stage_bytes(&self) -> u32 {
+        2 * DECODE_BLOCK_N * (self.head_dim + 8) * 2
+    }
+
+    /// Pipeline stages for `arch`: as many as fit the shared-memory target (at most 4), at
+    /// least 2 where the arch allows them.
+    pub fn stages(&self, arch: Arch) -> u32 {
+        let stage = self.stage_bytes();
+        let budget = DECODE_SMEM_TARGET.min(arch.max_shared_bytes_per_block()) - self.q_bytes();
+        let fit = (budget / stage).min(4);
+        if fit >= 2 {
+            fit
+        } else if 2 * stage + self.q_bytes() <= arch.max_shared_bytes_per_block() {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// Bytes of the query tile in shared memory.
+    fn q_bytes(&self) -> u32 {
+        self.rows * (self.head_dim + 8) * 2
+    }
+
+    /// Dynamic shared memory of the attention kernel on `arch`.
+    pub fn shared_bytes(&self, arch: Arch) -> u32 {
+        let pipeline = self.stages(arch) * self.stage_bytes();
+        // The cross-warp combine reuses the pipeline buffers: 4 warps x 16 rows x d f32.
+        let combine = 4 * 16 * self.head_dim * 4 + 2 * 4 * 16 * 4;
+        pipeline.max(combine) + self.q_bytes()
+    }
+}
+
+impl fmt::Display for DecodeSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "decode-{},d{},{},p{}",
+            self.variant, self.head_dim, self.dtype, self.page_size
+        )?;
+        if self.kv_dtype != KvDtype::of(self.dtype) {
+            write!(f, ",kv-{}", self.kv_dtype)?;
+        }
+        write!(f, ",r{}", self.rows)
+    }
+}
+
+/// Parses `decode-<variant>,d<head_dim>,<dtype>,p<page_size>[,kv-<dtype>][,r<rows>]` and
+/// validates it.
+pub fn parse_decode_spec(text: &str) -> Result<DecodeSpec, SpecError> {
+    let err = |reason: String| SpecError::Parse {
+        input: text.to_string(),
+        reason,
+    };
+    let mut parts = text.split(',').map(str::trim).filter(|p| !p.is_empty());
+    let first = parts.next().ok_or_else(|| err("empty spec".into()))?;
+    let name = first
+        .strip_prefix("decode-")
+        .ok_or_else(|| err("a decode spec starts with decode-<variant>".into()))?;
+    let variant = DecodeVariant::ALL
+        .into_iter()
+        .find(|v| v.name() == name)
+        .ok_or_else(|| {
+            err(format!(
+                "decode variant `{name}` is unknown; allowed: {}",
+                DECODE_VARIANTS.map(|i| i.name).join(", ")
+            ))
+        })?;
+    let mut head_dim = None;
+    let mut dtype = None;
+    let mut page_size = None;
+    let mut kv_dtype = None;
+    let mut rows = None;
+    let num = |t: &str, what: &str| {
+        t.parse::<u32>()
+            .map_err(|_| err(format!("{what} must be a number, got `{t}`")))
+    };
+    let parse_dtype = |t: &str| match t {
+        "bf16" => Some(DType::Bf16),
+        "f16" | "fp16" => Some(DType::F16),
+        _ => None,
+    };
+    for part in parts {
+        let slot_taken = |taken: bool, what: &str| {
+            if taken {
+                Err(err(format!("{what} is given twice")))
+            } else {
+                Ok(())
+            }
+        };
+        if let Some(d) = parse_dtype(part) {
+            slot_taken(dtype.is_some(), "dtype")?;
+            dtype = Some(d);
+        } else if let Some(t) = part.strip_prefix("kv-") {
+            slot_taken(kv_dtype.is_some(), "kv dtype")?;
+            let d = parse_dtype(t)
+                .ok_or_else(|| err(format!("kv dtype `{t}` is unknown; allowed: bf16, f16")))?;
+            kv_dtype = Some(KvDtype::of(d));
+        } else if let Some(t) = part.strip_prefix('d') {
+            slot_taken(head_dim.is_some(), "head_dim")?;
+            head_dim = Some(num(t, "head_dim")?);
+        } else if let Some(t) = part.strip_prefix('p') {
+            slot_taken(page_size.is_some(), "page_size")?;
+            page_size = Some(num(t, "page_size")?);
+        } else if let Some(t) = part.strip_prefix('r') {
+            slot_taken(rows.is_some(), "rows")?;
+            rows = Some(num(t, "rows")?);
+        } else {
+            return Err(err(format!(
+                "unknown part `{part}`; allowed: d<head_dim>, bf16|f16, p<page_size>, kv-<dtype>, r<rows>"
+            )));
+        }
+    }
+    let dtype = dtype.ok_or_else(|| err("the dtype (bf16 or f16) is missing".into()))?;
+    let spec = DecodeSpec {
+        variant,
+        head_dim: head_dim.ok_or_else(|| err("the head dim (d<n>) is missing".into()))?,
+        dtype,
+        kv_dtype: kv_dtype.unwrap_or(KvDtype::of(dtype)),
+        page_size: page_size.ok_or_else(|| err("the page size (p<n>) is missing".into()))?,
+        rows: rows.unwrap_or(16),
+    };
+    spec.validate()?;
+    Ok(spec)
+}
+
+/// The decode templates, embedded at build time (names are paths under `templates/`). They
+/// share the device library with the prefill kernels but not its digest: editing a decode
+/// template leaves the prefill kernels' cache entries and tuned configs alone (decode kernels
+/// are cached by the hash of their rendered source).
+pub const DECODE_TEMPLATES: &[(&str, &str)] = &[
+    (
+        "device/types.cuh",
+        include_str!("../../templates/device/types.cuh"),
+    ),
+    (
+        "device/mma.cuh",
+        include_str!("../../templates/device/mma.cuh"),
+    ),
+    (
+        "decode/decode.cu",
+        include_str!("../../templates/decode/decode.cu"),
+    ),
+    (
+        "decode/variants/dense.cuh",
+        include_str!("../../templates/decode/variants/dense.cuh"),
+    ),
+    (
+        "decode/variants/streaming.cuh",
+        include_str!("../../templates/decode/variants/streaming.cuh"),
+    ),
+    (
+        "decode/variants/selected.cuh",
+        include_str!("../../templates/decode/variants/selected.cuh"),
+    ),
+    (
+        "decode/variants/mixed.cuh",
+        include_str!("../../templates/decode/variants/mixed.cuh"),
+    ),
+    (
+        "decode/append.cu",
+        include_str!("../../templates/decode/append.cu"),
+    ),
+    (
+        "device/topk.cuh",
+        include_str!("../../templates/device/topk.cuh"),
+    ),
+    (
+        "decode/select.cu",
+        include_str!("../../templates/decode/select.cu"),
+    ),
+];
+
+fn tera() -> &'static Tera {
+    static TERA: OnceLock<Tera> = OnceLock::new();
+    TERA.get_or_init(|| {
+        let mut tera = Tera::default();
+        tera.add_raw_templates(DECODE_TEMPLATES.iter().copied())
+            .expect("embedded decode templates parse (checked by the codegen tests)");
+        tera
+    })
+}
+
+/// Digest of the decode templates.
+pub fn decode_template_digest() -> &'static str {
+    static DIGEST: OnceLock<String> = OnceLock::new();
+    DIGEST.get_or_init(|| {
+        let mut h = Sha256::new();
+        for (name, text) in DECODE_TEMPLATES {
+            h.update(name.as_bytes());
+            h.update([0]);
+            h.update(text.as_bytes());
+            h.update([0]);
+        }
+        hex(&h.finalize())
+    })
+}
+
+fn base_context(dtype: DType) -> Context {
+    let mut ctx = Context::new();
+    ctx.insert("dtype", dtype.name());
+    ctx.insert("mma", "sync");
+    ctx
+}
+
+/// Renders the attention kernel (and its split merge kernel) of a validated decode spec.
+pub fn render_decode(spec: &DecodeSpec, arch: Arch) -> Result<KernelSource, tera::Error> {
+    let mut ctx = base_context(spec.dtype);
+    ctx.insert("kernel_name", &spec.kernel_name());
+    ctx.insert("spec", &spec.to_string());
+    ctx.insert("variant", spec.variant.name());
+    ctx.insert("hooks", spec.variant.info().hooks);
+    ctx.insert("head_dim", &spec.head_dim);
+    ctx.insert("kv_dtype", spec.kv_dtype.name());
+    ctx.insert("page_size", &spec.page_size);
+    ctx.insert("rows", &spec.rows);
+    ctx.insert("stages", &spec.stages(arch));
+    ctx.insert("block_n", &DECODE_BLOCK_N);
+    ctx.insert("threads", &DECODE_THREADS);
+    let hooks = tera().render(spec.variant.info().hooks, &ctx)?;
+    ctx.insert("hooks_code", &hooks);
+    let code = tera().render("decode/decode.cu", &ctx)?;
+    Ok(KernelSource {
+        kernel_name: spec.kernel_name(),
+        code,
+        threads: DECODE_THREADS,
+        shared_bytes: spec.shared_bytes(arch),
+    })
+}
+
+/// Threads per CTA of the append kernel.
+pub const APPEND_THREADS: u32 = 256;
+/// Threads per CTA of the page-scoring kernel (a warp per logical page).
+pub const SCORE_THREADS: u32 = 256;
+/// Threads per CTA of the page top-k kernel.
+pub const SELECT_THREADS: u32 = 1024;
+
+/// The append kernel for a KV dtype: `fg_decode_append` (writes new K/V into their pages and
+/// updates the logical pages' key min/max).
+pub fn render_append(kv_dtype: KvDtype) -> Result<KernelSource, tera::Error> {
+    let mut ctx = base_context(kv_dtype.compute_dtype());
+    ctx.insert("kv_dtype", kv_dtype.name());
+    ctx.insert("threads", &APPEND_THREADS);
+    let code = tera().render("decode/append.cu", &ctx)?;
+    Ok(KernelSource {
+        kernel_name: "fg_decode_append".into(),
+        code,
+        threads: APPEND_THREADS,
+        shared_bytes: 0,
+    })
+}
+
+/// The page selector for a query dtype and head dim: `fg_decode_page_scores` and
+/// `fg_decode_page_select` (which runs the row top-k of `templates/device/topk.cuh`, shared with
+/// APB's compression).
+pub fn render_selector(dtype: DType, head_dim: u32) -> Result<KernelSource, tera::Error> {
+    let mut ctx = base_context(dtype);
+    ctx.insert("head_dim", &head_dim);
+    ctx.insert("score_threads", &SCORE_THREADS);
+    let code = tera().render("decode/select.cu", &ctx)?;
+    Ok(KernelSource {
+        kernel_name: "fg_decode_page_scores".into(),
+        code,
+        threads: SCORE_THREADS,
+        shared_bytes: 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_has_one_row_and_a_hook_file() {
+        for v in DecodeVariant::ALL {
+            assert_eq!(DECODE_VARIANTS.iter().filter(|i| i.variant == v).count(), 1);
+            assert!(DECODE_TEMPLATES.iter().any(|(n, _)| *n == v.info().hooks));
+        }
+    }
+
+    #[test]
+    fn text_round_trips_and_defaults() {
+        let s = parse_decode_spec("decode-dense,d128,bf16,p64").unwrap();
+        assert_eq!(
+            s,
+            DecodeSpec::new(DecodeVariant::Dense, 128, DType::Bf16, 64)
+        );
+        assert_eq!(s.to_string(), "decode-dense,d128,bf16,p64,r16");
+        for spec in DecodeSpec::all() {
+            assert_eq!(parse_decode_spec(&spec.to_string()).unwrap(), spec);
+        }
+        let s = parse_decode_spec("decode-mixed, fp16, d64, p16, r64").unwrap();
+        assert_eq!(s.dtype, DType::F16);
+        assert_eq!(s.rows, 64);
+    }
+
+    #[test]
+    fn bad_specs_name_the_field() {
+        for (text, needle) in [
+            ("decode-dense,d100,bf16,p64", "head_dim = 100"),
+            ("decode-dense,d128,bf16,p48", "page_size = 48"),
+            ("decode-dense,d128,bf16,p64,r8", "rows = 8"),
+            ("decode-dense,d128,bf16,p64,kv-f16", "kv_dtype = f16"),
+            ("decode-sparse,d128,bf16,p64", "decode variant `sparse`"),
+            ("decode-dense,d128,p64", "dtype"),
+            ("decode-dense,bf16,p64", "head dim"),
+            ("decode-dense,d128,bf16", "page size"),
+            ("decode-dense,d128,bf16,p64,causal", "unknown part `causal`"),
+            ("decode-dense,d128,bf16,bf16,p64", "dtype is given twice"),
+            ("dense,d128,bf16", "decode-<variant>"),
+        ] {
+            let e = parse_decode_spec(text).unwrap_err().to_string();
+            assert!(e.contains(needle), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn rows_fit_the_group() {
+        assert_eq!(DecodeSpec::rows_for(1, 128), Some(16));
+        assert_eq!(DecodeSpec::rows_for(16, 128), Some(16));
+        assert_eq!(DecodeSpec::rows_for(17, 128), Some(32));
+        assert_eq!(DecodeSpec::rows_for(64, 128), Some(64));
+        assert_eq!(DecodeSpec::rows_for(65, 128), None);
+        assert_eq!(DecodeSpec::rows_for(33, 256), None);
+        assert!(parse_decode_spec("decode-dense,d256,bf16,p64,r64").is_err());
+    }
+
+    #[test]
+    fn shared_memory_fits_every_arch() {
+        for spec in DecodeSpec::all() {
+            for arch in [Arch::SM80, Arch::SM86, Arch::SM90] {
+                assert!(spec.stages(arch) >= 1);
+                assert!(
+                    spec.shared_bytes(arch) <= arch.max_shared_bytes_per_block(),
+                    "{spec} on {arch}"
+                );
+            }
+        }
+        let d128 = DecodeSpec::new(DecodeVariant::Dense, 128, DType::Bf16, 64);
+        assert!(d128.shared_bytes(Arch::SM90) * 2 <= 228 * 1024 - 2048);
+        assert_eq!(d128.stages(Arch::SM90), 3);
+    }
+
+    #[test]
+    fn every_template_renders() {
+        for spec in DecodeSpec::all() {
+            let src = render_decode(&spec, Arch::SM90).unwrap();
+            assert!(src.code.contains(&format!("{}(", spec.kernel_name())));
+            assert!(src.code.contains(&format!("{}_merge(", spec.kernel_name())));
+            assert!(!src.code.contains("#include"));
+        }
+        for kv in KvDtype::ALL {
+            let src = render_append(kv).unwrap();
+            assert!(src.code.contains("fg_decode_append("));
+        }
+        for dtype in DType::ALL {
+            for d in DECODE_HEAD_DIMS {
+                let src = render_selector(dtype, d).unwrap();
+                assert!(src.code.contains("fg_decode_page_scores("));
+                assert!(src.code.contains("fg_decode_page_select("));
+            }
+        }
+    }
+}

@@ -1,0 +1,767 @@
+//! The paged KV cache: K and V pools `[pages, page_size, heads_kv, head_dim]`, the per-channel
+//! key max and min of every logical page (16 tokens) beside them, page tables, a simple page
+//! allocator, and the append kernel's host side.
+//!
+//! Index data the kernels read (page tables, appended-token counts) is validated and uploaded
+//! in one call and kept, with its host copy, in a value with private fields that is never
+//! changed afterwards, so the host checks describe exactly what the kernels read.
+
+use super::kernels::DecodeModule;
+use crate::error::{invalid, DriverContext, Result};
+use crate::runtime::{Element, Runtime, Tensor};
+use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
+use flashgen_codegen::decode::{APPEND_THREADS, LOGICAL_PAGE, PAGE_SIZES};
+use flashgen_codegen::KvDtype;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The shape of a paged KV cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvCacheConfig {
+    /// Physical pages in each pool.
+    pub num_pages: usize,
+    /// Tokens per page: 16, 32, 64 or 128.
+    pub page_size: usize,
+    pub heads_kv: usize,
+    /// 64, 128 or 256.
+    pub head_dim: usize,
+    /// The stored element type (one more parameter: quantized formats come next).
+    pub kv_dtype: KvDtype,
+}
+
+impl KvCacheConfig {
+    /// Checks every field.
+    pub fn validate(&self) -> Result<()> {
+        if !PAGE_SIZES.contains(&(self.page_size as u32)) {
+            return Err(invalid(
+                "page_size",
+                format!("is {}; allowed: 16, 32, 64, 128", self.page_size),
+            ));
+        }
+        if !flashgen_codegen::decode::DECODE_HEAD_DIMS.contains(&(self.head_dim as u32)) {
+            return Err(invalid(
+                "head_dim",
+                format!("is {}; allowed: 64, 128, 256", self.head_dim),
+            ));
+        }
+        if self.heads_kv == 0 || self.heads_kv > 65_535 {
+            return Err(invalid(
+                "heads_kv",
+                format!("is {}; allowed: 1 ..= 65535", self.heads_kv),
+            ));
+        }
+        if self.num_pages == 0 || self.num_pages > i32::MAX as usize {
+            return Err(invalid(
+                "num_pages",
+                format!("is {}; allowed: 1 ..= {}", self.num_pages, i32::MAX),
+            ));
+        }
+        self.pool_elements()
+            .and_then(|n| n.checked_mul(self.kv_dtype.bytes()))
+            .ok_or_else(|| invalid("num_pages", "the pools' size overflows"))?;
+        Ok(())
+    }
+
+    /// Logical pages (16 tokens) per physical page.
+    pub fn logical_per_page(&self) -> usize {
+        self.page_size / LOGICAL_PAGE as usize
+    }
+
+    /// Elements of one pool.
+    pub fn pool_elements(&self) -> Option<usize> {
+        self.num_pages
+            .checked_mul(self.page_size)?
+            .checked_mul(self.heads_kv)?
+            .checked_mul(self.head_dim)
+    }
+
+    /// Elements of one statistics array (`[pages, page_size / 16, heads_kv, head_dim]`).
+    pub fn stats_elements(&self) -> usize {
+        self.num_pages * self.logical_per_page() * self.heads_kv * self.head_dim
+    }
+
+    /// Element offset of token `slot` of physical page `page`, kv head `h`, in a pool.
+    pub fn token_offset(&self, page: usize, slot: usize, h: usize) -> usize {
+        ((page * self.page_size + slot) * self.heads_kv + h) * self.head_dim
+    }
+
+    /// Element offset of logical page `logical` of physical page `page`, kv head `h`, in a
+    /// statistics array.
+    pub fn stats_offset(&self, page: usize, logical: usize, h: usize) -> usize {
+        ((page * self.logical_per_page() + logical) * self.heads_kv + h) * self.head_dim
+    }
+}
+
+/// The pools and page statistics on the device. Pools and statistics are stored as raw
+/// 16-bit words of the cache's element type (`kv_dtype`).
+pub struct PagedKvCache {
+    config: KvCacheConfig,
+    k_pool: CudaSlice<u16>,
+    v_pool: CudaSlice<u16>,
+    k_max: CudaSlice<u16>,
+    k_min: CudaSlice<u16>,
+}
+
+impl PagedKvCache {
+    /// Allocates zeroed pools and statistics.
+    pub fn new(rt: &Runtime, config: KvCacheConfig) -> Result<Self> {
+        config.validate()?;
+        let pool = config.pool_elements().expect("validated");
+        let alloc = |n: usize, what: &str| {
+            rt.stream()
+                .alloc_zeros::<u16>(n.max(1))
+                .while_(|| format!("allocating the {what}"))
+        };
+        Ok(PagedKvCache {
+            config,
+            k_pool: alloc(pool, "K pool")?,
+            v_pool: alloc(pool, "V pool")?,
+            k_max: alloc(config.stats_elements(), "key max statistics")?,
+            k_min: alloc(config.stats_elements(), "key min statistics")?,
+        })
+    }
+
+    pub fn config(&self) -> &KvCacheConfig {
+        &self.config
+    }
+
+    /// The K pool, `[pages, page_size, heads_kv, head_dim]` of `kv_dtype` words.
+    pub fn k_pool(&self) -> &CudaSlice<u16> {
+        &self.k_pool
+    }
+
+    pub fn v_pool(&self) -> &CudaSlice<u16> {
+        &self.v_pool
+    }
+
+    /// Per-channel key max of each logical page, `[pages, page_size / 16, heads_kv, head_dim]`.
+    pub fn k_max(&self) -> &CudaSlice<u16> {
+        &self.k_max
+    }
+
+    pub fn k_min(&self) -> &CudaSlice<u16> {
+        &self.k_min
+    }
+
+    /// Writes new tokens' K and V into their pages and updates the touched logical pages' key
+    /// statistics, in one kernel. `k_new` and `v_new` are packed `[tokens, heads_kv, head_dim]`
+    /// (`Layout::packed`, any row and head strides), sequence by sequence as `append` counts
+    /// them; `append` must have been made for `table`, whose lengths include the new tokens.
+    pub fn append<T: Element>(
+        &mut self,
+        rt: &Runtime,
+        table: &DevicePageTable,
+        append: &DeviceAppend,
+        k_new: Tensor<'_, T>,
+        v_new: Tensor<'_, T>,
+    ) -> Result<()> {
+        let c = self.config;
+        table.check_for(&c)?;
+        if append.table_id != table.id {
+            return Err(invalid(
+                "append",
+                "was made for another page table; make it from the table passed here",
+            ));
+        }
+        if T::DTYPE != c.kv_dtype.compute_dtype() {
+            return Err(invalid(
+                "k_new",
+                format!("is {}, the cache stores {}", T::DTYPE, c.kv_dtype),
+            ));
+        }
+        let tokens = append.total;
+        for (name, t) in [("k_new", &k_new), ("v_new", &v_new)] {
+            check_packed(name, t.layout, t.data.len(), tokens, c.heads_kv, c.head_dim)?;
+        }
+        if tokens == 0 {
+            return Ok(());
+        }
+        let s = rt.stream();
+        let (k_ptr, _gk) = k_new.data.device_ptr(s);
+        let (v_ptr, _gv) = v_new.data.device_ptr(s);
+        for (name, ptr) in [("k_new", k_ptr), ("v_new", v_ptr)] {
+            if ptr % 16 != 0 {
+                return Err(invalid(
+                    name,
+                    format!("base address {ptr:#x} is not 16-byte aligned"),
+                ));
+            }
+        }
+        let (kp, _g1) = self.k_pool.device_ptr_mut(s);
+        let (vp, _g2) = self.v_pool.device_ptr_mut(s);
+        let (kmax, _g3) = self.k_max.device_ptr_mut(s);
+        let (kmin, _g4) = self.k_min.device_ptr_mut(s);
+        let (bt, _g5) = table.table.device_ptr(s);
+        let (lens, _g6) = table.lens.device_ptr(s);
+        let (cu, _g7) = append.cu_new.device_ptr(s);
+        let params = AppendParams {
+            k_new: k_ptr,
+            v_new: v_ptr,
+            k_pool: kp,
+            v_pool: vp,
+            k_max: kmax,
+            k_min: kmin,
+            block_table: bt,
+            seq_lens: lens,
+            cu_new: cu,
+            k_row_stride: k_new.layout.strides[1] as i64,
+            k_head_stride: k_new.layout.strides[2] as i64,
+            v_row_stride: v_new.layout.strides[1] as i64,
+            v_head_stride: v_new.layout.strides[2] as i64,
+            table_stride: table.host.max_pages as i64,
+            heads_kv: c.heads_kv as i32,
+            head_dim: c.head_dim as i32,
+            page_size: c.page_size as i32,
+            unused: 0,
+        };
+        let f = rt
+            .decode
+            .function(rt, DecodeModule::Append(c.kv_dtype), "fg_decode_append", 0)?;
+        let cfg = LaunchConfig {
+            grid_dim: (
+                append.max_logical_span as u32,
+                c.heads_kv as u32,
+                table.host.batch() as u32,
+            ),
+            block_dim: (APPEND_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut launch = s.launch_builder(&f);
+        launch.arg(&params);
+        // SAFETY: every pointer comes from a live buffer checked above against what the kernel
+        // addresses: the new rows against their layouts and `append`'s counts, the pages
+        // through the table (validated against this cache's page count), the statistics
+        // through the same pages; the guards order the launch on the stream.
+        unsafe { launch.launch(cfg) }.while_(|| "launching fg_decode_append".into())?;
+        Ok(())
+    }
+}
+
+/// Checks a packed `[tokens, heads, dim]` tensor of new tokens.
+fn check_packed(
+    name: &'static str,
+    l: crate::layout::Layout,
+    len: usize,
+    tokens: usize,
+    heads: usize,
+    dim: usize,
+) -> Result<()> {
+    if l.batch != 1 || l.seq != tokens || l.heads != heads || l.dim != dim {
+        return Err(invalid(
+            name,
+            format!(
+                "has shape [{}, {}, {}, {}]; expected packed [1, {tokens}, {heads}, {dim}] (the appended tokens)",
+                l.batch, l.seq, l.heads, l.dim
+            ),
+        ));
+    }
+    if l.strides[3] != 1 {
+        return Err(invalid(name, "the head dim must be contiguous"));
+    }
+    if (tokens > 1 && !l.strides[1].is_multiple_of(8))
+        || (heads > 1 && !l.strides[2].is_multiple_of(8))
+    {
+        return Err(invalid(
+            name,
+            "row and head strides must be multiples of 8 elements (16-byte copies)",
+        ));
+    }
+    if len < l.required_len() {
+        return Err(invalid(
+            name,
+            format!(
+                "buffer has {len} elements, its layout addresses {}",
+                l.required_len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The append kernel's parameters (`AppendParams` of `templates/decode/append.cu`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct AppendParams {
+    k_new: u64,
+    v_new: u64,
+    k_pool: u64,
+    v_pool: u64,
+    k_max: u64,
+    k_min: u64,
+    block_table: u64,
+    seq_lens: u64,
+    cu_new: u64,
+    k_row_stride: i64,
+    k_head_stride: i64,
+    v_row_stride: i64,
+    v_head_stride: i64,
+    table_stride: i64,
+    heads_kv: i32,
+    head_dim: i32,
+    page_size: i32,
+    unused: i32,
+}
+
+// SAFETY: plain old data with the C layout the kernel declares.
+unsafe impl cudarc::driver::DeviceRepr for AppendParams {}
+
+/// A batch's page tables and sequence lengths on the host, validated against a cache shape.
+/// Sequence `b` holds `seq_len(b)` tokens; token `t` lives in physical page
+/// `pages(b)[t / page_size]` at slot `t % page_size`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageTable {
+    page_size: usize,
+    num_pages: usize,
+    max_pages: usize,
+    /// `[batch, max_pages]`, rows padded with -1 (never read).
+    entries: Vec<i32>,
+    seq_lens: Vec<i32>,
+}
+
+impl PageTable {
+    /// Validates the rows (physical page ids, one per `page_size` tokens) and lengths against
+    /// the cache shape: every page id below `num_pages`, enough pages for each length. Rows may
+    /// hold more pages than their length needs, and may share pages (e.g. a common prefix).
+    pub fn new(config: &KvCacheConfig, rows: &[Vec<u32>], seq_lens: &[usize]) -> Result<Self> {
+        config.validate()?;
+        if rows.is_empty() {
+            return Err(invalid("rows", "the batch is empty"));
+        }
+        if rows.len() != seq_lens.len() {
+            return Err(invalid(
+                "seq_lens",
+                format!("has {} entries for {} rows", seq_lens.len(), rows.len()),
+            ));
+        }
+        if rows.len() > 65_535 {
+            return Err(invalid("rows", format!("batch {} > 65535", rows.len())));
+        }
+        let max_pages = rows.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        if max_pages > i32::MAX as usize {
+            return Err(invalid("rows", "a row is longer than i32::MAX pages"));
+        }
+        let mut entries = vec![-1i32; rows.len() * max_pages];
+        let mut lens = Vec::with_capacity(rows.len());
+        for (b, (row, &len)) in rows.iter().zip(seq_lens).enumerate() {
+            let need = len.div_ceil(config.page_size);
+            if need > row.len() {
+                return Err(invalid(
+                    "seq_lens",
+                    format!(
+                        "sequence {b} has {len} tokens, which need {need} pages of {}; its row has {}",
+                        config.page_size,
+                        row.len()
+                    ),
+                ));
+            }
+            if len > i32::MAX as usize {
+                return Err(invalid(
+                    "seq_lens",
+                    format!("sequence {b}: {len} > i32::MAX"),
+                ));
+            }
+            for (i, &page) in row.iter().enumerate() {
+                if page as usize >= config.num_pages {
+                    return Err(invalid(
+                        "rows",
+                        format!(
+                            "sequence {b}, page {i}: id {page} is out of range (the pool has {} pages)",
+                            config.num_pages
+                        ),
+                    ));
+                }
+                entries[b * max_pages + i] = page as i32;
+            }
+            lens.push(len as i32);
+        }
+        Ok(PageTable {
+            page_size: config.page_size,
+            num_pages: config.num_pages,
+            max_pages,
+            entries,
+            seq_lens: lens,
+        })
+    }
+
+    pub fn batch(&self) -> usize {
+        self.seq_lens.len()
+    }
+
+    pub fn page_size(&self) -> usize {
+        self.page_size
+    }
+
+    /// Entries per row.
+    pub fn max_pages(&self) -> usize {
+        self.max_pages
+    }
+
+    pub fn seq_len(&self, b: usize) -> usize {
+        self.seq_lens[b] as usize
+    }
+
+    pub fn seq_lens(&self) -> Vec<usize> {
+        self.seq_lens.iter().map(|&l| l as usize).collect()
+    }
+
+    /// Pages sequence `b` uses: `ceil(seq_len / page_size)`.
+    pub fn used_pages(&self, b: usize) -> usize {
+        self.seq_len(b).div_ceil(self.page_size)
+    }
+
+    /// The physical ids of the pages sequence `b` uses.
+    pub fn pages(&self, b: usize) -> Vec<usize> {
+        self.entries[b * self.max_pages..b * self.max_pages + self.used_pages(b)]
+            .iter()
+            .map(|&p| p as usize)
+            .collect()
+    }
+}
+
+fn next_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A [`PageTable`] on the device, with its host copy; immutable.
+pub struct DevicePageTable {
+    id: u64,
+    host: PageTable,
+    table: CudaSlice<i32>,
+    lens: CudaSlice<i32>,
+}
+
+impl DevicePageTable {
+    /// Validates (as [`PageTable::new`]) and uploads a batch's page tables and lengths.
+    pub fn new(
+        rt: &Runtime,
+        config: &KvCacheConfig,
+        rows: &[Vec<u32>],
+        seq_lens: &[usize],
+    ) -> Result<Self> {
+        let host = PageTable::new(config, rows, seq_lens)?;
+        let s = rt.stream();
+        Ok(DevicePageTable {
+            id: next_id(),
+            table: s
+                .clone_htod(&host.entries)
+                .while_(|| "uploading the page table".into())?,
+            lens: s
+                .clone_htod(&host.seq_lens)
+                .while_(|| "uploading the sequence lengths".into())?,
+            host,
+        })
+    }
+
+    /// The host copy, exactly what the device copy holds.
+    pub fn host(&self) -> &PageTable {
+        &self.host
+    }
+
+    pub(crate) fn table(&self) -> &CudaSlice<i32> {
+        &self.table
+    }
+
+    pub(crate) fn lens(&self) -> &CudaSlice<i32> {
+        &self.lens
+    }
+
+    /// The table was validated against a cache of this page size and at most this many pages.
+    pub(crate) fn check_for(&self, c: &KvCacheConfig) -> Result<()> {
+        if self.host.page_size != c.page_size || self.host.num_pages > c.num_pages {
+            return Err(invalid(
+                "table",
+                format!(
+                    "was made for pages of {} tokens in a pool of {}; the cache has pages of {} in a pool of {}",
+                    self.host.page_size, self.host.num_pages, c.page_size, c.num_pages
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How many tokens each sequence of a [`DevicePageTable`] gains in one append, validated and
+/// uploaded (as offsets `cu_new[batch + 1]`); immutable. The table's lengths include them.
+pub struct DeviceAppend {
+    table_id: u64,
+    new_tokens: Vec<usize>,
+    total: usize,
+    max_logical_span: usize,
+    cu_new: CudaSlice<i32>,
+}
+
+impl DeviceAppend {
+    /// Checks the counts against `table` (one per sequence, none above the sequence's length)
+    /// and that no page receives tokens from two sequences or is read by another sequence
+    /// while it is written (shared pages must be full).
+    pub fn new(rt: &Runtime, table: &DevicePageTable, new_tokens: &[usize]) -> Result<Self> {
+        let (cu, span) = plan_append(&table.host, new_tokens)?;
+        Ok(DeviceAppend {
+            table_id: table.id,
+            new_tokens: new_tokens.to_vec(),
+            total: *cu.last().expect("batch >= 1") as usize,
+            max_logical_span: span,
+            cu_new: rt
+                .stream()
+                .clone_htod(&cu)
+                .while_(|| "uploading the appended-token offsets".into())?,
+        })
+    }
+
+    pub fn new_tokens(&self) -> &[usize] {
+        &self.new_tokens
+    }
+
+    /// Tokens appended over the batch (rows of `k_new`).
+    pub fn total(&self) -> usize {
+        self.total
+    }
+}
+
+/// The host checks of an append: returns `cu_new` and the largest number of logical pages
+/// one sequence touches (the grid's x extent).
+pub fn plan_append(table: &PageTable, new_tokens: &[usize]) -> Result<(Vec<i32>, usize)> {
+    if new_tokens.len() != table.batch() {
+        return Err(invalid(
+            "new_tokens",
+            format!(
+                "has {} entries for a batch of {}",
+                new_tokens.len(),
+                table.batch()
+            ),
+        ));
+    }
+    let mut cu = vec![0i32];
+    let mut span = 0usize;
+    // Physical page -> the sequence that writes it.
+    let mut writer: std::collections::HashMap<usize, usize> = Default::default();
+    let logical = LOGICAL_PAGE as usize;
+    for (b, &n) in new_tokens.iter().enumerate() {
+        let len = table.seq_len(b);
+        if n > len {
+            return Err(invalid(
+                "new_tokens",
+                format!(
+                    "sequence {b} appends {n} tokens but its length (after the append) is {len}"
+                ),
+            ));
+        }
+        let total = *cu.last().expect("non-empty") as usize + n;
+        if total > i32::MAX as usize {
+            return Err(invalid(
+                "new_tokens",
+                "more than i32::MAX tokens in one append",
+            ));
+        }
+        cu.push(total as i32);
+        if n == 0 {
+            continue;
+        }
+        let old = len - n;
+        span = span.max((len - 1) / logical - old / logical + 1);
+        let pages = table.pages(b);
+        for (i, &page) in pages.iter().enumerate().skip(old / table.page_size) {
+            if let Some(other) = writer.insert(page, b) {
+                return Err(invalid(
+                    "new_tokens",
+                    format!(
+                        "physical page {page} would receive tokens of sequence {other} and of sequence {b} (logical page {i})"
+                    ),
+                ));
+            }
+        }
+    }
+    // A page being written must not be read through another row (or twice through its own).
+    for (b, &n) in new_tokens.iter().enumerate() {
+        let pages = table.pages(b);
+        let old_first = table.seq_len(b).saturating_sub(n) / table.page_size;
+        for (i, page) in pages.iter().enumerate() {
+            if let Some(&w) = writer.get(page) {
+                let own_write = w == b && (n > 0 && i >= old_first);
+                if !own_write {
+                    return Err(invalid(
+                        "new_tokens",
+                        format!(
+                            "physical page {page} receives tokens of sequence {w} but is also page {i} of sequence {b}"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok((cu, span.max(1)))
+}
+
+/// A free list of physical pages, for tests and examples (allocation is the engine's
+/// business). Pages are handed out lowest id first.
+#[derive(Clone, Debug)]
+pub struct PageAllocator {
+    page_size: usize,
+    free: std::collections::BTreeSet<u32>,
+    num_pages: usize,
+}
+
+impl PageAllocator {
+    pub fn new(config: &KvCacheConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(PageAllocator {
+            page_size: config.page_size,
+            free: (0..config.num_pages as u32).collect(),
+            num_pages: config.num_pages,
+        })
+    }
+
+    pub fn free_pages(&self) -> usize {
+        self.free.len()
+    }
+
+    /// `n` pages, or an error (nothing taken) when fewer are free.
+    pub fn allocate(&mut self, n: usize) -> Result<Vec<u32>> {
+        if n > self.free.len() {
+            return Err(invalid(
+                "pages",
+                format!("{n} requested, {} free", self.free.len()),
+            ));
+        }
+        Ok((0..n)
+            .map(|_| self.free.pop_first().expect("counted"))
+            .collect())
+    }
+
+    /// Grows `row` to hold `tokens` tokens.
+    pub fn grow(&mut self, row: &mut Vec<u32>, tokens: usize) -> Result<()> {
+        let need = tokens.div_ceil(self.page_size);
+        if need > row.len() {
+            let more = self.allocate(need - row.len())?;
+            row.extend(more);
+        }
+        Ok(())
+    }
+
+    /// Returns pages to the free list; an id out of range or already free is an error
+    /// (nothing is returned then).
+    pub fn release(&mut self, pages: &[u32]) -> Result<()> {
+        let mut seen = std::collections::BTreeSet::new();
+        for &p in pages {
+            if p as usize >= self.num_pages || self.free.contains(&p) || !seen.insert(p) {
+                return Err(invalid("pages", format!("page {p} is not allocated")));
+            }
+        }
+        self.free.extend(seen);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> KvCacheConfig {
+        KvCacheConfig {
+            num_pages: 16,
+            page_size: 32,
+            heads_kv: 2,
+            head_dim: 64,
+            kv_dtype: KvDtype::Bf16,
+        }
+    }
+
+    fn err(r: Result<impl std::fmt::Debug>) -> String {
+        r.unwrap_err().to_string()
+    }
+
+    #[test]
+    fn config_fields_are_checked() {
+        for (c, needle) in [
+            (
+                KvCacheConfig {
+                    page_size: 48,
+                    ..config()
+                },
+                "page_size",
+            ),
+            (
+                KvCacheConfig {
+                    head_dim: 96,
+                    ..config()
+                },
+                "head_dim",
+            ),
+            (
+                KvCacheConfig {
+                    heads_kv: 0,
+                    ..config()
+                },
+                "heads_kv",
+            ),
+            (
+                KvCacheConfig {
+                    num_pages: 0,
+                    ..config()
+                },
+                "num_pages",
+            ),
+            (
+                KvCacheConfig {
+                    num_pages: usize::MAX / 2,
+                    ..config()
+                },
+                "num_pages",
+            ),
+        ] {
+            assert!(err(c.validate()).contains(needle), "{c:?}");
+        }
+        config().validate().unwrap();
+    }
+
+    #[test]
+    fn page_tables_are_checked() {
+        let c = config();
+        assert!(err(PageTable::new(&c, &[], &[])).contains("empty"));
+        assert!(err(PageTable::new(&c, &[vec![0]], &[1, 2])).contains("seq_lens"));
+        assert!(err(PageTable::new(&c, &[vec![0]], &[33])).contains("need 2 pages"));
+        assert!(err(PageTable::new(&c, &[vec![0, 16]], &[33])).contains("id 16 is out of range"));
+        let t = PageTable::new(&c, &[vec![3, 1, 7], vec![3]], &[40, 32]).unwrap();
+        assert_eq!(t.max_pages(), 3);
+        assert_eq!(t.pages(0), vec![3, 1]);
+        assert_eq!(t.pages(1), vec![3]);
+        assert_eq!(t.used_pages(0), 2);
+    }
+
+    #[test]
+    fn appends_are_checked() {
+        let c = config();
+        // Sequence 0: 40 tokens in pages 3, 1; sequence 1: 32 tokens in page 3 (shared, full).
+        let t = PageTable::new(&c, &[vec![3, 1], vec![3]], &[40, 32]).unwrap();
+        assert!(err(plan_append(&t, &[1])).contains("entries"));
+        assert!(err(plan_append(&t, &[41, 0])).contains("length"));
+        // Appending 8 tokens to sequence 0 writes page 1 only: fine.
+        let (cu, span) = plan_append(&t, &[8, 0]).unwrap();
+        assert_eq!(cu, vec![0, 8, 8]);
+        assert_eq!(span, 1);
+        // 9 tokens reach into the shared page 3.
+        assert!(err(plan_append(&t, &[9, 0])).contains("also page 0 of sequence 1"));
+        // Two sequences writing one page.
+        let t2 = PageTable::new(&c, &[vec![5], vec![5]], &[4, 4]).unwrap();
+        assert!(err(plan_append(&t2, &[1, 1])).contains("would receive"));
+        // A prefill of 40 tokens spans three logical pages.
+        let t3 = PageTable::new(&c, &[vec![0, 2]], &[40]).unwrap();
+        assert_eq!(plan_append(&t3, &[40]).unwrap(), (vec![0, 40], 3));
+        assert_eq!(plan_append(&t3, &[9]).unwrap().1, 2); // tokens 31..40
+    }
+
+    #[test]
+    fn allocator_hands_out_and_takes_back() {
+        let mut a = PageAllocator::new(&config()).unwrap();
+        let mut row = Vec::new();
+        a.grow(&mut row, 65).unwrap();
+        assert_eq!(row, vec![0, 1, 2]);
+        assert!(a.allocate(14).is_err());
+        assert_eq!(a.free_pages(), 13);
+        assert!(a.release(&[1, 1]).is_err());
+        assert!(a.release(&[99]).is_err());
+        a.release(&[1]).unwrap();
+        assert!(a.release(&[1]).is_err());
+        assert_eq!(a.allocate(1).unwrap(), vec![1]);
+    }
+}

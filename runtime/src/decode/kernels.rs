@@ -1,0 +1,148 @@
+//! The decode kernels' sources, their NVRTC builds through the runtime's kernel cache, and the
+//! functions loaded through the runtime's one module table.
+
+use crate::driver::set_max_dynamic_shared;
+use crate::error::{Error, Result};
+use crate::runtime::Runtime;
+use cudarc::driver::CudaFunction;
+use flashgen_codegen::decode::{
+    decode_template_digest, render_append, render_decode, render_selector, DECODE_HEAD_DIMS,
+};
+use flashgen_codegen::{Arch, DType, DecodeSpec, KernelSource, KvDtype};
+use sha2::{Digest, Sha256};
+
+/// One compiled unit of decode kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DecodeModule {
+    /// The attention kernel of a spec and its split merge kernel.
+    Attention(DecodeSpec),
+    /// `fg_decode_append` for one KV dtype.
+    Append(KvDtype),
+    /// `fg_decode_page_scores` and `fg_decode_page_select` for one query dtype and head dim.
+    Selector(DType, u32),
+}
+
+impl DecodeModule {
+    /// Every module (for compile checks).
+    pub fn all() -> Vec<DecodeModule> {
+        let mut all: Vec<DecodeModule> = DecodeSpec::all()
+            .into_iter()
+            .map(DecodeModule::Attention)
+            .collect();
+        all.extend(KvDtype::ALL.map(DecodeModule::Append));
+        for dtype in DType::ALL {
+            for d in DECODE_HEAD_DIMS {
+                all.push(DecodeModule::Selector(dtype, d));
+            }
+        }
+        all
+    }
+
+    /// The entry functions of the module.
+    pub fn functions(self) -> Vec<String> {
+        match self {
+            DecodeModule::Attention(spec) => {
+                let name = spec.kernel_name();
+                vec![format!("{name}_merge"), name]
+            }
+            DecodeModule::Append(_) => vec!["fg_decode_append".into()],
+            DecodeModule::Selector(..) => vec![
+                "fg_decode_page_scores".into(),
+                "fg_decode_page_select".into(),
+            ],
+        }
+    }
+
+    /// The CUDA source NVRTC compiles for `arch`.
+    pub fn source(self, arch: Arch) -> Result<KernelSource> {
+        let rendered = match self {
+            DecodeModule::Attention(spec) => {
+                spec.validate()?;
+                render_decode(&spec, arch)
+            }
+            DecodeModule::Append(kv) => render_append(kv),
+            DecodeModule::Selector(dtype, d) => render_selector(dtype, d),
+        };
+        rendered.map_err(|e| Error::Render(format!("{e:?}")))
+    }
+}
+
+impl DecodeModule {
+    /// A stable digest of everything the module's source is rendered from (the module, the
+    /// arch and the decode templates), so the runtime's module table and the disk cache find it
+    /// without rendering it again.
+    pub fn digest(self, arch: Arch) -> String {
+        let mut h = Sha256::new();
+        h.update(format!("decode|{self:?}|{arch}|").as_bytes());
+        h.update(decode_template_digest().as_bytes());
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// The decode kernels' functions, loaded through the runtime's one module table.
+#[derive(Default)]
+pub(crate) struct DecodeKernels;
+
+impl DecodeKernels {
+    /// The function `name` of `module` in `rt`'s context, with its dynamic shared-memory limit
+    /// raised to `shared_bytes`.
+    pub(crate) fn function(
+        &self,
+        rt: &Runtime,
+        module: DecodeModule,
+        name: &str,
+        shared_bytes: u32,
+    ) -> Result<CudaFunction> {
+        let arch = rt.arch();
+        let loaded = rt.load_module(&module.digest(arch), || module.source(arch))?;
+        let f = loaded.function(name)?;
+        if shared_bytes > 48 * 1024 {
+            set_max_dynamic_shared(&f, shared_bytes, name)?;
+        }
+        Ok(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::{compile, parse_report};
+
+    #[test]
+    fn every_module_names_its_functions_in_its_source() {
+        for module in DecodeModule::all() {
+            let source = module.source(Arch::SM90).unwrap();
+            for f in module.functions() {
+                assert!(
+                    source.code.contains(&format!("{f}(")),
+                    "{module:?} lacks {f}"
+                );
+            }
+        }
+    }
+
+    /// A quick NVRTC check of one module of each kind (the full sweep is
+    /// `runtime/tests/compile_decode.rs`).
+    #[test]
+    fn one_module_of_each_kind_compiles() {
+        if !crate::libs::nvrtc_present() {
+            eprintln!("libnvrtc is not loadable: skipped");
+            return;
+        }
+        let spec = DecodeSpec::new(flashgen_codegen::DecodeVariant::Mixed, 128, DType::Bf16, 64);
+        for module in [
+            DecodeModule::Attention(spec),
+            DecodeModule::Append(KvDtype::F16),
+            DecodeModule::Selector(DType::Bf16, 128),
+        ] {
+            for arch in [Arch::SM80, Arch::SM90] {
+                let (kernel, _) = compile(&module.source(arch).unwrap(), arch)
+                    .unwrap_or_else(|e| panic!("{module:?}: {e}"));
+                for f in module.functions() {
+                    let report = parse_report(&kernel.log, &f).expect("ptxas report");
+                    assert!(!report.spills(), "{f} on {arch}: {report:?}");
+                }
+            }
+        }
+    }
+}

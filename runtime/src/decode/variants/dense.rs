@@ -1,0 +1,37 @@
+//! Dense decode: every cached token at or before the query's position.
+
+use super::{all_blocks, DecodeVariantHost};
+use crate::decode::attention::{DecodeMask, DecodeParams};
+use crate::decode::cache::PageTable;
+use crate::error::Result;
+use flashgen_codegen::DecodeVariant;
+
+pub(crate) struct Dense;
+
+impl DecodeVariantHost for Dense {
+    fn variant(&self) -> DecodeVariant {
+        DecodeVariant::Dense
+    }
+
+    fn check(
+        &self,
+        _: &DecodeMask<'_>,
+        _: &PageTable,
+        _: usize,
+        _: usize,
+        _: &mut DecodeParams,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn visited_blocks(
+        &self,
+        _: &DecodeMask<'_>,
+        table: &PageTable,
+        b: usize,
+        _: usize,
+        _: usize,
+    ) -> usize {
+        all_blocks(table.seq_len(b))
+    }
+}

@@ -1,0 +1,84 @@
+//! Decode kernels compile with NVRTC for sm_80 and sm_90a without register spills (needs
+//! libnvrtc, no GPU): the attention kernel (and its merge kernel) of every variant, head dim,
+//! dtype and row tile at pages of 64 tokens, every page size of dense d128 bf16 with 16 rows
+//! (the page size changes constants only: block-to-page arithmetic), the append kernel of every
+//! KV dtype and the page selector of every dtype and head dim.
+
+use flashgen_codegen::{Arch, DType, DecodeVariant};
+use flashgen_runtime::compile;
+use flashgen_runtime::compile::parse_report;
+use flashgen_runtime::decode::DecodeModule;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+const THREADS: usize = 2;
+
+#[test]
+fn every_decode_kernel_compiles_without_spills() {
+    if !flashgen_runtime::libs::nvrtc_present() {
+        eprintln!("libnvrtc is not loadable: skipped");
+        return;
+    }
+    let jobs: Vec<(DecodeModule, Arch)> = [Arch::SM80, Arch::SM90]
+        .into_iter()
+        .flat_map(|arch| {
+            DecodeModule::all()
+                .into_iter()
+                .filter(|m| match m {
+                    DecodeModule::Attention(spec) => {
+                        spec.page_size == 64
+                            || (spec.variant == DecodeVariant::Dense
+                                && spec.head_dim == 128
+                                && spec.dtype == DType::Bf16
+                                && spec.rows == 16)
+                    }
+                    _ => true,
+                })
+                .map(move |m| (m, arch))
+        })
+        .collect();
+    let next = AtomicUsize::new(0);
+    let failures = Mutex::new(Vec::new());
+    let max_regs = Mutex::new(0u32);
+    let start = std::time::Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..THREADS {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&(module, arch)) = jobs.get(i) else {
+                    break;
+                };
+                let outcome = module
+                    .source(arch)
+                    .map_err(|e| e.to_string())
+                    .and_then(|src| compile(&src, arch).map_err(|e| e.to_string()));
+                let mut fail = failures.lock().unwrap();
+                match outcome {
+                    Err(e) => fail.push(format!("{module:?} on {arch}: {e}")),
+                    Ok((kernel, _)) => {
+                        for f in module.functions() {
+                            match parse_report(&kernel.log, &f) {
+                                None => fail.push(format!("{f} on {arch}: no ptxas report")),
+                                Some(r) if r.spills() => {
+                                    fail.push(format!("{f} on {arch} spills: {r:?}"))
+                                }
+                                Some(r) => {
+                                    let mut m = max_regs.lock().unwrap();
+                                    *m = (*m).max(r.registers);
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let failures = failures.into_inner().unwrap();
+    eprintln!(
+        "{} decode modules compiled in {:.1} s, at most {} registers",
+        jobs.len(),
+        start.elapsed().as_secs_f64(),
+        max_regs.into_inner().unwrap()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
