@@ -5,7 +5,6 @@ use crate::cache::KernelCache;
 use crate::compile::nvrtc_version;
 use crate::config::{GpuIdentity, ShapeKey, TunedConfig};
 use crate::decode::attention::DecodeScratch;
-use crate::decode::kernels::DecodeKernels;
 use crate::device_index::{DeviceBlockMask, DeviceHeadKinds, DeviceVarlen};
 use crate::driver::open_device;
 use crate::error::{invalid, DriverContext, Result};
@@ -61,8 +60,6 @@ pub struct Runtime {
     warnings: Mutex<Vec<String>>,
     /// The tuned config of [`Runtime::attention_tuned`], found on first use.
     tuned: OnceLock<Option<Arc<TunedConfig>>>,
-    /// The decode kernels (attention, append, page selector) loaded into this context.
-    pub(crate) decode: DecodeKernels,
     /// Split-KV partials of the decode kernels, reused across launches on the stream.
     pub(crate) decode_scratch: DecodeScratch,
 }
@@ -85,7 +82,6 @@ impl Runtime {
             modules: ModuleTable::default(),
             warnings: Mutex::new(Vec::new()),
             tuned: OnceLock::new(),
-            decode: DecodeKernels::default(),
             decode_scratch: DecodeScratch::default(),
         })
     }

@@ -2,7 +2,7 @@
 //! the attention kernel and (with more than one split) its merge kernel.
 
 use super::cache::{DevicePageTable, KvCacheConfig, PageTable, PagedKvCache};
-use super::kernels::DecodeModule;
+use super::kernels::{decode_function, DecodeModule};
 use super::selector::PageSelection;
 use super::variants;
 use crate::error::{invalid, DriverContext, Result};
@@ -485,7 +485,7 @@ impl Runtime {
                 ),
             ));
         }
-        let f = self.decode.function(self, module, &name, smem)?;
+        let f = decode_function(self, module, &name, smem)?;
         let per_sm = f
             .occupancy_max_active_blocks_per_multiprocessor(DECODE_THREADS, smem as usize, None)
             .while_(|| format!("reading the occupancy of {name}"))?
@@ -562,9 +562,7 @@ impl Runtime {
         // partials of every row and split; the guards keep the buffers ordered on the stream.
         unsafe { launch.launch(cfg) }.while_(|| format!("launching {name}"))?;
         if plan.num_splits > 1 {
-            let merge = self
-                .decode
-                .function(self, module, &format!("{name}_merge"), 0)?;
+            let merge = decode_function(self, module, &format!("{name}_merge"), 0)?;
             let warps_per_cta = 8;
             let cfg = LaunchConfig {
                 grid_dim: (rows_total.div_ceil(warps_per_cta) as u32, 1, 1),

@@ -6,7 +6,7 @@
 //! in one call and kept, with its host copy, in a value with private fields that is never
 //! changed afterwards, so the host checks describe exactly what the kernels read.
 
-use super::kernels::DecodeModule;
+use super::kernels::{decode_function, DecodeModule};
 use crate::error::{invalid, DriverContext, Result};
 use crate::runtime::{Element, Runtime, Tensor};
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
@@ -213,9 +213,7 @@ impl PagedKvCache {
             page_size: c.page_size as i32,
             unused: 0,
         };
-        let f = rt
-            .decode
-            .function(rt, DecodeModule::Append(c.kv_dtype), "fg_decode_append", 0)?;
+        let f = decode_function(rt, DecodeModule::Append(c.kv_dtype), "fg_decode_append", 0)?;
         let cfg = LaunchConfig {
             grid_dim: (
                 append.max_logical_span as u32,

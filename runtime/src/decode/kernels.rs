@@ -79,28 +79,21 @@ impl DecodeModule {
     }
 }
 
-/// The decode kernels' functions, loaded through the runtime's one module table.
-#[derive(Default)]
-pub(crate) struct DecodeKernels;
-
-impl DecodeKernels {
-    /// The function `name` of `module` in `rt`'s context, with its dynamic shared-memory limit
-    /// raised to `shared_bytes`.
-    pub(crate) fn function(
-        &self,
-        rt: &Runtime,
-        module: DecodeModule,
-        name: &str,
-        shared_bytes: u32,
-    ) -> Result<CudaFunction> {
-        let arch = rt.arch();
-        let loaded = rt.load_module(&module.digest(arch), || module.source(arch))?;
-        let f = loaded.function(name)?;
-        if shared_bytes > 48 * 1024 {
-            set_max_dynamic_shared(&f, shared_bytes, name)?;
-        }
-        Ok(f)
+/// The function `name` of `module` in `rt`'s context, loaded through the runtime's one module
+/// table, with its dynamic shared-memory limit raised to `shared_bytes`.
+pub(crate) fn decode_function(
+    rt: &Runtime,
+    module: DecodeModule,
+    name: &str,
+    shared_bytes: u32,
+) -> Result<CudaFunction> {
+    let arch = rt.arch();
+    let loaded = rt.load_module(&module.digest(arch), || module.source(arch))?;
+    let f = loaded.function(name)?;
+    if shared_bytes > 48 * 1024 {
+        set_max_dynamic_shared(&f, shared_bytes, name)?;
     }
+    Ok(f)
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@
 
 use super::attention::DecodeParams;
 use super::cache::{DevicePageTable, PageTable, PagedKvCache};
-use super::kernels::DecodeModule;
+use super::kernels::{decode_function, DecodeModule};
 use crate::error::{invalid, DriverContext, Result};
 use crate::runtime::{Element, Runtime, Tensor};
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
@@ -487,7 +487,7 @@ impl PageSelector {
                 unused: 0,
             };
             let module = DecodeModule::Selector(c.kv_dtype.compute_dtype(), c.head_dim as u32);
-            let score = rt.decode.function(rt, module, "fg_decode_page_scores", 0)?;
+            let score = decode_function(rt, module, "fg_decode_page_scores", 0)?;
             let warps = (SCORE_THREADS / 32) as usize;
             let cfg = LaunchConfig {
                 grid_dim: (
@@ -503,7 +503,7 @@ impl PageSelector {
             // SAFETY: q was checked against its layout; the table's pages against the pool
             // (and so the statistics); scores and index hold every row at their strides.
             unsafe { launch.launch(cfg) }.while_(|| "launching fg_decode_page_scores".into())?;
-            let select = rt.decode.function(rt, module, "fg_decode_page_select", 0)?;
+            let select = decode_function(rt, module, "fg_decode_page_select", 0)?;
             let row_bytes = 4 * c.heads_kv as u64;
             for b in 0..host.batch() {
                 let n = host.used_pages(b) as i32;
