@@ -259,14 +259,17 @@ impl Runtime {
         self.tuned.set(config.map(Arc::new)).map_err(|_| {
             invalid(
                 "tuned config",
-                "a tuned config is already in use by this runtime; set it before the first                  tuned launch",
+                "a tuned config is already in use by this runtime; set it before the first tuned launch",
             )
         })
     }
 
     fn warn_loudly(&self, warnings: Vec<String>) {
+        use std::io::Write;
+        let mut stderr = std::io::stderr().lock();
         for w in &warnings {
-            eprintln!("flashgen: warning: {w}");
+            // A closed stderr must not turn a warning into a panic: the list below keeps it.
+            let _ = writeln!(stderr, "flashgen: warning: {w}");
         }
         self.warnings
             .lock()
