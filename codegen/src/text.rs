@@ -88,7 +88,7 @@ fn set_once<'a, T>(
 }
 
 fn find_variant(name: &str) -> Option<Variant> {
-    Variant::ALL.into_iter().find(|v| v.name() == name)
+    Variant::from_name(name)
 }
 
 /// `d` and digits: a head dim part (whether the number fits is checked when parsing it).
@@ -131,12 +131,11 @@ pub fn parse_spec(text: &str, arch: Arch) -> Result<KernelSpec, SpecError> {
     let mut parts = text.split(',').map(str::trim).filter(|p| !p.is_empty());
     let variant_name = parts.next().ok_or_else(|| parse_err(text, "empty spec"))?;
     let variant = find_variant(variant_name).ok_or_else(|| {
-        let allowed: Vec<_> = Variant::ALL.iter().map(|v| v.name()).collect();
         parse_err(
             text,
             format!(
                 "unknown variant `{variant_name}`; allowed values: {}",
-                allowed.join(", ")
+                Variant::names()
             ),
         )
     })?;

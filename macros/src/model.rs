@@ -388,8 +388,7 @@ pub fn lower(decl: &Decl) -> syn::Result<Kernel> {
             blame.causal = Some(arg.tokens());
         } else if let Some(i) = table.iter().position(|p| p.name == key) {
             let p = table[i];
-            let example_value = if p.name == "window" { 2048 } else { 128 };
-            values[i] = errors.take(integer(arg, p.kind == ParamKind::Positive, example_value));
+            values[i] = errors.take(integer(arg, p.kind == ParamKind::Positive, p.example));
         } else {
             let mut allowed: Vec<&str> = table.iter().map(|p| p.name).collect();
             if variant.accepts_causal() {
