@@ -174,7 +174,7 @@ impl Runtime {
             // Everything but the tile is checked before the shape is measured.
             check_launch(spec, desc)?;
             let shape = shape_key(spec, desc);
-            let (tile, _) = self.select_tile_for(spec, &shape, mask_blocks(desc))?;
+            let (tile, _) = self.select_tile_for(spec, &shape, mask_blocks(spec, desc))?;
             let tuned = spec.with_tile(tile);
             self.launch_desc(&tuned, desc)?;
             Ok(tuned)
