@@ -6,19 +6,29 @@ use crate::error::SpecError;
 use crate::spec::{Arch, DType, KernelSpec, Mma, TileConfig, Variant};
 use std::fmt;
 
+impl KernelSpec {
+    /// The spec text without the tile, `variant,d<head_dim>,dtype[,causal][,lse][,varlen]`: the
+    /// key of tuned config entries and what the macro declares when no tile is given. The one
+    /// writer of spec text; `Display` appends the tile.
+    pub fn key(&self) -> String {
+        let mut out = format!("{},d{},{}", self.variant, self.head_dim, self.dtype);
+        for (on, flag) in [
+            (self.causal, "causal"),
+            (self.lse, "lse"),
+            (self.varlen, "varlen"),
+        ] {
+            if on {
+                out.push(',');
+                out.push_str(flag);
+            }
+        }
+        out
+    }
+}
+
 impl fmt::Display for KernelSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{},d{},{}", self.variant, self.head_dim, self.dtype)?;
-        if self.causal {
-            f.write_str(",causal")?;
-        }
-        if self.lse {
-            f.write_str(",lse")?;
-        }
-        if self.varlen {
-            f.write_str(",varlen")?;
-        }
-        write!(f, ",{}", self.tile)
+        write!(f, "{},{}", self.key(), self.tile)
     }
 }
 

@@ -52,13 +52,10 @@ impl Kernel {
     /// The spec in codegen's text form, without the tile when none was declared, so that
     /// `parse_spec(text, arch)` gives `spec_for(arch)` on every arch.
     pub fn spec_text(&self) -> String {
-        let full = self.spec_for(Arch::SM90).to_string();
+        let spec = self.spec_for(Arch::SM90);
         match self.tile {
-            Some(_) => full,
-            None => match full.rsplit_once(',') {
-                Some((without_tile, _)) => without_tile.to_string(),
-                None => full,
-            },
+            Some(_) => spec.to_string(),
+            None => spec.key(),
         }
     }
 }

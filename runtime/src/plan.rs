@@ -7,7 +7,7 @@ use crate::layout::Layout;
 use crate::masks::{BlockMask, HeadKind, StreamingParams};
 use crate::params::FlashParams;
 use crate::variants;
-use flashgen_codegen::{validate_arch_free, DType, KernelSpec, REGISTRY};
+use flashgen_codegen::{validate_arch_free, DType, KernelSpec, TileConfig, REGISTRY};
 
 /// A device buffer: address and length in elements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -214,18 +214,52 @@ pub struct PlanContext<'s> {
 /// Validates a launch of `spec` and builds its parameters. The spec itself is checked with
 /// [`validate_arch_free`]; whether it fits the device is the loader's check.
 pub fn plan(spec: &KernelSpec, d: &LaunchDesc) -> Result<Plan> {
+    validate_arch_free(spec)?;
     plan_checked(spec, d, true)
 }
 
+/// [`plan`] of a spec its caller has validated (for the arch it launches on).
+pub(crate) fn plan_validated(spec: &KernelSpec, d: &LaunchDesc) -> Result<Plan> {
+    plan_checked(spec, d, true)
+}
+
+/// A launch checked by [`check_launch`]: its parameters, waiting for the tile.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckedLaunch {
+    plan: Plan,
+    blocks: Option<(usize, usize)>,
+}
+
+impl CheckedLaunch {
+    /// The plan of the launch with `tile`: the checks of the tile against the arguments (mask
+    /// block sizes) and the grid, without re-checking the rest.
+    pub fn with_tile(&self, tile: &TileConfig) -> Result<Plan> {
+        if let Some((block_q, block_k)) = self.blocks {
+            variants::check_blocks_fit(block_q, block_k, tile)?;
+        }
+        let mut plan = self.plan.clone();
+        plan.grid = plan.grid.map(|(_, heads, batch)| {
+            let rows = plan.params.seqlen_q as usize;
+            (rows.div_ceil(tile.block_m as usize) as u32, heads, batch)
+        });
+        Ok(plan)
+    }
+}
+
 /// Every check of [`plan`] that does not depend on the spec's tile: what must hold before a
-/// launch's shape is measured to choose a tile.
-pub fn check_launch(spec: &KernelSpec, d: &LaunchDesc) -> Result<()> {
-    plan_checked(spec, d, false).map(drop)
+/// launch's shape is measured to choose a tile. [`CheckedLaunch::with_tile`] then gives the
+/// plan for the chosen tile.
+pub fn check_launch(spec: &KernelSpec, d: &LaunchDesc) -> Result<CheckedLaunch> {
+    validate_arch_free(spec)?;
+    let plan = plan_checked(spec, d, false)?;
+    Ok(CheckedLaunch {
+        plan,
+        blocks: variants::host(spec.variant).mask_blocks(d),
+    })
 }
 
 /// [`plan`], with or without the checks of the tile against the launch (mask block sizes).
 fn plan_checked(spec: &KernelSpec, d: &LaunchDesc, check_tile: bool) -> Result<Plan> {
-    validate_arch_free(spec)?;
     if d.dtype != spec.dtype {
         return Err(invalid(
             "dtype",

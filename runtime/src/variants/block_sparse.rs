@@ -27,24 +27,8 @@ pub(super) fn plan_list(cx: &PlanContext, list: &BlockListArg, p: &mut FlashPara
             "device copy is shorter than the host copy",
         ));
     }
-    let tile = cx.spec.tile;
-    if cx.check_tile && !m.block_q.is_multiple_of(tile.block_m as usize) {
-        return Err(invalid(
-            "block_q",
-            format!(
-                "mask block_q = {} must be a multiple of the tile's block_m = {} (use a tile with a smaller block_m, e.g. from flashgen_codegen::default_tile_for_blocks, or Runtime::attention_tuned, which picks one)",
-                m.block_q, tile.block_m
-            ),
-        ));
-    }
-    if cx.check_tile && !m.block_k.is_multiple_of(tile.block_n as usize) {
-        return Err(invalid(
-            "block_k",
-            format!(
-                "mask block_k = {} must be a multiple of the tile's block_n = {} (use a tile with a smaller block_n, e.g. from flashgen_codegen::default_tile_for_blocks, or Runtime::attention_tuned, which picks one)",
-                m.block_k, tile.block_n
-            ),
-        ));
+    if cx.check_tile {
+        super::check_blocks_fit(m.block_q, m.block_k, &cx.spec.tile)?;
     }
     p.block_q = m.block_q as i32;
     p.block_k = m.block_k as i32;

@@ -13,7 +13,7 @@ mod streaming;
 use crate::error::{invalid, Result};
 use crate::params::FlashParams;
 use crate::plan::{LaunchDesc, PlanContext};
-use flashgen_codegen::{KernelSpec, Variant};
+use flashgen_codegen::{KernelSpec, TileConfig, Variant};
 
 /// The extents of a launch that a work estimate needs: queries and keys of one sequence (the
 /// longest, for varlen batches; the keys not counting a prefix) and the prefix length.
@@ -80,4 +80,27 @@ pub(crate) fn wrong_arguments(variant: Variant) -> crate::error::Error {
             expected.join("; ")
         ),
     )
+}
+
+/// Checks that a tile's query and key tiles divide a block list's blocks.
+pub(crate) fn check_blocks_fit(block_q: usize, block_k: usize, tile: &TileConfig) -> Result<()> {
+    if !block_q.is_multiple_of(tile.block_m as usize) {
+        return Err(invalid(
+            "block_q",
+            format!(
+                "mask block_q = {block_q} must be a multiple of the tile's block_m = {} (use a tile with a smaller block_m, e.g. from flashgen_codegen::default_tile_for_blocks, or Runtime::attention_tuned, which picks one)",
+                tile.block_m
+            ),
+        ));
+    }
+    if !block_k.is_multiple_of(tile.block_n as usize) {
+        return Err(invalid(
+            "block_k",
+            format!(
+                "mask block_k = {block_k} must be a multiple of the tile's block_n = {} (use a tile with a smaller block_n, e.g. from flashgen_codegen::default_tile_for_blocks, or Runtime::attention_tuned, which picks one)",
+                tile.block_n
+            ),
+        ));
+    }
+    Ok(())
 }
