@@ -10,9 +10,7 @@ use std::time::Duration;
     name = "flashgen",
     version,
     about = "Generate, compile and inspect specialised FlashAttention kernels",
-    after_help = "A spec is written variant,d<head_dim>,<dtype>[,causal][,lse][,varlen][,<tile>], e.g.\n  \
-                  dense,d128,bf16,causal,lse,m128n64w4s1\n\
-                  Variants: dense, streaming, block-sparse, mixed. Without a tile the GPU's default is used."
+    after_help = spec_help()
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -43,8 +41,8 @@ pub struct TuneArgs {
     /// A smaller search: the default tile and a few statically promising ones per spec.
     #[arg(long)]
     pub quick: bool,
-    /// Only these variants (repeatable): dense, streaming, block-sparse, mixed, apb.
-    #[arg(long = "variant", value_parser = parse_variant)]
+    /// Only these variants (repeatable).
+    #[arg(long = "variant", value_parser = parse_variant, help = variant_help())]
     pub variants: Vec<Variant>,
     /// Only these head dims (repeatable); the default set has 64 and 128.
     #[arg(long = "head-dim", value_parser = clap::value_parser!(u32).range(1..))]
@@ -80,14 +78,27 @@ pub struct TuneArgs {
     pub arch: Option<String>,
 }
 
-fn parse_variant(text: &str) -> Result<Variant, String> {
-    Variant::ALL
-        .into_iter()
-        .find(|v| v.name() == text.trim())
-        .ok_or_else(|| {
-            let names: Vec<_> = Variant::ALL.iter().map(|v| v.name()).collect();
-            format!("unknown variant `{text}`; allowed: {}", names.join(", "))
-        })
+/// The spec syntax and every registered variant with its summary, after the main help.
+fn spec_help() -> String {
+    let mut help = String::from(
+        "A spec is written variant,d<head_dim>,<dtype>[,causal][,lse][,varlen][,<tile>], e.g.\n  \
+         dense,d128,bf16,causal,lse,m128n64w4s1\n\
+         Without a tile the GPU's default is used. Variants:",
+    );
+    for info in flashgen_codegen::REGISTRY {
+        help.push_str(&format!("\n  {:<13} {}", info.name, info.summary));
+    }
+    help
+}
+
+fn variant_help() -> String {
+    format!("Only these variants (repeatable): {}", Variant::names())
+}
+
+/// A variant as the CLI accepts it: a registered name.
+pub fn parse_variant(text: &str) -> Result<Variant, String> {
+    Variant::from_name(text.trim())
+        .ok_or_else(|| format!("unknown variant `{text}`; allowed: {}", Variant::names()))
 }
 
 fn parse_dtype(text: &str) -> Result<DType, String> {

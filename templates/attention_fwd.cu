@@ -75,20 +75,13 @@ struct FlashParams {
     int prefix_len;
 };
 
-{% if variant == "dense" or variant == "mixed" or variant == "apb" %}{% include "variants/dense.cuh" %}{% endif %}
-{% if variant == "streaming" or variant == "mixed" %}{% include "variants/streaming.cuh" %}{% endif %}
-{% if variant == "block-sparse" or variant == "mixed" %}{% include "variants/block_sparse.cuh" %}{% endif %}
-{% if variant == "mixed" %}{% include "variants/mixed.cuh" %}{% endif %}
-{%- if variant == "dense" %}
-typedef DenseSchedule<CAUSAL> Schedule;
-{%- elif variant == "apb" %}
-// APB is causal attention over [anchor | passing | local] with the queries at the local block:
-// with pos = i + prefix_len, every prefix key is visible and local key j' iff j' <= i.
-typedef DenseSchedule<true> Schedule;
-{%- elif variant == "streaming" %}
-typedef StreamingSchedule Schedule;
-{%- elif variant == "block-sparse" %}
-typedef BlockSparseSchedule<CAUSAL> Schedule;
+// The variant's schedule files and the schedule its CTAs run (the variant registry,
+// flashgen_codegen::variants).
+{%- for code in schedule_code %}
+{{ code }}
+{%- endfor %}
+{%- if schedule %}
+typedef {{ schedule }} Schedule;
 {%- endif %}
 
 {% include "device/softmax.cuh" %}
@@ -211,7 +204,7 @@ __device__ __forceinline__ void fg_attention_tile(const FlashParams& p, elem_t* 
 
     const SeqRange seq = fg_seq_range(p, batch);
     const int sq = seq.sq;
-{%- if variant == "apb" %}
+{%- if prefix %}
     const int sk = seq.sk + p.prefix_len;  // keys: the prefix, then the local block
 {%- else %}
     const int sk = seq.sk;
@@ -223,7 +216,7 @@ __device__ __forceinline__ void fg_attention_tile(const FlashParams& p, elem_t* 
     const elem_t* q = static_cast<const elem_t*>(p.q) + batch * p.q_batch_stride + seq.q_start * p.q_row_stride + head * p.q_head_stride;
     const elem_t* k = static_cast<const elem_t*>(p.k) + batch * p.k_batch_stride + seq.k_start * p.k_row_stride + kv_head * p.k_head_stride;
     const elem_t* v = static_cast<const elem_t*>(p.v) + batch * p.v_batch_stride + seq.k_start * p.v_row_stride + kv_head * p.v_head_stride;
-{%- if variant == "apb" %}
+{%- if prefix %}
     constexpr bool SEGMENTED = true;
     const RowSource k_src = {k, p.k_row_stride,
                              static_cast<const elem_t*>(p.prefix_k) + batch * p.prefix_k_batch_stride + kv_head * p.prefix_k_head_stride,
@@ -652,14 +645,13 @@ extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const Fl
     elem_t* s_q = reinterpret_cast<elem_t*>(fg_smem);
 {%- endif %}
 
-{%- if variant == "mixed" %}
+{%- if head_cases %}
     // Heads run in the given order (heavy kinds first) so cheap heads fill the tail of the grid.
     const int head = p.head_order[blockIdx.y];
     switch (p.head_kind[head]) {
-        case HEAD_DENSE: fg_attention_tile<DenseSchedule<false>>(p, s_q, head); break;
-        case HEAD_DENSE_CAUSAL: fg_attention_tile<DenseSchedule<true>>(p, s_q, head); break;
-        case HEAD_STREAMING: fg_attention_tile<StreamingSchedule>(p, s_q, head); break;
-        default: fg_attention_tile<BlockSparseSchedule<CAUSAL>>(p, s_q, head); break;
+{%- for case in head_cases %}
+        {% if loop.last %}default{% else %}case {{ case.kind }}{% endif %}: fg_attention_tile<{{ case.schedule }}>(p, s_q, head); break;
+{%- endfor %}
     }
 {%- else %}
     fg_attention_tile<Schedule>(p, s_q, blockIdx.y);

@@ -11,6 +11,7 @@ pub mod space;
 pub mod spec;
 pub mod text;
 pub mod validate;
+pub mod variants;
 
 pub use apb::ApbModule;
 pub use decode::{
@@ -23,6 +24,7 @@ pub use space::{default_set, default_tile, default_tile_for_blocks, search_space
 pub use spec::{Arch, DType, KernelSpec, Mma, TileConfig, Variant, HEAD_DIMS};
 pub use text::{parse_arch, parse_spec, parse_tile};
 pub use validate::{shared_memory_bytes, validate, validate_arch_free};
+pub use variants::{VariantInfo, REGISTRY};
 
 /// Version of the kernel ABI (the parameter struct the runtime passes); bumped on any change.
 pub const KERNEL_ABI_VERSION: u32 = 3;

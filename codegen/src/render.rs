@@ -2,12 +2,15 @@
 
 use crate::spec::{KernelSpec, Mma};
 use crate::validate::{q_in_registers, shared_memory_bytes, SMEM_ROW_PAD};
+use crate::variants::{Schedule, REGISTRY, SCHEDULE_FILES};
 use sha2::{Digest, Sha256};
 use std::sync::OnceLock;
 use tera::{Context, Tera};
 
-/// The templates, embedded at build time. Names are their paths under `templates/`.
-pub const TEMPLATES: &[(&str, &str)] = &[
+/// The shared templates, embedded at build time. Names are their paths under `templates/`;
+/// the variants' schedule files ([`crate::variants::SCHEDULE_FILES`]) join them in
+/// [`templates`].
+const BASE_TEMPLATES: &[(&str, &str)] = &[
     (
         "device/types.cuh",
         include_str!("../../templates/device/types.cuh"),
@@ -20,27 +23,25 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         "device/softmax.cuh",
         include_str!("../../templates/device/softmax.cuh"),
     ),
-    (
-        "variants/dense.cuh",
-        include_str!("../../templates/variants/dense.cuh"),
-    ),
-    (
-        "variants/streaming.cuh",
-        include_str!("../../templates/variants/streaming.cuh"),
-    ),
-    (
-        "variants/block_sparse.cuh",
-        include_str!("../../templates/variants/block_sparse.cuh"),
-    ),
-    (
-        "variants/mixed.cuh",
-        include_str!("../../templates/variants/mixed.cuh"),
-    ),
-    (
-        "attention_fwd.cu",
-        include_str!("../../templates/attention_fwd.cu"),
-    ),
 ];
+
+/// The kernel template, the one every prefill variant renders through.
+pub const KERNEL_TEMPLATE: (&str, &str) = (
+    "attention_fwd.cu",
+    include_str!("../../templates/attention_fwd.cu"),
+);
+
+/// Every template of the attention kernels: the shared ones, the variants' schedule files and
+/// the kernel template. Names are their paths under `templates/`.
+pub fn templates() -> &'static [(&'static str, &'static str)] {
+    static ALL: OnceLock<Vec<(&'static str, &'static str)>> = OnceLock::new();
+    ALL.get_or_init(|| {
+        let mut all = BASE_TEMPLATES.to_vec();
+        all.extend_from_slice(SCHEDULE_FILES);
+        all.push(KERNEL_TEMPLATE);
+        all
+    })
+}
 
 /// The templates of APB's kernels (KV compression, ring attention's merge), embedded at build
 /// time and rendered by their own tera instance ([`crate::apb`]), so that their edits leave the
@@ -124,7 +125,7 @@ impl KernelSource {
 
 fn tera() -> &'static Tera {
     static TERA: OnceLock<Tera> = OnceLock::new();
-    TERA.get_or_init(|| build(TEMPLATES))
+    TERA.get_or_init(|| build(templates()))
 }
 
 /// The tera instance of [`APB_TEMPLATES`].
@@ -133,10 +134,21 @@ pub(crate) fn apb_tera() -> &'static Tera {
     TERA.get_or_init(|| build(APB_TEMPLATES))
 }
 
-/// Digest of all template texts: part of every spec hash, so a template edit invalidates caches.
+/// Digest of all template texts and of the registry's schedule choices (the parts of the
+/// kernel that the registry writes into it): part of every spec hash, so a template or registry
+/// edit invalidates caches.
 pub fn template_digest() -> &'static str {
     static DIGEST: OnceLock<String> = OnceLock::new();
-    DIGEST.get_or_init(|| digest(TEMPLATES))
+    DIGEST.get_or_init(|| {
+        let registry: Vec<String> = REGISTRY
+            .iter()
+            .map(|i| format!("{:?} {:?} {:?}", i.includes, i.schedule, i.prefix))
+            .collect();
+        let registry = registry.join("\n");
+        let mut all = templates().to_vec();
+        all.push(("registry", &registry));
+        digest(&all)
+    })
 }
 
 /// Digest of the APB templates: part of every APB module's hash ([`crate::ApbModule::hash`]).
@@ -179,7 +191,26 @@ pub fn render(spec: &KernelSpec) -> Result<KernelSource, tera::Error> {
     ctx.insert("s_regs", &(tile.block_n / 2));
     ctx.insert("o_tiles", &(spec.head_dim / 8));
     ctx.insert("o_regs", &(spec.head_dim / 2));
-    let code = tera().render("attention_fwd.cu", &ctx)?;
+    // The variant's part: its schedule files, its schedule (one type, or one per head kind)
+    // and whether its keys come in two segments.
+    let info = spec.variant.info();
+    let mut schedules = Vec::with_capacity(info.includes.len());
+    for file in info.includes {
+        schedules.push(tera().render(file, &ctx)?);
+    }
+    ctx.insert("schedule_code", &schedules);
+    match info.schedule {
+        Schedule::One(ty) => {
+            ctx.insert("schedule", ty);
+            ctx.insert("head_cases", &Vec::<crate::variants::HeadCase>::new());
+        }
+        Schedule::PerHead(cases) => {
+            ctx.insert("schedule", "");
+            ctx.insert("head_cases", cases);
+        }
+    }
+    ctx.insert("prefix", &info.prefix);
+    let code = tera().render(KERNEL_TEMPLATE.0, &ctx)?;
     Ok(KernelSource {
         kernel_name: spec.kernel_name(),
         code,

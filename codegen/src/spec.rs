@@ -32,54 +32,7 @@ impl fmt::Display for DType {
     }
 }
 
-/// Which keys a query sees; the rows of the semantics table in DESIGN.md.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Variant {
-    /// Every key, or with `causal` every key at or before the query's position.
-    Dense,
-    /// A-shaped mask: sink tokens plus a local window, causal (`sink`, `window` at launch).
-    Streaming,
-    /// Keys in the listed blocks of a BSR block list; with `causal` also only `j <= pos`.
-    BlockSparse,
-    /// One of dense, dense-causal, streaming, block-sparse per query head, in one launch; the
-    /// `causal` flag applies to the block-sparse heads.
-    Mixed,
-    /// APB: the local block's queries over KV = [anchor | passing | local], the first two from
-    /// a separate prefix buffer and fully visible, the local block causal.
-    Apb,
-}
-
-impl Variant {
-    pub const ALL: [Variant; 5] = [
-        Variant::Dense,
-        Variant::Streaming,
-        Variant::BlockSparse,
-        Variant::Mixed,
-        Variant::Apb,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Variant::Dense => "dense",
-            Variant::Streaming => "streaming",
-            Variant::BlockSparse => "block-sparse",
-            Variant::Mixed => "mixed",
-            Variant::Apb => "apb",
-        }
-    }
-
-    /// Whether the `causal` flag means something for this variant.
-    pub fn accepts_causal(self) -> bool {
-        !matches!(self, Variant::Streaming | Variant::Apb)
-    }
-}
-
-impl fmt::Display for Variant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use crate::variants::Variant;
 
 /// Which tensor-core instructions the mainloop uses.
 #[derive(

@@ -6,19 +6,29 @@ use crate::error::SpecError;
 use crate::spec::{Arch, DType, KernelSpec, Mma, TileConfig, Variant};
 use std::fmt;
 
+impl KernelSpec {
+    /// The spec text without the tile, `variant,d<head_dim>,dtype[,causal][,lse][,varlen]`: the
+    /// key of tuned config entries and what the macro declares when no tile is given. The one
+    /// writer of spec text; `Display` appends the tile.
+    pub fn key(&self) -> String {
+        let mut out = format!("{},d{},{}", self.variant, self.head_dim, self.dtype);
+        for (on, flag) in [
+            (self.causal, "causal"),
+            (self.lse, "lse"),
+            (self.varlen, "varlen"),
+        ] {
+            if on {
+                out.push(',');
+                out.push_str(flag);
+            }
+        }
+        out
+    }
+}
+
 impl fmt::Display for KernelSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{},d{},{}", self.variant, self.head_dim, self.dtype)?;
-        if self.causal {
-            f.write_str(",causal")?;
-        }
-        if self.lse {
-            f.write_str(",lse")?;
-        }
-        if self.varlen {
-            f.write_str(",varlen")?;
-        }
-        write!(f, ",{}", self.tile)
+        write!(f, "{},{}", self.key(), self.tile)
     }
 }
 
@@ -88,7 +98,7 @@ fn set_once<'a, T>(
 }
 
 fn find_variant(name: &str) -> Option<Variant> {
-    Variant::ALL.into_iter().find(|v| v.name() == name)
+    Variant::from_name(name)
 }
 
 /// `d` and digits: a head dim part (whether the number fits is checked when parsing it).
@@ -131,12 +141,11 @@ pub fn parse_spec(text: &str, arch: Arch) -> Result<KernelSpec, SpecError> {
     let mut parts = text.split(',').map(str::trim).filter(|p| !p.is_empty());
     let variant_name = parts.next().ok_or_else(|| parse_err(text, "empty spec"))?;
     let variant = find_variant(variant_name).ok_or_else(|| {
-        let allowed: Vec<_> = Variant::ALL.iter().map(|v| v.name()).collect();
         parse_err(
             text,
             format!(
                 "unknown variant `{variant_name}`; allowed values: {}",
-                allowed.join(", ")
+                Variant::names()
             ),
         )
     })?;

@@ -1,7 +1,7 @@
 //! Spec validation: the single source of truth for what the templates can generate.
 
 use crate::error::SpecError;
-use crate::spec::{Arch, KernelSpec, Mma, TileConfig, Variant, HEAD_DIMS};
+use crate::spec::{Arch, KernelSpec, Mma, TileConfig, HEAD_DIMS};
 
 /// Accumulator registers per thread that leave room for fragments, addresses and softmax state
 /// within the 255-register limit.
@@ -156,7 +156,7 @@ pub fn validate_arch_free(spec: &KernelSpec) -> Result<(), SpecError> {
             variant: spec.variant,
         });
     }
-    if spec.varlen && spec.variant == Variant::Apb {
+    if spec.varlen && !spec.variant.accepts_varlen() {
         return Err(SpecError::VarlenNotApplicable {
             variant: spec.variant,
         });

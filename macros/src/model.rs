@@ -52,13 +52,10 @@ impl Kernel {
     /// The spec in codegen's text form, without the tile when none was declared, so that
     /// `parse_spec(text, arch)` gives `spec_for(arch)` on every arch.
     pub fn spec_text(&self) -> String {
-        let full = self.spec_for(Arch::SM90).to_string();
+        let spec = self.spec_for(Arch::SM90);
         match self.tile {
-            Some(_) => full,
-            None => match full.rsplit_once(',') {
-                Some((without_tile, _)) => without_tile.to_string(),
-                None => full,
-            },
+            Some(_) => spec.to_string(),
+            None => spec.key(),
         }
     }
 }
@@ -388,8 +385,7 @@ pub fn lower(decl: &Decl) -> syn::Result<Kernel> {
             blame.causal = Some(arg.tokens());
         } else if let Some(i) = table.iter().position(|p| p.name == key) {
             let p = table[i];
-            let example_value = if p.name == "window" { 2048 } else { 128 };
-            values[i] = errors.take(integer(arg, p.kind == ParamKind::Positive, example_value));
+            values[i] = errors.take(integer(arg, p.kind == ParamKind::Positive, p.example));
         } else {
             let mut allowed: Vec<&str> = table.iter().map(|p| p.name).collect();
             if variant.accepts_causal() {

@@ -1,55 +1,21 @@
-//! Per-variant knowledge of the macro: which parameters a variant takes in its parentheses and
-//! what its `forward` method adds to the launch. This is the one place to extend when codegen
-//! grows a variant: the matches are exhaustive, so a new `Variant` fails to compile here.
+//! Per-variant knowledge of the macro: which parameters a variant takes in its parentheses (its
+//! row of codegen's variant registry) and what its `forward` method adds to the launch (the
+//! runtime argument it passes; the match is exhaustive, so a new `Variant` fails to compile
+//! here until its launch argument is written).
 
 use flashgen_codegen::Variant;
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::quote;
 
-/// How a variant parameter's value is read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ParamKind {
-    /// A non-negative token count.
-    Count,
-    /// A positive size in tokens.
-    Positive,
-}
-
-/// A numeric parameter of a variant, always required. Its value becomes an associated `usize`
+/// A numeric parameter of a variant, always required: the variant registry's parameters
+/// ([`flashgen_codegen::variants::VariantParam`]). Its value becomes an associated `usize`
 /// constant of the generated struct, named in upper case (`sink` -> `SINK`).
-#[derive(Clone, Copy, Debug)]
-pub struct Param {
-    pub name: &'static str,
-    pub kind: ParamKind,
-}
+pub use flashgen_codegen::variants::{ParamKind, VariantParam as Param};
 
-const SINK: Param = Param {
-    name: "sink",
-    kind: ParamKind::Count,
-};
-const WINDOW: Param = Param {
-    name: "window",
-    kind: ParamKind::Count,
-};
-const BLOCK_Q: Param = Param {
-    name: "block_q",
-    kind: ParamKind::Positive,
-};
-const BLOCK_K: Param = Param {
-    name: "block_k",
-    kind: ParamKind::Positive,
-};
-
-/// The numeric parameters of a variant. `causal` is not listed: it is a flag every variant may
-/// carry syntactically and codegen's validation decides where it applies.
+/// The numeric parameters of a variant, from its registry row. `causal` is not listed: it is a
+/// flag every variant may carry syntactically and codegen's validation decides where it applies.
 pub fn params(variant: Variant) -> &'static [Param] {
-    match variant {
-        Variant::Dense => &[],
-        Variant::Streaming => &[SINK, WINDOW],
-        Variant::BlockSparse => &[BLOCK_Q, BLOCK_K],
-        Variant::Mixed => &[SINK, WINDOW, BLOCK_Q, BLOCK_K],
-        Variant::Apb => &[],
-    }
+    variant.info().params
 }
 
 /// The name a variant is written with in the macro: codegen's name as a Rust identifier.
@@ -63,14 +29,7 @@ pub fn example(variant: Variant) -> String {
     let name = macro_name(variant);
     let mut args: Vec<String> = params
         .iter()
-        .map(|p| {
-            let v = match p.name {
-                "sink" => 128,
-                "window" => 2048,
-                _ => 128,
-            };
-            format!("{} = {v}", p.name)
-        })
+        .map(|p| format!("{} = {}", p.name, p.example))
         .collect();
     if variant.accepts_causal() {
         args.push("causal".into());

@@ -61,18 +61,7 @@ pub enum ConfigError {
 
 /// The spec text without the tile: `variant,d<head_dim>,dtype[,causal][,lse][,varlen]`.
 pub fn spec_key(spec: &KernelSpec) -> String {
-    let mut out = format!("{},d{},{}", spec.variant, spec.head_dim, spec.dtype);
-    for (on, name) in [
-        (spec.causal, "causal"),
-        (spec.lse, "lse"),
-        (spec.varlen, "varlen"),
-    ] {
-        if on {
-            out.push(',');
-            out.push_str(name);
-        }
-    }
-    out
+    spec.key()
 }
 
 /// Sequence-length class (keys per sequence), in powers of 4.

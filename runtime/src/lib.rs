@@ -45,6 +45,7 @@ pub mod params;
 pub mod plan;
 pub mod runtime;
 pub mod tuned;
+pub mod variants;
 
 pub use cache::{CacheHit, CacheSource, KernelCache};
 pub use compile::{compile, compile_options, nvrtc_version, CompiledKernel, ResourceReport};

@@ -6,7 +6,8 @@ use crate::error::{invalid, Result};
 use crate::layout::Layout;
 use crate::masks::{BlockMask, HeadKind, StreamingParams};
 use crate::params::FlashParams;
-use flashgen_codegen::{validate_arch_free, DType, KernelSpec, Variant};
+use crate::variants;
+use flashgen_codegen::{validate_arch_free, DType, KernelSpec, TileConfig, REGISTRY};
 
 /// A device buffer: address and length in elements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,7 +93,7 @@ pub struct Plan {
 
 const ELEMENT_ALIGN: usize = 8; // 16-byte async copies of 2-byte elements
 
-fn check_tensor(name: &'static str, t: &TensorArg, head_dim: u32) -> Result<()> {
+pub(crate) fn check_tensor(name: &'static str, t: &TensorArg, head_dim: u32) -> Result<()> {
     let l = &t.layout;
     if l.dim != head_dim as usize {
         return Err(invalid(
@@ -189,80 +190,76 @@ fn check_cu_seqlens(
     Ok(max_len)
 }
 
-/// Checks a block list against the launch and, with `check_tile`, its block sizes against the
-/// spec's tile.
-fn check_block_list(
-    list: &BlockListArg,
-    spec: &KernelSpec,
-    geometry: &Geometry,
-    check_tile: bool,
-) -> Result<()> {
-    let m = list.mask;
-    let g = geometry;
-    m.validate(g.batch, g.heads_q, g.heads_kv, g.max_sq, g.max_sk)?;
-    if list.kv_count.len < m.kv_count.len() || list.kv_index.len < m.kv_index.len() {
-        return Err(invalid(
-            "block_list",
-            "device copy is shorter than the host copy",
-        ));
-    }
-    if !check_tile {
-        return Ok(());
-    }
-    if !m.block_q.is_multiple_of(spec.tile.block_m as usize) {
-        return Err(invalid(
-            "block_q",
-            format!(
-                "mask block_q = {} must be a multiple of the tile's block_m = {} (use a tile with a smaller block_m, e.g. from flashgen_codegen::default_tile_for_blocks, or Runtime::attention_tuned, which picks one)",
-                m.block_q, spec.tile.block_m
-            ),
-        ));
-    }
-    if !m.block_k.is_multiple_of(spec.tile.block_n as usize) {
-        return Err(invalid(
-            "block_k",
-            format!(
-                "mask block_k = {} must be a multiple of the tile's block_n = {} (use a tile with a smaller block_n, e.g. from flashgen_codegen::default_tile_for_blocks, or Runtime::attention_tuned, which picks one)",
-                m.block_k, spec.tile.block_n
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// Sink and window as the kernel takes them: clamped to the longest key sequence, which
-/// changes no visible pair (no key lies `sk` or more before a query) and keeps the kernel's
-/// 32-bit window arithmetic (`p_lo - window + 1`) from overflowing.
-fn streaming_params(s: &StreamingParams, max_sk: usize) -> (i32, i32) {
-    let clamp = |v: usize| v.min(max_sk) as i32;
-    (clamp(s.sink), clamp(s.window))
-}
-
 /// The sequence geometry of a checked launch.
-struct Geometry {
-    batch: usize,
-    heads_q: usize,
-    heads_kv: usize,
-    max_sq: usize,
+#[derive(Clone, Copy, Debug)]
+pub struct Geometry {
+    pub batch: usize,
+    pub heads_q: usize,
+    pub heads_kv: usize,
+    pub max_sq: usize,
     /// Keys of the longest sequence (APB: of the local block, the prefix not included).
-    max_sk: usize,
+    pub max_sk: usize,
+}
+
+/// What a variant's [`plan`](crate::variants::HostVariant::plan) is given: the spec, the
+/// launch's checked geometry and whether the tile is checked against the arguments.
+pub struct PlanContext<'s> {
+    pub spec: &'s KernelSpec,
+    pub geometry: Geometry,
+    /// Whether the arguments are checked against the spec's tile (mask block sizes); off
+    /// while a launch is measured to choose its tile.
+    pub check_tile: bool,
 }
 
 /// Validates a launch of `spec` and builds its parameters. The spec itself is checked with
 /// [`validate_arch_free`]; whether it fits the device is the loader's check.
 pub fn plan(spec: &KernelSpec, d: &LaunchDesc) -> Result<Plan> {
+    validate_arch_free(spec)?;
     plan_checked(spec, d, true)
 }
 
+/// [`plan`] of a spec its caller has validated (for the arch it launches on).
+pub(crate) fn plan_validated(spec: &KernelSpec, d: &LaunchDesc) -> Result<Plan> {
+    plan_checked(spec, d, true)
+}
+
+/// A launch checked by [`check_launch`]: its parameters, waiting for the tile.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckedLaunch {
+    plan: Plan,
+    blocks: Option<(usize, usize)>,
+}
+
+impl CheckedLaunch {
+    /// The plan of the launch with `tile`: the checks of the tile against the arguments (mask
+    /// block sizes) and the grid, without re-checking the rest.
+    pub fn with_tile(&self, tile: &TileConfig) -> Result<Plan> {
+        if let Some((block_q, block_k)) = self.blocks {
+            variants::check_blocks_fit(block_q, block_k, tile)?;
+        }
+        let mut plan = self.plan.clone();
+        plan.grid = plan.grid.map(|(_, heads, batch)| {
+            let rows = plan.params.seqlen_q as usize;
+            (rows.div_ceil(tile.block_m as usize) as u32, heads, batch)
+        });
+        Ok(plan)
+    }
+}
+
 /// Every check of [`plan`] that does not depend on the spec's tile: what must hold before a
-/// launch's shape is measured to choose a tile.
-pub fn check_launch(spec: &KernelSpec, d: &LaunchDesc) -> Result<()> {
-    plan_checked(spec, d, false).map(drop)
+/// launch's shape is measured to choose a tile. [`CheckedLaunch::with_tile`] then gives the
+/// plan for the chosen tile.
+pub fn check_launch(spec: &KernelSpec, d: &LaunchDesc) -> Result<CheckedLaunch> {
+    validate_arch_free(spec)?;
+    let plan = plan_checked(spec, d, false)?;
+    Ok(CheckedLaunch {
+        plan,
+        blocks: variants::host(spec.variant).mask_blocks(d),
+    })
 }
 
 /// [`plan`], with or without the checks of the tile against the launch (mask block sizes).
 fn plan_checked(spec: &KernelSpec, d: &LaunchDesc, check_tile: bool) -> Result<Plan> {
-    validate_arch_free(spec)?;
     if d.dtype != spec.dtype {
         return Err(invalid(
             "dtype",
@@ -345,11 +342,21 @@ fn plan_checked(spec: &KernelSpec, d: &LaunchDesc, check_tile: bool) -> Result<P
         }
     };
 
-    // APB: the anchor and passing blocks; none (host 0 of a multi-host prefill) is an empty one.
-    let prefix_len = match (spec.variant, &d.prefix) {
-        (Variant::Apb, Some((pk, _))) => pk.layout.seq,
-        _ => 0,
-    };
+    let host = variants::host(spec.variant);
+    let info = spec.variant.info();
+    if d.prefix.is_some() && !info.prefix {
+        let takers: Vec<_> = REGISTRY
+            .iter()
+            .filter(|i| i.prefix)
+            .map(|i| i.name)
+            .collect();
+        return Err(invalid(
+            "prefix",
+            format!("only {} kernels take a prefix", takers.join(", ")),
+        ));
+    }
+    // Keys before the local ones (APB's anchor and passing blocks).
+    let prefix_len = host.prefix_len(d);
     // Query positions (i + sk - sq) and key indices are 32-bit in the kernel.
     if max_sq + max_sk + prefix_len > i32::MAX as usize {
         return Err(invalid(
@@ -357,14 +364,6 @@ fn plan_checked(spec: &KernelSpec, d: &LaunchDesc, check_tile: bool) -> Result<P
             format!(
                 "queries ({max_sq}) plus keys ({}) exceed 2^31 - 1 tokens",
                 max_sk + prefix_len
-            ),
-        ));
-    }
-    if spec.variant == Variant::Apb && max_sq > max_sk {
-        return Err(invalid(
-            "q",
-            format!(
-                "APB queries are the last of the local block: {max_sq} queries over {max_sk} local keys"
             ),
         ));
     }
@@ -451,102 +450,13 @@ fn plan_checked(spec: &KernelSpec, d: &LaunchDesc, check_tile: bool) -> Result<P
         }
     }
 
-    let set_list = |p: &mut FlashParams, list: &BlockListArg| {
-        let m = list.mask;
-        p.block_q = m.block_q as i32;
-        p.block_k = m.block_k as i32;
-        p.list_heads = m.heads as i32;
-        p.max_blocks = m.max_blocks as i32;
-        p.list_head_stride = m.q_blocks as i64;
-        p.list_batch_stride = (m.heads * m.q_blocks) as i64;
-        p.kv_count = list.kv_count.ptr;
-        p.kv_index = list.kv_index.ptr;
+    // The variant's own arguments and parameters.
+    let cx = PlanContext {
+        spec,
+        geometry,
+        check_tile,
     };
-    match (spec.variant, &d.mask) {
-        (Variant::Dense | Variant::Apb, MaskArg::None) => {}
-        (Variant::Streaming, MaskArg::Streaming(s)) => {
-            (p.sink, p.window) = streaming_params(s, max_sk);
-        }
-        (Variant::BlockSparse, MaskArg::BlockSparse(list)) => {
-            check_block_list(list, spec, &geometry, check_tile)?;
-            set_list(&mut p, list);
-        }
-        (
-            Variant::Mixed,
-            MaskArg::Mixed {
-                heads,
-                streaming,
-                block_list,
-            },
-        ) => {
-            if heads.kinds.len() != hq {
-                return Err(invalid(
-                    "head_kind",
-                    format!("has {} entries, expected one per query head ({hq})", heads.kinds.len()),
-                ));
-            }
-            if heads.kinds_dev.len < hq || heads.order_dev.len < hq {
-                return Err(invalid("head_kind", "device copy is shorter than the host copy"));
-            }
-            if heads.kinds.contains(&HeadKind::Streaming) {
-                let s = streaming.ok_or_else(|| invalid("streaming", "streaming heads need sink and window"))?;
-                (p.sink, p.window) = streaming_params(&s, max_sk);
-            }
-            if heads.kinds.contains(&HeadKind::BlockSparse) {
-                let list = block_list
-                    .as_ref()
-                    .ok_or_else(|| invalid("block_list", "block-sparse heads need a block list"))?;
-                check_block_list(list, spec, &geometry, check_tile)?;
-                set_list(&mut p, list);
-            }
-            p.head_kind = heads.kinds_dev.ptr;
-            p.head_order = heads.order_dev.ptr;
-        }
-        (variant, _) => {
-            return Err(invalid(
-                "mask",
-                format!("the arguments do not fit a {variant} kernel (dense: none; streaming: sink/window; block-sparse: a block list; mixed: head kinds)"),
-            ))
-        }
-    }
-
-    match (spec.variant, &d.prefix) {
-        (Variant::Apb, Some((pk, pv))) => {
-            check_tensor("prefix_k", pk, spec.head_dim)?;
-            check_tensor("prefix_v", pv, spec.head_dim)?;
-            let (lk, lv) = (&pk.layout, &pv.layout);
-            if (lk.batch, lk.heads) != (batch, hkv)
-                || (lv.batch, lv.seq, lv.heads) != (lk.batch, lk.seq, lk.heads)
-            {
-                return Err(invalid(
-                    "prefix",
-                    format!(
-                        "prefix keys and values must both be [batch = {batch}, prefix, heads_kv = {hkv}, {}]",
-                        spec.head_dim
-                    ),
-                ));
-            }
-            p.prefix_k = pk.buffer.ptr;
-            p.prefix_v = pv.buffer.ptr;
-            p.prefix_k_batch_stride = lk.strides[0] as i64;
-            p.prefix_k_row_stride = lk.strides[1] as i64;
-            p.prefix_k_head_stride = lk.strides[2] as i64;
-            p.prefix_v_batch_stride = lv.strides[0] as i64;
-            p.prefix_v_row_stride = lv.strides[1] as i64;
-            p.prefix_v_head_stride = lv.strides[2] as i64;
-            p.prefix_len = lk.seq as i32;
-        }
-        (Variant::Apb, None) => {
-            // An empty prefix: the kernel reads no prefix row, so the pointers are never used.
-            p.prefix_k = p.k;
-            p.prefix_v = p.v;
-            p.prefix_len = 0;
-        }
-        (_, Some(_)) => {
-            return Err(invalid("prefix", "only apb kernels take a prefix"));
-        }
-        (_, None) => {}
-    }
+    host.plan(&cx, d, &mut p)?;
 
     let tiles = max_sq.div_ceil(spec.tile.block_m as usize);
     let grid = if batch == 0 || tiles == 0 {

@@ -12,8 +12,8 @@ use crate::layout::Layout;
 use crate::masks::{BlockMask, HeadKind, StreamingParams};
 use crate::module::{LoadedKernel, ModuleKey, ModuleTable};
 use crate::plan::{
-    check_launch, plan, BlockListArg, Buffer, HeadKindsArg, LaunchDesc, MaskArg, Plan, TensorArg,
-    VarlenArg,
+    check_launch, plan_validated, BlockListArg, Buffer, HeadKindsArg, LaunchDesc, MaskArg, Plan,
+    TensorArg, VarlenArg,
 };
 use crate::tuned::{mask_blocks, select_tile, select_tile_for_blocks, shape_key, TileSource};
 use cudarc::driver::{
@@ -172,11 +172,16 @@ impl Runtime {
     ) -> Result<KernelSpec> {
         self.with_desc(args, |desc| {
             // Everything but the tile is checked before the shape is measured.
-            check_launch(spec, desc)?;
+            // The launch is checked and planned once; the chosen tile adds its own checks.
+            let checked = check_launch(spec, desc)?;
             let shape = shape_key(spec, desc);
-            let (tile, _) = self.select_tile_for(spec, &shape, mask_blocks(desc))?;
+            let (tile, _) = self.select_tile_for(spec, &shape, mask_blocks(spec, desc))?;
             let tuned = spec.with_tile(tile);
-            self.launch_desc(&tuned, desc)?;
+            let planned = checked.with_tile(&tile)?;
+            let kernel = self.kernel(&tuned)?;
+            // SAFETY: every buffer in `desc` comes from a live `CudaSlice` of its stated length,
+            // kept alive and ordered on the stream by `with_desc`'s guards.
+            unsafe { self.launch_planned(&kernel, &planned)? };
             Ok(tuned)
         })
     }
@@ -362,8 +367,9 @@ impl Runtime {
     }
 
     /// Plans and launches `spec` over descriptors built by [`with_desc`](Self::with_desc).
+    /// Plans and launches `spec`, which the caller has validated for this runtime's arch.
     fn launch_desc(&self, spec: &KernelSpec, desc: &LaunchDesc<'_>) -> Result<()> {
-        let planned = plan(spec, desc)?;
+        let planned = plan_validated(spec, desc)?;
         let kernel = self.kernel(spec)?;
         // SAFETY: every buffer in `desc` comes from a live `CudaSlice` of its stated length,
         // kept alive and ordered on the stream by `with_desc`'s guards.
@@ -385,7 +391,7 @@ impl Runtime {
     /// caller; `o` and `lse` must not overlap any other buffer of the launch.
     pub unsafe fn attention_raw(&self, spec: &KernelSpec, desc: &LaunchDesc<'_>) -> Result<()> {
         validate(spec, self.arch())?;
-        let planned = plan(spec, desc)?;
+        let planned = plan_validated(spec, desc)?;
         let kernel = self.kernel(spec)?;
         // SAFETY: the caller guarantees the buffers; the plan checked them against the layouts.
         unsafe { self.launch_planned(&kernel, &planned) }

@@ -1,11 +1,9 @@
 //! The tuned config at launch: which shape bucket a launch falls in, and which tile it gets.
 
 use crate::config::{ShapeKey, TunedConfig};
-use crate::masks::{dense_density, HeadKind, StreamingParams};
-use crate::plan::{BlockListArg, LaunchDesc, MaskArg};
-use flashgen_codegen::{
-    default_tile, default_tile_for_blocks, Arch, KernelSpec, TileConfig, Variant,
-};
+use crate::plan::LaunchDesc;
+use crate::variants::{host, Extent};
+use flashgen_codegen::{default_tile, default_tile_for_blocks, Arch, KernelSpec, TileConfig};
 
 /// The longest sequence of a `cu_seqlens` array.
 fn longest(cu_seqlens: &[i32]) -> usize {
@@ -26,91 +24,26 @@ pub fn shape_key(spec: &KernelSpec, desc: &LaunchDesc<'_>) -> ShapeKey {
         Some(v) => (longest(v.host_q), longest(v.host_k)),
         None => (desc.q.layout.seq, desc.k.layout.seq),
     };
-    let prefix = desc.prefix.as_ref().map_or(0, |(pk, _)| pk.layout.seq);
-    let sk = local_k + prefix;
+    let host = host(spec.variant);
     let heads_q = desc.q.layout.heads;
-    let gqa = (heads_q / desc.k.layout.heads.max(1)).max(1) as u32;
-    let density = if spec.variant == Variant::Apb {
-        apb_density(sq, local_k, prefix)
-    } else {
-        mask_density(spec.causal, &desc.mask, heads_q, sq, sk)
+    let extent = Extent {
+        heads_q,
+        sq,
+        sk: local_k,
+        prefix: host.prefix_len(desc),
     };
+    let gqa = (heads_q / desc.k.layout.heads.max(1)).max(1) as u32;
     ShapeKey {
-        seq_len: sk,
+        seq_len: local_k + extent.prefix,
         gqa,
-        density,
-    }
-}
-
-/// APB: the prefix fully visible, the local block causal.
-fn apb_density(sq: usize, local_k: usize, prefix: usize) -> f64 {
-    let sk = local_k + prefix;
-    if sq == 0 || sk == 0 {
-        return 0.0;
-    }
-    let visible =
-        sq as f64 * prefix as f64 + dense_density(sq, local_k, true) * (sq * local_k) as f64;
-    visible / (sq as f64 * sk as f64)
-}
-
-/// The kept fraction of query head `head` (of `heads_q`) under a block list.
-fn block_density(
-    list: &BlockListArg<'_>,
-    head: usize,
-    heads_q: usize,
-    sq: usize,
-    sk: usize,
-    causal: bool,
-) -> f64 {
-    let h = list.mask.list_head(head, heads_q);
-    list.mask.density(0, h, sq, sk, causal)
-}
-
-fn mask_density(causal: bool, mask: &MaskArg<'_>, heads: usize, sq: usize, sk: usize) -> f64 {
-    let streaming = |p: &StreamingParams| p.density(sq, sk);
-    match mask {
-        MaskArg::None => dense_density(sq, sk, causal),
-        MaskArg::Streaming(p) => streaming(p),
-        MaskArg::BlockSparse(list) => {
-            // Every list is read by the same number of query heads: average over the lists.
-            let lists = list.mask.heads.clamp(1, heads.max(1));
-            let per_list = heads.max(1) / lists;
-            (0..lists)
-                .map(|l| block_density(list, l * per_list, heads, sq, sk, causal))
-                .sum::<f64>()
-                / lists as f64
-        }
-        MaskArg::Mixed {
-            heads,
-            streaming: params,
-            block_list,
-        } => {
-            let per_head = heads.kinds.iter().enumerate().map(|(h, kind)| match kind {
-                HeadKind::Dense => dense_density(sq, sk, false),
-                HeadKind::DenseCausal => dense_density(sq, sk, true),
-                HeadKind::Streaming => params.as_ref().map_or(0.0, streaming),
-                HeadKind::BlockSparse => block_list.as_ref().map_or(0.0, |l| {
-                    block_density(l, h, heads.kinds.len(), sq, sk, causal)
-                }),
-            });
-            per_head.sum::<f64>() / heads.kinds.len().max(1) as f64
-        }
+        density: host.density(spec, desc, &extent),
     }
 }
 
 /// The block sizes `(block_q, block_k)` of a launch's block list, if it has one: tiles must
 /// divide them.
-pub fn mask_blocks(desc: &LaunchDesc<'_>) -> Option<(usize, usize)> {
-    let list = match &desc.mask {
-        MaskArg::BlockSparse(list) => Some(list),
-        MaskArg::Mixed {
-            heads,
-            block_list: Some(list),
-            ..
-        } if heads.kinds.contains(&HeadKind::BlockSparse) => Some(list),
-        _ => None,
-    };
-    list.map(|l| (l.mask.block_q, l.mask.block_k))
+pub fn mask_blocks(spec: &KernelSpec, desc: &LaunchDesc<'_>) -> Option<(usize, usize)> {
+    host(spec.variant).mask_blocks(desc)
 }
 
 /// Whether a tile can run a block list of `blocks` (its query and key tiles divide the
@@ -187,9 +120,9 @@ mod tests {
     use super::*;
     use crate::config::{ConfigEntry, ConfigHeader, DensityClass, GpuIdentity, SeqClass};
     use crate::layout::Layout;
-    use crate::masks::BlockMask;
-    use crate::plan::{Buffer, HeadKindsArg, TensorArg, VarlenArg};
-    use flashgen_codegen::DType;
+    use crate::masks::{BlockMask, HeadKind, StreamingParams};
+    use crate::plan::{BlockListArg, Buffer, HeadKindsArg, MaskArg, TensorArg, VarlenArg};
+    use flashgen_codegen::{DType, Variant};
 
     fn tensor(l: Layout) -> TensorArg {
         TensorArg {

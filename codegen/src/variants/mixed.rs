@@ -1,0 +1,41 @@
+//! Mixed heads (LServe): each query head is dense, dense-causal, streaming or block-sparse, all
+//! in one launch; `causal` applies to the block-sparse heads. The kernel entry dispatches on
+//! the head's kind to a mainloop specialised to that kind's schedule.
+
+use super::{HeadCase, Schedule, Variant, VariantInfo, BLOCK_K, BLOCK_Q, SINK, WINDOW};
+
+pub const INFO: VariantInfo = VariantInfo {
+    variant: Variant::Mixed,
+    name: "mixed",
+    summary: "a kind per query head (dense, dense-causal, streaming, block-sparse); `causal` \
+              for the block-sparse heads",
+    causal: true,
+    varlen: true,
+    prefix: false,
+    includes: &[
+        "variants/dense.cuh",
+        "variants/streaming.cuh",
+        "variants/block_sparse.cuh",
+        "variants/mixed.cuh",
+    ],
+    // The values of `HeadKind` (templates/variants/mixed.cuh and flashgen_runtime::HeadKind).
+    schedule: Schedule::PerHead(&[
+        HeadCase {
+            kind: "HEAD_DENSE",
+            schedule: "DenseSchedule<false>",
+        },
+        HeadCase {
+            kind: "HEAD_DENSE_CAUSAL",
+            schedule: "DenseSchedule<true>",
+        },
+        HeadCase {
+            kind: "HEAD_STREAMING",
+            schedule: "StreamingSchedule",
+        },
+        HeadCase {
+            kind: "HEAD_BLOCK_SPARSE",
+            schedule: "BlockSparseSchedule<CAUSAL>",
+        },
+    ]),
+    params: &[SINK, WINDOW, BLOCK_Q, BLOCK_K],
+};

@@ -1,0 +1,89 @@
+//! Block-sparse attention over a BSR block list (with `causal`, also causal).
+
+use super::{wrong_arguments, Extent, HostVariant};
+use crate::error::{invalid, Result};
+use crate::masks::dense_density;
+use crate::params::FlashParams;
+use crate::plan::{BlockListArg, Geometry, LaunchDesc, MaskArg, PlanContext};
+use flashgen_codegen::KernelSpec;
+
+pub struct BlockSparse;
+
+/// Checks a block list against the launch and, with `cx.check_tile`, its block sizes against
+/// the spec's tile; then writes it.
+pub(super) fn plan_list(cx: &PlanContext, list: &BlockListArg, p: &mut FlashParams) -> Result<()> {
+    let m = list.mask;
+    let Geometry {
+        batch,
+        heads_q,
+        heads_kv,
+        max_sq,
+        max_sk,
+    } = cx.geometry;
+    m.validate(batch, heads_q, heads_kv, max_sq, max_sk)?;
+    if list.kv_count.len < m.kv_count.len() || list.kv_index.len < m.kv_index.len() {
+        return Err(invalid(
+            "block_list",
+            "device copy is shorter than the host copy",
+        ));
+    }
+    if cx.check_tile {
+        super::check_blocks_fit(m.block_q, m.block_k, &cx.spec.tile)?;
+    }
+    p.block_q = m.block_q as i32;
+    p.block_k = m.block_k as i32;
+    p.list_heads = m.heads as i32;
+    p.max_blocks = m.max_blocks as i32;
+    p.list_head_stride = m.q_blocks as i64;
+    p.list_batch_stride = (m.heads * m.q_blocks) as i64;
+    p.kv_count = list.kv_count.ptr;
+    p.kv_index = list.kv_index.ptr;
+    Ok(())
+}
+
+/// The kept fraction of query head `head` (of `heads_q`) under a block list, measured on the
+/// first batch entry.
+pub(super) fn head_density(
+    list: &BlockListArg<'_>,
+    head: usize,
+    heads_q: usize,
+    e: &Extent,
+    causal: bool,
+) -> f64 {
+    let h = list.mask.list_head(head, heads_q);
+    list.mask.density(0, h, e.sq, e.sk, causal)
+}
+
+impl HostVariant for BlockSparse {
+    fn arguments(&self) -> &'static str {
+        "a block list"
+    }
+
+    fn plan(&self, cx: &PlanContext, d: &LaunchDesc, p: &mut FlashParams) -> Result<()> {
+        match &d.mask {
+            MaskArg::BlockSparse(list) => plan_list(cx, list, p),
+            _ => Err(wrong_arguments(cx.spec.variant)),
+        }
+    }
+
+    fn density(&self, spec: &KernelSpec, d: &LaunchDesc, e: &Extent) -> f64 {
+        let MaskArg::BlockSparse(list) = &d.mask else {
+            return dense_density(e.sq, e.sk, spec.causal);
+        };
+        // Every list is read by the same number of query heads: average over the lists.
+        let heads = e.heads_q.max(1);
+        let lists = list.mask.heads.clamp(1, heads);
+        let per_list = heads / lists;
+        (0..lists)
+            .map(|l| head_density(list, l * per_list, e.heads_q, e, spec.causal))
+            .sum::<f64>()
+            / lists as f64
+    }
+
+    fn mask_blocks(&self, d: &LaunchDesc) -> Option<(usize, usize)> {
+        match &d.mask {
+            MaskArg::BlockSparse(list) => Some((list.mask.block_q, list.mask.block_k)),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! Dense attention: no arguments of its own; the spec's `causal` flag decides the mask.
+
+use super::{wrong_arguments, Extent, HostVariant};
+use crate::error::Result;
+use crate::masks::dense_density;
+use crate::params::FlashParams;
+use crate::plan::{LaunchDesc, MaskArg, PlanContext};
+use flashgen_codegen::KernelSpec;
+
+pub struct Dense;
+
+impl HostVariant for Dense {
+    fn arguments(&self) -> &'static str {
+        "none"
+    }
+
+    fn plan(&self, cx: &PlanContext, d: &LaunchDesc, _: &mut FlashParams) -> Result<()> {
+        match d.mask {
+            MaskArg::None => Ok(()),
+            _ => Err(wrong_arguments(cx.spec.variant)),
+        }
+    }
+
+    fn density(&self, spec: &KernelSpec, _: &LaunchDesc, e: &Extent) -> f64 {
+        dense_density(e.sq, e.sk, spec.causal)
+    }
+}

@@ -1,0 +1,41 @@
+//! Streaming heads: sink tokens and a local window.
+
+use super::{wrong_arguments, Extent, HostVariant};
+use crate::error::Result;
+use crate::masks::{dense_density, StreamingParams};
+use crate::params::FlashParams;
+use crate::plan::{LaunchDesc, MaskArg, PlanContext};
+use flashgen_codegen::KernelSpec;
+
+pub struct Streaming;
+
+/// Writes sink and window as the kernel takes them: clamped to the longest key sequence, which
+/// changes no visible pair (no key lies `sk` or more before a query) and keeps the kernel's
+/// 32-bit window arithmetic (`p_lo - window + 1`) from overflowing.
+pub(super) fn write_params(s: &StreamingParams, max_sk: usize, p: &mut FlashParams) {
+    let clamp = |v: usize| v.min(max_sk) as i32;
+    (p.sink, p.window) = (clamp(s.sink), clamp(s.window));
+}
+
+impl HostVariant for Streaming {
+    fn arguments(&self) -> &'static str {
+        "sink/window"
+    }
+
+    fn plan(&self, cx: &PlanContext, d: &LaunchDesc, p: &mut FlashParams) -> Result<()> {
+        match &d.mask {
+            MaskArg::Streaming(s) => {
+                write_params(s, cx.geometry.max_sk, p);
+                Ok(())
+            }
+            _ => Err(wrong_arguments(cx.spec.variant)),
+        }
+    }
+
+    fn density(&self, _: &KernelSpec, d: &LaunchDesc, e: &Extent) -> f64 {
+        match &d.mask {
+            MaskArg::Streaming(s) => s.density(e.sq, e.sk),
+            _ => dense_density(e.sq, e.sk, true),
+        }
+    }
+}
