@@ -599,7 +599,8 @@ fn mixed_heads_in_one_launch() {
             sink: 128,
             recent: 256,
         };
-        let mut c = Case::new(&[5000, 300, 2], 16, 4, q_len, Rule::Mixed(w, 0.2));
+        // A sequence holds at least its q_len new tokens: the shortest is exactly that long.
+        let mut c = Case::new(&[5000, 300, q_len], 16, 4, q_len, Rule::Mixed(w, 0.2));
         check(&rt, &c);
         c.dtype = DType::F16;
         c.page_size = 32;
@@ -626,6 +627,7 @@ fn selector_case<T: Half>(
     let case = Case {
         page_size: ps,
         head_dim: d,
+        dtype: <T as Element>::DTYPE,
         ..Case::new(lens, hq, hkv, q_len, Rule::Dense)
     };
     let pages: usize = lens.iter().map(|l| l.div_ceil(ps)).sum();
@@ -815,7 +817,8 @@ fn sanitizer_decode_variants() {
         sink: 16,
         recent: 40,
     };
-    check(&rt, &Case::new(&[150, 1, 40], 4, 2, 2, Rule::Dense));
+    check(&rt, &Case::new(&[150, 2, 40], 4, 2, 2, Rule::Dense));
+    check(&rt, &Case::new(&[150, 1, 40], 4, 2, 1, Rule::Dense));
     check(&rt, &Case::new(&[150, 3], 4, 2, 1, Rule::Streaming(w)));
     check(&rt, &Case::new(&[150, 70], 4, 2, 1, Rule::Selected(0.5)));
     check(&rt, &Case::new(&[150, 70], 8, 4, 2, Rule::Mixed(w, 0.5)));

@@ -98,35 +98,51 @@ __device__ __forceinline__ void fg_decode_split(const Sched& sched, const Decode
     const fg_i64 head_off = (fg_i64)kvh * HEAD_DIM;
     const fg_i64 row_pitch = (fg_i64)p.heads_kv * HEAD_DIM;  // elements between tokens of a page
 
-    // Issues the copies of tile `kt` into stage `stage`: rows past the visit list or the sequence
-    // are zero-filled (never read from memory).
-    auto load_tile = [&](int kt, int stage) {
+    // Where the blocks of tile `kt` start in the pools and how many of their rows hold tokens
+    // (0 past the visit list). Split from the copies so that the page-table reads of a tile are
+    // in flight while the previous tile's copies are awaited.
+    struct TileRows {
         fg_i64 base[BLOCKS_PER_TILE];
         int limit[BLOCKS_PER_TILE];
+    };
+    auto tile_rows = [&](int kt) {
+        TileRows t;
 #pragma unroll
         for (int j = 0; j < BLOCKS_PER_TILE; ++j) {
             const int idx = blk_begin + kt * BLOCKS_PER_TILE + j;
-            base[j] = 0;
-            limit[j] = 0;
-            if (idx < blk_end) {
+            t.base[j] = 0;
+            t.limit[j] = 0;
+            if (kt < n_tiles && idx < blk_end) {
                 const int tok0 = sched.block_token(idx);
                 const int page = table[tok0 / PAGE_SIZE];
-                base[j] = ((fg_i64)page * PAGE_SIZE + tok0 % PAGE_SIZE) * row_pitch + head_off;
-                limit[j] = min(LOGICAL, seq_len - tok0);
+                t.base[j] = ((fg_i64)page * PAGE_SIZE + tok0 % PAGE_SIZE) * row_pitch + head_off;
+                t.limit[j] = min(LOGICAL, seq_len - tok0);
             }
         }
+        return t;
+    };
+    // Issues the copies of a tile into stage `stage`: rows past the visit list or the sequence
+    // are zero-filled (never read from memory). A pass covers ROWS_PER_PASS rows, a divisor of
+    // the 16-row block, so each pass's block index is a compile-time constant and the block
+    // addresses stay in registers.
+    constexpr int ROWS_PER_PASS = THREADS / ROW_CHUNKS;
+    static_assert(LOGICAL % ROWS_PER_PASS == 0 && BLOCK_N % ROWS_PER_PASS == 0, "copy passes");
+    auto copy_tile = [&](const TileRows& t, int stage) {
         elem_t* ks = sp + stage * STAGE_ELEMS;
         elem_t* vs = ks + TILE_ELEMS;
+        const int r0 = tid / ROW_CHUNKS, ch = tid % ROW_CHUNKS;
 #pragma unroll
-        for (int c = tid; c < BLOCK_N * ROW_CHUNKS; c += THREADS) {
-            const int r = c / ROW_CHUNKS, ch = c % ROW_CHUNKS;
-            const int j = r / LOGICAL, rr = r % LOGICAL;
-            const bool valid = rr < limit[j];
-            const fg_i64 off = valid ? base[j] + rr * row_pitch + ch * 8 : 0;
+        for (int pass = 0; pass < BLOCK_N / ROWS_PER_PASS; ++pass) {
+            const int j = pass * ROWS_PER_PASS / LOGICAL;
+            const int rr = (pass * ROWS_PER_PASS) % LOGICAL + r0;
+            const int r = j * LOGICAL + rr;
+            const bool valid = rr < t.limit[j];
+            const fg_i64 off = valid ? t.base[j] + rr * row_pitch + ch * 8 : 0;
             fg_cp_async16(fg_smem_addr(ks + r * SMEM_ROW + ch * 8), p.k_pool + off, valid);
             fg_cp_async16(fg_smem_addr(vs + r * SMEM_ROW + ch * 8), p.v_pool + off, valid);
         }
     };
+    auto load_tile = [&](int kt, int stage) { copy_tile(tile_rows(kt), stage); };
 
     // Positions of this thread's two fragment rows (g and g + 8 of the warp's 16).
     int pos[2];
@@ -154,10 +170,12 @@ __device__ __forceinline__ void fg_decode_split(const Sched& sched, const Decode
             load_tile(kt, 0);
             fg_cp_async_commit();
         }
+        // The next tile's page-table reads go out before the wait for this one.
+        const TileRows next = tile_rows(kt + STAGES - 1);
         fg_cp_async_wait<(STAGES >= 2 ? STAGES - 2 : 0)>();
         __syncthreads();
         if (STAGES > 1) {
-            if (kt + STAGES - 1 < n_tiles) load_tile(kt + STAGES - 1, (kt + STAGES - 1) % STAGES);
+            if (kt + STAGES - 1 < n_tiles) copy_tile(next, (kt + STAGES - 1) % STAGES);
             fg_cp_async_commit();
         }
         const elem_t* ks = sp + stage * STAGE_ELEMS;
