@@ -1,7 +1,7 @@
 //! Spec validation: the single source of truth for what the templates can generate.
 
 use crate::error::SpecError;
-use crate::spec::{Arch, KernelSpec, Mma, TileConfig, HEAD_DIMS};
+use crate::spec::{Arch, AttentionSpec, KernelSpec, Mma, TileConfig, HEAD_DIMS};
 
 /// Accumulator registers per thread that leave room for fragments, addresses and softmax state
 /// within the 255-register limit.
@@ -190,6 +190,12 @@ pub fn validate_with_limit(
 
 /// The checks that do not depend on the target GPU (what the proc-macro can check at build time).
 pub fn validate_arch_free(spec: &KernelSpec) -> Result<(), SpecError> {
+    validate_attention(&spec.attention())?;
+    validate_tile(&spec.tile, spec.head_dim)
+}
+
+/// The checks of a spec without its tile: the head dim, and the flags its variant accepts.
+pub fn validate_attention(spec: &AttentionSpec) -> Result<(), SpecError> {
     if !HEAD_DIMS.contains(&spec.head_dim) {
         return Err(SpecError::HeadDim { got: spec.head_dim });
     }
@@ -203,7 +209,7 @@ pub fn validate_arch_free(spec: &KernelSpec) -> Result<(), SpecError> {
             variant: spec.variant,
         });
     }
-    validate_tile(&spec.tile, spec.head_dim)
+    Ok(())
 }
 
 #[cfg(test)]
