@@ -1,12 +1,15 @@
 //! The variant registry is complete: every registered variant is accepted by spec parsing (and
 //! its text round-trips), the CLI, the macro, tuned config keys, the f64 oracle and NVRTC on
-//! sm_80 and sm_90a. The matches below are exhaustive, so a variant added to the registry does
-//! not compile here until its macro declaration and oracle rule exist, and fails here until
-//! every other place accepts it.
+//! sm_80 and sm_90a, and the tuner sets up its standard problem. The matches below are
+//! exhaustive, so a variant added to the registry does not compile here until its macro
+//! declaration and oracle rule exist, and fails here until every other place accepts it. Every
+//! variant file on disk is registered: a module the list does not name is never compiled.
 
 use flashgen::attention_kernel;
+use flashgen::codegen::variants::{schedule_files, MODULES};
 use flashgen::codegen::{parse_spec, render, Arch, KernelSpec, Variant, REGISTRY};
 use flashgen::runtime::config::spec_key;
+use flashgen::tuning::TuneTarget;
 use flashgen_reference::{BlockSparse, HeadKind, Mask};
 use std::process::Command;
 
@@ -123,6 +126,19 @@ fn every_registered_variant_is_accepted_everywhere() {
         mask.check(1, hq, sq, sk)
             .unwrap_or_else(|e| panic!("oracle of {name}: {e}"));
         assert!(mask.visible_pairs(0, hq, sq, sk) > 0, "oracle of {name}");
+        // The tuner's standard problem.
+        let spec = KernelSpec::new(
+            v,
+            128,
+            flashgen::DType::Bf16,
+            v.accepts_causal(),
+            Arch::SM90,
+        );
+        let target = TuneTarget::standard(spec, 4096);
+        target
+            .check()
+            .unwrap_or_else(|e| panic!("standard tuning problem of {name}: {e}"));
+        assert!(target.flops() > 0.0, "standard tuning problem of {name}");
         // NVRTC, on the default tile of each arch.
         for arch in [Arch::SM80, Arch::SM90] {
             let spec = KernelSpec::new(v, 128, flashgen::DType::Bf16, v.accepts_causal(), arch)
@@ -131,5 +147,34 @@ fn every_registered_variant_is_accepted_everywhere() {
             flashgen::runtime::compile(&source, arch)
                 .unwrap_or_else(|e| panic!("NVRTC {spec} on {arch}: {e}"));
         }
+    }
+}
+
+/// The `.rs` files of a directory other than `mod.rs`, without the extension, sorted.
+fn modules_in(dir: &str) -> Vec<String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let mut out: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter_map(|f| f.strip_suffix(".rs").map(str::to_owned))
+        .filter(|m| m != "mod")
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn every_variant_file_is_registered() {
+    let mut registered: Vec<String> = MODULES.iter().map(|m| m.to_string()).collect();
+    registered.sort();
+    assert_eq!(modules_in("codegen/src/variants"), registered);
+    assert_eq!(modules_in("runtime/src/variants"), registered);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/variants");
+    for file in std::fs::read_dir(dir).unwrap() {
+        let name = format!("variants/{}", file.unwrap().file_name().to_string_lossy());
+        assert!(
+            schedule_files().any(|(n, _)| n == name),
+            "{name} is no registered variant's schedule file"
+        );
     }
 }

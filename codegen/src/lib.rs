@@ -21,10 +21,13 @@ pub use decode::{
 pub use error::SpecError;
 pub use render::{apb_template_digest, render, spec_hash, template_digest, KernelSource};
 pub use space::{default_set, default_tile, default_tile_for_blocks, search_space};
-pub use spec::{Arch, DType, KernelSpec, Mma, TileConfig, Variant, HEAD_DIMS};
-pub use text::{parse_arch, parse_spec, parse_tile};
-pub use validate::{shared_memory_bytes, validate, validate_arch_free};
-pub use variants::{VariantInfo, REGISTRY};
+pub use spec::{Arch, AttentionSpec, DType, KernelSpec, Mma, TileConfig, Variant, HEAD_DIMS};
+pub use text::{parse_arch, parse_attention_spec, parse_spec, parse_tile};
+pub use validate::{
+    fits_shared_memory, shared_memory_bytes, validate, validate_arch_free, validate_attention,
+    validate_with_limit, SharedMemoryExceeded,
+};
+pub use variants::{LaunchArgs, VariantInfo, REGISTRY};
 
 /// Version of the kernel ABI (the parameter struct the runtime passes); bumped on any change.
 pub const KERNEL_ABI_VERSION: u32 = 3;

@@ -2,13 +2,13 @@
 
 use crate::spec::{KernelSpec, Mma};
 use crate::validate::{q_in_registers, shared_memory_bytes, SMEM_ROW_PAD};
-use crate::variants::{Schedule, REGISTRY, SCHEDULE_FILES};
+use crate::variants::{schedule_files, Schedule, REGISTRY};
 use sha2::{Digest, Sha256};
 use std::sync::OnceLock;
 use tera::{Context, Tera};
 
 /// The shared templates, embedded at build time. Names are their paths under `templates/`;
-/// the variants' schedule files ([`crate::variants::SCHEDULE_FILES`]) join them in
+/// the variants' schedule files ([`crate::variants::schedule_files`]) join them in
 /// [`templates`].
 const BASE_TEMPLATES: &[(&str, &str)] = &[
     (
@@ -37,7 +37,7 @@ pub fn templates() -> &'static [(&'static str, &'static str)] {
     static ALL: OnceLock<Vec<(&'static str, &'static str)>> = OnceLock::new();
     ALL.get_or_init(|| {
         let mut all = BASE_TEMPLATES.to_vec();
-        all.extend_from_slice(SCHEDULE_FILES);
+        all.extend(schedule_files());
         all.push(KERNEL_TEMPLATE);
         all
     })
@@ -142,7 +142,7 @@ pub fn template_digest() -> &'static str {
     DIGEST.get_or_init(|| {
         let registry: Vec<String> = REGISTRY
             .iter()
-            .map(|i| format!("{:?} {:?} {:?}", i.includes, i.schedule, i.prefix))
+            .map(|i| format!("{:?} {:?} {:?}", i.includes, i.schedule, i.prefix()))
             .collect();
         let registry = registry.join("\n");
         let mut all = templates().to_vec();
@@ -209,7 +209,7 @@ pub fn render(spec: &KernelSpec) -> Result<KernelSource, tera::Error> {
             ctx.insert("head_cases", cases);
         }
     }
-    ctx.insert("prefix", &info.prefix);
+    ctx.insert("prefix", &info.prefix());
     let code = tera().render(KERNEL_TEMPLATE.0, &ctx)?;
     Ok(KernelSource {
         kernel_name: spec.kernel_name(),

@@ -221,7 +221,77 @@ impl fmt::Display for Arch {
     }
 }
 
-/// Everything that is baked into one generated kernel.
+/// What an attention kernel computes: its variant, head dim, dtype and flags; a [`KernelSpec`]
+/// is a spec with a tile. Its text form is `variant,d<head_dim>,dtype[,causal][,lse][,varlen]`
+/// (`Display`, [`parse_attention_spec`](crate::parse_attention_spec)): the key of tuned config
+/// entries and what the macro declares when no tile is given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AttentionSpec {
+    pub variant: Variant,
+    pub head_dim: u32,
+    pub dtype: DType,
+    /// Bottom-right aligned causal mask (`j <= i + sk - sq`).
+    pub causal: bool,
+    /// Also write the log-sum-exp of each query row.
+    pub lse: bool,
+    /// Packed varlen batch addressed through `cu_seqlens_q/k`.
+    pub varlen: bool,
+}
+
+impl AttentionSpec {
+    pub fn new(variant: Variant, head_dim: u32, dtype: DType, causal: bool) -> Self {
+        AttentionSpec {
+            variant,
+            head_dim,
+            dtype,
+            causal,
+            lse: false,
+            varlen: false,
+        }
+    }
+
+    pub fn with_lse(mut self, lse: bool) -> Self {
+        self.lse = lse;
+        self
+    }
+
+    pub fn with_varlen(mut self, varlen: bool) -> Self {
+        self.varlen = varlen;
+        self
+    }
+
+    /// The kernel of this spec with `tile`.
+    pub fn with_tile(self, tile: TileConfig) -> KernelSpec {
+        let AttentionSpec {
+            variant,
+            head_dim,
+            dtype,
+            causal,
+            lse,
+            varlen,
+        } = self;
+        KernelSpec {
+            variant,
+            head_dim,
+            dtype,
+            causal,
+            lse,
+            varlen,
+            tile,
+        }
+    }
+
+    /// The kernel of this spec with the heuristic default tile for `arch`
+    /// ([`default_tile`](crate::default_tile)).
+    pub fn with_default_tile(self, arch: Arch) -> KernelSpec {
+        let kernel = self.with_tile(TileConfig::new(128, 64, 4, 1));
+        kernel.with_tile(crate::space::default_tile(&kernel, arch))
+    }
+}
+
+/// Everything that is baked into one generated kernel: an [`AttentionSpec`] (the fields other
+/// than `tile`, [`KernelSpec::attention`]) and a tile. Its text form is the spec's followed by
+/// the tile (`Display`, [`parse_spec`](crate::parse_spec)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct KernelSpec {
     pub variant: Variant,
@@ -239,17 +309,19 @@ pub struct KernelSpec {
 impl KernelSpec {
     /// A spec with the heuristic default tile config for `arch`.
     pub fn new(variant: Variant, head_dim: u32, dtype: DType, causal: bool, arch: Arch) -> Self {
-        let mut spec = KernelSpec {
-            variant,
-            head_dim,
-            dtype,
-            causal,
-            lse: false,
-            varlen: false,
-            tile: TileConfig::new(128, 64, 4, 1),
-        };
-        spec.tile = crate::space::default_tile(&spec, arch);
-        spec
+        AttentionSpec::new(variant, head_dim, dtype, causal).with_default_tile(arch)
+    }
+
+    /// The spec this kernel computes: everything but the tile.
+    pub fn attention(&self) -> AttentionSpec {
+        AttentionSpec {
+            variant: self.variant,
+            head_dim: self.head_dim,
+            dtype: self.dtype,
+            causal: self.causal,
+            lse: self.lse,
+            varlen: self.varlen,
+        }
     }
 
     pub fn with_lse(mut self, lse: bool) -> Self {

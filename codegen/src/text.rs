@@ -1,34 +1,41 @@
-//! The textual form of a spec, used by the CLI, spec files and config files:
-//! `dense,d128,bf16,causal,lse,varlen,m128n64w4s1`. The tile is optional when parsing (the
-//! arch's default is used); `Display` always writes the canonical form with the tile.
+//! The textual forms of a spec and a kernel, used by the CLI, spec files and config files: an
+//! [`AttentionSpec`] is `dense,d128,bf16,causal,lse,varlen`, a [`KernelSpec`] the same followed
+//! by its tile, `dense,d128,bf16,causal,lse,varlen,m128n64w4s1`. The kernel's tile is optional
+//! when parsing (the arch's default is used); `Display` always writes the canonical form with
+//! the tile.
 
 use crate::error::SpecError;
-use crate::spec::{Arch, DType, KernelSpec, Mma, TileConfig, Variant};
+use crate::spec::{Arch, AttentionSpec, DType, KernelSpec, Mma, TileConfig, Variant};
 use std::fmt;
 
-impl KernelSpec {
-    /// The spec text without the tile, `variant,d<head_dim>,dtype[,causal][,lse][,varlen]`: the
-    /// key of tuned config entries and what the macro declares when no tile is given. The one
-    /// writer of spec text; `Display` appends the tile.
-    pub fn key(&self) -> String {
-        let mut out = format!("{},d{},{}", self.variant, self.head_dim, self.dtype);
+impl fmt::Display for AttentionSpec {
+    /// `variant,d<head_dim>,dtype[,causal][,lse][,varlen]`: the one writer of spec text.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{},d{},{}", self.variant, self.head_dim, self.dtype)?;
         for (on, flag) in [
             (self.causal, "causal"),
             (self.lse, "lse"),
             (self.varlen, "varlen"),
         ] {
             if on {
-                out.push(',');
-                out.push_str(flag);
+                write!(f, ",{flag}")?;
             }
         }
-        out
+        Ok(())
+    }
+}
+
+impl KernelSpec {
+    /// The spec text without the tile (the [`AttentionSpec`]'s): the key of tuned config
+    /// entries and what the macro declares when no tile is given.
+    pub fn key(&self) -> String {
+        self.attention().to_string()
     }
 }
 
 impl fmt::Display for KernelSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{},{}", self.key(), self.tile)
+        write!(f, "{},{}", self.attention(), self.tile)
     }
 }
 
@@ -135,9 +142,9 @@ impl<'a> Parts<'a> {
     }
 }
 
-/// Parses a spec and validates it for `arch`; a missing tile takes the arch's default. Each
-/// part may appear once.
-pub fn parse_spec(text: &str, arch: Arch) -> Result<KernelSpec, SpecError> {
+/// The parts of a spec text: the spec and the tile, if one is written. The variant's flags are
+/// not checked here.
+fn parse_parts(text: &str) -> Result<(AttentionSpec, Option<TileConfig>), SpecError> {
     let mut parts = text.split(',').map(str::trim).filter(|p| !p.is_empty());
     let variant_name = parts.next().ok_or_else(|| parse_err(text, "empty spec"))?;
     let variant = find_variant(variant_name).ok_or_else(|| {
@@ -159,16 +166,38 @@ pub fn parse_spec(text: &str, arch: Arch) -> Result<KernelSpec, SpecError> {
     let (dtype, _) = found
         .dtype
         .ok_or_else(|| parse_err(text, "missing dtype: bf16 or f16"))?;
-    let mut spec = KernelSpec::new(variant, head_dim, dtype, found.causal.is_some(), arch)
+    let spec = AttentionSpec::new(variant, head_dim, dtype, found.causal.is_some())
         .with_lse(found.lse.is_some())
         .with_varlen(found.varlen.is_some());
-    // The default tile depends on the flags, so it is chosen once they are set.
-    spec.tile = match found.tile {
-        Some((tile, _)) => tile,
-        None => crate::space::default_tile(&spec, arch),
-    };
-    crate::validate::validate(&spec, arch)?;
+    Ok((spec, found.tile.map(|(tile, _)| tile)))
+}
+
+/// Parses a spec without a tile (`dense,d128,bf16,causal,lse`, what an [`AttentionSpec`]
+/// writes) and checks it ([`validate_attention`](crate::validate::validate_attention)).
+/// Each part may appear once; a tile is an error (a kernel's text, [`parse_spec`]).
+pub fn parse_attention_spec(text: &str) -> Result<AttentionSpec, SpecError> {
+    let (spec, tile) = parse_parts(text)?;
+    if tile.is_some() {
+        return Err(parse_err(
+            text,
+            "a spec has no tile (a kernel's text is a spec and a tile)",
+        ));
+    }
+    crate::validate::validate_attention(&spec)?;
     Ok(spec)
+}
+
+/// Parses a kernel's text (a spec and a tile) and validates it for `arch`; a missing tile
+/// takes the arch's default. Each part may appear once.
+pub fn parse_spec(text: &str, arch: Arch) -> Result<KernelSpec, SpecError> {
+    let (spec, tile) = parse_parts(text)?;
+    // The default tile depends on the flags, so it is chosen once they are set.
+    let kernel = match tile {
+        Some(tile) => spec.with_tile(tile),
+        None => spec.with_default_tile(arch),
+    };
+    crate::validate::validate(&kernel, arch)?;
+    Ok(kernel)
 }
 
 /// Parses `sm_80`, `sm_90a`, `8.6`, `90`, `sm_100`, `12.0`: one of [`Arch::KNOWN`]. The `a`

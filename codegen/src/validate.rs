@@ -1,7 +1,7 @@
 //! Spec validation: the single source of truth for what the templates can generate.
 
 use crate::error::SpecError;
-use crate::spec::{Arch, KernelSpec, Mma, TileConfig, HEAD_DIMS};
+use crate::spec::{Arch, AttentionSpec, KernelSpec, Mma, TileConfig, HEAD_DIMS};
 
 /// Accumulator registers per thread that leave room for fragments, addresses and softmax state
 /// within the 255-register limit.
@@ -49,6 +49,34 @@ pub fn shared_memory_bytes(tile: &TileConfig, head_dim: u32) -> u32 {
     match tile.mma {
         Mma::Sync => rows * (head_dim + SMEM_ROW_PAD) * 2,
         Mma::Wgmma | Mma::WgmmaPipelined => rows * head_dim * 2 + 1024,
+    }
+}
+
+/// Shared memory one CTA of a kernel needs over the per-block limit it was checked against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SharedMemoryExceeded {
+    pub needed: u32,
+    pub limit: u32,
+}
+
+/// The shared-memory fit check of every kernel: its `dynamic` shared memory (an attention
+/// kernel's is [`shared_memory_bytes`] of its tile) plus the `static_bytes` ptxas reports once
+/// it is compiled (0 before) against `limit`, the per-block limit. `limit` is the device's
+/// reported opt-in limit wherever a device is present (the runtime, the tuner's prune, the
+/// module loader) and the arch's table ([`Arch::max_shared_bytes_per_block`]) only offline
+/// ([`validate`]). Returns the bytes needed.
+pub fn fits_shared_memory(
+    dynamic: u32,
+    static_bytes: u32,
+    limit: u32,
+) -> Result<u32, SharedMemoryExceeded> {
+    match dynamic.checked_add(static_bytes) {
+        Some(needed) if needed <= limit => Ok(needed),
+        needed => Err(SharedMemoryExceeded {
+            // A sum past u32 fits no device.
+            needed: needed.unwrap_or(u32::MAX),
+            limit,
+        }),
     }
 }
 
@@ -121,8 +149,21 @@ pub fn validate_tile(tile: &TileConfig, head_dim: u32) -> Result<(), SpecError> 
     Ok(())
 }
 
-/// Checks a spec for an arch. Errors name the field and the allowed values.
+/// Checks a spec for an arch offline, against the arch's shared-memory table
+/// ([`Arch::max_shared_bytes_per_block`]); with a device present, [`validate_with_limit`]
+/// checks against the device's reported limit instead. Errors name the field and the allowed
+/// values.
 pub fn validate(spec: &KernelSpec, arch: Arch) -> Result<(), SpecError> {
+    validate_with_limit(spec, arch, arch.max_shared_bytes_per_block())
+}
+
+/// Checks a spec for an arch whose per-block shared memory is `smem_limit` bytes (the device's
+/// reported opt-in limit), through [`fits_shared_memory`].
+pub fn validate_with_limit(
+    spec: &KernelSpec,
+    arch: Arch,
+    smem_limit: u32,
+) -> Result<(), SpecError> {
     if !arch.is_supported() {
         return Err(SpecError::Arch { arch });
     }
@@ -132,22 +173,29 @@ pub fn validate(spec: &KernelSpec, arch: Arch) -> Result<(), SpecError> {
             reason: format!("wgmma needs sm_90a; {arch} supports mma.sync tiles only"),
         });
     }
-    let needed = shared_memory_bytes(&spec.tile, spec.head_dim);
-    let max = arch.max_shared_bytes_per_block();
-    if needed > max {
-        return Err(SpecError::SharedMemory {
-            tile: spec.tile,
-            head_dim: spec.head_dim,
-            arch,
-            needed,
-            max,
-        });
-    }
+    fits_shared_memory(
+        shared_memory_bytes(&spec.tile, spec.head_dim),
+        0,
+        smem_limit,
+    )
+    .map_err(|e| SpecError::SharedMemory {
+        tile: spec.tile,
+        head_dim: spec.head_dim,
+        arch,
+        needed: e.needed,
+        max: e.limit,
+    })?;
     Ok(())
 }
 
 /// The checks that do not depend on the target GPU (what the proc-macro can check at build time).
 pub fn validate_arch_free(spec: &KernelSpec) -> Result<(), SpecError> {
+    validate_attention(&spec.attention())?;
+    validate_tile(&spec.tile, spec.head_dim)
+}
+
+/// The checks of a spec without its tile: the head dim, and the flags its variant accepts.
+pub fn validate_attention(spec: &AttentionSpec) -> Result<(), SpecError> {
     if !HEAD_DIMS.contains(&spec.head_dim) {
         return Err(SpecError::HeadDim { got: spec.head_dim });
     }
@@ -161,5 +209,39 @@ pub fn validate_arch_free(spec: &KernelSpec) -> Result<(), SpecError> {
             variant: spec.variant,
         });
     }
-    validate_tile(&spec.tile, spec.head_dim)
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{DType, Variant};
+
+    #[test]
+    fn one_shared_memory_check_offline_and_on_a_device() {
+        assert_eq!(fits_shared_memory(1000, 24, 1024), Ok(1024));
+        assert_eq!(
+            fits_shared_memory(1000, 25, 1024),
+            Err(SharedMemoryExceeded {
+                needed: 1025,
+                limit: 1024
+            })
+        );
+        assert!(fits_shared_memory(u32::MAX, 1, u32::MAX).is_err());
+        // Offline the arch's table decides; with a device, the device's limit.
+        let arch = Arch::SM80;
+        let spec = KernelSpec::new(Variant::Dense, 128, DType::Bf16, false, arch);
+        let tile = crate::default_tile(&spec, arch);
+        let spec = spec.with_tile(tile);
+        let needed = shared_memory_bytes(&tile, 128);
+        assert!(needed <= arch.max_shared_bytes_per_block());
+        assert!(validate(&spec, arch).is_ok());
+        assert!(validate_with_limit(&spec, arch, needed).is_ok());
+        match validate_with_limit(&spec, arch, needed - 1) {
+            Err(SpecError::SharedMemory { needed: n, max, .. }) => {
+                assert_eq!((n, max), (needed, needed - 1))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -42,6 +42,15 @@ proptest! {
         // Spaces around parts do not matter.
         let spaced = text.replace(',', " , ");
         prop_assert_eq!(parse_spec(&spaced, arch), Ok(spec), "{}", spaced);
+        // The spec without its tile has its own text, which parses back to it, is the kernel's
+        // key and is the kernel's text up to the tile.
+        let attention = spec.attention();
+        let key = attention.to_string();
+        prop_assert_eq!(parse_attention_spec(&key), Ok(attention), "{}", key);
+        prop_assert_eq!(&key, &spec.key());
+        prop_assert_eq!(format!("{key},{}", spec.tile), text.clone());
+        prop_assert_eq!(attention.with_tile(spec.tile), spec);
+        prop_assert!(parse_attention_spec(&text).is_err(), "{}", text);
     }
 
     #[test]

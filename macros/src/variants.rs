@@ -1,9 +1,9 @@
 //! Per-variant knowledge of the macro: which parameters a variant takes in its parentheses (its
 //! row of codegen's variant registry) and what its `forward` method adds to the launch (the
-//! runtime argument it passes; the match is exhaustive, so a new `Variant` fails to compile
-//! here until its launch argument is written).
+//! runtime argument of the kind of launch arguments its row declares; the match on
+//! [`LaunchArgs`] is exhaustive, so a new kind fails to compile here until it is written).
 
-use flashgen_codegen::Variant;
+use flashgen_codegen::{LaunchArgs, Variant};
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::quote;
 
@@ -55,7 +55,8 @@ pub struct Forward {
     pub docs: Vec<String>,
 }
 
-/// The variant's own `forward` arguments. `elem` is the element type's path; generated code
+/// The variant's own `forward` arguments, from the kind of launch arguments its registry row
+/// declares. `elem` is the element type's path; generated code
 /// refers to the struct's constants (`Self::SINK`, ...) from `params`.
 pub fn forward(variant: Variant, elem: &TokenStream) -> Forward {
     let rt = quote!(::flashgen::runtime);
@@ -69,20 +70,20 @@ pub fn forward(variant: Variant, elem: &TokenStream) -> Forward {
         }
     };
     let block_list = Ident::new("block_list", Span::call_site());
-    match variant {
-        Variant::Dense => Forward {
+    match variant.info().args {
+        LaunchArgs::None => Forward {
             params: quote!(),
             checks: quote!(),
             apply: quote!(),
             docs: vec![],
         },
-        Variant::Streaming => Forward {
+        LaunchArgs::Streaming => Forward {
             params: quote!(),
             checks: quote!(),
             apply: quote! { let args = args.mask(#rt::Mask::Streaming(#streaming)); },
             docs: vec!["sink and window are the declared `SINK` and `WINDOW`.".into()],
         },
-        Variant::BlockSparse => Forward {
+        LaunchArgs::BlockList => Forward {
             params: quote! { #block_list: &'a #rt::DeviceBlockMask, },
             checks: check_list(&block_list),
             apply: quote! { let args = args.mask(#rt::Mask::BlockSparse(#block_list)); },
@@ -91,7 +92,7 @@ pub fn forward(variant: Variant, elem: &TokenStream) -> Forward {
                     .into(),
             ],
         },
-        Variant::Mixed => Forward {
+        LaunchArgs::HeadKinds => Forward {
             params: quote! {
                 heads: &'a #rt::DeviceHeadKinds,
                 #block_list: &'a #rt::DeviceBlockMask,
@@ -112,7 +113,7 @@ pub fn forward(variant: Variant, elem: &TokenStream) -> Forward {
                     .into(),
             ],
         },
-        Variant::Apb => Forward {
+        LaunchArgs::Prefix => Forward {
             params: quote! {
                 prefix_k: #rt::Tensor<'a, #elem>,
                 prefix_v: #rt::Tensor<'a, #elem>,

@@ -9,7 +9,7 @@ use crate::driver::{load_cubin, set_max_dynamic_shared};
 use crate::error::{invalid, DriverContext, Result};
 use crate::runtime::Runtime;
 use cudarc::driver::{CudaFunction, CudaModule};
-use flashgen_codegen::{Arch, KernelSource, KernelSpec};
+use flashgen_codegen::{fits_shared_memory, Arch, KernelSource, KernelSpec};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -147,9 +147,9 @@ impl Runtime {
         }
         let kernel = &hit.kernel;
         let smem = kernel.dynamic_shared_bytes;
-        let total_smem = u64::from(smem) + u64::from(kernel.report.static_shared_bytes);
         let info = self.info();
-        if total_smem > u64::from(info.max_shared_per_block_optin) {
+        let static_smem = kernel.report.static_shared_bytes;
+        if let Err(e) = fits_shared_memory(smem, static_smem, info.max_shared_per_block_optin) {
             let (arg, what) = match &key {
                 ModuleKey::Spec(spec) => ("spec", spec.to_string()),
                 ModuleKey::Digest(_) => ("source", kernel.kernel_name.clone()),
@@ -157,8 +157,8 @@ impl Runtime {
             return Err(invalid(
                 arg,
                 format!(
-                    "{what} needs {total_smem} bytes of shared memory per block; {} allows {}",
-                    info.name, info.max_shared_per_block_optin
+                    "{what} needs {} bytes of shared memory per block; {} allows {}",
+                    e.needed, info.name, e.limit
                 ),
             ));
         }

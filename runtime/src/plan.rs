@@ -344,10 +344,10 @@ fn plan_checked(spec: &KernelSpec, d: &LaunchDesc, check_tile: bool) -> Result<P
 
     let host = variants::host(spec.variant);
     let info = spec.variant.info();
-    if d.prefix.is_some() && !info.prefix {
+    if d.prefix.is_some() && !info.prefix() {
         let takers: Vec<_> = REGISTRY
             .iter()
-            .filter(|i| i.prefix)
+            .filter(|i| i.prefix())
             .map(|i| i.name)
             .collect();
         return Err(invalid(

@@ -20,7 +20,7 @@ use cudarc::driver::{
     CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig,
     PushKernelArg, SyncOnDrop, ValidAsZeroBits,
 };
-use flashgen_codegen::{template_digest, validate, Arch, DType, KernelSpec, TileConfig};
+use flashgen_codegen::{template_digest, validate_with_limit, Arch, DType, KernelSpec, TileConfig};
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -120,9 +120,16 @@ impl Runtime {
     /// runtime's module table ([`load_module`](Self::load_module) for other sources).
     pub fn kernel(&self, spec: &KernelSpec) -> Result<Arc<LoadedKernel>> {
         self.load(ModuleKey::Spec(*spec), |cache, arch| {
-            validate(spec, arch)?;
+            self.validate(spec)?;
             cache.get_or_compile(spec, arch)
         })
+    }
+
+    /// Validates a spec for this device: the arch's checks, with shared memory against the
+    /// device's reported per-block limit (not the arch's table).
+    pub fn validate(&self, spec: &KernelSpec) -> Result<()> {
+        validate_with_limit(spec, self.arch(), self.info().max_shared_per_block_optin)?;
+        Ok(())
     }
 
     /// Checks a block list's structure and copies it to the device. The result keeps the host
@@ -155,7 +162,7 @@ impl Runtime {
         args: AttentionArgs<'_, T>,
     ) -> Result<()> {
         // Arguments are checked before anything is compiled.
-        validate(spec, self.arch())?;
+        self.validate(spec)?;
         self.with_desc(args, |desc| self.launch_desc(spec, desc))
     }
 
@@ -390,7 +397,7 @@ impl Runtime {
     /// other streams that touches these buffers must be ordered with this stream by the
     /// caller; `o` and `lse` must not overlap any other buffer of the launch.
     pub unsafe fn attention_raw(&self, spec: &KernelSpec, desc: &LaunchDesc<'_>) -> Result<()> {
-        validate(spec, self.arch())?;
+        self.validate(spec)?;
         let planned = plan_validated(spec, desc)?;
         let kernel = self.kernel(spec)?;
         // SAFETY: the caller guarantees the buffers; the plan checked them against the layouts.

@@ -2,7 +2,10 @@
 //! report (no spills). Compiles run in parallel on CPU threads and are delivered, as they
 //! finish, to the thread that times them.
 
-use flashgen_codegen::{shared_memory_bytes, validate, Arch, KernelSpec, TileConfig};
+use flashgen_codegen::{
+    fits_shared_memory, validate_with_limit, Arch, KernelSpec, SharedMemoryExceeded, SpecError,
+    TileConfig,
+};
 use flashgen_runtime::{CacheHit, CacheSource, CompiledKernel};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -91,18 +94,24 @@ impl CompileOutcome {
     }
 }
 
-/// The checks that need no compile: validation for the arch and the shared memory the tile
-/// allocates dynamically.
-pub fn check_static(spec: &KernelSpec, arch: Arch, smem_limit: u32) -> Result<(), PruneReason> {
-    validate(spec, arch).map_err(|e| PruneReason::Invalid(e.to_string()))?;
-    let needed = shared_memory_bytes(&spec.tile, spec.head_dim);
-    if needed > smem_limit {
-        return Err(PruneReason::SharedMemory {
-            needed,
-            limit: smem_limit,
-        });
+impl From<SharedMemoryExceeded> for PruneReason {
+    fn from(e: SharedMemoryExceeded) -> Self {
+        PruneReason::SharedMemory {
+            needed: e.needed,
+            limit: e.limit,
+        }
     }
-    Ok(())
+}
+
+/// The checks that need no compile: validation for the arch, with the shared memory the tile
+/// allocates dynamically against `smem_limit` (the device's limit).
+pub fn check_static(spec: &KernelSpec, arch: Arch, smem_limit: u32) -> Result<(), PruneReason> {
+    validate_with_limit(spec, arch, smem_limit).map_err(|e| match e {
+        SpecError::SharedMemory { needed, max, .. } => {
+            PruneReason::SharedMemory { needed, limit: max }
+        }
+        e => PruneReason::Invalid(e.to_string()),
+    })
 }
 
 /// The checks on the NVRTC resource report: no spills, and dynamic plus static shared memory
@@ -116,13 +125,11 @@ pub fn check_compiled(kernel: &CompiledKernel, smem_limit: u32) -> Result<(), Pr
             loads: r.spill_loads_bytes,
         });
     }
-    let needed = kernel.dynamic_shared_bytes + r.static_shared_bytes;
-    if needed > smem_limit {
-        return Err(PruneReason::SharedMemory {
-            needed,
-            limit: smem_limit,
-        });
-    }
+    fits_shared_memory(
+        kernel.dynamic_shared_bytes,
+        r.static_shared_bytes,
+        smem_limit,
+    )?;
     Ok(())
 }
 
@@ -256,7 +263,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flashgen_codegen::{search_space, DType, Mma, Variant};
+    use flashgen_codegen::{search_space, shared_memory_bytes, DType, Mma, Variant};
     use flashgen_runtime::ResourceReport;
     use std::sync::Mutex;
 

@@ -1,7 +1,7 @@
 //! What is tuned: a spec (its tile is what the tuner chooses), a problem shape and a mask, and
 //! the built-in default target set.
 
-use flashgen_codegen::{default_set, Arch, KernelSpec, TileConfig, Variant};
+use flashgen_codegen::{default_set, Arch, KernelSpec, LaunchArgs, TileConfig, Variant};
 use flashgen_runtime::config::{spec_key, ShapeKey};
 use flashgen_runtime::plan::{
     BlockListArg, Buffer, HeadKindsArg, LaunchDesc, MaskArg, TensorArg, VarlenArg,
@@ -42,15 +42,21 @@ pub enum TargetMask {
 }
 
 impl TargetMask {
+    /// The kind of launch arguments the mask is tuned as.
+    fn args(&self) -> LaunchArgs {
+        match self {
+            TargetMask::None => LaunchArgs::None,
+            TargetMask::Streaming(_) => LaunchArgs::Streaming,
+            TargetMask::RandomBlocks { .. } => LaunchArgs::BlockList,
+            TargetMask::HalfStreaming(_) => LaunchArgs::HeadKinds,
+            TargetMask::Apb { .. } => LaunchArgs::Prefix,
+        }
+    }
+
+    /// Whether the mask fits a variant: it is of the kind of launch arguments the variant's
+    /// registry row declares.
     fn fits(&self, variant: Variant) -> bool {
-        matches!(
-            (self, variant),
-            (TargetMask::None, Variant::Dense)
-                | (TargetMask::Streaming(_), Variant::Streaming)
-                | (TargetMask::RandomBlocks { .. }, Variant::BlockSparse)
-                | (TargetMask::HalfStreaming(_), Variant::Mixed)
-                | (TargetMask::Apb { .. }, Variant::Apb)
-        )
+        self.args() == variant.info().args
     }
 }
 
@@ -86,10 +92,11 @@ pub const DEFAULT_STREAMING: StreamingParams = StreamingParams {
 };
 
 impl TuneTarget {
-    /// The standard problem for a spec at sequence length `seq`, batch 1, 32 heads: dense for
-    /// dense; sink 128 window 2048 for streaming; 10% random 128x128 blocks for block-sparse;
-    /// half streaming heads for mixed; for APB GQA 32/8 and a local block of `seq / 2` over an
-    /// anchor of `seq / 8` and passing blocks of `seq / 4`.
+    /// The standard problem for a spec at sequence length `seq`, batch 1, 32 heads, by the kind
+    /// of launch arguments its variant's registry row declares: none (dense); sink 128 window
+    /// 2048 (streaming); 10% random 128x128 blocks (block-sparse); half streaming heads, the
+    /// others dense-causal (mixed); for a prefix (APB) GQA 32/8 and a local block of `seq / 2`
+    /// over an anchor of `seq / 8` and passing blocks of `seq / 4`.
     pub fn standard(spec: KernelSpec, seq: usize) -> Self {
         let shape = Shape {
             batch: 1,
@@ -97,10 +104,10 @@ impl TuneTarget {
             kv_heads: 32,
             seq,
         };
-        let (shape, mask) = match spec.variant {
-            Variant::Dense => (shape, TargetMask::None),
-            Variant::Streaming => (shape, TargetMask::Streaming(DEFAULT_STREAMING)),
-            Variant::BlockSparse => (
+        let (shape, mask) = match spec.variant.info().args {
+            LaunchArgs::None => (shape, TargetMask::None),
+            LaunchArgs::Streaming => (shape, TargetMask::Streaming(DEFAULT_STREAMING)),
+            LaunchArgs::BlockList => (
                 shape,
                 TargetMask::RandomBlocks {
                     density: 0.1,
@@ -108,8 +115,8 @@ impl TuneTarget {
                     seed: 7,
                 },
             ),
-            Variant::Mixed => (shape, TargetMask::HalfStreaming(DEFAULT_STREAMING)),
-            Variant::Apb => (
+            LaunchArgs::HeadKinds => (shape, TargetMask::HalfStreaming(DEFAULT_STREAMING)),
+            LaunchArgs::Prefix => (
                 Shape {
                     kv_heads: 8,
                     seq: (seq / 2).max(1),

@@ -3,7 +3,7 @@
 //! pos = i + prefix_len, every prefix key is visible and local key j' iff j' <= i, which is the
 //! dense causal schedule over the concatenated keys.
 
-use super::{Schedule, Variant, VariantInfo};
+use super::{LaunchArgs, Schedule, Variant, VariantInfo};
 
 pub const INFO: VariantInfo = VariantInfo {
     variant: Variant::Apb,
@@ -11,7 +11,8 @@ pub const INFO: VariantInfo = VariantInfo {
     summary: "queries of the local block over a separate anchor+passing prefix and the local keys",
     causal: false,
     varlen: false,
-    prefix: true,
+    args: LaunchArgs::Prefix,
+    schedule_file: None,
     includes: &["variants/dense.cuh"],
     schedule: Schedule::One("DenseSchedule<true>"),
     params: &[],

@@ -1,7 +1,7 @@
 //! Block-sparse attention over a BSR block list; with `causal` also only keys at or before the
 //! query's position.
 
-use super::{Schedule, Variant, VariantInfo, BLOCK_K, BLOCK_Q};
+use super::{LaunchArgs, Schedule, Variant, VariantInfo, BLOCK_K, BLOCK_Q};
 
 pub const INFO: VariantInfo = VariantInfo {
     variant: Variant::BlockSparse,
@@ -9,7 +9,11 @@ pub const INFO: VariantInfo = VariantInfo {
     summary: "the keys in the listed blocks of a block list; with `causal` also causal",
     causal: true,
     varlen: true,
-    prefix: false,
+    args: LaunchArgs::BlockList,
+    schedule_file: Some((
+        "variants/block_sparse.cuh",
+        include_str!("../../../templates/variants/block_sparse.cuh"),
+    )),
     includes: &["variants/block_sparse.cuh"],
     schedule: Schedule::One("BlockSparseSchedule<CAUSAL>"),
     params: &[BLOCK_Q, BLOCK_K],

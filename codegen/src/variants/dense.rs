@@ -1,6 +1,6 @@
 //! Dense attention, optionally causal.
 
-use super::{Schedule, Variant, VariantInfo};
+use super::{LaunchArgs, Schedule, Variant, VariantInfo};
 
 pub const INFO: VariantInfo = VariantInfo {
     variant: Variant::Dense,
@@ -8,7 +8,11 @@ pub const INFO: VariantInfo = VariantInfo {
     summary: "every key; with `causal` the keys at or before the query's position",
     causal: true,
     varlen: true,
-    prefix: false,
+    args: LaunchArgs::None,
+    schedule_file: Some((
+        "variants/dense.cuh",
+        include_str!("../../../templates/variants/dense.cuh"),
+    )),
     includes: &["variants/dense.cuh"],
     schedule: Schedule::One("DenseSchedule<CAUSAL>"),
     params: &[],

@@ -2,7 +2,7 @@
 //! in one launch; `causal` applies to the block-sparse heads. The kernel entry dispatches on
 //! the head's kind to a mainloop specialised to that kind's schedule.
 
-use super::{HeadCase, Schedule, Variant, VariantInfo, BLOCK_K, BLOCK_Q, SINK, WINDOW};
+use super::{HeadCase, LaunchArgs, Schedule, Variant, VariantInfo, BLOCK_K, BLOCK_Q, SINK, WINDOW};
 
 pub const INFO: VariantInfo = VariantInfo {
     variant: Variant::Mixed,
@@ -11,7 +11,11 @@ pub const INFO: VariantInfo = VariantInfo {
               for the block-sparse heads",
     causal: true,
     varlen: true,
-    prefix: false,
+    args: LaunchArgs::HeadKinds,
+    schedule_file: Some((
+        "variants/mixed.cuh",
+        include_str!("../../../templates/variants/mixed.cuh"),
+    )),
     includes: &[
         "variants/dense.cuh",
         "variants/streaming.cuh",

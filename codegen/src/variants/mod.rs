@@ -1,44 +1,91 @@
 //! The variant registry: the one table every prefill variant is registered in. Each variant is
-//! a module here (its name, flags, CLI summary, macro parameters and CUDA schedule) plus its
-//! schedule file under `templates/variants/`; spec text, the CLI, the macro, the renderer and
-//! the runtime's launch planning read this table instead of matching on variants.
-
-mod apb;
-mod block_sparse;
-mod dense;
-mod mixed;
-mod streaming;
+//! a module here (its name, flags, CLI summary, launch arguments, macro parameters and CUDA
+//! schedule) plus its schedule file under `templates/variants/`; spec text, the CLI, the macro,
+//! the renderer, the tuner and the runtime's launch planning read this table instead of
+//! matching on variants.
+//!
+//! A variant is registered by one line of [`for_each_variant!`](crate::for_each_variant): its
+//! module's name and its [`Variant`] value. Codegen declares from that list its variant modules,
+//! the [`Variant`] enum and [`REGISTRY`]; the runtime declares from the same list its host
+//! modules (`flashgen_runtime::variants`) and their table.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// Which keys a query sees; the rows of the semantics table in DESIGN.md. Each value has one
-/// row in [`REGISTRY`], which says everything else about it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Variant {
-    /// Every key, or with `causal` every key at or before the query's position.
-    Dense,
-    /// A-shaped mask: sink tokens plus a local window, causal (`sink`, `window` at launch).
-    Streaming,
-    /// Keys in the listed blocks of a BSR block list; with `causal` also only `j <= pos`.
-    BlockSparse,
-    /// One of dense, dense-causal, streaming, block-sparse per query head, in one launch; the
-    /// `causal` flag applies to the block-sparse heads.
-    Mixed,
-    /// APB: the local block's queries over KV = [anchor | passing | local], the first two from
-    /// a separate prefix buffer and fully visible, the local block causal.
-    Apb,
+/// The list of registered variants, in registry order: for each, the name of its module (the
+/// same in `codegen/src/variants/` and `runtime/src/variants/`, each exporting its row: `INFO`
+/// here, `HOST` in the runtime), then its [`Variant`] value with that value's documentation.
+/// It calls `$callback!` with the list, so each crate declares its own modules and table from it;
+/// this is the only place a variant is registered.
+///
+/// The modules it declares are not seen by `cargo fmt` (macro-declared modules never are);
+/// `scripts/test.sh` formats `codegen/src/variants/` and `runtime/src/variants/` by path.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! for_each_variant {
+    ($callback:ident) => {
+        $callback! {
+            /// Every key, or with `causal` every key at or before the query's position.
+            dense: Dense,
+            /// A-shaped mask: sink tokens plus a local window, causal (`sink`, `window` at
+            /// launch).
+            streaming: Streaming,
+            /// Keys in the listed blocks of a BSR block list; with `causal` also only `j <= pos`.
+            block_sparse: BlockSparse,
+            /// One of dense, dense-causal, streaming, block-sparse per query head, in one launch;
+            /// the `causal` flag applies to the block-sparse heads.
+            mixed: Mixed,
+            /// APB: the local block's queries over KV = [anchor | passing | local], the first two
+            /// from a separate prefix buffer and fully visible, the local block causal.
+            apb: Apb,
+        }
+    };
 }
 
-/// The registry, in the order variants are listed (CLI help, default set, `Variant::ALL`).
-pub const REGISTRY: [&VariantInfo; 5] = [
-    &dense::INFO,
-    &streaming::INFO,
-    &block_sparse::INFO,
-    &mixed::INFO,
-    &apb::INFO,
-];
+/// Declares the variant modules, [`Variant`] and [`REGISTRY`] from the list.
+macro_rules! declare_variants {
+    ($($(#[$doc:meta])* $module:ident: $variant:ident,)*) => {
+        $(mod $module;)*
+
+        /// Which keys a query sees; the rows of the semantics table in DESIGN.md. Each value has
+        /// one row in [`REGISTRY`], which says everything else about it.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(rename_all = "kebab-case")]
+        pub enum Variant {
+            $($(#[$doc])* $variant,)*
+        }
+
+        /// The registry, in the order variants are listed (CLI help, default set,
+        /// `Variant::ALL`).
+        pub const REGISTRY: &[&VariantInfo] = &[$(&$module::INFO,)*];
+
+        /// The variants' module names, in registry order (`<module>.rs` in
+        /// `codegen/src/variants/` and `runtime/src/variants/`).
+        pub const MODULES: &[&str] = &[$(stringify!($module),)*];
+    };
+}
+
+for_each_variant!(declare_variants);
+
+/// The launch arguments a variant's kernel reads beyond q, k, v and o (and lse, varlen): what
+/// the runtime's safe API takes (`flashgen_runtime::Mask`, `AttentionArgs::prefix`), what the
+/// macro's `forward` passes and what the tuner's standard problem builds. A variant with a new
+/// kind of argument adds a value here and its handling in those three places.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LaunchArgs {
+    /// None: the spec's flags decide the mask (`Mask::None`).
+    None,
+    /// Sink and window (`Mask::Streaming`); the macro passes the declared `SINK` and `WINDOW`.
+    Streaming,
+    /// A BSR block list (`Mask::BlockSparse`), in blocks of the declared `BLOCK_Q` x `BLOCK_K`.
+    BlockList,
+    /// A kind per query head, with sink and window and a block list for the heads of those
+    /// kinds (`Mask::Mixed`).
+    HeadKinds,
+    /// Keys and values of a prefix buffer before the local keys (`AttentionArgs::prefix`;
+    /// APB's anchor and passing blocks).
+    Prefix,
+}
 
 /// How a numeric launch parameter of a variant is read where it is declared (the macro).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,9 +156,11 @@ pub struct VariantInfo {
     pub causal: bool,
     /// Whether packed varlen batches are supported.
     pub varlen: bool,
-    /// Whether keys come in two segments: a prefix buffer (`prefix_k`, `prefix_v`) before the
-    /// local keys (APB's anchor and passing blocks).
-    pub prefix: bool,
+    /// The launch arguments its kernel reads.
+    pub args: LaunchArgs,
+    /// The schedule file the variant brings, if any: its name under `templates/` and its text
+    /// (`include_str!`). Variants may include each other's files.
+    pub schedule_file: Option<(&'static str, &'static str)>,
     /// The schedule files (names under `templates/`) the kernel includes, in order.
     pub includes: &'static [&'static str],
     /// The schedule the kernel runs.
@@ -120,30 +169,23 @@ pub struct VariantInfo {
     pub params: &'static [VariantParam],
 }
 
-/// The schedule files of every variant: `(name, text)`, each embedded once.
-pub const SCHEDULE_FILES: &[(&str, &str)] = &[
-    (
-        "variants/dense.cuh",
-        include_str!("../../../templates/variants/dense.cuh"),
-    ),
-    (
-        "variants/streaming.cuh",
-        include_str!("../../../templates/variants/streaming.cuh"),
-    ),
-    (
-        "variants/block_sparse.cuh",
-        include_str!("../../../templates/variants/block_sparse.cuh"),
-    ),
-    (
-        "variants/mixed.cuh",
-        include_str!("../../../templates/variants/mixed.cuh"),
-    ),
-];
+impl VariantInfo {
+    /// Whether keys come in two segments: a prefix buffer (`prefix_k`, `prefix_v`) before the
+    /// local keys (APB's anchor and passing blocks).
+    pub fn prefix(&self) -> bool {
+        self.args == LaunchArgs::Prefix
+    }
+}
+
+/// The schedule files of every variant, `(name, text)`, in registry order, each once.
+pub fn schedule_files() -> impl Iterator<Item = (&'static str, &'static str)> {
+    REGISTRY.iter().filter_map(|i| i.schedule_file)
+}
 
 impl Variant {
     /// Every registered variant, in registry order.
     pub const ALL: [Variant; REGISTRY.len()] = {
-        let mut all = [Variant::Dense; REGISTRY.len()];
+        let mut all = [REGISTRY[0].variant; REGISTRY.len()];
         let mut i = 0;
         while i < REGISTRY.len() {
             all[i] = REGISTRY[i].variant;
@@ -205,8 +247,8 @@ mod tests {
             assert!(!info.summary.is_empty());
             for file in info.includes {
                 assert!(
-                    SCHEDULE_FILES.iter().any(|(n, _)| n == file),
-                    "{}: {file} is not in SCHEDULE_FILES",
+                    schedule_files().any(|(n, _)| n == *file),
+                    "{}: {file} is no variant's schedule file",
                     info.name
                 );
             }
@@ -216,5 +258,11 @@ mod tests {
         }
         let names: std::collections::HashSet<_> = REGISTRY.iter().map(|i| i.name).collect();
         assert_eq!(names.len(), REGISTRY.len(), "names are unique");
+        let files: std::collections::HashSet<_> = schedule_files().map(|(n, _)| n).collect();
+        assert_eq!(
+            files.len(),
+            schedule_files().count(),
+            "schedule files are unique"
+        );
     }
 }

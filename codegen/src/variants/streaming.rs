@@ -1,7 +1,7 @@
 //! Streaming heads (LServe): an A-shaped mask of sink tokens plus a local window, causal by
 //! definition; `sink` and `window` are launch arguments.
 
-use super::{Schedule, Variant, VariantInfo, SINK, WINDOW};
+use super::{LaunchArgs, Schedule, Variant, VariantInfo, SINK, WINDOW};
 
 pub const INFO: VariantInfo = VariantInfo {
     variant: Variant::Streaming,
@@ -9,7 +9,11 @@ pub const INFO: VariantInfo = VariantInfo {
     summary: "sink tokens plus a local window (causal by definition; sink and window at launch)",
     causal: false,
     varlen: true,
-    prefix: false,
+    args: LaunchArgs::Streaming,
+    schedule_file: Some((
+        "variants/streaming.cuh",
+        include_str!("../../../templates/variants/streaming.cuh"),
+    )),
     includes: &["variants/streaming.cuh"],
     schedule: Schedule::One("StreamingSchedule"),
     params: &[SINK, WINDOW],

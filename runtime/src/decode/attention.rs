@@ -12,7 +12,7 @@ use cudarc::driver::{
     CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg, SyncOnDrop,
 };
 use flashgen_codegen::decode::{DECODE_BLOCK_N, DECODE_THREADS, MAX_Q_LEN};
-use flashgen_codegen::{DType, DecodeSpec, DecodeVariant};
+use flashgen_codegen::{fits_shared_memory, DType, DecodeSpec, DecodeVariant};
 use std::sync::Mutex;
 
 /// Sink and recent tokens of streaming heads (LServe: 128 + 256).
@@ -475,13 +475,12 @@ impl Runtime {
         let name = first.spec.kernel_name();
         let module = DecodeModule::Attention(first.spec);
         let smem = first.spec.shared_bytes(self.arch());
-        if smem > self.info().max_shared_per_block_optin {
+        if let Err(e) = fits_shared_memory(smem, 0, self.info().max_shared_per_block_optin) {
             return Err(invalid(
                 "spec",
                 format!(
-                    "{} needs {smem} bytes of shared memory per block; the GPU allows {}",
-                    first.spec,
-                    self.info().max_shared_per_block_optin
+                    "{} needs {} bytes of shared memory per block; the GPU allows {}",
+                    first.spec, e.needed, e.limit
                 ),
             ));
         }

@@ -10,6 +10,9 @@ use flashgen_codegen::KernelSpec;
 
 pub struct Apb;
 
+/// The variant's row of the host table ([`host`](super::host)).
+pub const HOST: Apb = Apb;
+
 impl HostVariant for Apb {
     fn arguments(&self) -> &'static str {
         "none, a prefix"

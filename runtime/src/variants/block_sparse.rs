@@ -9,6 +9,9 @@ use flashgen_codegen::KernelSpec;
 
 pub struct BlockSparse;
 
+/// The variant's row of the host table ([`host`](super::host)).
+pub const HOST: BlockSparse = BlockSparse;
+
 /// Checks a block list against the launch and, with `cx.check_tile`, its block sizes against
 /// the spec's tile; then writes it.
 pub(super) fn plan_list(cx: &PlanContext, list: &BlockListArg, p: &mut FlashParams) -> Result<()> {

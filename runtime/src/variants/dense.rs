@@ -9,6 +9,9 @@ use flashgen_codegen::KernelSpec;
 
 pub struct Dense;
 
+/// The variant's row of the host table ([`host`](super::host)).
+pub const HOST: Dense = Dense;
+
 impl HostVariant for Dense {
     fn arguments(&self) -> &'static str {
         "none"

@@ -10,6 +10,9 @@ use flashgen_codegen::KernelSpec;
 
 pub struct Mixed;
 
+/// The variant's row of the host table ([`host`](super::host)).
+pub const HOST: Mixed = Mixed;
+
 impl HostVariant for Mixed {
     fn arguments(&self) -> &'static str {
         "head kinds"

@@ -3,12 +3,10 @@
 //! the query-key pairs, which sizes FLOP counts and picks the tuned config's shape bucket).
 //! [`plan`](crate::plan::plan) and [`shape_key`](crate::tuned::shape_key) do the shared part of
 //! a launch and hand the rest to the spec's variant through [`host`].
-
-mod apb;
-mod block_sparse;
-mod dense;
-mod mixed;
-mod streaming;
+//!
+//! The modules are declared from codegen's list of variants
+//! ([`flashgen_codegen::for_each_variant!`]), the one place a variant is registered: each
+//! `<module>.rs` here exports its variant's `HOST`.
 
 use crate::error::{invalid, Result};
 use crate::params::FlashParams;
@@ -55,17 +53,22 @@ pub trait HostVariant: Sync {
     }
 }
 
-/// The host side of a variant. The match is exhaustive: a variant registered in codegen does
-/// not compile until its host module is written.
-pub fn host(variant: Variant) -> &'static dyn HostVariant {
-    match variant {
-        Variant::Dense => &dense::Dense,
-        Variant::Streaming => &streaming::Streaming,
-        Variant::BlockSparse => &block_sparse::BlockSparse,
-        Variant::Mixed => &mixed::Mixed,
-        Variant::Apb => &apb::Apb,
-    }
+/// Declares the host modules and [`host`] from the list of variants.
+macro_rules! declare_hosts {
+    ($($(#[$doc:meta])* $module:ident: $variant:ident,)*) => {
+        $(mod $module;)*
+
+        /// The host side of a variant. The match is exhaustive: a variant registered in codegen
+        /// does not compile until its host module is written.
+        pub fn host(variant: Variant) -> &'static dyn HostVariant {
+            match variant {
+                $(Variant::$variant => &$module::HOST,)*
+            }
+        }
+    };
 }
+
+flashgen_codegen::for_each_variant!(declare_hosts);
 
 /// The error of a launch whose arguments do not fit its kernel's variant.
 pub(crate) fn wrong_arguments(variant: Variant) -> crate::error::Error {

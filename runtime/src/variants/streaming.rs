@@ -9,6 +9,9 @@ use flashgen_codegen::KernelSpec;
 
 pub struct Streaming;
 
+/// The variant's row of the host table ([`host`](super::host)).
+pub const HOST: Streaming = Streaming;
+
 /// Writes sink and window as the kernel takes them: clamped to the longest key sequence, which
 /// changes no visible pair (no key lies `sk` or more before a query) and keeps the kernel's
 /// 32-bit window arithmetic (`p_lo - window + 1`) from overflowing.
