@@ -131,18 +131,33 @@ pub(crate) fn check_tensor(name: &'static str, t: &TensorArg, head_dim: u32) -> 
             format!("base address {:#x} is not 16-byte aligned", t.buffer.ptr),
         ));
     }
-    let need = l.required_len();
-    if t.buffer.len < need {
-        return Err(invalid(
-            name,
-            format!(
-                "buffer has {} elements, its layout addresses {need}",
-                t.buffer.len
-            ),
-        ));
-    }
+    check_buffer_len(name, t.buffer.len, l)?;
     if l.seq > i32::MAX as usize || l.heads > 65_535 || l.batch > 65_535 {
         return Err(invalid(name, "sequence, head or batch count out of range"));
+    }
+    Ok(())
+}
+
+/// The score scale: `explicit`, or `1/sqrt(head_dim)`; finite and positive.
+pub(crate) fn softmax_scale(explicit: Option<f32>, head_dim: u32) -> Result<f32> {
+    let scale = explicit.unwrap_or(1.0 / (head_dim as f32).sqrt());
+    if !scale.is_finite() || scale <= 0.0 {
+        return Err(invalid(
+            "scale",
+            format!("must be finite and positive, got {scale}"),
+        ));
+    }
+    Ok(scale)
+}
+
+/// A buffer of `len` elements must hold every element its layout addresses.
+pub(crate) fn check_buffer_len(name: &'static str, len: usize, l: &Layout) -> Result<()> {
+    let need = l.required_len();
+    if len < need {
+        return Err(invalid(
+            name,
+            format!("buffer has {len} elements, its layout addresses {need}"),
+        ));
     }
     Ok(())
 }
@@ -295,13 +310,7 @@ fn plan_checked(spec: &KernelSpec, d: &LaunchDesc, check_tile: bool) -> Result<P
             format!("query heads ({hq}) must be a positive multiple of kv heads ({hkv})"),
         ));
     }
-    let scale = d.scale.unwrap_or(1.0 / (spec.head_dim as f32).sqrt());
-    if !scale.is_finite() || scale <= 0.0 {
-        return Err(invalid(
-            "scale",
-            format!("must be finite and positive, got {scale}"),
-        ));
-    }
+    let scale = softmax_scale(d.scale, spec.head_dim)?;
 
     // Sequence geometry.
     let (batch, max_sq, max_sk, total_q, cu_q, cu_k) = match (&d.varlen, spec.varlen) {

@@ -7,6 +7,7 @@ use super::selector::PageSelection;
 use super::variants;
 use crate::error::{invalid, DriverContext, Result};
 use crate::layout::Layout;
+use crate::plan::{check_buffer_len, softmax_scale};
 use crate::runtime::{Element, Runtime, Tensor, TensorMut};
 use cudarc::driver::{
     CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg, SyncOnDrop,
@@ -236,16 +237,7 @@ fn check_qo(name: &'static str, l: &Layout, len: usize, head_dim: usize) -> Resu
             return Err(invalid(name, format!("{axis} stride out of range")));
         }
     }
-    if len < l.required_len() {
-        return Err(invalid(
-            name,
-            format!(
-                "buffer has {len} elements, its layout addresses {}",
-                l.required_len()
-            ),
-        ));
-    }
-    Ok(())
+    check_buffer_len(name, len, l)
 }
 
 /// Whether two elements of a layout share an address.
@@ -379,13 +371,7 @@ pub fn plan_decode(
             ));
         }
     }
-    let scale = shape.scale.unwrap_or(1.0 / (config.head_dim as f32).sqrt());
-    if !scale.is_finite() || scale <= 0.0 {
-        return Err(invalid(
-            "scale",
-            format!("must be finite and positive, got {scale}"),
-        ));
-    }
+    let scale = softmax_scale(shape.scale, config.head_dim as u32)?;
     let mut params = DecodeParams {
         q_batch_stride: q.strides[0] as i64,
         q_row_stride: q.strides[1] as i64,

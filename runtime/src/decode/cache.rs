@@ -8,6 +8,7 @@
 
 use super::kernels::{decode_function, DecodeModule};
 use crate::error::{invalid, DriverContext, Result};
+use crate::plan::check_buffer_len;
 use crate::runtime::{Element, Runtime, Tensor};
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 use flashgen_codegen::decode::{APPEND_THREADS, LOGICAL_PAGE, PAGE_SIZES};
@@ -263,16 +264,7 @@ fn check_packed(
             "row and head strides must be multiples of 8 elements (16-byte copies)",
         ));
     }
-    if len < l.required_len() {
-        return Err(invalid(
-            name,
-            format!(
-                "buffer has {len} elements, its layout addresses {}",
-                l.required_len()
-            ),
-        ));
-    }
-    Ok(())
+    check_buffer_len(name, len, &l)
 }
 
 /// The append kernel's parameters (`AppendParams` of `templates/decode/append.cu`).
