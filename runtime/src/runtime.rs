@@ -20,7 +20,9 @@ use cudarc::driver::{
     CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig,
     PushKernelArg, SyncOnDrop, ValidAsZeroBits,
 };
-use flashgen_codegen::{template_digest, validate_with_limit, Arch, DType, KernelSpec, TileConfig};
+use flashgen_codegen::{
+    template_digest, validate_with_limit, Arch, AttentionSpec, DType, KernelSpec, TileConfig,
+};
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -166,15 +168,15 @@ impl Runtime {
         self.with_desc(args, |desc| self.launch_desc(spec, desc))
     }
 
-    /// Runs attention with `spec`'s variant, head dim, dtype and flags, and the tile the tuned
-    /// config gives for this launch's shape bucket ([`tuned_config`](Self::tuned_config));
-    /// without a config or an entry for the spec, the heuristic default tile. `spec`'s own tile
-    /// is ignored. Returns the spec that ran. With a block list, only tiles whose `block_m`
-    /// and `block_n` divide its block sizes are candidates: the nearest tuned entry among them,
-    /// else the default tile, else the search space's nearest tile to the default.
+    /// Runs attention with the kernel of `spec` whose tile the tuned config gives for this
+    /// launch's shape bucket ([`tuned_config`](Self::tuned_config)); without a config or an
+    /// entry for the spec, the heuristic default tile. Returns the kernel that ran. With a
+    /// block list, only tiles whose `block_m` and `block_n` divide its block sizes are
+    /// candidates: the nearest tuned entry among them, else the default tile, else the search
+    /// space's nearest tile to the default.
     pub fn attention_tuned<T: Element>(
         &self,
-        spec: &KernelSpec,
+        spec: &AttentionSpec,
         args: AttentionArgs<'_, T>,
     ) -> Result<KernelSpec> {
         self.with_desc(args, |desc| {
@@ -193,8 +195,8 @@ impl Runtime {
         })
     }
 
-    /// The tile a launch of `spec` (tile ignored) with `shape` gets, and where it came from.
-    pub fn select_tile(&self, spec: &KernelSpec, shape: &ShapeKey) -> (TileConfig, TileSource) {
+    /// The tile a launch of `spec` with `shape` gets, and where it came from.
+    pub fn select_tile(&self, spec: &AttentionSpec, shape: &ShapeKey) -> (TileConfig, TileSource) {
         let config = self.tuned_config();
         select_tile(config.as_deref(), spec, shape, self.arch())
     }
@@ -204,7 +206,7 @@ impl Runtime {
     /// search space does.
     pub fn select_tile_for(
         &self,
-        spec: &KernelSpec,
+        spec: &AttentionSpec,
         shape: &ShapeKey,
         blocks: Option<(usize, usize)>,
     ) -> Result<(TileConfig, TileSource)> {
