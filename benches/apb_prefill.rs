@@ -31,7 +31,7 @@ use flashgen_apb::prefill::{apb_prefill, ApbParams, HostBlock, PrefillShape, Seq
 use flashgen_apb::ring::ring_prefill;
 use flashgen_apb::star::star_prefill;
 use flashgen_apb::{GivenSelection, QueryAware, Result};
-use flashgen_codegen::{KernelSpec, Variant};
+use flashgen_codegen::{AttentionSpec, Variant};
 use flashgen_reference::{Precision, Rng};
 use flashgen_runtime::cudarc::driver::CudaSlice;
 use flashgen_runtime::{device_count, AttentionArgs, Runtime, Tensor, TensorMut};
@@ -258,12 +258,11 @@ fn bench_dense(rt: &Runtime, pool: &[bf16], n: usize, a: &Args) -> Result<f64> {
     let k = data(rt, pool, kvl.numel());
     let v = data(rt, pool, kvl.numel());
     let mut o = rt.stream().alloc_zeros::<bf16>(ql.numel()).expect("alloc");
-    let spec = KernelSpec::new(
+    let spec = AttentionSpec::new(
         Variant::Dense,
         D as u32,
         flashgen_codegen::DType::Bf16,
         true,
-        rt.arch(),
     );
     let ms = timing::median_ms(rt, a.warmup, a.iters, || {
         rt.attention_tuned(

@@ -13,7 +13,8 @@
 mod timing;
 
 use flashgen_codegen::{
-    default_tile, parse_tile, search_space, validate, DType, KernelSpec, TileConfig, Variant,
+    default_tile, parse_tile, search_space, validate, AttentionSpec, DType, KernelSpec, TileConfig,
+    Variant,
 };
 use flashgen_runtime::cudarc::driver::{CudaSlice, CudaStream};
 use flashgen_runtime::{
@@ -318,14 +319,8 @@ fn main() {
                 continue;
             }
         }
-        let base = KernelSpec::new(
-            c.variant,
-            c.head_dim as u32,
-            DType::Bf16,
-            c.causal,
-            rt.arch(),
-        )
-        .with_lse(true);
+        let base =
+            AttentionSpec::new(c.variant, c.head_dim as u32, DType::Bf16, c.causal).with_lse(true);
         let default = default_tile(&base, rt.arch());
         let mut x = inputs(rt.stream(), &c);
         let m = device_mask(&rt, &c);

@@ -115,7 +115,7 @@ fn every_tile_config_of_the_search_space() {
     for d in [64, 128] {
         for causal in [false, true] {
             let probe = Case::dense(d, causal, 200, 333).spec(&rt);
-            for tile in search_space(&probe, rt.arch()) {
+            for tile in search_space(&probe.attention(), rt.arch()) {
                 let mut c = Case::dense(d, causal, 200, 333);
                 c.tile = Some(tile);
                 check(&rt, &c);
@@ -316,7 +316,7 @@ fn sanitizer_small_launches() {
 /// The pipelined wgmma tiles of the search space for head dim `d` (none off sm_90a).
 fn pipelined_tiles(rt: &flashgen_runtime::Runtime, d: usize) -> Vec<TileConfig> {
     let probe = Case::dense(d, false, 64, 64).spec(rt);
-    search_space(&probe, rt.arch())
+    search_space(&probe.attention(), rt.arch())
         .into_iter()
         .filter(|t| t.mma == Mma::WgmmaPipelined)
         .collect()
@@ -435,7 +435,7 @@ fn tuned_launches_fit_the_block_size() {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn tuned_launches_reject_bad_masks_without_panicking() {
-    use flashgen_codegen::{KernelSpec, Variant};
+    use flashgen_codegen::{AttentionSpec, Variant};
     use flashgen_runtime::{AttentionArgs, BlockMask, Layout, Mask, Tensor, TensorMut};
     use half::bf16;
     let rt = runtime();
@@ -446,7 +446,7 @@ fn tuned_launches_reject_bad_masks_without_panicking() {
         .clone_htod(&vec![bf16::from_f32(0.5); layout.numel()])
         .unwrap();
     let mut o = rt.stream().alloc_zeros::<bf16>(layout.numel()).unwrap();
-    let mut run = |spec: &KernelSpec, mask: Mask<'_>| {
+    let mut run = |spec: &AttentionSpec, mask: Mask<'_>| {
         let args = AttentionArgs::new(
             Tensor { data: &x, layout },
             Tensor { data: &x, layout },
@@ -459,8 +459,7 @@ fn tuned_launches_reject_bad_masks_without_panicking() {
         .mask(mask);
         rt.attention_tuned(spec, args)
     };
-    let arch = rt.arch();
-    let bs = KernelSpec::new(Variant::BlockSparse, 64, DType::Bf16, false, arch);
+    let bs = AttentionSpec::new(Variant::BlockSparse, 64, DType::Bf16, false);
     // A list that covers 256 of the 512 queries.
     let short = rt
         .upload_block_mask(&BlockMask::from_dense(&[true; 4], 1, 1, 2, 2, 128, 256).unwrap())
@@ -476,7 +475,7 @@ fn tuned_launches_reject_bad_masks_without_panicking() {
         .unwrap();
     assert!(run(&bs, Mask::BlockSparse(&two)).is_err());
     let kinds = rt.upload_head_kinds(&[HeadKind::BlockSparse; 4]).unwrap();
-    let mixed = KernelSpec::new(Variant::Mixed, 64, DType::Bf16, false, arch);
+    let mixed = AttentionSpec::new(Variant::Mixed, 64, DType::Bf16, false);
     let mask = Mask::Mixed {
         heads: &kinds,
         streaming: None,

@@ -4,7 +4,9 @@
 
 mod common;
 
-use flashgen::codegen::{default_tile, parse_spec, Arch, DType, KernelSpec, Mma, Variant};
+use flashgen::codegen::{
+    default_tile, parse_spec, Arch, AttentionSpec, DType, KernelSpec, Mma, Variant,
+};
 use flashgen::half::{bf16, f16};
 use flashgen::runtime::cudarc::driver::{CudaSlice, DeviceRepr};
 use flashgen::runtime::{AttentionArgs, Mask};
@@ -58,12 +60,12 @@ fn spec_fields_follow_the_declaration() {
         assert_eq!(s.variant, Variant::Dense);
         assert_eq!((s.head_dim, s.dtype), (128, DType::Bf16));
         assert!(s.causal && s.lse && !s.varlen);
-        assert_eq!(s.tile, default_tile(&s, arch));
+        assert_eq!(s.tile, default_tile(&s.attention(), arch));
 
         let s = LlamaStreaming::spec_for(arch);
         assert_eq!(s.variant, Variant::Streaming);
         assert!(!s.causal && !s.lse && !s.varlen);
-        assert_eq!(s.tile, default_tile(&s, arch));
+        assert_eq!(s.tile, default_tile(&s.attention(), arch));
 
         let s = Sparse::spec_for(arch);
         assert_eq!(s.variant, Variant::BlockSparse);
@@ -74,10 +76,7 @@ fn spec_fields_follow_the_declaration() {
         assert_eq!(s.variant, Variant::Mixed);
         assert!(s.lse && s.varlen && !s.causal);
         // The default tile is chosen after lse and varlen are set.
-        assert_eq!(
-            s.tile,
-            default_tile(&s.with_tile(TileConfig::new(64, 64, 4, 1)), arch)
-        );
+        assert_eq!(s.tile, default_tile(&s.attention(), arch));
 
         let s = Prefixed::spec_for(arch);
         assert_eq!(s.variant, Variant::Apb);
@@ -194,9 +193,9 @@ fn bits_f32(rt: &Runtime, x: &CudaSlice<f32>) -> Vec<u32> {
 fn declared_dense_causal_with_lse_equals_the_runtime_api() {
     let rt = common::runtime();
     let kernel = DenseCausal::new(&rt).unwrap();
-    let mut spec =
-        KernelSpec::new(Variant::Dense, 128, DType::Bf16, true, rt.arch()).with_lse(true);
-    spec.tile = default_tile(&spec, rt.arch());
+    let spec = AttentionSpec::new(Variant::Dense, 128, DType::Bf16, true)
+        .with_lse(true)
+        .with_default_tile(rt.arch());
     assert_eq!(kernel.spec(), spec);
 
     let (batch, sq, sk, hq, hkv, d) = (2, 300, 517, 4, 2, 128);

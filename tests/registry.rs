@@ -7,7 +7,7 @@
 
 use flashgen::attention_kernel;
 use flashgen::codegen::variants::{schedule_files, MODULES};
-use flashgen::codegen::{parse_spec, render, Arch, KernelSpec, Variant, REGISTRY};
+use flashgen::codegen::{parse_spec, render, Arch, AttentionSpec, KernelSpec, Variant, REGISTRY};
 use flashgen::runtime::config::spec_key;
 use flashgen::tuning::TuneTarget;
 use flashgen_reference::{BlockSparse, HeadKind, Mask};
@@ -103,7 +103,11 @@ fn every_registered_variant_is_accepted_everywhere() {
             for arch in [Arch::SM80, Arch::SM90] {
                 let spec = parse_spec(&text, arch).unwrap_or_else(|e| panic!("{text}: {e}"));
                 assert_eq!(spec.variant, v);
-                assert_eq!(spec_key(&spec), text, "the config key of {text}");
+                assert_eq!(
+                    spec_key(&spec.attention()),
+                    text,
+                    "the config key of {text}"
+                );
                 assert_eq!(parse_spec(&spec.to_string(), arch).unwrap(), spec);
             }
         }
@@ -127,13 +131,7 @@ fn every_registered_variant_is_accepted_everywhere() {
             .unwrap_or_else(|e| panic!("oracle of {name}: {e}"));
         assert!(mask.visible_pairs(0, hq, sq, sk) > 0, "oracle of {name}");
         // The tuner's standard problem.
-        let spec = KernelSpec::new(
-            v,
-            128,
-            flashgen::DType::Bf16,
-            v.accepts_causal(),
-            Arch::SM90,
-        );
+        let spec = AttentionSpec::new(v, 128, flashgen::DType::Bf16, v.accepts_causal());
         let target = TuneTarget::standard(spec, 4096);
         target
             .check()

@@ -18,7 +18,7 @@ use super::{KvCompressor, LocalBlock};
 use crate::error::{invalid, DriverContext, Result};
 use crate::multigpu::Communicator;
 use cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
-use flashgen_codegen::{KernelSpec, Variant};
+use flashgen_codegen::{AttentionSpec, KernelSpec, Variant};
 use flashgen_runtime::Layout;
 use flashgen_runtime::{AttentionArgs, Element, Runtime, Tensor, TensorMut};
 
@@ -328,12 +328,11 @@ pub(crate) fn attend<T: Element>(
     } else {
         Variant::Dense
     };
-    let spec = KernelSpec::new(
+    let spec = AttentionSpec::new(
         variant,
         shape.dim as u32,
         T::DTYPE,
         variant == Variant::Dense,
-        rt.arch(),
     );
     let mut args = AttentionArgs::new(
         Tensor {

@@ -10,7 +10,7 @@ use super::prefill::{alloc, check_block, validate, ApbParams, HostBlock, Prefill
 use crate::error::Result;
 use crate::multigpu::Communicator;
 use cudarc::driver::CudaSlice;
-use flashgen_codegen::{KernelSpec, Variant};
+use flashgen_codegen::{AttentionSpec, Variant};
 use flashgen_runtime::{AttentionArgs, Element, Runtime, Tensor, TensorMut};
 
 /// What a host of a ring-attention prefill returns.
@@ -36,14 +36,8 @@ fn partial<T: Element>(
     o: &mut CudaSlice<T>,
     lse: &mut CudaSlice<f32>,
 ) -> Result<()> {
-    let spec = KernelSpec::new(
-        Variant::Dense,
-        shape.dim as u32,
-        T::DTYPE,
-        causal,
-        rt.arch(),
-    )
-    .with_lse(true);
+    let spec =
+        AttentionSpec::new(Variant::Dense, shape.dim as u32, T::DTYPE, causal).with_lse(true);
     let (ql, kvl) = (shape.q_layout(rows), shape.kv_layout(sk));
     let mut args = AttentionArgs::new(
         Tensor {

@@ -1,10 +1,10 @@
 //! The tile search space and the heuristic default config.
 
-use crate::spec::{Arch, KernelSpec, Mma, TileConfig, Variant};
+use crate::spec::{Arch, AttentionSpec, Mma, TileConfig, Variant};
 use crate::validate::validate;
 
 /// Every tile config the templates support for `spec` on `arch`, in a stable order.
-pub fn search_space(spec: &KernelSpec, arch: Arch) -> Vec<TileConfig> {
+pub fn search_space(spec: &AttentionSpec, arch: Arch) -> Vec<TileConfig> {
     let mut out = Vec::new();
     for &block_m in &TileConfig::BLOCK_M {
         for &block_n in &TileConfig::BLOCK_N {
@@ -38,7 +38,7 @@ pub fn search_space(spec: &KernelSpec, arch: Arch) -> Vec<TileConfig> {
 /// `m64n128w4s1-wgmma`.
 /// Elsewhere FlashAttention-2's shapes (128 query rows over 4 warps, 64 keys a step) where
 /// registers allow, 16 rows per warp for the largest head dim.
-pub fn default_tile(spec: &KernelSpec, arch: Arch) -> TileConfig {
+pub fn default_tile(spec: &AttentionSpec, arch: Arch) -> TileConfig {
     // Every variant at d128, except varlen batches.
     let pipelined = !spec.varlen && spec.head_dim == 128;
     let hopper = match (spec.variant, spec.head_dim) {
@@ -77,7 +77,7 @@ pub fn default_tile(spec: &KernelSpec, arch: Arch) -> TileConfig {
 /// of the search space nearest to it (same mainloop kind first, then the largest tile, then
 /// the same warps and stages). `None` when no tile divides the blocks.
 pub fn default_tile_for_blocks(
-    spec: &KernelSpec,
+    spec: &AttentionSpec,
     arch: Arch,
     block_q: usize,
     block_k: usize,
@@ -102,9 +102,10 @@ pub fn default_tile_for_blocks(
         })
 }
 
-/// The built-in default set of kernels (what `flashgen compile --default-set` builds and the
-/// tuner tunes): every variant at head dims 64 and 128, bf16, with lse output.
-pub fn default_set(arch: Arch) -> Vec<KernelSpec> {
+/// The built-in default set of specs (what `flashgen compile --default-set` builds, each with
+/// its arch's [`default_tile`], and the tuner tunes): every variant at head dims 64 and 128,
+/// bf16, with lse output.
+pub fn default_set() -> Vec<AttentionSpec> {
     let mut out = Vec::new();
     for variant in crate::spec::Variant::ALL {
         for head_dim in [64, 128] {
@@ -115,7 +116,7 @@ pub fn default_set(arch: Arch) -> Vec<KernelSpec> {
             };
             for &causal in causal_options {
                 out.push(
-                    KernelSpec::new(variant, head_dim, crate::spec::DType::Bf16, causal, arch)
+                    AttentionSpec::new(variant, head_dim, crate::spec::DType::Bf16, causal)
                         .with_lse(true),
                 );
             }
@@ -133,7 +134,7 @@ mod tests {
     fn block_lists_get_the_nearest_dividing_tile() {
         for arch in [Arch::SM80, Arch::SM90] {
             for head_dim in [64, 128] {
-                let spec = KernelSpec::new(Variant::BlockSparse, head_dim, DType::Bf16, true, arch);
+                let spec = AttentionSpec::new(Variant::BlockSparse, head_dim, DType::Bf16, true);
                 // Blocks the default divides keep it.
                 assert_eq!(
                     default_tile_for_blocks(&spec, arch, 256, 256),

@@ -284,8 +284,7 @@ impl AttentionSpec {
     /// The kernel of this spec with the heuristic default tile for `arch`
     /// ([`default_tile`](crate::default_tile)).
     pub fn with_default_tile(self, arch: Arch) -> KernelSpec {
-        let kernel = self.with_tile(TileConfig::new(128, 64, 4, 1));
-        kernel.with_tile(crate::space::default_tile(&kernel, arch))
+        self.with_tile(crate::space::default_tile(&self, arch))
     }
 }
 
@@ -307,7 +306,10 @@ pub struct KernelSpec {
 }
 
 impl KernelSpec {
-    /// A spec with the heuristic default tile config for `arch`.
+    /// The kernel of a spec with the heuristic default tile for `arch`: shorthand for
+    /// `AttentionSpec::new(..).with_default_tile(arch)`. APIs that choose the tile themselves
+    /// (`Runtime::attention_tuned`, the tuned config, the search space) take the
+    /// [`AttentionSpec`] instead.
     pub fn new(variant: Variant, head_dim: u32, dtype: DType, causal: bool, arch: Arch) -> Self {
         AttentionSpec::new(variant, head_dim, dtype, causal).with_default_tile(arch)
     }

@@ -230,7 +230,7 @@ mod tests {
         assert!(fits_shared_memory(u32::MAX, 1, u32::MAX).is_err());
         // Offline the arch's table decides; with a device, the device's limit.
         let arch = Arch::SM80;
-        let spec = KernelSpec::new(Variant::Dense, 128, DType::Bf16, false, arch);
+        let spec = AttentionSpec::new(Variant::Dense, 128, DType::Bf16, false);
         let tile = crate::default_tile(&spec, arch);
         let spec = spec.with_tile(tile);
         let needed = shared_memory_bytes(&tile, 128);

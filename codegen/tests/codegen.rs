@@ -117,7 +117,7 @@ fn text_form_round_trips() {
                     let base = KernelSpec::new(Variant::Dense, d, dtype, causal, arch)
                         .with_lse(d % 64 == 0)
                         .with_varlen(causal);
-                    for tile in search_space(&base, arch) {
+                    for tile in search_space(&base.attention(), arch) {
                         let s = base.with_tile(tile);
                         let text = s.to_string();
                         assert_eq!(parse_spec(&text, arch).unwrap(), s, "{text}");
@@ -233,7 +233,7 @@ fn only_known_archs_parse() {
 #[test]
 fn missing_tile_takes_the_default() {
     let s = parse_spec("dense,d128,bf16,causal", Arch::SM90).unwrap();
-    assert_eq!(s.tile, default_tile(&s, Arch::SM90));
+    assert_eq!(s.tile, default_tile(&s.attention(), Arch::SM90));
     assert!(s.causal && !s.lse && !s.varlen);
 }
 
@@ -243,7 +243,7 @@ fn default_tile_is_valid_for_every_spec_and_arch() {
         for d in HEAD_DIMS {
             let s = KernelSpec::new(Variant::Dense, d, DType::F16, false, arch);
             validate(&s, arch).unwrap_or_else(|e| panic!("default for d{d} on {arch}: {e}"));
-            assert!(search_space(&s, arch).contains(&s.tile));
+            assert!(search_space(&s.attention(), arch).contains(&s.tile));
         }
     }
 }
@@ -270,7 +270,7 @@ fn hopper_defaults_to_wgmma_and_other_archs_to_mma_sync() {
     let s = KernelSpec::new(Variant::Streaming, 128, DType::Bf16, false, Arch::SM90);
     assert_eq!(s.tile.to_string(), "m64n64w4s1-wgmma-pipelined");
     let s = s.with_varlen(true);
-    assert_eq!(default_tile(&s, Arch::SM90).mma, Mma::Wgmma);
+    assert_eq!(default_tile(&s.attention(), Arch::SM90).mma, Mma::Wgmma);
     let s = KernelSpec::new(Variant::Apb, 128, DType::Bf16, false, Arch::SM90);
     assert_eq!(s.tile.to_string(), "m64n128w4s1-wgmma-pipelined");
     // Head dims the swizzled layout cannot split stay on mma.sync on Hopper too.
@@ -313,7 +313,7 @@ fn hash_is_stable_and_distinguishes_specs() {
     assert_eq!(spec_hash(&s), spec_hash(&s.clone()));
     assert_eq!(spec_hash(&s).len(), 64);
     let mut seen = std::collections::HashSet::new();
-    for tile in search_space(&s, Arch::SM90) {
+    for tile in search_space(&s.attention(), Arch::SM90) {
         for lse in [false, true] {
             assert!(seen.insert(spec_hash(&s.with_tile(tile).with_lse(lse))));
         }
@@ -361,8 +361,8 @@ fn pipelined_wgmma_tiles_parse_validate_and_render() {
         assert!(render(&s).unwrap().code.contains("Pipelined wgmma loop"));
     }
     // The search space offers it on sm_90a only.
-    assert!(search_space(&s, Arch::SM90).contains(&t));
-    assert!(!search_space(&s, Arch::SM80)
+    assert!(search_space(&s.attention(), Arch::SM90).contains(&t));
+    assert!(!search_space(&s.attention(), Arch::SM80)
         .iter()
         .any(|t| t.mma == Mma::WgmmaPipelined));
     let err = |tile, d| {
@@ -372,7 +372,7 @@ fn pipelined_wgmma_tiles_parse_validate_and_render() {
     };
     // Single-buffered too.
     let one_stage = TileConfig::new(64, 128, 4, 1).with_mma(Mma::WgmmaPipelined);
-    assert!(search_space(&s, Arch::SM90).contains(&one_stage));
+    assert!(search_space(&s.attention(), Arch::SM90).contains(&one_stage));
     assert!(render(&spec(128, one_stage))
         .unwrap()
         .code

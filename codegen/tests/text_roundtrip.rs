@@ -17,7 +17,7 @@ fn valid_spec() -> impl Strategy<Value = (KernelSpec, Arch)> {
         .prop_map(|(variant, d, dtype, (causal, lse, varlen), arch)| {
             let causal = causal && variant.accepts_causal();
             let varlen = varlen && variant != Variant::Apb;
-            let spec = KernelSpec::new(variant, d, dtype, causal, arch)
+            let spec = AttentionSpec::new(variant, d, dtype, causal)
                 .with_lse(lse)
                 .with_varlen(varlen);
             (spec, arch)

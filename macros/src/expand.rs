@@ -52,7 +52,11 @@ pub fn kernel(k: &Kernel) -> syn::Result<TokenStream> {
         Some(t) => {
             let mma = enum_path(quote!(#cg::Mma), t.mma);
             let (m, n, w, s) = (t.block_m, t.block_n, t.warps, t.stages);
-            quote!(#cg::TileConfig::new(#m, #n, #w, #s).with_mma(#mma))
+            // The declared tile is the same on every arch.
+            quote! {{
+                let _ = arch;
+                #cg::TileConfig::new(#m, #n, #w, #s).with_mma(#mma)
+            }}
         }
         None => quote!(#cg::default_tile(&spec, arch)),
     };
@@ -67,7 +71,7 @@ pub fn kernel(k: &Kernel) -> syn::Result<TokenStream> {
     let launch = if k.tile.is_some() {
         quote!(rt.attention(&self.spec, args))
     } else {
-        quote!(rt.attention_tuned(&self.spec, args).map(|_| ()))
+        quote!(rt.attention_tuned(&self.spec.attention(), args).map(|_| ()))
     };
 
     // Constants of the variant's parameters and of gqa.
@@ -161,7 +165,7 @@ pub fn kernel(k: &Kernel) -> syn::Result<TokenStream> {
 
             #spec_for_doc1
             pub fn spec_for(arch: #cg::Arch) -> #cg::KernelSpec {
-                let spec = #cg::KernelSpec::new(#variant, #head_dim, #dtype, #causal, arch)
+                let spec = #cg::AttentionSpec::new(#variant, #head_dim, #dtype, #causal)
                     .with_lse(#lse)
                     .with_varlen(#varlen);
                 spec.with_tile(#tile)

@@ -5,8 +5,8 @@
 use crate::parse::{Arg, ArgValue, Decl};
 use crate::variants::{self, Param, ParamKind};
 use flashgen_codegen::{
-    default_tile, parse_tile, validate_arch_free, Arch, DType, KernelSpec, Mma, SpecError,
-    TileConfig, Variant, HEAD_DIMS,
+    default_tile, parse_tile, validate_arch_free, Arch, AttentionSpec, DType, KernelSpec, Mma,
+    SpecError, TileConfig, Variant, HEAD_DIMS,
 };
 use proc_macro2::TokenStream;
 use quote::ToTokens;
@@ -40,22 +40,26 @@ pub struct Kernel {
 impl Kernel {
     /// The spec on `arch`, exactly as the generated `spec_for` builds it.
     pub fn spec_for(&self, arch: Arch) -> KernelSpec {
-        let spec = KernelSpec::new(self.variant, self.head_dim, self.dtype, self.causal, arch)
-            .with_lse(self.lse)
-            .with_varlen(self.varlen);
+        let spec = self.attention();
         match self.tile {
             Some(tile) => spec.with_tile(tile),
             None => spec.with_tile(default_tile(&spec, arch)),
         }
     }
 
+    /// The declared spec without its tile.
+    pub fn attention(&self) -> AttentionSpec {
+        AttentionSpec::new(self.variant, self.head_dim, self.dtype, self.causal)
+            .with_lse(self.lse)
+            .with_varlen(self.varlen)
+    }
+
     /// The spec in codegen's text form, without the tile when none was declared, so that
     /// `parse_spec(text, arch)` gives `spec_for(arch)` on every arch.
     pub fn spec_text(&self) -> String {
-        let spec = self.spec_for(Arch::SM90);
         match self.tile {
-            Some(_) => spec.to_string(),
-            None => spec.key(),
+            Some(_) => self.spec_for(Arch::SM90).to_string(),
+            None => self.attention().to_string(),
         }
     }
 }

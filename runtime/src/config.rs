@@ -29,7 +29,7 @@
 
 use crate::files::read_regular;
 use crate::runtime::DeviceInfo;
-use flashgen_codegen::{parse_spec, parse_tile, validate, Arch, KernelSpec, TileConfig};
+use flashgen_codegen::{parse_spec, parse_tile, validate, Arch, AttentionSpec, TileConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsString;
@@ -59,9 +59,10 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
 }
 
-/// The spec text without the tile: `variant,d<head_dim>,dtype[,causal][,lse][,varlen]`.
-pub fn spec_key(spec: &KernelSpec) -> String {
-    spec.key()
+/// The key of a spec's entries: its text, `variant,d<head_dim>,dtype[,causal][,lse][,varlen]`
+/// (a kernel's is `spec_key(&kernel.attention())`, [`KernelSpec::key`](flashgen_codegen::KernelSpec::key)).
+pub fn spec_key(spec: &AttentionSpec) -> String {
+    spec.to_string()
 }
 
 /// Sequence-length class (keys per sequence), in powers of 4.
@@ -384,7 +385,7 @@ fn check_entry(e: &mut ConfigEntry, arch: Arch) -> Result<(), String> {
     {
         return Err("the spec key must not include a tile; the tile goes in `tile`".into());
     }
-    e.spec = spec_key(&spec);
+    e.spec = spec_key(&spec.attention());
     let tile = parse_tile(&e.tile).map_err(|err| format!("tile: {err}"))?;
     validate(&spec.with_tile(tile), arch).map_err(|err| format!("tile {}: {err}", e.tile))?;
     if let Some(runner_up) = &e.runner_up {
@@ -558,9 +559,9 @@ impl TunedConfig {
         result.map_err(io)
     }
 
-    /// The entry of the same spec (tile ignored) in the bucket nearest to `shape`: nearest
-    /// sequence class, then GQA ratio, then density class.
-    pub fn lookup_entry(&self, spec: &KernelSpec, shape: &ShapeKey) -> Option<&ConfigEntry> {
+    /// The entry of `spec` in the bucket nearest to `shape`: nearest sequence class, then GQA
+    /// ratio, then density class.
+    pub fn lookup_entry(&self, spec: &AttentionSpec, shape: &ShapeKey) -> Option<&ConfigEntry> {
         let key = spec_key(spec);
         let want = shape.bucket();
         self.entries
@@ -569,12 +570,12 @@ impl TunedConfig {
             .min_by_key(|e| want.distance(&e.bucket()))
     }
 
-    /// The tile of the entry for `spec` (tile ignored) in the bucket nearest to `shape` among
+    /// The tile of the entry for `spec` in the bucket nearest to `shape` among
     /// the entries whose tile parses and passes `accept`: an entry that cannot serve a launch
     /// never hides a farther one that can.
     pub fn lookup_where(
         &self,
-        spec: &KernelSpec,
+        spec: &AttentionSpec,
         shape: &ShapeKey,
         accept: impl Fn(&TileConfig) -> bool,
     ) -> Option<TileConfig> {
@@ -589,9 +590,9 @@ impl TunedConfig {
             .map(|(_, tile)| tile)
     }
 
-    /// The tuned tile for `spec` (its own tile is ignored) on `shape`, if the config has the spec
-    /// and its tile is valid for the spec on the config's arch.
-    pub fn lookup(&self, spec: &KernelSpec, shape: &ShapeKey) -> Option<TileConfig> {
+    /// The tuned tile for `spec` on `shape`, if the config has the spec and its tile is valid
+    /// for the spec on the config's arch.
+    pub fn lookup(&self, spec: &AttentionSpec, shape: &ShapeKey) -> Option<TileConfig> {
         let entry = self.lookup_entry(spec, shape)?;
         let tile = parse_tile(&entry.tile).ok()?;
         let arch = self.tuned_on.arch()?;
@@ -834,19 +835,19 @@ mod tests {
         c
     }
 
-    fn dense_spec() -> KernelSpec {
-        KernelSpec::new(Variant::Dense, 128, DType::Bf16, true, Arch::SM90).with_lse(true)
+    fn dense_spec() -> AttentionSpec {
+        AttentionSpec::new(Variant::Dense, 128, DType::Bf16, true).with_lse(true)
     }
 
     #[test]
     fn spec_key_drops_the_tile() {
         assert_eq!(spec_key(&dense_spec()), "dense,d128,bf16,causal,lse");
-        let s = KernelSpec::new(Variant::BlockSparse, 64, DType::F16, false, Arch::SM80)
-            .with_varlen(true);
+        let s = AttentionSpec::new(Variant::BlockSparse, 64, DType::F16, false).with_varlen(true);
         assert_eq!(spec_key(&s), "block-sparse,d64,f16,varlen");
-        // The key parses back to the same spec (with the arch's default tile).
+        // The key parses back to the same spec, and is a kernel's key (with any tile).
+        assert_eq!(flashgen_codegen::parse_attention_spec(&spec_key(&s)), Ok(s));
         let back = parse_spec(&spec_key(&s), Arch::SM80).unwrap();
-        assert_eq!(spec_key(&back), spec_key(&s));
+        assert_eq!(back.key(), spec_key(&s));
     }
 
     #[test]
@@ -965,10 +966,10 @@ mod tests {
         assert_eq!(at(512, 4, 0.05).as_deref(), Some("m128n64w8s1-wgmma"));
         // GQA 2 is equally far from 1 and 4 in powers of two: ties go to the smaller ratio.
         assert_eq!(at(16384, 2, 0.5).as_deref(), Some("m128n128w8s1-wgmma"));
-        // The tile is ignored in the spec; another spec has no entry.
+        // A kernel's spec finds the entry whatever the kernel's tile; another spec has none.
         assert_eq!(
             c.lookup(
-                &spec.with_tile(TileConfig::new(64, 32, 4, 1)),
+                &spec.with_tile(TileConfig::new(64, 32, 4, 1)).attention(),
                 &ShapeKey {
                     seq_len: 16384,
                     gqa: 1,
@@ -1003,7 +1004,7 @@ mod tests {
             DensityClass::Dense,
             "m64n64w4s1-wgmma",
         ));
-        let spec = KernelSpec::new(Variant::Dense, 96, DType::Bf16, false, Arch::SM90);
+        let spec = AttentionSpec::new(Variant::Dense, 96, DType::Bf16, false);
         let shape = ShapeKey {
             seq_len: 4096,
             gqa: 1,

@@ -7,7 +7,9 @@ use crate::layout::Layout;
 use crate::masks::{BlockMask, HeadKind, StreamingParams};
 use crate::params::FlashParams;
 use crate::variants;
-use flashgen_codegen::{validate_arch_free, DType, KernelSpec, TileConfig, REGISTRY};
+use flashgen_codegen::{
+    validate_arch_free, validate_attention, AttentionSpec, DType, KernelSpec, TileConfig, REGISTRY,
+};
 
 /// A device buffer: address and length in elements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -217,25 +219,25 @@ pub struct Geometry {
 }
 
 /// What a variant's [`plan`](crate::variants::HostVariant::plan) is given: the spec, the
-/// launch's checked geometry and whether the tile is checked against the arguments.
+/// launch's checked geometry and the kernel's tile, when the arguments are checked against it.
 pub struct PlanContext<'s> {
-    pub spec: &'s KernelSpec,
+    pub spec: &'s AttentionSpec,
     pub geometry: Geometry,
-    /// Whether the arguments are checked against the spec's tile (mask block sizes); off
-    /// while a launch is measured to choose its tile.
-    pub check_tile: bool,
+    /// The kernel's tile, which the arguments must fit (mask block sizes); `None` while a
+    /// launch is checked before its tile is chosen ([`check_launch`]).
+    pub tile: Option<&'s TileConfig>,
 }
 
 /// Validates a launch of `spec` and builds its parameters. The spec itself is checked with
 /// [`validate_arch_free`]; whether it fits the device is the loader's check.
 pub fn plan(spec: &KernelSpec, d: &LaunchDesc) -> Result<Plan> {
     validate_arch_free(spec)?;
-    plan_checked(spec, d, true)
+    plan_validated(spec, d)
 }
 
 /// [`plan`] of a spec its caller has validated (for the arch it launches on).
 pub(crate) fn plan_validated(spec: &KernelSpec, d: &LaunchDesc) -> Result<Plan> {
-    plan_checked(spec, d, true)
+    plan_checked(&spec.attention(), Some(&spec.tile), d)
 }
 
 /// A launch checked by [`check_launch`]: its parameters, waiting for the tile.
@@ -261,20 +263,22 @@ impl CheckedLaunch {
     }
 }
 
-/// Every check of [`plan`] that does not depend on the spec's tile: what must hold before a
-/// launch's shape is measured to choose a tile. [`CheckedLaunch::with_tile`] then gives the
-/// plan for the chosen tile.
-pub fn check_launch(spec: &KernelSpec, d: &LaunchDesc) -> Result<CheckedLaunch> {
-    validate_arch_free(spec)?;
-    let plan = plan_checked(spec, d, false)?;
+/// Every check of [`plan`] that does not depend on a tile: what must hold before a launch's
+/// shape is measured to choose a tile. The spec is checked with [`validate_attention`];
+/// [`CheckedLaunch::with_tile`] then gives the plan for the chosen tile.
+pub fn check_launch(spec: &AttentionSpec, d: &LaunchDesc) -> Result<CheckedLaunch> {
+    validate_attention(spec)?;
+    let plan = plan_checked(spec, None, d)?;
     Ok(CheckedLaunch {
         plan,
         blocks: variants::host(spec.variant).mask_blocks(d),
     })
 }
 
-/// [`plan`], with or without the checks of the tile against the launch (mask block sizes).
-fn plan_checked(spec: &KernelSpec, d: &LaunchDesc, check_tile: bool) -> Result<Plan> {
+/// [`plan`] of `spec`, with the checks of `tile` against the launch (mask block sizes) when
+/// one is given; without one the grid's query tiles are rows, for
+/// [`CheckedLaunch::with_tile`] to divide.
+fn plan_checked(spec: &AttentionSpec, tile: Option<&TileConfig>, d: &LaunchDesc) -> Result<Plan> {
     if d.dtype != spec.dtype {
         return Err(invalid(
             "dtype",
@@ -463,11 +467,12 @@ fn plan_checked(spec: &KernelSpec, d: &LaunchDesc, check_tile: bool) -> Result<P
     let cx = PlanContext {
         spec,
         geometry,
-        check_tile,
+        tile,
     };
     host.plan(&cx, d, &mut p)?;
 
-    let tiles = max_sq.div_ceil(spec.tile.block_m as usize);
+    let block_m = tile.map_or(1, |t| t.block_m as usize);
+    let tiles = max_sq.div_ceil(block_m);
     let grid = if batch == 0 || tiles == 0 {
         None
     } else {

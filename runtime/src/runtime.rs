@@ -20,7 +20,9 @@ use cudarc::driver::{
     CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig,
     PushKernelArg, SyncOnDrop, ValidAsZeroBits,
 };
-use flashgen_codegen::{template_digest, validate_with_limit, Arch, DType, KernelSpec, TileConfig};
+use flashgen_codegen::{
+    template_digest, validate_with_limit, Arch, AttentionSpec, DType, KernelSpec, TileConfig,
+};
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -48,6 +50,11 @@ pub struct DeviceInfo {
     pub driver_version: i32,
     pub total_memory: usize,
 }
+
+/// A kernel spec validated for one runtime's device ([`Runtime::validated`], the only maker):
+/// each launch validates its kernel once and loads it through this.
+#[derive(Clone, Copy)]
+struct Validated<'s>(&'s KernelSpec);
 
 /// One GPU: context, stream, kernel cache and loaded kernels.
 pub struct Runtime {
@@ -117,19 +124,35 @@ impl Runtime {
     }
 
     /// Validates, compiles (or loads from the cache) and loads the kernel of a spec, through the
-    /// runtime's module table ([`load_module`](Self::load_module) for other sources).
+    /// runtime's module table ([`load_module`](Self::load_module) for other sources). A spec
+    /// already in the table is not validated again.
     pub fn kernel(&self, spec: &KernelSpec) -> Result<Arc<LoadedKernel>> {
         self.load(ModuleKey::Spec(*spec), |cache, arch| {
-            self.validate(spec)?;
-            cache.get_or_compile(spec, arch)
+            let checked = self.validated(spec)?;
+            cache.get_or_compile(checked.0, arch)
         })
     }
 
     /// Validates a spec for this device: the arch's checks, with shared memory against the
     /// device's reported per-block limit (not the arch's table).
     pub fn validate(&self, spec: &KernelSpec) -> Result<()> {
+        self.validated(spec).map(|_| ())
+    }
+
+    /// [`validate`](Self::validate), keeping the proof: the launch paths validate their kernel
+    /// once and hand the result to [`kernel_validated`](Self::kernel_validated).
+    fn validated<'s>(&self, spec: &'s KernelSpec) -> Result<Validated<'s>> {
         validate_with_limit(spec, self.arch(), self.info().max_shared_per_block_optin)?;
-        Ok(())
+        Ok(Validated(spec))
+    }
+
+    /// [`kernel`](Self::kernel) of a spec validated for this device: loads it without
+    /// validating it again.
+    fn kernel_validated(&self, spec: Validated<'_>) -> Result<Arc<LoadedKernel>> {
+        let Validated(spec) = spec;
+        self.load(ModuleKey::Spec(*spec), |cache, arch| {
+            cache.get_or_compile(spec, arch)
+        })
     }
 
     /// Checks a block list's structure and copies it to the device. The result keeps the host
@@ -161,20 +184,21 @@ impl Runtime {
         spec: &KernelSpec,
         args: AttentionArgs<'_, T>,
     ) -> Result<()> {
-        // Arguments are checked before anything is compiled.
-        self.validate(spec)?;
+        // The spec is validated once, and the arguments are checked, before anything is
+        // compiled.
+        let spec = self.validated(spec)?;
         self.with_desc(args, |desc| self.launch_desc(spec, desc))
     }
 
-    /// Runs attention with `spec`'s variant, head dim, dtype and flags, and the tile the tuned
-    /// config gives for this launch's shape bucket ([`tuned_config`](Self::tuned_config));
-    /// without a config or an entry for the spec, the heuristic default tile. `spec`'s own tile
-    /// is ignored. Returns the spec that ran. With a block list, only tiles whose `block_m`
-    /// and `block_n` divide its block sizes are candidates: the nearest tuned entry among them,
-    /// else the default tile, else the search space's nearest tile to the default.
+    /// Runs attention with the kernel of `spec` whose tile the tuned config gives for this
+    /// launch's shape bucket ([`tuned_config`](Self::tuned_config)); without a config or an
+    /// entry for the spec, the heuristic default tile. Returns the kernel that ran. With a
+    /// block list, only tiles whose `block_m` and `block_n` divide its block sizes are
+    /// candidates: the nearest tuned entry among them, else the default tile, else the search
+    /// space's nearest tile to the default.
     pub fn attention_tuned<T: Element>(
         &self,
-        spec: &KernelSpec,
+        spec: &AttentionSpec,
         args: AttentionArgs<'_, T>,
     ) -> Result<KernelSpec> {
         self.with_desc(args, |desc| {
@@ -185,7 +209,7 @@ impl Runtime {
             let (tile, _) = self.select_tile_for(spec, &shape, mask_blocks(spec, desc))?;
             let tuned = spec.with_tile(tile);
             let planned = checked.with_tile(&tile)?;
-            let kernel = self.kernel(&tuned)?;
+            let kernel = self.kernel_validated(self.validated(&tuned)?)?;
             // SAFETY: every buffer in `desc` comes from a live `CudaSlice` of its stated length,
             // kept alive and ordered on the stream by `with_desc`'s guards.
             unsafe { self.launch_planned(&kernel, &planned)? };
@@ -193,8 +217,8 @@ impl Runtime {
         })
     }
 
-    /// The tile a launch of `spec` (tile ignored) with `shape` gets, and where it came from.
-    pub fn select_tile(&self, spec: &KernelSpec, shape: &ShapeKey) -> (TileConfig, TileSource) {
+    /// The tile a launch of `spec` with `shape` gets, and where it came from.
+    pub fn select_tile(&self, spec: &AttentionSpec, shape: &ShapeKey) -> (TileConfig, TileSource) {
         let config = self.tuned_config();
         select_tile(config.as_deref(), spec, shape, self.arch())
     }
@@ -204,7 +228,7 @@ impl Runtime {
     /// search space does.
     pub fn select_tile_for(
         &self,
-        spec: &KernelSpec,
+        spec: &AttentionSpec,
         shape: &ShapeKey,
         blocks: Option<(usize, usize)>,
     ) -> Result<(TileConfig, TileSource)> {
@@ -373,11 +397,11 @@ impl Runtime {
         result
     }
 
-    /// Plans and launches `spec` over descriptors built by [`with_desc`](Self::with_desc).
-    /// Plans and launches `spec`, which the caller has validated for this runtime's arch.
-    fn launch_desc(&self, spec: &KernelSpec, desc: &LaunchDesc<'_>) -> Result<()> {
-        let planned = plan_validated(spec, desc)?;
-        let kernel = self.kernel(spec)?;
+    /// Plans and launches the validated `spec` over descriptors built by
+    /// [`with_desc`](Self::with_desc).
+    fn launch_desc(&self, spec: Validated<'_>, desc: &LaunchDesc<'_>) -> Result<()> {
+        let planned = plan_validated(spec.0, desc)?;
+        let kernel = self.kernel_validated(spec)?;
         // SAFETY: every buffer in `desc` comes from a live `CudaSlice` of its stated length,
         // kept alive and ordered on the stream by `with_desc`'s guards.
         unsafe { self.launch_planned(&kernel, &planned) }
@@ -397,9 +421,9 @@ impl Runtime {
     /// other streams that touches these buffers must be ordered with this stream by the
     /// caller; `o` and `lse` must not overlap any other buffer of the launch.
     pub unsafe fn attention_raw(&self, spec: &KernelSpec, desc: &LaunchDesc<'_>) -> Result<()> {
-        self.validate(spec)?;
-        let planned = plan_validated(spec, desc)?;
-        let kernel = self.kernel(spec)?;
+        let spec = self.validated(spec)?;
+        let planned = plan_validated(spec.0, desc)?;
+        let kernel = self.kernel_validated(spec)?;
         // SAFETY: the caller guarantees the buffers; the plan checked them against the layouts.
         unsafe { self.launch_planned(&kernel, &planned) }
     }

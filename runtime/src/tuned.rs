@@ -3,7 +3,7 @@
 use crate::config::{ShapeKey, TunedConfig};
 use crate::plan::LaunchDesc;
 use crate::variants::{host, Extent};
-use flashgen_codegen::{default_tile, default_tile_for_blocks, Arch, KernelSpec, TileConfig};
+use flashgen_codegen::{default_tile, default_tile_for_blocks, Arch, AttentionSpec, TileConfig};
 
 /// The longest sequence of a `cu_seqlens` array.
 fn longest(cu_seqlens: &[i32]) -> usize {
@@ -19,7 +19,7 @@ fn longest(cu_seqlens: &[i32]) -> usize {
 /// over heads. Block lists are measured on their first batch entry. Meant for launches that
 /// passed [`check_launch`](crate::plan::check_launch); on others it returns some bucket, never
 /// panics.
-pub fn shape_key(spec: &KernelSpec, desc: &LaunchDesc<'_>) -> ShapeKey {
+pub fn shape_key(spec: &AttentionSpec, desc: &LaunchDesc<'_>) -> ShapeKey {
     let (sq, local_k) = match &desc.varlen {
         Some(v) => (longest(v.host_q), longest(v.host_k)),
         None => (desc.q.layout.seq, desc.k.layout.seq),
@@ -42,7 +42,7 @@ pub fn shape_key(spec: &KernelSpec, desc: &LaunchDesc<'_>) -> ShapeKey {
 
 /// The block sizes `(block_q, block_k)` of a launch's block list, if it has one: tiles must
 /// divide them.
-pub fn mask_blocks(spec: &KernelSpec, desc: &LaunchDesc<'_>) -> Option<(usize, usize)> {
+pub fn mask_blocks(spec: &AttentionSpec, desc: &LaunchDesc<'_>) -> Option<(usize, usize)> {
     host(spec.variant).mask_blocks(desc)
 }
 
@@ -60,7 +60,7 @@ fn divides(tile: &TileConfig, blocks: Option<(usize, usize)>) -> bool {
 /// tile of the search space divides them.
 pub fn select_tile_for_blocks(
     config: Option<&TunedConfig>,
-    spec: &KernelSpec,
+    spec: &AttentionSpec,
     shape: &ShapeKey,
     arch: Arch,
     blocks: Option<(usize, usize)>,
@@ -98,11 +98,11 @@ pub enum TileSource {
     Default,
 }
 
-/// The spec with the tile a launch of `shape` should use: the tuned config's, when it has the
+/// The tile a launch of `spec` with `shape` should use: the tuned config's, when it has the
 /// spec and its tile is valid here, else the heuristic default for `arch`.
 pub fn select_tile(
     config: Option<&TunedConfig>,
-    spec: &KernelSpec,
+    spec: &AttentionSpec,
     shape: &ShapeKey,
     arch: Arch,
 ) -> (TileConfig, TileSource) {
@@ -151,8 +151,8 @@ mod tests {
         }
     }
 
-    fn spec(v: Variant, causal: bool) -> KernelSpec {
-        KernelSpec::new(v, 128, DType::Bf16, causal, Arch::SM90)
+    fn spec(v: Variant, causal: bool) -> AttentionSpec {
+        AttentionSpec::new(v, 128, DType::Bf16, causal)
     }
 
     #[test]
@@ -271,10 +271,9 @@ mod tests {
             select_tile(None, &causal, &shape, Arch::SM90).1,
             TileSource::Default
         );
-        let on_ampere = KernelSpec::new(Variant::Dense, 128, DType::Bf16, true, Arch::SM80);
         assert_eq!(
-            select_tile(Some(&config), &on_ampere, &shape, Arch::SM80),
-            (default_tile(&on_ampere, Arch::SM80), TileSource::Default)
+            select_tile(Some(&config), &causal, &shape, Arch::SM80),
+            (default_tile(&causal, Arch::SM80), TileSource::Default)
         );
     }
 
@@ -325,7 +324,7 @@ mod tests {
 
     #[test]
     fn block_lists_get_a_tile_that_divides_their_blocks() {
-        let d64 = KernelSpec::new(Variant::BlockSparse, 64, DType::Bf16, false, Arch::SM90);
+        let d64 = AttentionSpec::new(Variant::BlockSparse, 64, DType::Bf16, false);
         let shape = ShapeKey {
             seq_len: 4096,
             gqa: 1,
@@ -337,9 +336,8 @@ mod tests {
             (Arch::SM90, (64, 32)),
             (Arch::SM90, (128, 128)),
         ] {
-            let spec = KernelSpec::new(Variant::BlockSparse, 64, DType::Bf16, false, arch);
             let (tile, source) =
-                select_tile_for_blocks(None, &spec, &shape, arch, Some(blocks)).unwrap();
+                select_tile_for_blocks(None, &d64, &shape, arch, Some(blocks)).unwrap();
             assert_eq!(source, TileSource::Default);
             assert_eq!(blocks.0 % tile.block_m as usize, 0, "{tile} for {blocks:?}");
             assert_eq!(blocks.1 % tile.block_n as usize, 0, "{tile} for {blocks:?}");

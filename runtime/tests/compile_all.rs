@@ -10,7 +10,7 @@
 //! mainloop would silently lose its overlap).
 
 use flashgen_codegen::{
-    default_tile, render, search_space, Arch, DType, KernelSpec, Variant, HEAD_DIMS,
+    default_tile, render, search_space, Arch, AttentionSpec, DType, KernelSpec, Variant, HEAD_DIMS,
 };
 use flashgen_runtime::{compile, ResourceReport};
 use std::collections::BTreeMap;
@@ -62,7 +62,7 @@ fn jobs() -> Vec<Job> {
     for arch in ARCHS {
         for head_dim in HEAD_DIMS {
             for causal in [false, true] {
-                let base = KernelSpec::new(Variant::Dense, head_dim, DType::Bf16, causal, arch)
+                let base = AttentionSpec::new(Variant::Dense, head_dim, DType::Bf16, causal)
                     .with_lse(true)
                     .with_varlen(true);
                 let default = default_tile(&base, arch);

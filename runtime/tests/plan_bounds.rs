@@ -3,7 +3,7 @@
 //! kernel's own offset formulas (`templates/attention_fwd.cu`, `templates/variants/*.cuh`),
 //! stays inside the buffers it was given.
 
-use flashgen_codegen::{default_tile, Arch, DType, KernelSpec, Variant};
+use flashgen_codegen::{Arch, AttentionSpec, DType, KernelSpec, Variant};
 use flashgen_runtime::plan::{
     plan, BlockListArg, Buffer, HeadKindsArg, LaunchDesc, MaskArg, TensorArg, VarlenArg,
 };
@@ -295,10 +295,10 @@ fn random_case(seed: u64) -> Option<Variant> {
     let dtype = g.pick(&[DType::Bf16, DType::F16]);
     let causal = variant.accepts_causal() && g.chance(50);
     let varlen = variant != Variant::Apb && g.chance(25);
-    let mut spec = KernelSpec::new(variant, head_dim, dtype, causal, Arch::SM80)
+    let mut spec = AttentionSpec::new(variant, head_dim, dtype, causal)
         .with_lse(g.chance(50))
-        .with_varlen(varlen);
-    spec.tile = default_tile(&spec, Arch::SM80);
+        .with_varlen(varlen)
+        .with_default_tile(Arch::SM80);
     if g.chance(30) {
         spec.tile.block_m = g.pick(&[64, 128]);
     }

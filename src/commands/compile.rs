@@ -155,13 +155,13 @@ pub fn collect_specs(
         return Err(errors);
     }
     if use_default_set {
-        specs.extend(default_set(arch));
+        specs.extend(default_set().into_iter().map(|s| s.with_default_tile(arch)));
     }
     if all_tiles {
         specs = specs
             .iter()
             .flat_map(|spec| {
-                search_space(spec, arch)
+                search_space(&spec.attention(), arch)
                     .into_iter()
                     .map(|tile| spec.with_tile(tile))
             })
@@ -343,7 +343,10 @@ mod tests {
         assert_eq!(specs[1].to_string(), "streaming,d128,f16,lse,m64n64w4s1");
 
         let with_set = collect_specs(&texts, true, false, arch).unwrap();
-        let set = default_set(arch);
+        let set: Vec<_> = default_set()
+            .into_iter()
+            .map(|s| s.with_default_tile(arch))
+            .collect();
         // The argument's dense d64 spec is the default set's only if the flags match: here not.
         assert_eq!(with_set.len(), 2 + set.len());
         assert_eq!(&with_set[2..], &set[..]);
@@ -351,7 +354,7 @@ mod tests {
         let one = vec!["dense,d64,bf16,causal".to_string()];
         let all = collect_specs(&one, false, true, arch).unwrap();
         let base = KernelSpec::new(Variant::Dense, 64, DType::Bf16, true, arch);
-        assert_eq!(all.len(), search_space(&base, arch).len());
+        assert_eq!(all.len(), search_space(&base.attention(), arch).len());
         assert!(all.iter().all(|s| s.with_tile(base.tile) == base));
 
         assert!(collect_specs(&[], false, false, arch).unwrap().is_empty());

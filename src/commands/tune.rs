@@ -5,7 +5,7 @@ use super::{check_replaceable, check_writable, target_arch, usage, with_sources}
 use crate::cli::TuneArgs;
 use crate::output::{errln, outln};
 use anyhow::Context;
-use flashgen_codegen::{default_set, Arch, DType, KernelSpec};
+use flashgen_codegen::{default_set, Arch, AttentionSpec, DType};
 use flashgen_runtime::config::{default_path, discover, ConfigOrigin};
 use flashgen_runtime::{GpuIdentity, Runtime, TunedConfig};
 use flashgen_tuning::{
@@ -20,11 +20,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The targets of a tune after the filters: the default targets (or the default set at the
 /// given lengths), for each requested dtype, restricted to the requested variants and head dims.
-pub fn select_targets(args: &TuneArgs, arch: Arch) -> Vec<TuneTarget> {
+pub fn select_targets(args: &TuneArgs) -> Vec<TuneTarget> {
     let base: Vec<TuneTarget> = if args.seqs.is_empty() {
-        default_targets(arch)
+        default_targets()
     } else {
-        default_set(arch)
+        default_set()
             .into_iter()
             .flat_map(|spec| {
                 args.seqs
@@ -45,7 +45,7 @@ pub fn select_targets(args: &TuneArgs, arch: Arch) -> Vec<TuneTarget> {
                 && (args.head_dims.is_empty() || args.head_dims.contains(&t.spec.head_dim));
             if keep {
                 let mut t = t.clone();
-                t.spec = KernelSpec { dtype, ..t.spec };
+                t.spec = AttentionSpec { dtype, ..t.spec };
                 out.push(t);
             }
         }
@@ -82,7 +82,7 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<ExitCode> {
         check_writable(path)?;
     }
     let rt = Runtime::new(args.device).context("opening the GPU to tune")?;
-    let targets = select_targets(args, rt.arch());
+    let targets = select_targets(args);
     if targets.is_empty() {
         return Err(usage("the filters leave no target to tune"));
     }
@@ -212,7 +212,7 @@ fn back_up(path: &Path) -> std::io::Result<PathBuf> {
 
 /// `--list`: the targets and how many tiles each would consider, without a GPU.
 fn list(args: &TuneArgs, arch: Arch) -> anyhow::Result<ExitCode> {
-    let targets = select_targets(args, arch);
+    let targets = select_targets(args);
     if targets.is_empty() {
         return Err(usage("the filters leave no target to tune"));
     }
@@ -502,23 +502,20 @@ mod tests {
 
     #[test]
     fn all_targets_by_default() {
-        let t = select_targets(&args(&[]), Arch::SM90);
-        assert_eq!(t, default_targets(Arch::SM90));
+        let t = select_targets(&args(&[]));
+        assert_eq!(t, default_targets());
     }
 
     #[test]
     fn filters_narrow_the_targets() {
-        let t = select_targets(
-            &args(&[
-                "--variant",
-                "streaming",
-                "--variant",
-                "apb",
-                "--head-dim",
-                "64",
-            ]),
-            Arch::SM90,
-        );
+        let t = select_targets(&args(&[
+            "--variant",
+            "streaming",
+            "--variant",
+            "apb",
+            "--head-dim",
+            "64",
+        ]));
         assert!(!t.is_empty());
         assert!(t.iter().all(
             |x| matches!(x.spec.variant, Variant::Streaming | Variant::Apb)
@@ -527,22 +524,22 @@ mod tests {
         let kinds: std::collections::HashSet<_> = t.iter().map(|x| x.spec.variant).collect();
         assert_eq!(kinds.len(), 2);
 
-        let t = select_targets(&args(&["--dtype", "f16", "--dtype", "bf16"]), Arch::SM80);
-        let n = default_targets(Arch::SM80).len();
+        let t = select_targets(&args(&["--dtype", "f16", "--dtype", "bf16"]));
+        let n = default_targets().len();
         assert_eq!(t.len(), 2 * n);
         assert!(t[..n].iter().all(|x| x.spec.dtype == DType::F16));
         assert!(t[n..].iter().all(|x| x.spec.dtype == DType::Bf16));
 
-        let t = select_targets(&args(&["--seq", "1000", "--variant", "dense"]), Arch::SM90);
+        let t = select_targets(&args(&["--seq", "1000", "--variant", "dense"]));
         assert!(t.iter().all(|x| x.shape.seq == 1000));
         assert_eq!(
             t.len(),
-            default_set(Arch::SM90)
+            default_set()
                 .iter()
                 .filter(|s| s.variant == Variant::Dense)
                 .count()
         );
 
-        assert!(select_targets(&args(&["--head-dim", "96"]), Arch::SM90).is_empty());
+        assert!(select_targets(&args(&["--head-dim", "96"])).is_empty());
     }
 }

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use flashgen_codegen::{default_tile, DType, KernelSpec, TileConfig, Variant};
+use flashgen_codegen::{AttentionSpec, DType, KernelSpec, TileConfig, Variant};
 use flashgen_reference as reference;
 use flashgen_reference::{Precision, Rng, Tolerance};
 use flashgen_runtime::{
@@ -104,18 +104,12 @@ impl Case {
 
     pub fn spec(&self, rt: &Runtime) -> KernelSpec {
         let causal = self.causal && self.variant().accepts_causal();
-        let spec = KernelSpec::new(
-            self.variant(),
-            self.head_dim as u32,
-            self.dtype,
-            causal,
-            rt.arch(),
-        )
-        .with_lse(self.lse)
-        .with_varlen(self.varlen.is_some());
+        let spec = AttentionSpec::new(self.variant(), self.head_dim as u32, self.dtype, causal)
+            .with_lse(self.lse)
+            .with_varlen(self.varlen.is_some());
         match self.tile {
             Some(t) => spec.with_tile(t),
-            None => spec.with_tile(default_tile(&spec, rt.arch())),
+            None => spec.with_default_tile(rt.arch()),
         }
     }
 }
@@ -469,7 +463,7 @@ fn run_typed<T: Half>(rt: &Runtime, case: &Case) -> Result<Outcome, String> {
         args = args.varlen(varlen);
     }
     let spec = if case.tuned {
-        rt.attention_tuned(&spec, args)
+        rt.attention_tuned(&spec.attention(), args)
             .map_err(|e| format!("tuned launch of {spec}: {e}"))?
     } else {
         rt.attention(&spec, args)

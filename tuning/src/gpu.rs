@@ -334,12 +334,11 @@ pub fn time_launches(
 mod tests {
     use super::*;
     use crate::target::Shape;
-    use flashgen_codegen::{Arch, DType, Variant};
+    use flashgen_codegen::{AttentionSpec, DType, Variant};
 
     #[test]
     fn problem_bytes_count_every_buffer() {
-        let spec =
-            KernelSpec::new(Variant::Dense, 128, DType::Bf16, true, Arch::SM90).with_lse(true);
+        let spec = AttentionSpec::new(Variant::Dense, 128, DType::Bf16, true).with_lse(true);
         let t = TuneTarget {
             spec,
             shape: Shape {
@@ -355,7 +354,7 @@ mod tests {
         assert_eq!(problem_bytes(&t), 2 * q + 2 * kv + 4 * 32 * 1024);
 
         let apb = TuneTarget::standard(
-            KernelSpec::new(Variant::Apb, 64, DType::Bf16, false, Arch::SM90),
+            AttentionSpec::new(Variant::Apb, 64, DType::Bf16, false),
             4096,
         );
         let l = layouts(&apb);

@@ -11,7 +11,7 @@
 //! use flashgen_tuning::{default_targets, tune, TuneOptions};
 //!
 //! let rt = Runtime::new(0)?;
-//! let report = tune(&rt, &default_targets(rt.arch()), &TuneOptions { quick: true, ..Default::default() })?;
+//! let report = tune(&rt, &default_targets(), &TuneOptions { quick: true, ..Default::default() })?;
 //! report.to_config().save("tuned.toml")?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

@@ -3,8 +3,8 @@
 //! finish, to the thread that times them.
 
 use flashgen_codegen::{
-    fits_shared_memory, validate_with_limit, Arch, KernelSpec, SharedMemoryExceeded, SpecError,
-    TileConfig,
+    fits_shared_memory, validate_with_limit, Arch, AttentionSpec, KernelSpec, SharedMemoryExceeded,
+    SpecError, TileConfig,
 };
 use flashgen_runtime::{CacheHit, CacheSource, CompiledKernel};
 use std::fmt;
@@ -149,7 +149,7 @@ fn brief(text: &str) -> String {
 /// finds everything cached. Returning `false` from `on_outcome` stops the compiles not yet
 /// started; outcomes still in flight are then dropped.
 pub fn compile_pipeline<F, G>(
-    spec: &KernelSpec,
+    spec: &AttentionSpec,
     arch: Arch,
     smem_limit: u32,
     tiles: &[TileConfig],
@@ -237,7 +237,7 @@ pub struct PruneResult {
 /// Compiles every tile (in parallel, one thread per core) and keeps those that validate, fit
 /// the shared-memory limit and do not spill.
 pub fn prune<F>(
-    spec: &KernelSpec,
+    spec: &AttentionSpec,
     arch: Arch,
     smem_limit: u32,
     tiles: &[TileConfig],
@@ -305,8 +305,8 @@ mod tests {
         Ok(fake_kernel(spec, r))
     }
 
-    fn spec() -> KernelSpec {
-        KernelSpec::new(Variant::Dense, 128, DType::Bf16, true, Arch::SM90).with_lse(true)
+    fn spec() -> AttentionSpec {
+        AttentionSpec::new(Variant::Dense, 128, DType::Bf16, true).with_lse(true)
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use flashgen_codegen::validate::{accumulator_registers, q_in_registers};
 use flashgen_codegen::{
-    default_tile, search_space, shared_memory_bytes, Arch, KernelSpec, Mma, TileConfig,
+    default_tile, search_space, shared_memory_bytes, Arch, AttentionSpec, Mma, TileConfig,
 };
 
 /// Tiles per tensor-core kind that a quick tune times besides the default.
@@ -16,7 +16,7 @@ const WARPS_FOR_LATENCY: u32 = 16;
 /// compiling: operand reuse of the tile (`m * n / (m + n)`), warps resident per SM under the
 /// shared-memory limit (latency hiding), a small bonus for double-buffered K/V and a small
 /// penalty when Q is re-read from shared memory at every step.
-pub fn static_score(spec: &KernelSpec, tile: &TileConfig, smem_limit: u32) -> f64 {
+pub fn static_score(spec: &AttentionSpec, tile: &TileConfig, smem_limit: u32) -> f64 {
     let (m, n) = (tile.block_m as f64, tile.block_n as f64);
     let reuse = m * n / (m + n);
     let smem = shared_memory_bytes(tile, spec.head_dim).max(1);
@@ -45,7 +45,7 @@ pub fn static_score(spec: &KernelSpec, tile: &TileConfig, smem_limit: u32) -> f6
 /// each other kind; otherwise the whole [`search_space`]. Tiles over the shared-memory limit
 /// are left to the pruning step, which reports them.
 pub fn candidate_tiles(
-    spec: &KernelSpec,
+    spec: &AttentionSpec,
     arch: Arch,
     smem_limit: u32,
     quick: bool,
@@ -109,14 +109,14 @@ mod tests {
     use super::*;
     use flashgen_codegen::{DType, Variant};
 
-    fn spec(d: u32, arch: Arch) -> KernelSpec {
-        KernelSpec::new(Variant::Dense, d, DType::Bf16, true, arch).with_lse(true)
+    fn spec(d: u32) -> AttentionSpec {
+        AttentionSpec::new(Variant::Dense, d, DType::Bf16, true).with_lse(true)
     }
 
     #[test]
     fn quick_space_is_the_default_its_neighbours_and_a_few_per_mma_kind() {
         let arch = Arch::SM90;
-        for s in [spec(128, arch), spec(64, arch)] {
+        for s in [spec(128), spec(64)] {
             let limit = arch.max_shared_bytes_per_block();
             let quick = candidate_tiles(&s, arch, limit, true);
             let d = default_tile(&s, arch);
@@ -148,7 +148,7 @@ mod tests {
     #[test]
     fn quick_space_on_sm80_has_no_wgmma_and_respects_the_limit() {
         let arch = Arch::SM80;
-        let s = spec(128, arch);
+        let s = spec(128);
         let limit = 48 * 1024;
         let quick = candidate_tiles(&s, arch, limit, true);
         assert!(quick.iter().all(|t| t.mma == Mma::Sync));
@@ -160,7 +160,7 @@ mod tests {
 
     #[test]
     fn score_prefers_reuse_and_occupancy() {
-        let s = spec(64, Arch::SM80);
+        let s = spec(64);
         let limit = Arch::SM80.max_shared_bytes_per_block();
         let small = static_score(&s, &TileConfig::new(64, 32, 4, 1), limit);
         let large = static_score(&s, &TileConfig::new(128, 64, 4, 1), limit);

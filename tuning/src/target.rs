@@ -1,7 +1,7 @@
 //! What is tuned: a spec (its tile is what the tuner chooses), a problem shape and a mask, and
 //! the built-in default target set.
 
-use flashgen_codegen::{default_set, Arch, KernelSpec, LaunchArgs, TileConfig, Variant};
+use flashgen_codegen::{default_set, AttentionSpec, KernelSpec, LaunchArgs, TileConfig, Variant};
 use flashgen_runtime::config::{spec_key, ShapeKey};
 use flashgen_runtime::plan::{
     BlockListArg, Buffer, HeadKindsArg, LaunchDesc, MaskArg, TensorArg, VarlenArg,
@@ -79,8 +79,8 @@ impl fmt::Display for TargetMask {
 /// One tuning problem.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TuneTarget {
-    /// The spec to tune; its tile is ignored.
-    pub spec: KernelSpec,
+    /// The spec to tune: the tuner chooses its tile.
+    pub spec: AttentionSpec,
     pub shape: Shape,
     pub mask: TargetMask,
 }
@@ -97,7 +97,7 @@ impl TuneTarget {
     /// 2048 (streaming); 10% random 128x128 blocks (block-sparse); half streaming heads, the
     /// others dense-causal (mixed); for a prefix (APB) GQA 32/8 and a local block of `seq / 2`
     /// over an anchor of `seq / 8` and passing blocks of `seq / 4`.
-    pub fn standard(spec: KernelSpec, seq: usize) -> Self {
+    pub fn standard(spec: AttentionSpec, seq: usize) -> Self {
         let shape = Shape {
             batch: 1,
             heads: 32,
@@ -289,7 +289,7 @@ impl TuneTarget {
         shape_key(&self.spec, &desc)
     }
 
-    /// The spec with a given tile.
+    /// The kernel of the spec with a given tile.
     pub fn spec_with(&self, tile: TileConfig) -> KernelSpec {
         self.spec.with_tile(tile)
     }
@@ -324,14 +324,14 @@ impl fmt::Display for TuneTarget {
 /// The built-in targets: every spec of [`default_set`] (every variant at d 64 and 128, bf16,
 /// lse) at sequence lengths 4096 and 16384 with [`TuneTarget::standard`] shapes, plus dense
 /// causal d128 with GQA 32/8 at 16384.
-pub fn default_targets(arch: Arch) -> Vec<TuneTarget> {
+pub fn default_targets() -> Vec<TuneTarget> {
     let mut out = Vec::new();
-    for spec in default_set(arch) {
+    for spec in default_set() {
         for seq in [4096, 16384] {
             out.push(TuneTarget::standard(spec, seq));
         }
     }
-    if let Some(spec) = default_set(arch)
+    if let Some(spec) = default_set()
         .into_iter()
         .find(|s| s.variant == Variant::Dense && s.head_dim == 128 && s.causal)
     {
@@ -368,9 +368,8 @@ mod tests {
 
     #[test]
     fn default_targets_cover_the_default_set_at_two_lengths() {
-        let arch = Arch::SM90;
-        let t = default_targets(arch);
-        assert_eq!(t.len(), default_set(arch).len() * 2 + 1);
+        let t = default_targets();
+        assert_eq!(t.len(), default_set().len() * 2 + 1);
         for target in &t {
             target.check().unwrap();
             assert_eq!(target.spec.dtype, flashgen_codegen::DType::Bf16);
@@ -390,8 +389,7 @@ mod tests {
 
     #[test]
     fn buckets_of_the_default_targets() {
-        let spec =
-            |v, causal| KernelSpec::new(v, 128, flashgen_codegen::DType::Bf16, causal, Arch::SM90);
+        let spec = |v, causal| AttentionSpec::new(v, 128, flashgen_codegen::DType::Bf16, causal);
         let dense = TuneTarget::standard(spec(Variant::Dense, false), 4096).shape_key();
         assert_eq!(dense.bucket().seq, SeqClass::Le4k);
         assert_eq!(dense.bucket().density, DensityClass::Dense);
@@ -431,12 +429,11 @@ mod tests {
 
     #[test]
     fn random_blocks_keep_the_diagonal_and_respect_causal() {
-        let spec = KernelSpec::new(
+        let spec = AttentionSpec::new(
             Variant::BlockSparse,
             64,
             flashgen_codegen::DType::Bf16,
             true,
-            Arch::SM80,
         );
         let t = TuneTarget {
             spec,
@@ -465,13 +462,7 @@ mod tests {
 
     #[test]
     fn mismatched_targets_are_rejected() {
-        let spec = KernelSpec::new(
-            Variant::Dense,
-            64,
-            flashgen_codegen::DType::Bf16,
-            false,
-            Arch::SM80,
-        );
+        let spec = AttentionSpec::new(Variant::Dense, 64, flashgen_codegen::DType::Bf16, false);
         let mut t = TuneTarget::standard(spec, 1024);
         t.mask = TargetMask::Streaming(DEFAULT_STREAMING);
         assert!(t.check().unwrap_err().contains("does not fit"));

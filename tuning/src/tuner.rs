@@ -532,7 +532,7 @@ impl TargetRun<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flashgen_codegen::{Arch, KernelSpec, Variant};
+    use flashgen_codegen::{Arch, AttentionSpec, Variant};
     use flashgen_runtime::config::{DensityClass, SeqClass};
 
     fn tt(tile: TileConfig, ms: f64) -> TimedTile {
@@ -547,11 +547,11 @@ mod tests {
 
     fn report() -> TuneReport {
         let arch = Arch::SM90;
-        let dense = KernelSpec::new(Variant::Dense, 128, DType::Bf16, true, arch).with_lse(true);
+        let dense = AttentionSpec::new(Variant::Dense, 128, DType::Bf16, true).with_lse(true);
         let t1 = TuneTarget::standard(dense, 16384);
         let t2 = TuneTarget::standard(dense, 4096);
         let t3 = TuneTarget::standard(
-            KernelSpec::new(Variant::Streaming, 64, DType::Bf16, false, arch).with_lse(true),
+            AttentionSpec::new(Variant::Streaming, 64, DType::Bf16, false).with_lse(true),
             16384,
         );
         let a = TileConfig::new(128, 128, 8, 1).with_mma(flashgen_codegen::Mma::Wgmma);

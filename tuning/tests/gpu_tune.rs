@@ -1,7 +1,7 @@
 //! A quick tune on the GPU (ignored without one): it completes, its winner passed the gate, and
 //! the config it writes answers for the tuned shape.
 
-use flashgen_codegen::{default_set, DType, KernelSpec, Variant};
+use flashgen_codegen::{default_set, AttentionSpec, DType, Variant};
 use flashgen_runtime::{Runtime, TunedConfig};
 use flashgen_tuning::{
     tune, Shape, TargetMask, TuneEvent, TuneOptions, TuneReport, TuneTarget, MAX_REL_L2,
@@ -12,7 +12,7 @@ use std::cell::RefCell;
 #[ignore = "needs a CUDA GPU"]
 fn quick_tune_of_a_small_target() {
     let rt = Runtime::new(0).expect("a CUDA GPU");
-    let spec = KernelSpec::new(Variant::Dense, 64, DType::Bf16, true, rt.arch()).with_lse(true);
+    let spec = AttentionSpec::new(Variant::Dense, 64, DType::Bf16, true).with_lse(true);
     let target = TuneTarget {
         spec,
         shape: Shape {
@@ -112,7 +112,7 @@ fn print_report(report: &TuneReport) {
 #[ignore = "needs a CUDA GPU"]
 fn quick_tune_of_one_target_per_variant() {
     let rt = Runtime::new(0).expect("a CUDA GPU");
-    let targets: Vec<_> = default_set(rt.arch())
+    let targets: Vec<_> = default_set()
         .into_iter()
         .filter(|s| s.head_dim == 128 && (s.causal || !s.variant.accepts_causal()))
         .map(|s| TuneTarget::standard(s, 16384))
@@ -152,7 +152,7 @@ fn runtime_launches_the_tuned_tile() {
     use half::bf16;
 
     let rt = Runtime::new(0).expect("a CUDA GPU");
-    let spec = KernelSpec::new(Variant::Dense, 64, DType::Bf16, true, rt.arch());
+    let spec = AttentionSpec::new(Variant::Dense, 64, DType::Bf16, true);
     let default = default_tile(&spec, rt.arch());
     let other = search_space(&spec, rt.arch())
         .into_iter()

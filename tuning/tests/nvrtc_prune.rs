@@ -1,14 +1,14 @@
 //! Pruning through the real kernel cache and NVRTC (needs libnvrtc, no GPU): the quick space of
 //! a spec compiles cleanly, and a second pass finds every kernel in the cache.
 
-use flashgen_codegen::{Arch, DType, KernelSpec, Variant};
+use flashgen_codegen::{Arch, AttentionSpec, DType, Variant};
 use flashgen_runtime::{CacheSource, KernelCache};
 use flashgen_tuning::{candidate_tiles, prune};
 
 #[test]
 fn quick_space_compiles_and_a_second_pass_is_cached() {
     let arch = Arch::SM90;
-    let spec = KernelSpec::new(Variant::Dense, 64, DType::Bf16, true, arch).with_lse(true);
+    let spec = AttentionSpec::new(Variant::Dense, 64, DType::Bf16, true).with_lse(true);
     let limit = arch.max_shared_bytes_per_block();
     let tiles: Vec<_> = candidate_tiles(&spec, arch, limit, true)
         .into_iter()
@@ -57,7 +57,7 @@ fn quick_space_compiles_and_a_second_pass_is_cached() {
 #[test]
 fn a_tile_over_a_small_device_limit_is_pruned_without_compiling() {
     let arch = Arch::SM80;
-    let spec = KernelSpec::new(Variant::Dense, 128, DType::Bf16, false, arch);
+    let spec = AttentionSpec::new(Variant::Dense, 128, DType::Bf16, false);
     let tiles = candidate_tiles(&spec, arch, arch.max_shared_bytes_per_block(), false);
     let r = prune(&spec, arch, 40 * 1024, &tiles, |_| {
         Err("the compiler must not be called".to_string())

@@ -6,7 +6,7 @@ use crate::error::{invalid, Result};
 use crate::masks::dense_density;
 use crate::params::FlashParams;
 use crate::plan::{check_tensor, LaunchDesc, MaskArg, PlanContext};
-use flashgen_codegen::KernelSpec;
+use flashgen_codegen::AttentionSpec;
 
 pub struct Apb;
 
@@ -73,7 +73,7 @@ impl HostVariant for Apb {
     }
 
     /// The prefix fully visible, the local block causal.
-    fn density(&self, _: &KernelSpec, _: &LaunchDesc, e: &Extent) -> f64 {
+    fn density(&self, _: &AttentionSpec, _: &LaunchDesc, e: &Extent) -> f64 {
         let sk = e.sk + e.prefix;
         if e.sq == 0 || sk == 0 {
             return 0.0;

@@ -5,15 +5,15 @@ use crate::error::{invalid, Result};
 use crate::masks::dense_density;
 use crate::params::FlashParams;
 use crate::plan::{BlockListArg, Geometry, LaunchDesc, MaskArg, PlanContext};
-use flashgen_codegen::KernelSpec;
+use flashgen_codegen::AttentionSpec;
 
 pub struct BlockSparse;
 
 /// The variant's row of the host table ([`host`](super::host)).
 pub const HOST: BlockSparse = BlockSparse;
 
-/// Checks a block list against the launch and, with `cx.check_tile`, its block sizes against
-/// the spec's tile; then writes it.
+/// Checks a block list against the launch and, with `cx.tile`, its block sizes against the
+/// kernel's tile; then writes it.
 pub(super) fn plan_list(cx: &PlanContext, list: &BlockListArg, p: &mut FlashParams) -> Result<()> {
     let m = list.mask;
     let Geometry {
@@ -30,8 +30,8 @@ pub(super) fn plan_list(cx: &PlanContext, list: &BlockListArg, p: &mut FlashPara
             "device copy is shorter than the host copy",
         ));
     }
-    if cx.check_tile {
-        super::check_blocks_fit(m.block_q, m.block_k, &cx.spec.tile)?;
+    if let Some(tile) = cx.tile {
+        super::check_blocks_fit(m.block_q, m.block_k, tile)?;
     }
     p.block_q = m.block_q as i32;
     p.block_k = m.block_k as i32;
@@ -69,7 +69,7 @@ impl HostVariant for BlockSparse {
         }
     }
 
-    fn density(&self, spec: &KernelSpec, d: &LaunchDesc, e: &Extent) -> f64 {
+    fn density(&self, spec: &AttentionSpec, d: &LaunchDesc, e: &Extent) -> f64 {
         let MaskArg::BlockSparse(list) = &d.mask else {
             return dense_density(e.sq, e.sk, spec.causal);
         };

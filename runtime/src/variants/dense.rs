@@ -5,7 +5,7 @@ use crate::error::Result;
 use crate::masks::dense_density;
 use crate::params::FlashParams;
 use crate::plan::{LaunchDesc, MaskArg, PlanContext};
-use flashgen_codegen::KernelSpec;
+use flashgen_codegen::AttentionSpec;
 
 pub struct Dense;
 
@@ -24,7 +24,7 @@ impl HostVariant for Dense {
         }
     }
 
-    fn density(&self, spec: &KernelSpec, _: &LaunchDesc, e: &Extent) -> f64 {
+    fn density(&self, spec: &AttentionSpec, _: &LaunchDesc, e: &Extent) -> f64 {
         dense_density(e.sq, e.sk, spec.causal)
     }
 }

@@ -6,7 +6,7 @@ use crate::error::{invalid, Result};
 use crate::masks::{dense_density, HeadKind};
 use crate::params::FlashParams;
 use crate::plan::{LaunchDesc, MaskArg, PlanContext};
-use flashgen_codegen::KernelSpec;
+use flashgen_codegen::AttentionSpec;
 
 pub struct Mixed;
 
@@ -59,7 +59,7 @@ impl HostVariant for Mixed {
         Ok(())
     }
 
-    fn density(&self, spec: &KernelSpec, d: &LaunchDesc, e: &Extent) -> f64 {
+    fn density(&self, spec: &AttentionSpec, d: &LaunchDesc, e: &Extent) -> f64 {
         let MaskArg::Mixed {
             heads,
             streaming,

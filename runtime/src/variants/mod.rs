@@ -11,7 +11,7 @@
 use crate::error::{invalid, Result};
 use crate::params::FlashParams;
 use crate::plan::{LaunchDesc, PlanContext};
-use flashgen_codegen::{KernelSpec, TileConfig, Variant};
+use flashgen_codegen::{AttentionSpec, TileConfig, Variant};
 
 /// The extents of a launch that a work estimate needs: queries and keys of one sequence (the
 /// longest, for varlen batches; the keys not counting a prefix) and the prefix length.
@@ -43,7 +43,7 @@ pub trait HostVariant: Sync {
     /// The kept fraction of the `sq x (prefix + sk)` pairs, averaged over query heads. Meant
     /// for launches that passed [`check_launch`](crate::plan::check_launch); on others it
     /// returns some fraction, never panics.
-    fn density(&self, spec: &KernelSpec, d: &LaunchDesc, e: &Extent) -> f64;
+    fn density(&self, spec: &AttentionSpec, d: &LaunchDesc, e: &Extent) -> f64;
 
     /// The block sizes `(block_q, block_k)` of the block list the launch reads, if it reads one:
     /// the tile must divide them.

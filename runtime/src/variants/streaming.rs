@@ -5,7 +5,7 @@ use crate::error::Result;
 use crate::masks::{dense_density, StreamingParams};
 use crate::params::FlashParams;
 use crate::plan::{LaunchDesc, MaskArg, PlanContext};
-use flashgen_codegen::KernelSpec;
+use flashgen_codegen::AttentionSpec;
 
 pub struct Streaming;
 
@@ -35,7 +35,7 @@ impl HostVariant for Streaming {
         }
     }
 
-    fn density(&self, _: &KernelSpec, d: &LaunchDesc, e: &Extent) -> f64 {
+    fn density(&self, _: &AttentionSpec, d: &LaunchDesc, e: &Extent) -> f64 {
         match &d.mask {
             MaskArg::Streaming(s) => s.density(e.sq, e.sk),
             _ => dense_density(e.sq, e.sk, true),
