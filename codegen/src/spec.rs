@@ -262,23 +262,7 @@ impl AttentionSpec {
 
     /// The kernel of this spec with `tile`.
     pub fn with_tile(self, tile: TileConfig) -> KernelSpec {
-        let AttentionSpec {
-            variant,
-            head_dim,
-            dtype,
-            causal,
-            lse,
-            varlen,
-        } = self;
-        KernelSpec {
-            variant,
-            head_dim,
-            dtype,
-            causal,
-            lse,
-            varlen,
-            tile,
-        }
+        KernelSpec { spec: self, tile }
     }
 
     /// The kernel of this spec with the heuristic default tile for `arch`
@@ -290,19 +274,26 @@ impl AttentionSpec {
 
 /// Everything that is baked into one generated kernel: an [`AttentionSpec`] (the fields other
 /// than `tile`, [`KernelSpec::attention`]) and a tile. Its text form is the spec's followed by
-/// the tile (`Display`, [`parse_spec`](crate::parse_spec)).
+/// the tile (`Display`, [`parse_spec`](crate::parse_spec)). The spec's fields read through
+/// `Deref` (`kernel.variant`), so a kernel holds them once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct KernelSpec {
-    pub variant: Variant,
-    pub head_dim: u32,
-    pub dtype: DType,
-    /// Bottom-right aligned causal mask (`j <= i + sk - sq`).
-    pub causal: bool,
-    /// Also write the log-sum-exp of each query row.
-    pub lse: bool,
-    /// Packed varlen batch addressed through `cu_seqlens_q/k`.
-    pub varlen: bool,
+    #[serde(flatten)]
+    pub spec: AttentionSpec,
     pub tile: TileConfig,
+}
+
+impl std::ops::Deref for KernelSpec {
+    type Target = AttentionSpec;
+    fn deref(&self) -> &AttentionSpec {
+        &self.spec
+    }
+}
+
+impl std::ops::DerefMut for KernelSpec {
+    fn deref_mut(&mut self) -> &mut AttentionSpec {
+        &mut self.spec
+    }
 }
 
 impl KernelSpec {
@@ -316,14 +307,7 @@ impl KernelSpec {
 
     /// The spec this kernel computes: everything but the tile.
     pub fn attention(&self) -> AttentionSpec {
-        AttentionSpec {
-            variant: self.variant,
-            head_dim: self.head_dim,
-            dtype: self.dtype,
-            causal: self.causal,
-            lse: self.lse,
-            varlen: self.varlen,
-        }
+        self.spec
     }
 
     pub fn with_lse(mut self, lse: bool) -> Self {
