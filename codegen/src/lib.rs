@@ -6,6 +6,7 @@
 pub mod apb;
 pub mod decode;
 pub mod error;
+pub mod expr;
 pub mod render;
 pub mod space;
 pub mod spec;

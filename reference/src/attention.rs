@@ -775,3 +775,177 @@ fn accumulate(o: &mut [f64], p: &[f64], values: &[f64]) {
         }
     }
 }
+
+/// The mask predicate of [`attention_custom`]: `(batch, query head, query position, key
+/// position)`, with the query at its bottom-right aligned position `i + sk - sq`.
+pub type MaskFn<'a> = &'a (dyn Fn(usize, usize, i64, i64) -> bool + Sync);
+
+/// The score modifier of [`attention_custom`]: `(s, batch, query head, query position, key
+/// position)` with `s = scale * q.k`; its result replaces `s` before the softmax.
+pub type ScoreFn<'a> = &'a (dyn Fn(f64, usize, usize, i64, i64) -> f64 + Sync);
+
+/// A user-defined mask and score modifier (the custom variant's semantics).
+#[derive(Clone, Copy)]
+pub struct CustomMask<'a> {
+    /// Which keys each query sees.
+    pub mask: MaskFn<'a>,
+    /// What replaces each visible score; `None` keeps `scale * q.k`.
+    pub score: Option<ScoreFn<'a>>,
+}
+
+/// Attention with a user-defined mask and score modifier over fixed-length tensors (shapes as
+/// [`attention`]). A row whose keys are all masked out, or whose modified scores are all
+/// `-inf`, yields O = 0 and lse = -inf.
+pub fn attention_custom<T: Element>(
+    q: Tensor<'_, T>,
+    k: Tensor<'_, T>,
+    v: Tensor<'_, T>,
+    custom: &CustomMask<'_>,
+    scale: Option<f64>,
+) -> Result<Output, AttentionError> {
+    let (ql, kl, vl) = (q.layout, k.layout, v.layout);
+    same("batch of q and k", ql.batch, kl.batch)?;
+    same("batch of q and v", ql.batch, vl.batch)?;
+    same("sequence length of k and v", kl.seq, vl.seq)?;
+    for (name, data, layout) in [("q", q.data, ql), ("k", k.data, kl), ("v", v.data, vl)] {
+        buffer_fits(name, data.len(), layout.required_len())?;
+    }
+    let mask = Mask::dense();
+    let problem = Problem::new(
+        [
+            Side::fixed(q.data, ql),
+            Side::fixed(k.data, kl),
+            Side::fixed(v.data, vl),
+        ],
+        &mask,
+        scale,
+    )?;
+    Ok(problem.run_custom(
+        custom,
+        Rows::Fixed {
+            batch: ql.batch,
+            seq: ql.seq,
+        },
+    ))
+}
+
+/// [`attention_custom`] over packed varlen tensors (shapes as [`attention_varlen`]); each
+/// sequence's positions use its own lengths.
+pub fn attention_custom_varlen<T: Element>(
+    q: VarlenTensor<'_, T>,
+    k: VarlenTensor<'_, T>,
+    v: VarlenTensor<'_, T>,
+    custom: &CustomMask<'_>,
+    scale: Option<f64>,
+) -> Result<Output, AttentionError> {
+    let (ql, kl, vl) = (q.layout, k.layout, v.layout);
+    same("batch of q and k", ql.batch(), kl.batch())?;
+    same("batch of q and v", ql.batch(), vl.batch())?;
+    for b in 0..kl.batch() {
+        if kl.seqlen(b) != vl.seqlen(b) {
+            return Err(AttentionError::KvSeqlen {
+                b,
+                k: kl.seqlen(b),
+                v: vl.seqlen(b),
+            });
+        }
+    }
+    for (name, data, layout) in [("q", q.data, ql), ("k", k.data, kl), ("v", v.data, vl)] {
+        buffer_fits(name, data.len(), layout.required_len())?;
+    }
+    let mask = Mask::dense();
+    let problem = Problem::new(
+        [
+            Side::varlen(q.data, ql),
+            Side::varlen(k.data, kl),
+            Side::varlen(v.data, vl),
+        ],
+        &mask,
+        scale,
+    )?;
+    Ok(problem.run_custom(
+        custom,
+        Rows::Varlen {
+            cu_seqlens: ql.cu_seqlens().to_vec(),
+        },
+    ))
+}
+
+impl<T: Element> Problem<'_, T> {
+    /// Every (sequence, query head) on its own, every key tested: plain and exact.
+    fn run_custom(&self, custom: &CustomMask<'_>, rows: Rows) -> Output {
+        let (hq, hkv, dv, d) = (self.q.heads, self.k.heads, self.v.dim, self.q.dim);
+        let mut out = Output::empty(rows, hq, dv);
+        let units: Vec<(usize, usize)> = (0..self.q.lens.len())
+            .flat_map(|b| (0..hq).map(move |h| (b, h)))
+            .collect();
+        let run = |&(b, h): &(usize, usize)| -> (Vec<f64>, Vec<f64>) {
+            let (sq, sk) = (self.q.lens[b], self.k.lens[b]);
+            let g = h / (hq / hkv);
+            let (mut qb, mut kb, mut vb) = (Vec::new(), Vec::new(), Vec::new());
+            self.q.gather(b, h, 0..sq, 1.0, &mut qb);
+            self.k.gather(b, g, 0..sk, 1.0, &mut kb);
+            self.v.gather(b, g, 0..sk, 1.0, &mut vb);
+            let (mut o, mut lse) = (vec![0.0; sq * dv], vec![f64::NEG_INFINITY; sq]);
+            let mut s = Vec::with_capacity(sk);
+            for i in 0..sq {
+                let pos = i as i64 + sk as i64 - sq as i64;
+                s.clear();
+                for j in 0..sk {
+                    if (custom.mask)(b, h, pos, j as i64) {
+                        let x = self.scale * dot(&qb[i * d..][..d], &kb[j * d..][..d]);
+                        let x = custom.score.map_or(x, |f| f(x, b, h, pos, j as i64));
+                        s.push((j, x));
+                    }
+                }
+                let max = s.iter().fold(f64::NEG_INFINITY, |m, &(_, x)| m.max(x));
+                if max == f64::NEG_INFINITY {
+                    continue;
+                }
+                let sum: f64 = s.iter().map(|&(_, x)| (x - max).exp()).sum();
+                lse[i] = max + sum.ln();
+                let row = &mut o[i * dv..][..dv];
+                for &(j, x) in &s {
+                    let p = (x - max).exp() / sum;
+                    for (o, &val) in row.iter_mut().zip(&vb[j * dv..][..dv]) {
+                        *o += p * val;
+                    }
+                }
+            }
+            (o, lse)
+        };
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(units.len().max(1));
+        let next = AtomicUsize::new(0);
+        let results: Vec<(usize, (Vec<f64>, Vec<f64>))> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut done = Vec::new();
+                        loop {
+                            let n = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(unit) = units.get(n) else { break };
+                            done.push((n, run(unit)));
+                        }
+                        done
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        });
+        for (n, (o, lse)) in results {
+            let (b, h) = units[n];
+            for i in 0..self.q.lens[b] {
+                let at = out.o_offset(b, h, i);
+                out.o[at..at + dv].copy_from_slice(&o[i * dv..][..dv]);
+                let at = out.lse_offset(b, h, i);
+                out.lse[at] = lse[i];
+            }
+        }
+        out
+    }
+}

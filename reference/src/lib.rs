@@ -24,6 +24,7 @@
 //! | `BlockSparse` | `(i / block_q, j / block_k)` listed in the BSR list; with `causal` also `j <= pos` |
 //! | `Mixed { head_kind, .. }` | per query head `h`, the rule of `head_kind[h]` |
 //! | `Apb { anchor, passing }` | keys `[anchor | passing | local]`, `sq = local`: `j < anchor + passing`, or `j - anchor - passing <= i` |
+//! | custom ([`attention_custom`]) | `mask(b, h, pos, j)`; a score modifier replaces `scale * q.k` (the expressions read by [`ExprProgram`]) |
 //!
 //! Block lists use the BSR form ([`BsrList`]): `kv_count[b, h, qb]` and
 //! `kv_index[b, h, qb, max_blocks]` (strictly ascending), with a batch or head dimension of 1
@@ -57,6 +58,7 @@
 pub mod attention;
 pub mod compare;
 pub mod decode;
+pub mod expr;
 pub mod layout;
 pub mod mask;
 pub mod merge;
@@ -64,10 +66,12 @@ pub mod precision;
 pub mod random;
 
 pub use attention::{
-    attention, attention_bshd, attention_varlen, AttentionError, Output, Rows, Shape,
+    attention, attention_bshd, attention_custom, attention_custom_varlen, attention_varlen,
+    AttentionError, CustomMask, MaskFn, Output, Rows, ScoreFn, Shape,
 };
 pub use compare::{check_close, check_lse, count_nan, relative_error, Mismatch, Report, Tolerance};
 pub use decode::{decode_attention, page_scores, select_pages, DecodeOutput, DecodeRule, PagedKv};
+pub use expr::{BoundProgram, ExprArg, ExprParseError, ExprProgram, Val};
 pub use layout::{Element, Layout, LayoutError, Tensor, VarlenLayout, VarlenTensor};
 pub use mask::{BlockMatrix, BlockSparse, BsrList, HeadKind, Mask, MaskError};
 pub use merge::{log_add_exp, merge};
