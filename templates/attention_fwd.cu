@@ -42,6 +42,7 @@ static_assert(BLOCK_M == WARPS * WARP_ROWS, "tile config");
 {%- endif %}
 static_assert(HEAD_DIM % 16 == 0 && BLOCK_N % 16 == 0, "tile config");
 
+{{ expr_prelude }}
 // The launch ABI, mirrored by flashgen_runtime::FlashParams. Strides are in elements.
 struct FlashParams {
     const void* q;
@@ -73,6 +74,10 @@ struct FlashParams {
     fg_i64 prefix_k_batch_stride, prefix_k_row_stride, prefix_k_head_stride;
     fg_i64 prefix_v_batch_stride, prefix_v_row_stride, prefix_v_head_stride;
     int prefix_len;
+    // custom: full-block bits of the block list ([batch, list_heads, q_blocks, words]) and the
+    // definition's parameters.
+    const int* kv_full;
+    FgExprArgs expr;
 };
 
 // The variant's schedule files and the schedule its CTAs run (the variant registry,
@@ -83,6 +88,8 @@ struct FlashParams {
 {%- if schedule %}
 typedef {{ schedule }} Schedule;
 {%- endif %}
+// Whether scores pass through a score modifier (the custom variant's) before the mask.
+constexpr bool SCORE_MOD = {{ score_mod }};
 
 {% include "device/softmax.cuh" %}
 
@@ -234,6 +241,8 @@ __device__ __forceinline__ void fg_attention_tile(const FlashParams& p, elem_t* 
     Schedule sched;
     sched.init(p, batch, head, m_block, sq, sk);
     const int steps = sched.count();
+    // A score modifier leaves its scores in base-2 units: the softmax then scales by 1.
+    const float softmax_scale_log2 = SCORE_MOD ? 1.f : p.scale_log2;
 
     // Fragment coordinates: lane = 4 * g + t; a thread holds rows g and g + 8 of each 16-row
     // tile and columns 2t, 2t + 1 of each 8-column tile.
@@ -289,7 +298,7 @@ __device__ __forceinline__ void fg_attention_tile(const FlashParams& p, elem_t* 
     float correction[M_TILES][2];
     bool rescale = false;
     const fg_u32 q_base = fg_smem_addr(s_q) + (warp / 4) * 64 * 128;
-    const float scale_log2 = p.scale_log2;
+    const float scale_log2 = softmax_scale_log2;
     // S = Q K^T of one tile, one k16 step of the head dim at a time (four per swizzle atom).
     auto issue_qk = [&](float (&s)[M_TILES][S_TILES][4], const elem_t* k_tile) {
         const fg_u32 k_base = fg_smem_addr(k_tile);
@@ -358,6 +367,9 @@ __device__ __forceinline__ void fg_attention_tile(const FlashParams& p, elem_t* 
         __syncthreads();
 {%- endif %}
         const int n_block = sched.tile(0);
+{%- if score_mod %}
+        fg_score_mod(s, sched, row0 + warp_row, n_block * BLOCK_N, g, t);
+{%- endif %}
         if (sched.needs_mask(n_block)) fg_mask_scores(s, sched, row0 + warp_row, n_block * BLOCK_N, g, t);
         fg_softmax(s, row_max, row_sum, correction, rescale, scale_log2);
         fg_pack_probs(p_frag, s);
@@ -391,6 +403,9 @@ __device__ __forceinline__ void fg_attention_tile(const FlashParams& p, elem_t* 
         __syncthreads();  // every warpgroup's S(step) has retired: K may be refilled
         if (step + 1 < steps) fg_load_rows<BLOCK_N, SEGMENTED>(s_k, k_src, sched.tile(step + 1) * BLOCK_N, sk);
         fg_cp_async_commit();
+{%- endif %}
+{%- if score_mod %}
+        fg_score_mod(s, sched, row0 + warp_row, n_block * BLOCK_N, g, t);
 {%- endif %}
         if (sched.needs_mask(n_block)) fg_mask_scores(s, sched, row0 + warp_row, n_block * BLOCK_N, g, t);
         fg_softmax(s, row_max, row_sum, correction, rescale, scale_log2);
@@ -523,6 +538,9 @@ __device__ __forceinline__ void fg_attention_tile(const FlashParams& p, elem_t* 
         }
 {%- endif %}
 
+{%- if score_mod %}
+        fg_score_mod(s, sched, row0 + warp_row, n_block * BLOCK_N, g, t);
+{%- endif %}
         if (sched.needs_mask(n_block)) fg_mask_scores(s, sched, row0 + warp_row, n_block * BLOCK_N, g, t);
 {%- if stages == 1 %}
 
@@ -537,7 +555,7 @@ __device__ __forceinline__ void fg_attention_tile(const FlashParams& p, elem_t* 
         // Online softmax, then P as {{ dtype }} A operands right away.
         float correction[M_TILES][2];
         bool rescale;
-        fg_softmax(s, row_max, row_sum, correction, rescale, p.scale_log2);
+        fg_softmax(s, row_max, row_sum, correction, rescale, softmax_scale_log2);
         fg_rescale_output(acc_o, correction, rescale);
         fg_u32 p_frag[M_TILES][KV_STEPS][4];
         fg_pack_probs(p_frag, s);
@@ -615,7 +633,7 @@ __device__ __forceinline__ void fg_attention_tile(const FlashParams& p, elem_t* 
                 *reinterpret_cast<fg_u32*>(reinterpret_cast<unsigned char*>(s_q) + fg_chunk_offset<BLOCK_M>(r, ot) + 4 * t) = packed;
             }
             if (WRITE_LSE && t == 0 && row0 + r < sq) {
-                const float lse = sum > 0.f ? (row_max[mt][hf] * p.scale_log2 + fg_log2(sum)) * ln2 : fg_neg_inf();
+                const float lse = sum > 0.f ? (row_max[mt][hf] * softmax_scale_log2 + fg_log2(sum)) * ln2 : fg_neg_inf();
                 p.lse[batch * p.lse_batch_stride + head * p.lse_head_stride + out_seq.q_start + row0 + r] = lse;
             }
         }

@@ -21,6 +21,7 @@ attention_kernel! {
     struct MixedKernel: mixed(sink = 64, window = 256, block_q = 128, block_k = 128),
         head_dim = 128, dtype = bf16, lse;
     struct ApbKernel: apb, head_dim = 128, dtype = bf16, lse;
+    struct CustomKernel: custom, head_dim = 128, dtype = bf16;
 }
 
 /// The macro's declaration of each variant.
@@ -31,6 +32,7 @@ fn declared(variant: Variant) -> &'static str {
         Variant::BlockSparse => BlockSparseKernel::SPEC,
         Variant::Mixed => MixedKernel::SPEC,
         Variant::Apb => ApbKernel::SPEC,
+        Variant::Custom => CustomKernel::SPEC,
     }
 }
 
@@ -57,6 +59,8 @@ fn oracle(variant: Variant, causal: bool, hq: usize, sq: usize, sk: usize) -> Ma
             block_sparse: Some(BlockSparse::all_blocks(16, 16, causal, sq, sk).unwrap()),
         },
         Variant::Apb => Mask::apb(8, 8),
+        // Without a definition a custom spec sees every key (definitions: attention_custom).
+        Variant::Custom => Mask::Dense { causal: false },
     }
 }
 

@@ -64,11 +64,14 @@ pub enum SpecError {
     )]
     UnknownArch { input: String },
 
-    #[error("varlen = true does not apply to variant {variant}; allowed for: dense, streaming, block-sparse, mixed")]
+    #[error("varlen = true does not apply to variant {variant}; allowed for: dense, streaming, block-sparse, mixed, custom")]
     VarlenNotApplicable { variant: Variant },
 
     #[error("causal = true does not apply to variant {variant}; allowed for: dense, block-sparse, mixed (streaming and apb are causal by definition)")]
     CausalNotApplicable { variant: Variant },
+
+    #[error("variant {variant} takes no mask or score definition; only custom does")]
+    DefinitionNotApplicable { variant: Variant },
 
     #[error("cannot parse `{input}`: {reason}")]
     Parse { input: String, reason: String },
@@ -88,6 +91,7 @@ impl SpecError {
             SpecError::Arch { .. } | SpecError::UnknownArch { .. } => "arch",
             SpecError::CausalNotApplicable { .. } => "causal",
             SpecError::VarlenNotApplicable { .. } => "varlen",
+            SpecError::DefinitionNotApplicable { .. } => "definition",
             SpecError::Parse { .. } => "spec",
         }
     }

@@ -194,11 +194,22 @@ pub fn render(spec: &KernelSpec) -> Result<KernelSource, tera::Error> {
     // The variant's part: its schedule files, its schedule (one type, or one per head kind)
     // and whether its keys come in two segments.
     let info = spec.variant.info();
+    // The custom variant's definition, rendered from its checked tree (never the user's text).
+    let definition = spec.definition.map(|d| d.get());
+    let custom_code = match definition {
+        Some(mods) => mods.render_cuda(),
+        None => crate::expr::CustomMods::parse("")
+            .expect("the empty definition is valid")
+            .render_cuda(),
+    };
+    ctx.insert("custom_code", &custom_code);
+    ctx.insert("score_mod", &definition.is_some_and(|m| m.score().is_some()));
     let mut schedules = Vec::with_capacity(info.includes.len());
     for file in info.includes {
         schedules.push(tera().render(file, &ctx)?);
     }
     ctx.insert("schedule_code", &schedules);
+    ctx.insert("expr_prelude", crate::expr::render::PRELUDE);
     match info.schedule {
         Schedule::One(ty) => {
             ctx.insert("schedule", ty);
@@ -216,6 +227,37 @@ pub fn render(spec: &KernelSpec) -> Result<KernelSource, tera::Error> {
         code,
         threads: tile.threads(),
         shared_bytes: shared_memory_bytes(&tile, spec.head_dim),
+    })
+}
+
+/// The template of the custom variant's block classification kernel.
+pub const CUSTOM_BLOCKS_TEMPLATE: (&str, &str) = (
+    "custom_blocks.cu",
+    include_str!("../../templates/custom_blocks.cu"),
+);
+
+/// The block classification kernel of a custom definition (`None`: every key visible), named
+/// after the definition's digest. Launched with 256 threads per CTA, no shared memory.
+pub fn render_custom_blocks(
+    definition: Option<crate::expr::Definition>,
+) -> Result<KernelSource, tera::Error> {
+    static TERA: OnceLock<Tera> = OnceLock::new();
+    let tera = TERA.get_or_init(|| build(&[CUSTOM_BLOCKS_TEMPLATE]));
+    let mods = match definition {
+        Some(d) => d.get().clone(),
+        None => crate::expr::CustomMods::parse("").expect("the empty definition is valid"),
+    };
+    let kernel_name = format!("flashgen_custom_blocks_x{}", &mods.digest()[..16]);
+    let mut ctx = Context::new();
+    ctx.insert("kernel_name", &kernel_name);
+    ctx.insert("expr_prelude", crate::expr::render::PRELUDE);
+    ctx.insert("custom_code", &mods.render_cuda());
+    let code = tera.render(CUSTOM_BLOCKS_TEMPLATE.0, &ctx)?;
+    Ok(KernelSource {
+        kernel_name,
+        code,
+        threads: 256,
+        shared_bytes: 0,
     })
 }
 

@@ -54,9 +54,10 @@ pub fn default_tile(spec: &AttentionSpec, arch: Arch) -> TileConfig {
     let preferred = match spec.head_dim {
         256 | 32 => TileConfig::new(64, 64, 4, 1),
         64 => TileConfig::new(128, 64, 4, 2),
-        // With both lse and varlen, or with the mixed kernel's four kind-specialised mainloops,
-        // two 16-row tiles per warp no longer fit in registers (ptxas spills).
-        _ if (spec.lse && spec.varlen) || spec.variant == Variant::Mixed => {
+        // With both lse and varlen, with the mixed kernel's four kind-specialised mainloops, or
+        // with the custom schedule's state, two 16-row tiles per warp no longer fit in
+        // registers (ptxas spills).
+        _ if (spec.lse && spec.varlen) || matches!(spec.variant, Variant::Mixed | Variant::Custom) => {
             TileConfig::new(128, 64, 8, 1)
         }
         _ => TileConfig::new(128, 64, 4, 1),

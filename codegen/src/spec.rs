@@ -1,5 +1,6 @@
 //! What a kernel is: the variant, the problem constants baked into the code, and the tile config.
 
+use crate::expr::{CustomMods, Definition};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -236,6 +237,10 @@ pub struct AttentionSpec {
     pub lse: bool,
     /// Packed varlen batch addressed through `cu_seqlens_q/k`.
     pub varlen: bool,
+    /// The custom variant's mask and score modifier (`None`: every key visible, scores as
+    /// they are). Only the custom variant has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition: Option<Definition>,
 }
 
 impl AttentionSpec {
@@ -247,7 +252,26 @@ impl AttentionSpec {
             causal,
             lse: false,
             varlen: false,
+            definition: None,
         }
+    }
+
+    /// A custom spec: the user-defined mask and score modifier of `mods`.
+    pub fn custom(mods: &CustomMods, head_dim: u32, dtype: DType) -> Self {
+        AttentionSpec::new(Variant::Custom, head_dim, dtype, false)
+            .with_definition(Some(Definition::intern(mods)))
+    }
+
+    pub fn with_definition(mut self, definition: Option<Definition>) -> Self {
+        self.definition = definition;
+        self
+    }
+
+    /// The spec without its definition: the key of tuned config entries, which serve every
+    /// definition of a custom spec alike.
+    pub fn without_definition(mut self) -> Self {
+        self.definition = None;
+        self
     }
 
     pub fn with_lse(mut self, lse: bool) -> Self {
@@ -342,6 +366,11 @@ impl KernelSpec {
         }
         if self.varlen {
             name.push_str("_varlen");
+        }
+        // The definition's text is in the source and the cache key; the name carries its digest.
+        if let Some(def) = self.definition {
+            name.push_str("_x");
+            name.push_str(&def.get().digest()[..16]);
         }
         name
     }

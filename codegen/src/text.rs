@@ -5,13 +5,20 @@
 //! the tile.
 
 use crate::error::SpecError;
+use crate::expr::Definition;
 use crate::spec::{Arch, AttentionSpec, DType, KernelSpec, Mma, TileConfig, Variant};
 use std::fmt;
 
 impl fmt::Display for AttentionSpec {
-    /// `variant,d<head_dim>,dtype[,causal][,lse][,varlen]`: the one writer of spec text.
+    /// `variant,d<head_dim>,dtype[,causal][,lse][,varlen]`: the one writer of spec text. A
+    /// custom spec's definition follows its variant in braces, in canonical form:
+    /// `custom{mask = k <= q},d128,bf16`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{},d{},{}", self.variant, self.head_dim, self.dtype)?;
+        write!(f, "{}", self.variant)?;
+        if let Some(def) = self.definition {
+            write!(f, "{{{def}}}")?;
+        }
+        write!(f, ",d{},{}", self.head_dim, self.dtype)?;
         for (on, flag) in [
             (self.causal, "causal"),
             (self.lse, "lse"),
@@ -145,7 +152,53 @@ impl<'a> Parts<'a> {
 /// The parts of a spec text: the spec and the tile, if one is written. The variant's flags are
 /// not checked here.
 fn parse_parts(text: &str) -> Result<(AttentionSpec, Option<TileConfig>), SpecError> {
-    let mut parts = text.split(',').map(str::trim).filter(|p| !p.is_empty());
+    let (definition, rest) = split_definition(text)?;
+    let (spec, tile) = parse_plain_parts(text, rest)?;
+    if definition.is_some() && spec.variant != Variant::Custom {
+        return Err(parse_err(
+            text,
+            format!("the {} variant takes no definition in braces (only custom does)", spec.variant),
+        ));
+    }
+    Ok((spec.with_definition(definition), tile))
+}
+
+/// A definition in braces after the variant name (`custom{mask = k <= q},d128,bf16`): the
+/// interned definition and the text with the braces removed. Braces nest (`if` branches).
+fn split_definition(text: &str) -> Result<(Option<Definition>, String), SpecError> {
+    let Some(open) = text.find('{') else {
+        return Ok((None, text.to_string()));
+    };
+    let mut depth = 0usize;
+    let mut close = None;
+    for (i, c) in text[open..].char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    close = Some(open + i);
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    let close = close.ok_or_else(|| parse_err(text, "unclosed `{` of a definition"))?;
+    if text[..open].contains(',') {
+        return Err(parse_err(text, "a definition in braces follows the variant name"));
+    }
+    let definition = Definition::parse(&text[open + 1..close]).map_err(|e| {
+        parse_err(text, format!("invalid definition: {e}"))
+    })?;
+    Ok((Some(definition), format!("{}{}", &text[..open], &text[close + 1..])))
+}
+
+fn parse_plain_parts(
+    text: &str,
+    rest: String,
+) -> Result<(AttentionSpec, Option<TileConfig>), SpecError> {
+    let mut parts = rest.split(',').map(str::trim).filter(|p| !p.is_empty());
     let variant_name = parts.next().ok_or_else(|| parse_err(text, "empty spec"))?;
     let variant = find_variant(variant_name).ok_or_else(|| {
         parse_err(

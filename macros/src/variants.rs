@@ -113,6 +113,18 @@ pub fn forward(variant: Variant, elem: &TokenStream) -> Forward {
                     .into(),
             ],
         },
+        LaunchArgs::Custom => Forward {
+            params: quote! { values: &'a #rt::CustomArgs<'a>, },
+            checks: quote!(),
+            apply: quote! {
+                let args = args.mask(#rt::Mask::Custom { args: values, blocks: ::core::option::Option::None });
+            },
+            docs: vec![
+                "`values`: the values of the definition's parameters (the mask's block \
+                 classification is built on first use and cached by the runtime)."
+                    .into(),
+            ],
+        },
         LaunchArgs::Prefix => Forward {
             params: quote! {
                 prefix_k: #rt::Tensor<'a, #elem>,

@@ -62,7 +62,8 @@ pub enum ConfigError {
 /// The key of a spec's entries: its text, `variant,d<head_dim>,dtype[,causal][,lse][,varlen]`
 /// (a kernel's is `spec_key(&kernel.attention())`, [`KernelSpec::key`](flashgen_codegen::KernelSpec::key)).
 pub fn spec_key(spec: &AttentionSpec) -> String {
-    spec.to_string()
+    // A custom spec's tuned tile serves every definition.
+    spec.without_definition().to_string()
 }
 
 /// Sequence-length class (keys per sequence), in powers of 4.

@@ -32,6 +32,8 @@
 pub mod cache;
 pub mod compile;
 pub mod config;
+pub mod custom;
+mod custom_launch;
 pub mod decode;
 pub mod device_index;
 pub mod driver;
@@ -49,6 +51,10 @@ pub mod variants;
 
 pub use cache::{CacheHit, CacheSource, KernelCache};
 pub use compile::{compile, compile_options, nvrtc_version, CompiledKernel, ResourceReport};
+pub use custom_launch::CustomShape;
+pub use custom::{
+    BlocksKey, CustomArgs, CustomBlocks, CustomValue, DeviceCustomBlocks, DeviceVector, VectorType,
+};
 pub use config::{ConfigError, GpuIdentity, ShapeKey, TunedConfig};
 pub use device_index::{DeviceBlockMask, DeviceHeadKinds, DeviceVarlen};
 pub use driver::{device_count, driver_version};

@@ -1,6 +1,7 @@
 //! The kernel's launch ABI: one parameter struct passed by value, byte for byte the
 //! `FlashParams` of `templates/attention_fwd.cu` (version `KERNEL_ABI_VERSION`).
 
+use crate::custom::ExprArgs;
 use cudarc::driver::DeviceRepr;
 
 #[repr(C)]
@@ -54,6 +55,8 @@ pub struct FlashParams {
     pub prefix_v_row_stride: i64,
     pub prefix_v_head_stride: i64,
     pub prefix_len: i32,
+    pub kv_full: u64,
+    pub expr: ExprArgs,
 }
 
 // SAFETY: plain old data with the C layout the kernel declares.
@@ -121,6 +124,8 @@ mod tests {
             prefix_v_row_stride,
             prefix_v_head_stride,
             prefix_len,
+            kv_full,
+            expr,
         )
     }
 
@@ -160,6 +165,7 @@ mod tests {
                     (true, _) => 8,
                     (false, "fg_i64" | "long long") => 8,
                     (false, "int" | "float") => 4,
+                    (false, "FgExprArgs") => std::mem::size_of::<ExprArgs>(),
                     (false, other) => panic!("FlashParams field {name}: unknown type {other}"),
                 };
                 fields.push((name.trim_start_matches('*').to_string(), size));
@@ -177,7 +183,8 @@ mod tests {
         let mut offset = 0usize;
         let mut c_layout = Vec::new();
         for (name, size) in template_fields(&text) {
-            offset = offset.next_multiple_of(size);
+            // Structs align to their widest member (8 bytes here).
+            offset = offset.next_multiple_of(size.min(8));
             c_layout.push((name, offset));
             offset += size;
         }
@@ -189,10 +196,11 @@ mod tests {
         assert_eq!(offset.next_multiple_of(8), size_of::<FlashParams>());
 
         let code = format!(
-            "typedef long long fg_i64;\n{text}\n\
+            "typedef long long fg_i64;\n{}\n{text}\n\
              static_assert(sizeof(FlashParams) == {}, \"size\");\n\
              static_assert(alignof(FlashParams) == {}, \"alignment\");\n\
              extern \"C\" __global__ void flashgen_abi_check(const FlashParams p) {{}}\n",
+            flashgen_codegen::expr::render::PRELUDE,
             size_of::<FlashParams>(),
             std::mem::align_of::<FlashParams>()
         );
@@ -209,7 +217,9 @@ mod tests {
 
     #[test]
     fn layout_matches_the_template() {
-        assert_eq!(size_of::<FlashParams>(), 336);
+        assert_eq!(size_of::<FlashParams>(), 472);
+        assert_eq!(offset_of!(FlashParams, kv_full), 336);
+        assert_eq!(offset_of!(FlashParams, expr), 344);
         assert_eq!(offset_of!(FlashParams, q_batch_stride), 56);
         assert_eq!(offset_of!(FlashParams, batch), 168);
         assert_eq!(offset_of!(FlashParams, scale_log2), 188);

@@ -3,6 +3,7 @@
 //! are plain numbers here, so every check runs without a GPU.
 
 use crate::error::{invalid, Result};
+use crate::custom::{CustomArgs, CustomBlocks};
 use crate::layout::Layout;
 use crate::masks::{BlockMask, HeadKind, StreamingParams};
 use crate::params::FlashParams;
@@ -53,6 +54,26 @@ pub struct HeadKindsArg<'a> {
     pub order_dev: Buffer,
 }
 
+/// A block classification on the device, with its host copy.
+#[derive(Clone, Copy, Debug)]
+pub struct CustomBlocksArg<'a> {
+    pub blocks: &'a CustomBlocks,
+    pub kv_count: Buffer,
+    pub kv_index: Buffer,
+    pub kv_full: Buffer,
+}
+
+/// The custom variant's arguments: the values of the definition's parameters, the device
+/// addresses of the bound vectors (by vector identity) and the mask's block classification
+/// (which [`plan`] requires; the safe API builds one when none is given).
+#[derive(Clone, Copy, Debug)]
+pub struct CustomArg<'a> {
+    pub args: &'a CustomArgs<'a>,
+    /// `(DeviceVector::id, device address)` of each bound vector.
+    pub pointers: &'a [(u64, u64)],
+    pub blocks: Option<CustomBlocksArg<'a>>,
+}
+
 /// The variant's own arguments.
 #[derive(Clone, Copy, Debug)]
 pub enum MaskArg<'a> {
@@ -67,6 +88,7 @@ pub enum MaskArg<'a> {
         /// For the block-sparse heads.
         block_list: Option<BlockListArg<'a>>,
     },
+    Custom(CustomArg<'a>),
 }
 
 /// Everything a launch needs, as plain data.

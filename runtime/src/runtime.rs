@@ -11,10 +11,13 @@ use crate::error::{invalid, DriverContext, Result};
 use crate::layout::Layout;
 use crate::masks::{BlockMask, HeadKind, StreamingParams};
 use crate::module::{LoadedKernel, ModuleKey, ModuleTable};
+use crate::custom::{BlocksKey, CustomArgs, CustomValue, DeviceCustomBlocks};
+use crate::custom_launch::CustomShape;
 use crate::plan::{
-    check_launch, plan_validated, BlockListArg, Buffer, HeadKindsArg, LaunchDesc, MaskArg, Plan,
-    TensorArg, VarlenArg,
+    check_launch, plan_validated, BlockListArg, Buffer, CustomArg, CustomBlocksArg, HeadKindsArg,
+    LaunchDesc, MaskArg, Plan, TensorArg, VarlenArg,
 };
+use std::collections::HashMap;
 use crate::tuned::{mask_blocks, select_tile, select_tile_for_blocks, shape_key, TileSource};
 use cudarc::driver::{
     CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig,
@@ -22,6 +25,7 @@ use cudarc::driver::{
 };
 use flashgen_codegen::{
     template_digest, validate_with_limit, Arch, AttentionSpec, DType, KernelSpec, TileConfig,
+    Variant,
 };
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -69,6 +73,8 @@ pub struct Runtime {
     tuned: OnceLock<Option<Arc<TunedConfig>>>,
     /// Split-KV partials of the decode kernels, reused across launches on the stream.
     pub(crate) decode_scratch: DecodeScratch,
+    /// Block classifications of custom masks, by what they were built for.
+    custom_blocks: Mutex<HashMap<BlocksKey, Arc<DeviceCustomBlocks>>>,
 }
 
 impl Runtime {
@@ -90,6 +96,7 @@ impl Runtime {
             warnings: Mutex::new(Vec::new()),
             tuned: OnceLock::new(),
             decode_scratch: DecodeScratch::default(),
+            custom_blocks: Mutex::new(HashMap::new()),
         })
     }
 
@@ -111,6 +118,10 @@ impl Runtime {
 
     pub fn cache(&self) -> &KernelCache {
         &self.cache
+    }
+
+    pub(crate) fn custom_cache(&self) -> &Mutex<HashMap<BlocksKey, Arc<DeviceCustomBlocks>>> {
+        &self.custom_blocks
     }
 
     /// Cache warnings so far (rejected entries, failed writes), drained.
@@ -187,7 +198,7 @@ impl Runtime {
         // The spec is validated once, and the arguments are checked, before anything is
         // compiled.
         let spec = self.validated(spec)?;
-        self.with_desc(args, |desc| self.launch_desc(spec, desc))
+        self.with_desc(&spec.0.attention(), args, |desc| self.launch_desc(spec, desc))
     }
 
     /// Runs attention with the kernel of `spec` whose tile the tuned config gives for this
@@ -201,7 +212,7 @@ impl Runtime {
         spec: &AttentionSpec,
         args: AttentionArgs<'_, T>,
     ) -> Result<KernelSpec> {
-        self.with_desc(args, |desc| {
+        self.with_desc(spec, args, |desc| {
             // Everything but the tile is checked before the shape is measured.
             // The launch is checked and planned once; the chosen tile adds its own checks.
             let checked = check_launch(spec, desc)?;
@@ -315,11 +326,16 @@ impl Runtime {
 
     /// Builds the launch descriptors of `args` (borrowing its buffers on the stream) and calls
     /// `f` with them.
+    /// A custom launch without a block classification gets the one its definition, shape and
+    /// values call for ([`custom_blocks`](Self::custom_blocks), cached).
     fn with_desc<T: Element, R>(
         &self,
+        spec: &AttentionSpec,
         mut args: AttentionArgs<'_, T>,
         f: impl FnOnce(&LaunchDesc<'_>) -> Result<R>,
     ) -> Result<R> {
+        let built: Arc<DeviceCustomBlocks>;
+        let mut pointers: Vec<(u64, u64)> = Vec::new();
         let s: &CudaStream = &self.stream;
         // The guards order later work on the stream after this launch's reads and writes.
         let mut guards: Vec<SyncOnDrop<'_>> = Vec::new();
@@ -367,6 +383,56 @@ impl Runtime {
                 streaming: *streaming,
                 block_list: block_list.map(|m| block_list_arg(m, s, &mut guards)),
             },
+            Mask::Custom { args: values, blocks } => {
+                let blocks = match blocks {
+                    Some(b) => Some(*b),
+                    None if spec.variant == Variant::Custom => {
+                        let shape = match args.varlen {
+                            Some(vl) => CustomShape::Varlen {
+                                heads_q: args.q.layout.heads,
+                                varlen: vl,
+                            },
+                            None => CustomShape::Fixed {
+                                batch: args.q.layout.batch,
+                                heads_q: args.q.layout.heads,
+                                sq: args.q.layout.seq,
+                                sk: args.k.layout.seq,
+                            },
+                        };
+                        built = self.custom_blocks(spec, values, shape)?;
+                        Some(&*built)
+                    }
+                    // Another variant's kernel: plan names the arguments it takes.
+                    None => None,
+                };
+                for (_, value) in values.values() {
+                    if let CustomValue::Vector(vector) = value {
+                        let (ptr, guard) = vector.device_ptr(s);
+                        guards.push(guard);
+                        pointers.push((vector.id(), ptr));
+                    }
+                }
+                MaskArg::Custom(CustomArg {
+                    args: values,
+                    pointers: &[],
+                    blocks: blocks.map(|b| {
+                        let (count, index, full) = b.device();
+                        CustomBlocksArg {
+                            blocks: b.blocks(),
+                            kv_count: device_buffer(count, s, &mut guards),
+                            kv_index: device_buffer(index, s, &mut guards),
+                            kv_full: device_buffer(full, s, &mut guards),
+                        }
+                    }),
+                })
+            }
+        };
+        let mask = match mask {
+            MaskArg::Custom(c) => MaskArg::Custom(CustomArg {
+                pointers: &pointers,
+                ..c
+            }),
+            other => other,
         };
         let prefix = args.prefix.as_ref().map(|(pk, pv)| {
             (
@@ -514,6 +580,13 @@ pub enum Mask<'a> {
         heads: &'a DeviceHeadKinds,
         streaming: Option<StreamingParams>,
         block_list: Option<&'a DeviceBlockMask>,
+    },
+    /// The custom variant: the values of the definition's parameters and, optionally, the
+    /// mask's block classification ([`Runtime::custom_blocks`]); without one, the launch
+    /// builds it (cached per definition, shape and values).
+    Custom {
+        args: &'a CustomArgs<'a>,
+        blocks: Option<&'a DeviceCustomBlocks>,
     },
 }
 

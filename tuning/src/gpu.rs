@@ -7,6 +7,7 @@ use flashgen_codegen::KernelSpec;
 use flashgen_runtime::cudarc::driver::sys::{CUdevice_attribute, CUevent_flags};
 use flashgen_runtime::cudarc::driver::CudaSlice;
 use flashgen_runtime::{
+    CustomArgs,
     AttentionArgs, DeviceBlockMask, DeviceHeadKinds, DeviceVarlen, Element, Layout, Mask, Runtime,
     Tensor, TensorMut,
 };
@@ -196,8 +197,17 @@ impl<T: TuneElement> Workload<T> {
         let l = self.layouts;
         let n = self.sets.len();
         let x = &mut self.sets[set % n];
+        let custom_args = match self.target.mask {
+            TargetMask::Custom { window } => CustomArgs::new().int("w", window as i32),
+            _ => CustomArgs::new(),
+        };
         let mask = match self.target.mask {
             TargetMask::None | TargetMask::Apb { .. } => Mask::None,
+            // The runtime builds the classification on the first launch and caches it.
+            TargetMask::Custom { .. } => Mask::Custom {
+                args: &custom_args,
+                blocks: None,
+            },
             TargetMask::Streaming(p) => Mask::Streaming(p),
             TargetMask::RandomBlocks { .. } => {
                 Mask::BlockSparse(self.list.as_ref().ok_or("block list missing")?)

@@ -3,9 +3,11 @@
 
 use flashgen_codegen::{default_set, AttentionSpec, KernelSpec, LaunchArgs, TileConfig, Variant};
 use flashgen_runtime::config::{spec_key, ShapeKey};
+use flashgen_codegen::expr::Definition;
 use flashgen_runtime::plan::{
-    BlockListArg, Buffer, HeadKindsArg, LaunchDesc, MaskArg, TensorArg, VarlenArg,
+    BlockListArg, Buffer, CustomArg, HeadKindsArg, LaunchDesc, MaskArg, TensorArg, VarlenArg,
 };
+use flashgen_runtime::CustomArgs;
 use flashgen_runtime::tuned::shape_key;
 use flashgen_runtime::{BlockMask, HeadKind, Layout, StreamingParams};
 use std::fmt;
@@ -39,7 +41,16 @@ pub enum TargetMask {
     HalfStreaming(StreamingParams),
     /// APB: `anchor` and `passing` prefix keys before the local block.
     Apb { anchor: usize, passing: usize },
+    /// Custom: the standard definition [`CUSTOM_STANDARD`], a causal sliding window of
+    /// `window` keys.
+    Custom { window: usize },
 }
+
+/// The definition the custom variant is tuned with: a causal sliding window (`w` keys).
+pub const CUSTOM_STANDARD: &str = "w: i32; mask = k <= q && q - k < w";
+
+/// The standard window of [`CUSTOM_STANDARD`].
+pub const CUSTOM_WINDOW: usize = 1024;
 
 impl TargetMask {
     /// The kind of launch arguments the mask is tuned as.
@@ -50,6 +61,7 @@ impl TargetMask {
             TargetMask::RandomBlocks { .. } => LaunchArgs::BlockList,
             TargetMask::HalfStreaming(_) => LaunchArgs::HeadKinds,
             TargetMask::Apb { .. } => LaunchArgs::Prefix,
+            TargetMask::Custom { .. } => LaunchArgs::Custom,
         }
     }
 
@@ -72,6 +84,7 @@ impl fmt::Display for TargetMask {
                 write!(f, " half streaming (sink{} win{})", p.sink, p.window)
             }
             TargetMask::Apb { anchor, passing } => write!(f, " anchor{anchor} passing{passing}"),
+            TargetMask::Custom { window } => write!(f, " causal window{window} (custom)"),
         }
     }
 }
@@ -96,7 +109,9 @@ impl TuneTarget {
     /// of launch arguments its variant's registry row declares: none (dense); sink 128 window
     /// 2048 (streaming); 10% random 128x128 blocks (block-sparse); half streaming heads, the
     /// others dense-causal (mixed); for a prefix (APB) GQA 32/8 and a local block of `seq / 2`
-    /// over an anchor of `seq / 8` and passing blocks of `seq / 4`.
+    /// over an anchor of `seq / 8` and passing blocks of `seq / 4`; for custom, the causal
+    /// sliding window of [`CUSTOM_STANDARD`] over 1024 keys (the spec's own definition is
+    /// replaced: its tuned tile serves every definition).
     pub fn standard(spec: AttentionSpec, seq: usize) -> Self {
         let shape = Shape {
             batch: 1,
@@ -127,6 +142,18 @@ impl TuneTarget {
                     passing: seq / 4,
                 },
             ),
+            LaunchArgs::Custom => (
+                shape,
+                TargetMask::Custom {
+                    window: CUSTOM_WINDOW,
+                },
+            ),
+        };
+        let spec = match mask {
+            TargetMask::Custom { .. } => spec.with_definition(Some(
+                Definition::parse(CUSTOM_STANDARD).expect("the standard definition is valid"),
+            )),
+            _ => spec,
         };
         TuneTarget { spec, shape, mask }
     }
@@ -252,7 +279,16 @@ impl TuneTarget {
             kv_count: none,
             kv_index: none,
         });
+        let custom_args = match self.mask {
+            TargetMask::Custom { window } => CustomArgs::new().int("w", window as i32),
+            _ => CustomArgs::new(),
+        };
         let mask = match (&self.mask, list, &kinds) {
+            (TargetMask::Custom { .. }, _, _) => MaskArg::Custom(CustomArg {
+                args: &custom_args,
+                pointers: &[],
+                blocks: None,
+            }),
             (TargetMask::Streaming(p), _, _) => MaskArg::Streaming(*p),
             (TargetMask::RandomBlocks { .. }, Some(list), _) => MaskArg::BlockSparse(list),
             (TargetMask::HalfStreaming(p), _, Some(kinds)) => MaskArg::Mixed {

@@ -12,6 +12,7 @@
 
 pub mod error;
 pub mod eval;
+mod intern;
 mod lex;
 mod parse;
 pub mod print;
@@ -20,6 +21,7 @@ mod types;
 
 pub use error::{ErrorKind, ExprError, Span};
 pub use eval::{Bindings, Value, VectorData};
+pub use intern::Definition;
 
 use sha2::{Digest, Sha256};
 use std::fmt;

@@ -38,6 +38,9 @@ macro_rules! for_each_variant {
             /// APB: the local block's queries over KV = [anchor | passing | local], the first two
             /// from a separate prefix buffer and fully visible, the local block causal.
             apb: Apb,
+            /// A user-defined mask and score modifier (expressions over `b, h, q, k` and `s`,
+            /// the spec's definition), over a block classification of the mask.
+            custom: Custom,
         }
     };
 }
@@ -85,6 +88,9 @@ pub enum LaunchArgs {
     /// Keys and values of a prefix buffer before the local keys (`AttentionArgs::prefix`;
     /// APB's anchor and passing blocks).
     Prefix,
+    /// Values of the spec definition's parameters and the mask's block classification
+    /// (`Mask::Custom`; built from the definition when not given).
+    Custom,
 }
 
 /// How a numeric launch parameter of a variant is read where it is declared (the macro).

@@ -70,6 +70,13 @@ macro_rules! declare_hosts {
 
 flashgen_codegen::for_each_variant!(declare_hosts);
 
+/// The definition of a custom spec (the empty one, every key visible, when it has none).
+pub(crate) fn custom_definition(
+    spec: &flashgen_codegen::AttentionSpec,
+) -> &'static flashgen_codegen::expr::CustomMods {
+    custom::definition(spec)
+}
+
 /// The error of a launch whose arguments do not fit its kernel's variant.
 pub(crate) fn wrong_arguments(variant: Variant) -> crate::error::Error {
     let expected: Vec<String> = Variant::ALL
