@@ -28,6 +28,8 @@ pub enum Command {
         /// Target architecture (sm_80, sm_86, sm_89, sm_90a, ...); default: the local GPU's, else sm_90a.
         #[arg(long)]
         arch: Option<String>,
+        #[command(flatten)]
+        definition: DefinitionArgs,
     },
     /// NVRTC-compile specs (through the kernel cache) and print their resource report.
     Compile(CompileArgs),
@@ -131,6 +133,26 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(value * scale))
 }
 
+/// The definition of custom specs written without one in braces (`custom,d128,bf16`).
+#[derive(Debug, Args, Default)]
+pub struct DefinitionArgs {
+    /// A file holding the custom mask: a bool expression over b, h, q, k and the parameters.
+    #[arg(long)]
+    pub mask_file: Option<PathBuf>,
+    /// A file holding the custom score modifier: a float expression over s, b, h, q, k and
+    /// the parameters.
+    #[arg(long)]
+    pub score_file: Option<PathBuf>,
+    /// A parameter of the mask or score, `NAME:TYPE` with TYPE i32, f32, [i32] or [f32]
+    /// (repeatable).
+    #[arg(long = "param")]
+    pub params: Vec<String>,
+    /// A file holding a whole definition (`doc: [i32]; mask = ..; score = ..`), instead of
+    /// --mask-file, --score-file and --param.
+    #[arg(long, conflicts_with_all = ["mask_file", "score_file", "params"])]
+    pub definition_file: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub struct CompileArgs {
     /// Kernel specs.
@@ -153,6 +175,8 @@ pub struct CompileArgs {
     /// Parallel NVRTC compiles; default: the available cores.
     #[arg(long, short, value_parser = clap::value_parser!(u32).range(1..))]
     pub jobs: Option<u32>,
+    #[command(flatten)]
+    pub definition: DefinitionArgs,
 }
 
 /// Reads specs from a spec file: one per line, blank lines and `#` comments skipped.
@@ -330,7 +354,7 @@ mod tests {
             .unwrap()
             .command
         {
-            Command::Emit { spec, arch } => {
+            Command::Emit { spec, arch, .. } => {
                 assert_eq!(spec, "dense,d64,bf16");
                 assert_eq!(arch.as_deref(), Some("sm_90a"));
             }

@@ -13,7 +13,11 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Info => commands::info::run(),
-        cli::Command::Emit { spec, arch } => commands::emit::run(&spec, arch.as_deref()),
+        cli::Command::Emit {
+            spec,
+            arch,
+            definition,
+        } => commands::emit::run(&spec, arch.as_deref(), &definition),
         cli::Command::Compile(args) => commands::compile::run(&args),
         cli::Command::Tune(args) => commands::tune::run(&args),
     };

@@ -100,13 +100,19 @@ fn check(rt: &Runtime, c: &Case) {
 
 fn run<T: Half>(rt: &Runtime, c: &Case) -> Result<(), String> {
     let mods = CustomMods::parse(&c.definition).map_err(|e| e.to_string())?;
-    let spec = AttentionSpec::custom(&mods, c.d as u32, c.dtype).with_lse(true).with_varlen(c.varlen.is_some());
+    let spec = AttentionSpec::custom(&mods, c.d as u32, c.dtype)
+        .with_lse(true)
+        .with_varlen(c.varlen.is_some());
     let kernel = match c.tile {
         Some(t) => spec.with_tile(t),
         None => spec.with_default_tile(rt.arch()),
     };
     let mut rng = Rng::fresh();
-    let seed = format!("(seed {}: FLASHGEN_SEED={} reruns it)", rng.seed(), rng.seed());
+    let seed = format!(
+        "(seed {}: FLASHGEN_SEED={} reruns it)",
+        rng.seed(),
+        rng.seed()
+    );
     let (hq, hkv, d) = (c.hq, c.hkv, c.d);
     let (batch, ql, kl, cu_q, cu_k) = match &c.varlen {
         Some(lens) => {
@@ -116,20 +122,41 @@ fn run<T: Half>(rt: &Runtime, c: &Case) -> Result<(), String> {
                 ck.push(ck.last().unwrap() + b as i32);
             }
             let (tq, tk) = (*cq.last().unwrap() as usize, *ck.last().unwrap() as usize);
-            (lens.len(), Layout::packed(tq, hq, d), Layout::packed(tk, hkv, d), cq, ck)
+            (
+                lens.len(),
+                Layout::packed(tq, hq, d),
+                Layout::packed(tk, hkv, d),
+                cq,
+                ck,
+            )
         }
-        None => (c.batch, Layout::bshd(c.batch, c.sq, hq, d), Layout::bshd(c.batch, c.sk, hkv, d), vec![], vec![]),
+        None => (
+            c.batch,
+            Layout::bshd(c.batch, c.sq, hq, d),
+            Layout::bshd(c.batch, c.sk, hkv, d),
+            vec![],
+            vec![],
+        ),
     };
     let draw = |rng: &mut Rng, n: usize| -> Vec<T> {
-        rng.normal_vec_in(n, T::PRECISION).into_iter().map(T::from_f32).collect()
+        rng.normal_vec_in(n, T::PRECISION)
+            .into_iter()
+            .map(T::from_f32)
+            .collect()
     };
-    let (qh, kh, vh) = (draw(&mut rng, ql.required_len()), draw(&mut rng, kl.required_len()), draw(&mut rng, kl.required_len()));
+    let (qh, kh, vh) = (
+        draw(&mut rng, ql.required_len()),
+        draw(&mut rng, kl.required_len()),
+        draw(&mut rng, kl.required_len()),
+    );
     let s = rt.stream();
     let up = |x: &[T]| s.clone_htod(x).map_err(|e| format!("{e:?}"));
     let (q, k, v) = (up(&qh)?, up(&kh)?, up(&vh)?);
     let mut o = up(&vec![T::NAN; ql.required_len()])?;
     let lse_len = hq * ql.batch * ql.seq;
-    let mut lse = s.clone_htod(&vec![f32::NAN; lse_len]).map_err(|e| format!("{e:?}"))?;
+    let mut lse = s
+        .clone_htod(&vec![f32::NAN; lse_len])
+        .map_err(|e| format!("{e:?}"))?;
     let varlen = match &c.varlen {
         Some(_) => Some(rt.upload_varlen(&cu_q, &cu_k).map_err(|e| e.to_string())?),
         None => None,
@@ -155,43 +182,84 @@ fn run<T: Half>(rt: &Runtime, c: &Case) -> Result<(), String> {
         };
     }
     let shape = match &varlen {
-        Some(vl) => CustomShape::Varlen { heads_q: hq, varlen: vl },
-        None => CustomShape::Fixed { batch, heads_q: hq, sq: c.sq, sk: c.sk },
+        Some(vl) => CustomShape::Varlen {
+            heads_q: hq,
+            varlen: vl,
+        },
+        None => CustomShape::Fixed {
+            batch,
+            heads_q: hq,
+            sq: c.sq,
+            sk: c.sk,
+        },
     };
-    let gpu_blocks = rt.custom_blocks(&spec, &args, shape).map_err(|e| e.to_string())?;
+    let gpu_blocks = rt
+        .custom_blocks(&spec, &args, shape)
+        .map_err(|e| e.to_string())?;
     let host: Vec<flashgen_codegen::expr::VectorData> = mods
         .params()
         .iter()
-        .map(|p| match &c.values.iter().find(|(n, _)| *n == p.name).unwrap().1 {
-            Val::Int(x) => flashgen_codegen::expr::VectorData::Scalar(flashgen_codegen::expr::Value::Int(*x)),
-            Val::Float(x) => flashgen_codegen::expr::VectorData::Scalar(flashgen_codegen::expr::Value::Float(*x)),
-            Val::Ints(x) => flashgen_codegen::expr::VectorData::I32(x),
-            Val::Floats(x) => flashgen_codegen::expr::VectorData::F32(x),
-        })
+        .map(
+            |p| match &c.values.iter().find(|(n, _)| *n == p.name).unwrap().1 {
+                Val::Int(x) => flashgen_codegen::expr::VectorData::Scalar(
+                    flashgen_codegen::expr::Value::Int(*x),
+                ),
+                Val::Float(x) => flashgen_codegen::expr::VectorData::Scalar(
+                    flashgen_codegen::expr::Value::Float(*x),
+                ),
+                Val::Ints(x) => flashgen_codegen::expr::VectorData::I32(x),
+                Val::Floats(x) => flashgen_codegen::expr::VectorData::F32(x),
+            },
+        )
         .collect();
     let key: &BlocksKey = &gpu_blocks.blocks().key;
     let cpu = classify_cpu(&mods, key, &host).map_err(|e| e.to_string())?;
     if cpu != *gpu_blocks.blocks() {
-        return Err(format!("the GPU block classification differs from the CPU's:\nGPU {:?}\nCPU {:?}", gpu_blocks.blocks().list, cpu.list));
+        return Err(format!(
+            "the GPU block classification differs from the CPU's:\nGPU {:?}\nCPU {:?}",
+            gpu_blocks.blocks().list,
+            cpu.list
+        ));
     }
-    let uploaded = if c.cpu_blocks { Some(rt.upload_custom_blocks(&cpu).map_err(|e| e.to_string())?) } else { None };
+    let uploaded = if c.cpu_blocks {
+        Some(rt.upload_custom_blocks(&cpu).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
 
     let mut a = AttentionArgs::new(
-        Tensor { data: &q, layout: ql },
-        Tensor { data: &k, layout: kl },
-        Tensor { data: &v, layout: kl },
-        TensorMut { data: &mut o, layout: ql },
+        Tensor {
+            data: &q,
+            layout: ql,
+        },
+        Tensor {
+            data: &k,
+            layout: kl,
+        },
+        Tensor {
+            data: &v,
+            layout: kl,
+        },
+        TensorMut {
+            data: &mut o,
+            layout: ql,
+        },
     )
     .lse(&mut lse)
-    .mask(Mask::Custom { args: &args, blocks: uploaded.as_ref() });
+    .mask(Mask::Custom {
+        args: &args,
+        blocks: uploaded.as_ref(),
+    });
     if let Some(sc) = c.scale {
         a = a.scale(sc);
     }
     if let Some(vl) = &varlen {
         a = a.varlen(vl);
     }
-    rt.attention(&kernel, a).map_err(|e| format!("launch of {kernel}: {e}"))?;
-    s.synchronize().map_err(|e| format!("{kernel} failed on the GPU: {e:?}"))?;
+    rt.attention(&kernel, a)
+        .map_err(|e| format!("launch of {kernel}: {e}"))?;
+    s.synchronize()
+        .map_err(|e| format!("{kernel} failed on the GPU: {e:?}"))?;
     let o_out: Vec<T> = s.clone_dtoh(&o).map_err(|e| format!("{e:?}"))?;
     let lse_out: Vec<f32> = s.clone_dtoh(&lse).map_err(|e| format!("{e:?}"))?;
 
@@ -212,7 +280,8 @@ fn run<T: Half>(rt: &Runtime, c: &Case) -> Result<(), String> {
         .collect();
     let bound = program.bind(&ref_args).map_err(|e| e.to_string())?;
     let mask = |b: usize, h: usize, q: i64, k: i64| bound.mask(b as i64, h as i64, q, k);
-    let score = |x: f64, b: usize, h: usize, q: i64, k: i64| bound.score(x, b as i64, h as i64, q, k);
+    let score =
+        |x: f64, b: usize, h: usize, q: i64, k: i64| bound.score(x, b as i64, h as i64, q, k);
     let custom = reference::CustomMask {
         mask: &mask,
         score: program.has_score().then_some(&score as reference::ScoreFn),
@@ -245,7 +314,8 @@ fn run<T: Half>(rt: &Runtime, c: &Case) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     reference::check_close(&o_out, &out.o, &Tolerance::rel(1e-2).with_poison(f32::NAN))
         .map_err(|m| format!("{kernel}: O differs {seed}\n{m}"))?;
-    reference::check_lse(&lse_out, &out.lse, 2e-3, Some(f32::NAN)).map_err(|m| format!("{kernel}: lse differs {seed}\n{m}"))?;
+    reference::check_lse(&lse_out, &out.lse, 2e-3, Some(f32::NAN))
+        .map_err(|m| format!("{kernel}: lse differs {seed}\n{m}"))?;
     Ok(())
 }
 
@@ -256,11 +326,19 @@ fn runtime() -> Runtime {
 /// The tiles a custom kernel runs on this GPU: the default, an mma.sync tile, and on Hopper
 /// the wgmma and pipelined ones.
 fn tiles(rt: &Runtime) -> Vec<Option<TileConfig>> {
-    let mut out = vec![None, Some(TileConfig::new(128, 64, 8, 1)), Some(TileConfig::new(64, 32, 4, 2))];
+    let mut out = vec![
+        None,
+        Some(TileConfig::new(128, 64, 8, 1)),
+        Some(TileConfig::new(64, 32, 4, 2)),
+    ];
     if rt.arch().major == 9 {
         out.push(Some(TileConfig::new(64, 128, 4, 1).with_mma(Mma::Wgmma)));
-        out.push(Some(TileConfig::new(64, 64, 4, 1).with_mma(Mma::WgmmaPipelined)));
-        out.push(Some(TileConfig::new(128, 128, 8, 1).with_mma(Mma::WgmmaPipelined)));
+        out.push(Some(
+            TileConfig::new(64, 64, 4, 1).with_mma(Mma::WgmmaPipelined),
+        ));
+        out.push(Some(
+            TileConfig::new(128, 128, 8, 1).with_mma(Mma::WgmmaPipelined),
+        ));
     }
     out
 }
@@ -297,7 +375,8 @@ fn custom_document_masking() {
             id += 1;
         }
         for tile in [None, Some(TileConfig::new(64, 64, 4, 1))] {
-            let mut c = case("doc: [i32]; mask = doc[q] == doc[k] && k <= q", sq, sk).with("doc", Val::Ints(doc.clone()));
+            let mut c = case("doc: [i32]; mask = doc[q] == doc[k] && k <= q", sq, sk)
+                .with("doc", Val::Ints(doc.clone()));
             c.tile = tile;
             check(&rt, &c);
         }
@@ -309,7 +388,10 @@ fn custom_document_masking() {
 fn custom_dilated_and_strided() {
     let rt = runtime();
     check(&rt, &case("mask = k <= q && (q - k) % 3 == 0", 400, 400));
-    check(&rt, &case("mask = k % 64 < 16 || q / 128 == k / 128", 381, 450));
+    check(
+        &rt,
+        &case("mask = k % 64 < 16 || q / 128 == k / 128", 381, 450),
+    );
 }
 
 /// Rows that see no key give O = 0 and lse = -inf.
@@ -333,16 +415,27 @@ fn custom_score_modifiers() {
         c.tile = tile;
         check(&rt, &c);
         // A cap that bites: scale 1 puts scores around +-11.
-        let mut c = case("cap: f32; mask = k <= q; score = cap * tanh(s / cap)", 300, 300).with("cap", Val::Float(5.0));
+        let mut c = case(
+            "cap: f32; mask = k <= q; score = cap * tanh(s / cap)",
+            300,
+            300,
+        )
+        .with("cap", Val::Float(5.0));
         c.tile = tile;
         c.scale = Some(1.0);
         check(&rt, &c);
         let slopes: Vec<f32> = (1..=4).map(|h| (-8.0 * h as f32 / 4.0).exp2()).collect();
-        let mut c = case("slope: [f32]; mask = k <= q; score = s + slope[h] * (k - q)", 300, 300).with("slope", Val::Floats(slopes));
+        let mut c = case(
+            "slope: [f32]; mask = k <= q; score = s + slope[h] * (k - q)",
+            300,
+            300,
+        )
+        .with("slope", Val::Floats(slopes));
         c.tile = tile;
         check(&rt, &c);
         // A per-head bias leaves O alone and shifts lse.
-        let mut c = case("bias: [f32]; score = s + bias[h]", 200, 250).with("bias", Val::Floats(vec![0.5, -1.0, 2.0, 0.0]));
+        let mut c = case("bias: [f32]; score = s + bias[h]", 200, 250)
+            .with("bias", Val::Floats(vec![0.5, -1.0, 2.0, 0.0]));
         c.tile = tile;
         check(&rt, &c);
     }
@@ -354,7 +447,15 @@ fn custom_awkward_shapes_gqa_varlen_and_dtypes() {
     let rt = runtime();
     for (sq, sk) in [(1, 1), (77, 300), (300, 77), (129, 255)] {
         check(&rt, &case("mask = k <= q", sq, sk));
-        check(&rt, &case("w: i32; mask = q - k < w && k <= q; score = s * 0.5", sq, sk).with("w", Val::Int(37)));
+        check(
+            &rt,
+            &case(
+                "w: i32; mask = q - k < w && k <= q; score = s * 0.5",
+                sq,
+                sk,
+            )
+            .with("w", Val::Int(37)),
+        );
     }
     let mut c = case("mask = (h + q) % 2 == 0 || k == 0", 200, 200);
     c.hq = 8;
@@ -387,19 +488,55 @@ fn custom_launch_checks() {
     let spec = AttentionSpec::custom(&mods, 64, DType::Bf16);
     let short = rt.upload_vector_i32(&[0; 10]).unwrap();
     let floats = rt.upload_vector_f32(&[0.0; 100]).unwrap();
-    let shape = CustomShape::Fixed { batch: 1, heads_q: 2, sq: 64, sk: 64 };
-    let err = rt.custom_blocks(&spec, &CustomArgs::new().vector("doc", &floats), shape).err().unwrap();
+    let shape = CustomShape::Fixed {
+        batch: 1,
+        heads_q: 2,
+        sq: 64,
+        sk: 64,
+    };
+    let err = rt
+        .custom_blocks(&spec, &CustomArgs::new().vector("doc", &floats), shape)
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("declared [i32]"), "{err}");
-    let err = rt.custom_blocks(&spec, &CustomArgs::new(), shape).err().unwrap();
+    let err = rt
+        .custom_blocks(&spec, &CustomArgs::new(), shape)
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("has no value"), "{err}");
     let l = Layout::bshd(1, 64, 2, 64);
     let x = rt.stream().alloc_zeros::<bf16>(l.numel()).unwrap();
     let mut o = rt.stream().alloc_zeros::<bf16>(l.numel()).unwrap();
     let args = CustomArgs::new().vector("doc", &short);
-    let a = AttentionArgs::new(Tensor { data: &x, layout: l }, Tensor { data: &x, layout: l }, Tensor { data: &x, layout: l }, TensorMut { data: &mut o, layout: l })
-        .mask(Mask::Custom { args: &args, blocks: None });
-    let err = rt.attention(&spec.with_default_tile(rt.arch()), a).unwrap_err();
-    assert!(err.to_string().contains("vector `doc` is read at `q`"), "{err}");
+    let a = AttentionArgs::new(
+        Tensor {
+            data: &x,
+            layout: l,
+        },
+        Tensor {
+            data: &x,
+            layout: l,
+        },
+        Tensor {
+            data: &x,
+            layout: l,
+        },
+        TensorMut {
+            data: &mut o,
+            layout: l,
+        },
+    )
+    .mask(Mask::Custom {
+        args: &args,
+        blocks: None,
+    });
+    let err = rt
+        .attention(&spec.with_default_tile(rt.arch()), a)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("vector `doc` is read at `q`"),
+        "{err}"
+    );
 }
 
 /// Small launches for compute-sanitizer (memcheck, racecheck): every mainloop, a vector read,
@@ -410,8 +547,12 @@ fn sanitizer_custom_small() {
     let rt = runtime();
     let doc: Vec<i32> = (0..200).map(|i| i / 50).collect();
     for tile in tiles(&rt) {
-        let mut c = case("doc: [i32]; mask = doc[q] == doc[k] && k <= q; score = 30.0 * tanh(s / 30.0)", 150, 200)
-            .with("doc", Val::Ints(doc.clone()));
+        let mut c = case(
+            "doc: [i32]; mask = doc[q] == doc[k] && k <= q; score = 30.0 * tanh(s / 30.0)",
+            150,
+            200,
+        )
+        .with("doc", Val::Ints(doc.clone()));
         c.tile = tile;
         c.hq = 2;
         c.hkv = 1;
@@ -425,7 +566,9 @@ fn sanitizer_custom_small() {
 #[ignore = "needs a CUDA GPU"]
 fn custom_without_definition_is_dense() {
     let rt = runtime();
-    assert!(default_set().iter().any(|s| s.variant == Variant::Custom && s.definition.is_none()));
+    assert!(default_set()
+        .iter()
+        .any(|s| s.variant == Variant::Custom && s.definition.is_none()));
     check(&rt, &case("", 190, 220));
     let _ = Definition::parse("mask = true").unwrap();
 }

@@ -27,6 +27,23 @@ attention_kernel! {
         dtype = bf16, lse = true, varlen = true;
     struct Prefixed: apb, head_dim = 128, dtype = bf16, lse,
         tile(block_m = 64, block_n = 128, warps = 4, stages = 1, mma = wgmma);
+    /// Document masking with a soft cap, written as Rust closures.
+    struct DocCapped: custom(
+            mask = |b, h, q_idx, kv_idx| doc[q_idx] == doc[kv_idx] && kv_idx <= q_idx,
+            score = |s, _b, _h, _q, _k| 50.0 * (s / 50.0).tanh(),
+            params(doc = [i32])),
+        head_dim = 128, dtype = bf16, lse;
+}
+
+/// The closures become the definition the runtime API's spec carries, in canonical form.
+#[test]
+fn custom_closures_become_the_definition() {
+    let text = "doc: [i32]; mask = doc[q] == doc[k] && k <= q; score = 50.0 * tanh(s / 50.0)";
+    let mods = flashgen::codegen::expr::CustomMods::parse(text).unwrap();
+    let want = AttentionSpec::custom(&mods, 128, DType::Bf16).with_lse(true);
+    assert_eq!(DocCapped::SPEC, want.to_string());
+    assert_eq!(DocCapped::spec_for(Arch::SM90).attention(), want);
+    assert!(DocCapped::CUDA_SM90.contains("fg_custom_score"));
 }
 
 #[test]

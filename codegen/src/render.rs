@@ -203,7 +203,10 @@ pub fn render(spec: &KernelSpec) -> Result<KernelSource, tera::Error> {
             .render_cuda(),
     };
     ctx.insert("custom_code", &custom_code);
-    ctx.insert("score_mod", &definition.is_some_and(|m| m.score().is_some()));
+    ctx.insert(
+        "score_mod",
+        &definition.is_some_and(|m| m.score().is_some()),
+    );
     let mut schedules = Vec::with_capacity(info.includes.len());
     for file in info.includes {
         schedules.push(tera().render(file, &ctx)?);

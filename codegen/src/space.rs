@@ -57,7 +57,9 @@ pub fn default_tile(spec: &AttentionSpec, arch: Arch) -> TileConfig {
         // With both lse and varlen, with the mixed kernel's four kind-specialised mainloops, or
         // with the custom schedule's state, two 16-row tiles per warp no longer fit in
         // registers (ptxas spills).
-        _ if (spec.lse && spec.varlen) || matches!(spec.variant, Variant::Mixed | Variant::Custom) => {
+        _ if (spec.lse && spec.varlen)
+            || matches!(spec.variant, Variant::Mixed | Variant::Custom) =>
+        {
             TileConfig::new(128, 64, 8, 1)
         }
         _ => TileConfig::new(128, 64, 4, 1),

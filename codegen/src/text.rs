@@ -157,7 +157,10 @@ fn parse_parts(text: &str) -> Result<(AttentionSpec, Option<TileConfig>), SpecEr
     if definition.is_some() && spec.variant != Variant::Custom {
         return Err(parse_err(
             text,
-            format!("the {} variant takes no definition in braces (only custom does)", spec.variant),
+            format!(
+                "the {} variant takes no definition in braces (only custom does)",
+                spec.variant
+            ),
         ));
     }
     Ok((spec.with_definition(definition), tile))
@@ -186,12 +189,17 @@ fn split_definition(text: &str) -> Result<(Option<Definition>, String), SpecErro
     }
     let close = close.ok_or_else(|| parse_err(text, "unclosed `{` of a definition"))?;
     if text[..open].contains(',') {
-        return Err(parse_err(text, "a definition in braces follows the variant name"));
+        return Err(parse_err(
+            text,
+            "a definition in braces follows the variant name",
+        ));
     }
-    let definition = Definition::parse(&text[open + 1..close]).map_err(|e| {
-        parse_err(text, format!("invalid definition: {e}"))
-    })?;
-    Ok((Some(definition), format!("{}{}", &text[..open], &text[close + 1..])))
+    let definition = Definition::parse(&text[open + 1..close])
+        .map_err(|e| parse_err(text, format!("invalid definition: {e}")))?;
+    Ok((
+        Some(definition),
+        format!("{}{}", &text[..open], &text[close + 1..]),
+    ))
 }
 
 fn parse_plain_parts(

@@ -48,6 +48,18 @@ pub fn kernel(k: &Kernel) -> syn::Result<TokenStream> {
     let variant = enum_path(quote!(#cg::Variant), k.variant);
     let dtype = enum_path(quote!(#cg::DType), k.dtype);
     let (head_dim, causal, lse, varlen) = (k.head_dim, k.causal, k.lse, k.varlen);
+    // The definition, checked at compile time, is interned from its canonical text.
+    let definition = match &k.definition {
+        Some(mods) => {
+            let text = LitStr::new(mods.canonical(), Span::call_site());
+            quote! {
+                ::core::option::Option::Some(
+                    #cg::expr::Definition::parse(#text).expect("the definition was checked at compile time"),
+                )
+            }
+        }
+        None => quote!(::core::option::Option::None),
+    };
     let tile = match k.tile {
         Some(t) => {
             let mma = enum_path(quote!(#cg::Mma), t.mma);
@@ -167,7 +179,8 @@ pub fn kernel(k: &Kernel) -> syn::Result<TokenStream> {
             pub fn spec_for(arch: #cg::Arch) -> #cg::KernelSpec {
                 let spec = #cg::AttentionSpec::new(#variant, #head_dim, #dtype, #causal)
                     .with_lse(#lse)
-                    .with_varlen(#varlen);
+                    .with_varlen(#varlen)
+                    .with_definition(#definition);
                 spec.with_tile(#tile)
             }
 

@@ -2,6 +2,7 @@
 //! (`flashgen::attention_kernel!`). Declarations are checked at compile time by
 //! `flashgen_codegen`, the same validation the runtime runs.
 
+mod custom;
 mod expand;
 mod model;
 mod parse;

@@ -4,6 +4,7 @@
 
 use crate::parse::{Arg, ArgValue, Decl};
 use crate::variants::{self, Param, ParamKind};
+use flashgen_codegen::expr::{CustomMods, Definition};
 use flashgen_codegen::{
     default_tile, parse_tile, validate_arch_free, Arch, AttentionSpec, DType, KernelSpec, Mma,
     SpecError, TileConfig, Variant, HEAD_DIMS,
@@ -35,6 +36,8 @@ pub struct Kernel {
     pub tile: Option<TileConfig>,
     /// The variant's parameters, in `variants::params` order.
     pub params: Vec<(Param, u32)>,
+    /// The custom variant's mask and score, checked.
+    pub definition: Option<CustomMods>,
 }
 
 impl Kernel {
@@ -52,6 +55,7 @@ impl Kernel {
         AttentionSpec::new(self.variant, self.head_dim, self.dtype, self.causal)
             .with_lse(self.lse)
             .with_varlen(self.varlen)
+            .with_definition(self.definition.as_ref().map(Definition::intern))
     }
 
     /// The spec in codegen's text form, without the tile when none was declared, so that
@@ -375,7 +379,11 @@ pub fn lower(decl: &Decl) -> syn::Result<Kernel> {
         }
     };
     let mut seen: Vec<String> = Vec::new();
-    for arg in args {
+    let mut definition = None;
+    if variant == Variant::Custom {
+        definition = crate::custom::definition(args)?;
+    }
+    for arg in args.iter().filter(|_| variant != Variant::Custom) {
         let key = arg.key.to_string();
         if seen.contains(&key) {
             errors.at(&arg.key, format!("duplicate parameter `{key}` of {vkey}"));
@@ -502,6 +510,7 @@ pub fn lower(decl: &Decl) -> syn::Result<Kernel> {
             .zip(values)
             .map(|(p, v)| (*p, v.expect("checked")))
             .collect(),
+        definition,
     };
     // The same arch-free checks the runtime runs, on the tile the kernel gets on sm_90a when
     // none is declared.

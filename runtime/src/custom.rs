@@ -67,7 +67,11 @@ impl DeviceVector {
         Ok(DeviceVector {
             id: NEXT_VECTOR.fetch_add(1, Ordering::Relaxed),
             host: HostData::I32(data.to_vec()),
-            dev: DevData::I32(stream.clone_htod(data).while_(|| "uploading a vector".into())?),
+            dev: DevData::I32(
+                stream
+                    .clone_htod(data)
+                    .while_(|| "uploading a vector".into())?,
+            ),
         })
     }
 
@@ -76,7 +80,11 @@ impl DeviceVector {
         Ok(DeviceVector {
             id: NEXT_VECTOR.fetch_add(1, Ordering::Relaxed),
             host: HostData::F32(data.to_vec()),
-            dev: DevData::F32(stream.clone_htod(data).while_(|| "uploading a vector".into())?),
+            dev: DevData::F32(
+                stream
+                    .clone_htod(data)
+                    .while_(|| "uploading a vector".into())?,
+            ),
         })
     }
 
@@ -111,7 +119,10 @@ impl DeviceVector {
         }
     }
 
-    pub(crate) fn device_ptr<'s>(&'s self, stream: &'s CudaStream) -> (u64, cudarc::driver::SyncOnDrop<'s>) {
+    pub(crate) fn device_ptr<'s>(
+        &'s self,
+        stream: &'s CudaStream,
+    ) -> (u64, cudarc::driver::SyncOnDrop<'s>) {
         use cudarc::driver::DevicePtr;
         match &self.dev {
             DevData::I32(s) => s.device_ptr(stream),
@@ -122,7 +133,10 @@ impl DeviceVector {
 
 fn check_len(len: usize) -> Result<()> {
     if len > i32::MAX as usize {
-        return Err(invalid("vector", format!("has {len} elements; at most 2^31 - 1")));
+        return Err(invalid(
+            "vector",
+            format!("has {len} elements; at most 2^31 - 1"),
+        ));
     }
     Ok(())
 }
@@ -152,17 +166,20 @@ impl<'a> CustomArgs<'a> {
     }
 
     pub fn int(mut self, name: &str, value: i32) -> Self {
-        self.values.push((name.to_string(), CustomValue::Int(value)));
+        self.values
+            .push((name.to_string(), CustomValue::Int(value)));
         self
     }
 
     pub fn float(mut self, name: &str, value: f32) -> Self {
-        self.values.push((name.to_string(), CustomValue::Float(value)));
+        self.values
+            .push((name.to_string(), CustomValue::Float(value)));
         self
     }
 
     pub fn vector(mut self, name: &str, vector: &'a DeviceVector) -> Self {
-        self.values.push((name.to_string(), CustomValue::Vector(vector)));
+        self.values
+            .push((name.to_string(), CustomValue::Vector(vector)));
         self
     }
 
@@ -218,11 +235,17 @@ pub fn bind<'a>(mods: &CustomMods, args: &CustomArgs<'a>) -> Result<Vec<CustomVa
             let declared: Vec<_> = mods.params().iter().map(|p| p.name.as_str()).collect();
             return Err(invalid(
                 "custom",
-                format!("`{name}` is no parameter of the definition (declared: {})", list_or_none(&declared)),
+                format!(
+                    "`{name}` is no parameter of the definition (declared: {})",
+                    list_or_none(&declared)
+                ),
             ));
         }
         if args.values[..n].iter().any(|(m, _)| m == name) {
-            return Err(invalid("custom", format!("parameter `{name}` is bound twice")));
+            return Err(invalid(
+                "custom",
+                format!("parameter `{name}` is bound twice"),
+            ));
         }
     }
     let mut out = Vec::with_capacity(mods.params().len());
@@ -230,7 +253,12 @@ pub fn bind<'a>(mods: &CustomMods, args: &CustomArgs<'a>) -> Result<Vec<CustomVa
         let Some((_, value)) = args.values.iter().find(|(n, _)| *n == p.name) else {
             return Err(invalid(
                 "custom",
-                format!("parameter `{}: {}` has no value (CustomArgs::{})", p.name, p.ty.name(), method(p.ty)),
+                format!(
+                    "parameter `{}: {}` has no value (CustomArgs::{})",
+                    p.name,
+                    p.ty.name(),
+                    method(p.ty)
+                ),
             ));
         };
         let fits = matches!(
@@ -241,7 +269,12 @@ pub fn bind<'a>(mods: &CustomMods, args: &CustomArgs<'a>) -> Result<Vec<CustomVa
         if !fits {
             return Err(invalid(
                 "custom",
-                format!("parameter `{}` is declared {}, bound to {}", p.name, p.ty.name(), describe(value)),
+                format!(
+                    "parameter `{}` is declared {}, bound to {}",
+                    p.name,
+                    p.ty.name(),
+                    describe(value)
+                ),
             ));
         }
         out.push(*value);
@@ -300,11 +333,11 @@ pub fn check_vector_lengths(
     max_sk: usize,
 ) -> Result<()> {
     for (i, (p, v)) in mods.params().iter().zip(values).enumerate() {
-        let CustomValue::Vector(vector) = v else { continue };
+        let CustomValue::Vector(vector) = v else {
+            continue;
+        };
         for var in [Var::B, Var::H, Var::Q, Var::K] {
-            let read_at = |e: &flashgen_codegen::expr::Expr| {
-                matches!(&e.kind, Kind::Load(j, index) if *j == i && matches!(index.kind, Kind::Var(x) if x == var))
-            };
+            let read_at = |e: &flashgen_codegen::expr::Expr| matches!(&e.kind, Kind::Load(j, index) if *j == i && matches!(index.kind, Kind::Var(x) if x == var));
             let reads = [mods.mask(), mods.score()]
                 .into_iter()
                 .flatten()
@@ -399,7 +432,11 @@ pub fn list_heads(mods: &CustomMods, heads_q: usize) -> usize {
 }
 
 /// The classification on the CPU, through codegen's evaluator (the kernel's arithmetic).
-pub fn classify_cpu(mods: &CustomMods, key: &BlocksKey, values: &[VectorData]) -> Result<CustomBlocks> {
+pub fn classify_cpu(
+    mods: &CustomMods,
+    key: &BlocksKey,
+    values: &[VectorData],
+) -> Result<CustomBlocks> {
     let heads = list_heads(mods, key.heads_q);
     let (q_blocks, kv_blocks) = key.blocks();
     let batch = key.batch();
@@ -412,7 +449,8 @@ pub fn classify_cpu(mods: &CustomMods, key: &BlocksKey, values: &[VectorData]) -
         for h in 0..heads {
             for qb in 0..q_blocks {
                 let row = (b * heads + h) * q_blocks + qb;
-                let rows_in = (qb * key.block_q..((qb + 1) * key.block_q).min(sq)).collect::<Vec<_>>();
+                let rows_in =
+                    (qb * key.block_q..((qb + 1) * key.block_q).min(sq)).collect::<Vec<_>>();
                 if rows_in.is_empty() {
                     continue;
                 }
@@ -428,7 +466,9 @@ pub fn classify_cpu(mods: &CustomMods, key: &BlocksKey, values: &[VectorData]) -
                                 s: 0.0,
                                 params: values,
                             };
-                            let v = mods.mask().is_none_or(|m| eval::eval(m, &env) == Value::Bool(true));
+                            let v = mods
+                                .mask()
+                                .is_none_or(|m| eval::eval(m, &env) == Value::Bool(true));
                             seen |= v;
                             hidden |= !v;
                         }
@@ -518,14 +558,24 @@ impl DeviceCustomBlocks {
         if blocks.full.len() != rows * blocks.words() {
             return Err(invalid(
                 "custom_blocks",
-                format!("full has {} words, expected {}", blocks.full.len(), rows * blocks.words()),
+                format!(
+                    "full has {} words, expected {}",
+                    blocks.full.len(),
+                    rows * blocks.words()
+                ),
             ));
         }
         Ok(DeviceCustomBlocks {
             blocks: blocks.clone(),
-            kv_count: stream.clone_htod(&blocks.list.kv_count).while_(|| "uploading kv_count".into())?,
-            kv_index: stream.clone_htod(&blocks.list.kv_index).while_(|| "uploading kv_index".into())?,
-            kv_full: stream.clone_htod(&blocks.full).while_(|| "uploading kv_full".into())?,
+            kv_count: stream
+                .clone_htod(&blocks.list.kv_count)
+                .while_(|| "uploading kv_count".into())?,
+            kv_index: stream
+                .clone_htod(&blocks.list.kv_index)
+                .while_(|| "uploading kv_index".into())?,
+            kv_full: stream
+                .clone_htod(&blocks.full)
+                .while_(|| "uploading kv_full".into())?,
         })
     }
 
@@ -561,7 +611,8 @@ mod tests {
             shared_bytes: 0,
         };
         if crate::libs::nvrtc_present() {
-            crate::compile::compile(&source, flashgen_codegen::Arch::SM80).expect("FgExprArgs layout");
+            crate::compile::compile(&source, flashgen_codegen::Arch::SM80)
+                .expect("FgExprArgs layout");
         }
     }
 

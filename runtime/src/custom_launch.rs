@@ -75,15 +75,30 @@ impl Runtime {
         block_k: usize,
     ) -> Result<Arc<DeviceCustomBlocks>> {
         if spec.variant != Variant::Custom {
-            return Err(invalid("spec", format!("{} is not a custom spec", spec.variant)));
+            return Err(invalid(
+                "spec",
+                format!("{} is not a custom spec", spec.variant),
+            ));
         }
-        if block_q == 0 || block_k == 0 || block_q > i32::MAX as usize || block_k > i32::MAX as usize {
-            return Err(invalid("custom_blocks", "block sizes must be positive 32-bit values"));
+        if block_q == 0
+            || block_k == 0
+            || block_q > i32::MAX as usize
+            || block_k > i32::MAX as usize
+        {
+            return Err(invalid(
+                "custom_blocks",
+                "block sizes must be positive 32-bit values",
+            ));
         }
         let mods = crate::variants::custom_definition(spec);
         let values = bind(mods, args)?;
         let (heads_q, lengths, varlen) = match shape {
-            CustomShape::Fixed { batch, heads_q, sq, sk } => (heads_q, vec![(sq, sk); batch], None),
+            CustomShape::Fixed {
+                batch,
+                heads_q,
+                sq,
+                sk,
+            } => (heads_q, vec![(sq, sk); batch], None),
             CustomShape::Varlen { heads_q, varlen } => {
                 let l = varlen
                     .cu_seqlens_q()
@@ -95,7 +110,10 @@ impl Runtime {
             }
         };
         if heads_q == 0 || heads_q > 65_535 || lengths.len() > 65_535 {
-            return Err(invalid("custom_blocks", "heads and batch must be in 1..=65535"));
+            return Err(invalid(
+                "custom_blocks",
+                "heads and batch must be in 1..=65535",
+            ));
         }
         let key = BlocksKey {
             definition: mods.canonical().to_string(),
@@ -153,14 +171,19 @@ impl Runtime {
         let max_blocks = kv_blocks.max(1);
         let words = kv_blocks.div_ceil(32).max(1);
         let rows = batch * heads * q_blocks;
-        let alloc = |n: usize| stream.alloc_zeros::<i32>(n.max(1)).while_(|| "allocating a block classification".into());
+        let alloc = |n: usize| {
+            stream
+                .alloc_zeros::<i32>(n.max(1))
+                .while_(|| "allocating a block classification".into())
+        };
         let mut kv_count = alloc(rows)?;
         let mut kv_index = alloc(rows * max_blocks)?;
         let mut kv_full = stream
             .alloc_zeros::<u32>((rows * words).max(1))
             .while_(|| "allocating a block classification".into())?;
         if rows > 0 {
-            let source = render_custom_blocks(spec.definition).map_err(|e| Error::Render(e.to_string()))?;
+            let source =
+                render_custom_blocks(spec.definition).map_err(|e| Error::Render(e.to_string()))?;
             let module = self.load_source(&source)?;
             let function = module.function(&source.kernel_name)?;
             let (sq, sk) = key.lengths.first().copied().unwrap_or((0, 0));
@@ -182,7 +205,10 @@ impl Runtime {
                 params.cu_seqlens_k = k;
             }
             let mut guards = Vec::new();
-            for (field, slice) in [(&mut params.kv_count, &mut kv_count), (&mut params.kv_index, &mut kv_index)] {
+            for (field, slice) in [
+                (&mut params.kv_count, &mut kv_count),
+                (&mut params.kv_index, &mut kv_index),
+            ] {
                 let (ptr, guard) = slice.device_ptr_mut(stream);
                 *field = ptr;
                 guards.push(guard);
@@ -203,9 +229,15 @@ impl Runtime {
             unsafe { launch.launch(cfg) }.while_(|| "launching the block classification".into())?;
             drop(guards);
         }
-        let count = stream.clone_dtoh(&kv_count).while_(|| "reading kv_count".into())?;
-        let index = stream.clone_dtoh(&kv_index).while_(|| "reading kv_index".into())?;
-        let full = stream.clone_dtoh(&kv_full).while_(|| "reading kv_full".into())?;
+        let count = stream
+            .clone_dtoh(&kv_count)
+            .while_(|| "reading kv_count".into())?;
+        let index = stream
+            .clone_dtoh(&kv_index)
+            .while_(|| "reading kv_index".into())?;
+        let full = stream
+            .clone_dtoh(&kv_full)
+            .while_(|| "reading kv_full".into())?;
         let list = BlockMask {
             batch,
             heads,
@@ -223,6 +255,8 @@ impl Runtime {
             full: full[..rows * words].to_vec(),
             key,
         };
-        Ok(DeviceCustomBlocks::from_parts(blocks, kv_count, kv_index, kv_full))
+        Ok(DeviceCustomBlocks::from_parts(
+            blocks, kv_count, kv_index, kv_full,
+        ))
     }
 }

@@ -51,11 +51,11 @@ pub mod variants;
 
 pub use cache::{CacheHit, CacheSource, KernelCache};
 pub use compile::{compile, compile_options, nvrtc_version, CompiledKernel, ResourceReport};
-pub use custom_launch::CustomShape;
+pub use config::{ConfigError, GpuIdentity, ShapeKey, TunedConfig};
 pub use custom::{
     BlocksKey, CustomArgs, CustomBlocks, CustomValue, DeviceCustomBlocks, DeviceVector, VectorType,
 };
-pub use config::{ConfigError, GpuIdentity, ShapeKey, TunedConfig};
+pub use custom_launch::CustomShape;
 pub use device_index::{DeviceBlockMask, DeviceHeadKinds, DeviceVarlen};
 pub use driver::{device_count, driver_version};
 pub use error::{Error, Result};

@@ -2,8 +2,8 @@
 //! sizes, dtype, variant arguments) and produces the kernel parameters and grid. Pure: pointers
 //! are plain numbers here, so every check runs without a GPU.
 
-use crate::error::{invalid, Result};
 use crate::custom::{CustomArgs, CustomBlocks};
+use crate::error::{invalid, Result};
 use crate::layout::Layout;
 use crate::masks::{BlockMask, HeadKind, StreamingParams};
 use crate::params::FlashParams;

@@ -4,6 +4,8 @@
 use crate::cache::KernelCache;
 use crate::compile::nvrtc_version;
 use crate::config::{GpuIdentity, ShapeKey, TunedConfig};
+use crate::custom::{BlocksKey, CustomArgs, CustomValue, DeviceCustomBlocks};
+use crate::custom_launch::CustomShape;
 use crate::decode::attention::DecodeScratch;
 use crate::device_index::{DeviceBlockMask, DeviceHeadKinds, DeviceVarlen};
 use crate::driver::open_device;
@@ -11,13 +13,10 @@ use crate::error::{invalid, DriverContext, Result};
 use crate::layout::Layout;
 use crate::masks::{BlockMask, HeadKind, StreamingParams};
 use crate::module::{LoadedKernel, ModuleKey, ModuleTable};
-use crate::custom::{BlocksKey, CustomArgs, CustomValue, DeviceCustomBlocks};
-use crate::custom_launch::CustomShape;
 use crate::plan::{
     check_launch, plan_validated, BlockListArg, Buffer, CustomArg, CustomBlocksArg, HeadKindsArg,
     LaunchDesc, MaskArg, Plan, TensorArg, VarlenArg,
 };
-use std::collections::HashMap;
 use crate::tuned::{mask_blocks, select_tile, select_tile_for_blocks, shape_key, TileSource};
 use cudarc::driver::{
     CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig,
@@ -27,6 +26,7 @@ use flashgen_codegen::{
     template_digest, validate_with_limit, Arch, AttentionSpec, DType, KernelSpec, TileConfig,
     Variant,
 };
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -198,7 +198,9 @@ impl Runtime {
         // The spec is validated once, and the arguments are checked, before anything is
         // compiled.
         let spec = self.validated(spec)?;
-        self.with_desc(&spec.0.attention(), args, |desc| self.launch_desc(spec, desc))
+        self.with_desc(&spec.0.attention(), args, |desc| {
+            self.launch_desc(spec, desc)
+        })
     }
 
     /// Runs attention with the kernel of `spec` whose tile the tuned config gives for this
@@ -383,7 +385,10 @@ impl Runtime {
                 streaming: *streaming,
                 block_list: block_list.map(|m| block_list_arg(m, s, &mut guards)),
             },
-            Mask::Custom { args: values, blocks } => {
+            Mask::Custom {
+                args: values,
+                blocks,
+            } => {
                 let blocks = match blocks {
                     Some(b) => Some(*b),
                     None if spec.variant == Variant::Custom => {

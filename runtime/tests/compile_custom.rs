@@ -42,13 +42,23 @@ fn custom_kernels_compile_without_spills() {
         }
     }
     // Every mainloop on one definition with a vector, a scalar and a score modifier.
-    let both = "doc: [i32]; cap: f32; mask = doc[q] == doc[k] && k <= q; score = cap * tanh(s / cap)";
+    let both =
+        "doc: [i32]; cap: f32; mask = doc[q] == doc[k] && k <= q; score = cap * tanh(s / cap)";
     for (tile, arch) in [
         (TileConfig::new(128, 64, 8, 1), Arch::SM80),
         (TileConfig::new(64, 64, 4, 2), Arch::SM80),
-        (TileConfig::new(64, 128, 4, 1).with_mma(Mma::Wgmma), Arch::SM90),
-        (TileConfig::new(64, 128, 4, 1).with_mma(Mma::WgmmaPipelined), Arch::SM90),
-        (TileConfig::new(64, 64, 4, 2).with_mma(Mma::WgmmaPipelined), Arch::SM90),
+        (
+            TileConfig::new(64, 128, 4, 1).with_mma(Mma::Wgmma),
+            Arch::SM90,
+        ),
+        (
+            TileConfig::new(64, 128, 4, 1).with_mma(Mma::WgmmaPipelined),
+            Arch::SM90,
+        ),
+        (
+            TileConfig::new(64, 64, 4, 2).with_mma(Mma::WgmmaPipelined),
+            Arch::SM90,
+        ),
     ] {
         jobs.push((spec(both, 128, false).with_tile(tile), arch));
         jobs.push((spec(both, 64, true).with_tile(tile), arch));
@@ -56,11 +66,14 @@ fn custom_kernels_compile_without_spills() {
     // A custom spec without a definition sees every key.
     let plain = AttentionSpec::new(Variant::Custom, 64, DType::F16, false);
     jobs.push((plain.with_default_tile(Arch::SM90), Arch::SM90));
-    jobs.push((plain.with_tile(default_tile(&plain, Arch::SM80)), Arch::SM80));
+    jobs.push((
+        plain.with_tile(default_tile(&plain, Arch::SM80)),
+        Arch::SM80,
+    ));
     for (kernel, arch) in jobs {
         let source = render(&kernel).expect("renders");
-        let (compiled, _) = compile::compile(&source, arch)
-            .unwrap_or_else(|e| panic!("{kernel} for {arch}:\n{e}"));
+        let (compiled, _) =
+            compile::compile(&source, arch).unwrap_or_else(|e| panic!("{kernel} for {arch}:\n{e}"));
         let r = &compiled.report;
         assert_eq!(
             (r.spill_stores_bytes, r.spill_loads_bytes),
@@ -71,7 +84,8 @@ fn custom_kernels_compile_without_spills() {
     for text in DEFINITIONS {
         let source = render_custom_blocks(Some(Definition::parse(text).unwrap())).unwrap();
         for arch in [Arch::SM80, Arch::SM90] {
-            compile::compile(&source, arch).unwrap_or_else(|e| panic!("blocks of {text} for {arch}:\n{e}"));
+            compile::compile(&source, arch)
+                .unwrap_or_else(|e| panic!("blocks of {text} for {arch}:\n{e}"));
         }
     }
 }

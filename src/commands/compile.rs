@@ -226,7 +226,7 @@ fn spec_texts(args: &CompileArgs) -> anyhow::Result<Vec<String>> {
              a spec file with --file FILE, or --default-set",
         ));
     }
-    Ok(texts)
+    super::definition::apply(&texts, &args.definition)
 }
 
 pub fn run(args: &CompileArgs) -> anyhow::Result<ExitCode> {

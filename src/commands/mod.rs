@@ -7,6 +7,7 @@
 //! the code itself or an error that carries a [`UsageError`].
 
 pub mod compile;
+pub mod definition;
 pub mod emit;
 pub mod info;
 pub mod tune;

@@ -7,9 +7,8 @@ use flashgen_codegen::KernelSpec;
 use flashgen_runtime::cudarc::driver::sys::{CUdevice_attribute, CUevent_flags};
 use flashgen_runtime::cudarc::driver::CudaSlice;
 use flashgen_runtime::{
-    CustomArgs,
-    AttentionArgs, DeviceBlockMask, DeviceHeadKinds, DeviceVarlen, Element, Layout, Mask, Runtime,
-    Tensor, TensorMut,
+    AttentionArgs, CustomArgs, DeviceBlockMask, DeviceHeadKinds, DeviceVarlen, Element, Layout,
+    Mask, Runtime, Tensor, TensorMut,
 };
 use half::{bf16, f16};
 

@@ -1,14 +1,14 @@
 //! What is tuned: a spec (its tile is what the tuner chooses), a problem shape and a mask, and
 //! the built-in default target set.
 
+use flashgen_codegen::expr::Definition;
 use flashgen_codegen::{default_set, AttentionSpec, KernelSpec, LaunchArgs, TileConfig, Variant};
 use flashgen_runtime::config::{spec_key, ShapeKey};
-use flashgen_codegen::expr::Definition;
 use flashgen_runtime::plan::{
     BlockListArg, Buffer, CustomArg, HeadKindsArg, LaunchDesc, MaskArg, TensorArg, VarlenArg,
 };
-use flashgen_runtime::CustomArgs;
 use flashgen_runtime::tuned::shape_key;
+use flashgen_runtime::CustomArgs;
 use flashgen_runtime::{BlockMask, HeadKind, Layout, StreamingParams};
 use std::fmt;
 

@@ -8,7 +8,8 @@ use super::{LaunchArgs, Schedule, Variant, VariantInfo};
 pub const INFO: VariantInfo = VariantInfo {
     variant: Variant::Custom,
     name: "custom",
-    summary: "a user-defined mask and score modifier over b, h, q, k and s (the definition in braces)",
+    summary:
+        "a user-defined mask and score modifier over b, h, q, k and s (the definition in braces)",
     causal: false,
     varlen: true,
     args: LaunchArgs::Custom,

@@ -98,7 +98,10 @@ impl HostVariant for Custom {
         let list = &c.list;
         list.validate(g.batch, g.heads_q, g.heads_kv, g.max_sq, g.max_sk)?;
         if list.heads != list_heads(mods, g.heads_q) {
-            return Err(invalid("custom_blocks", "the classification's list heads do not fit the definition"));
+            return Err(invalid(
+                "custom_blocks",
+                "the classification's list heads do not fit the definition",
+            ));
         }
         let rows = list.kv_count.len();
         if blocks.kv_count.len < rows
@@ -107,7 +110,10 @@ impl HostVariant for Custom {
             || c.full.len() < rows * c.words()
             || list.max_blocks != list.kv_blocks.max(1)
         {
-            return Err(invalid("custom_blocks", "device copy is shorter than the host copy"));
+            return Err(invalid(
+                "custom_blocks",
+                "device copy is shorter than the host copy",
+            ));
         }
         if let Some(tile) = cx.tile {
             super::check_blocks_fit(list.block_q, list.block_k, tile)?;
