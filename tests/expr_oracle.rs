@@ -108,7 +108,7 @@ fn close(a: f64, b: f64) -> bool {
 #[test]
 fn codegen_and_oracle_agree_on_random_expressions() {
     let mut rng = Rng::fresh();
-    let doc: Vec<i32> = (0..64).map(|i| (i / 7) as i32).collect();
+    let doc: Vec<i32> = (0..64).map(|i| i / 7).collect();
     let slope: Vec<f32> = (0..8).map(|i| 0.5f32.powi(i)).collect();
     for case in 0..1500 {
         let mut gen = Gen { rng: &mut rng };

@@ -170,11 +170,20 @@ impl Text {
         Ok(())
     }
 
-    /// The source span of the innermost node covering bytes `[a, b)` of the text.
+    /// The source span of the innermost node covering bytes `[a, b)` of the text (or at
+    /// least its start).
     fn span_of(&self, (a, b): (usize, usize)) -> Option<Span> {
+        let covering = |s: usize, e: usize| s <= a && b.max(a + 1) <= e;
+        let any = self.spans.iter().any(|(s, e, _)| covering(*s, *e));
         self.spans
             .iter()
-            .filter(|(s, e, _)| *s <= a && b.max(a + 1) <= *e || (*s <= a && a < *e))
+            .filter(|(s, e, _)| {
+                if any {
+                    covering(*s, *e)
+                } else {
+                    *s <= a && a < *e
+                }
+            })
             .min_by_key(|(s, e, _)| e - s)
             .map(|(_, _, span)| *span)
     }

@@ -871,6 +871,9 @@ pub fn attention_custom_varlen<T: Element>(
     ))
 }
 
+/// O (`[rows, dv]`) and lse of one (sequence, query head).
+type RowsOut = (Vec<f64>, Vec<f64>);
+
 impl<T: Element> Problem<'_, T> {
     /// Every (sequence, query head) on its own, every key tested: plain and exact.
     fn run_custom(&self, custom: &CustomMask<'_>, rows: Rows) -> Output {
@@ -879,7 +882,7 @@ impl<T: Element> Problem<'_, T> {
         let units: Vec<(usize, usize)> = (0..self.q.lens.len())
             .flat_map(|b| (0..hq).map(move |h| (b, h)))
             .collect();
-        let run = |&(b, h): &(usize, usize)| -> (Vec<f64>, Vec<f64>) {
+        let run = |&(b, h): &(usize, usize)| -> RowsOut {
             let (sq, sk) = (self.q.lens[b], self.k.lens[b]);
             let g = h / (hq / hkv);
             let (mut qb, mut kb, mut vb) = (Vec::new(), Vec::new(), Vec::new());
@@ -918,7 +921,7 @@ impl<T: Element> Problem<'_, T> {
             .map_or(1, |n| n.get())
             .min(units.len().max(1));
         let next = AtomicUsize::new(0);
-        let results: Vec<(usize, (Vec<f64>, Vec<f64>))> = std::thread::scope(|scope| {
+        let results: Vec<(usize, RowsOut)> = std::thread::scope(|scope| {
             let workers: Vec<_> = (0..threads)
                 .map(|_| {
                     scope.spawn(|| {

@@ -35,6 +35,63 @@ pub enum CustomShape<'a> {
     },
 }
 
+/// The definition, the checked bound values and the classification key of a request.
+fn blocks_key<'v>(
+    spec: &AttentionSpec,
+    args: &CustomArgs<'v>,
+    shape: CustomShape<'_>,
+    block_q: usize,
+    block_k: usize,
+) -> Result<(&'static CustomMods, Vec<CustomValue<'v>>, BlocksKey)> {
+    if spec.variant != Variant::Custom {
+        return Err(invalid(
+            "spec",
+            format!("{} is not a custom spec", spec.variant),
+        ));
+    }
+    if block_q == 0 || block_k == 0 || block_q > i32::MAX as usize || block_k > i32::MAX as usize {
+        return Err(invalid(
+            "custom_blocks",
+            "block sizes must be positive 32-bit values",
+        ));
+    }
+    let mods = crate::variants::custom_definition(spec);
+    let values = bind(mods, args)?;
+    let (heads_q, lengths, varlen) = match shape {
+        CustomShape::Fixed {
+            batch,
+            heads_q,
+            sq,
+            sk,
+        } => (heads_q, vec![(sq, sk); batch], false),
+        CustomShape::Varlen { heads_q, varlen } => {
+            let l = varlen
+                .cu_seqlens_q()
+                .windows(2)
+                .zip(varlen.cu_seqlens_k().windows(2))
+                .map(|(q, k)| ((q[1] - q[0]) as usize, (k[1] - k[0]) as usize))
+                .collect();
+            (heads_q, l, true)
+        }
+    };
+    if heads_q == 0 || heads_q > 65_535 || lengths.is_empty() || lengths.len() > 65_535 {
+        return Err(invalid(
+            "custom_blocks",
+            "heads and batch must be in 1..=65535",
+        ));
+    }
+    let key = BlocksKey {
+        definition: mods.canonical().to_string(),
+        heads_q,
+        lengths,
+        varlen,
+        bindings: crate::custom::key_bindings(mods, &values),
+        block_q,
+        block_k,
+    };
+    Ok((mods, values, key))
+}
+
 impl Runtime {
     /// Uploads an `[i32]` vector for a definition's parameter; the result is immutable.
     pub fn upload_vector_i32(&self, data: &[i32]) -> Result<DeviceVector> {
@@ -74,63 +131,50 @@ impl Runtime {
         block_q: usize,
         block_k: usize,
     ) -> Result<Arc<DeviceCustomBlocks>> {
-        if spec.variant != Variant::Custom {
-            return Err(invalid(
-                "spec",
-                format!("{} is not a custom spec", spec.variant),
-            ));
-        }
-        if block_q == 0
-            || block_k == 0
-            || block_q > i32::MAX as usize
-            || block_k > i32::MAX as usize
-        {
-            return Err(invalid(
-                "custom_blocks",
-                "block sizes must be positive 32-bit values",
-            ));
-        }
-        let mods = crate::variants::custom_definition(spec);
-        let values = bind(mods, args)?;
-        let (heads_q, lengths, varlen) = match shape {
-            CustomShape::Fixed {
-                batch,
-                heads_q,
-                sq,
-                sk,
-            } => (heads_q, vec![(sq, sk); batch], None),
-            CustomShape::Varlen { heads_q, varlen } => {
-                let l = varlen
-                    .cu_seqlens_q()
-                    .windows(2)
-                    .zip(varlen.cu_seqlens_k().windows(2))
-                    .map(|(q, k)| ((q[1] - q[0]) as usize, (k[1] - k[0]) as usize))
-                    .collect();
-                (heads_q, l, Some(varlen))
-            }
-        };
-        if heads_q == 0 || heads_q > 65_535 || lengths.len() > 65_535 {
-            return Err(invalid(
-                "custom_blocks",
-                "heads and batch must be in 1..=65535",
-            ));
-        }
-        let key = BlocksKey {
-            definition: mods.canonical().to_string(),
-            heads_q,
-            lengths,
-            varlen: varlen.is_some(),
-            bindings: crate::custom::key_bindings(mods, &values),
-            block_q,
-            block_k,
-        };
+        let (mods, values, key) = blocks_key(spec, args, shape, block_q, block_k)?;
         if let Some(hit) = self.custom_cache().lock().expect("cache lock").get(&key) {
             return Ok(hit.clone());
         }
+        let built = Arc::new(self.classify(spec, mods, key.clone(), &values, shape)?);
+        let mut cache = self.custom_cache().lock().expect("cache lock");
+        if cache.len() >= MAX_CACHED {
+            cache.clear();
+        }
+        cache.insert(key, built.clone());
+        Ok(built)
+    }
+
+    /// [`custom_blocks_with`](Self::custom_blocks_with) without the cache: always runs the
+    /// classification kernel (what a benchmark of block-mask creation times).
+    pub fn custom_blocks_uncached(
+        &self,
+        spec: &AttentionSpec,
+        args: &CustomArgs<'_>,
+        shape: CustomShape<'_>,
+        block_q: usize,
+        block_k: usize,
+    ) -> Result<DeviceCustomBlocks> {
+        let (mods, values, key) = blocks_key(spec, args, shape, block_q, block_k)?;
+        self.classify(spec, mods, key, &values, shape)
+    }
+
+    /// Runs the classification kernel for `key` over the bound values' device vectors.
+    fn classify(
+        &self,
+        spec: &AttentionSpec,
+        mods: &CustomMods,
+        key: BlocksKey,
+        values: &[CustomValue],
+        shape: CustomShape<'_>,
+    ) -> Result<DeviceCustomBlocks> {
+        let varlen = match shape {
+            CustomShape::Varlen { varlen, .. } => Some(varlen),
+            CustomShape::Fixed { .. } => None,
+        };
         let stream = self.stream();
         let mut guards: Vec<SyncOnDrop<'_>> = Vec::new();
         let mut pointers = Vec::new();
-        for v in &values {
+        for v in values {
             if let CustomValue::Vector(vector) = v {
                 let (ptr, guard) = vector.device_ptr(stream);
                 guards.push(guard);
@@ -144,14 +188,9 @@ impl Runtime {
             guards.push(gk);
             (q, k)
         });
-        let built = Arc::new(self.build_blocks(spec, mods, key.clone(), &values, &pointers, cu)?);
+        let built = self.build_blocks(spec, mods, key, values, &pointers, cu);
         drop(guards);
-        let mut cache = self.custom_cache().lock().expect("cache lock");
-        if cache.len() >= MAX_CACHED {
-            cache.clear();
-        }
-        cache.insert(key, built.clone());
-        Ok(built)
+        built
     }
 
     /// Runs the classification kernel and downloads its result.
