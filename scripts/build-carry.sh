@@ -43,5 +43,8 @@ cp benches/peers_extra.py .carry/
 decode_peers=../shared/bench/decode_peers.py
 [ -f "$decode_peers" ] || decode_peers=shared/bench/decode_peers.py
 [ -f "$decode_peers" ] && cp "$decode_peers" .carry/decode_peers.py
+flex_mods=../shared/bench/flex_mods.py
+[ -f "$flex_mods" ] || flex_mods=shared/bench/flex_mods.py
+[ -f "$flex_mods" ] && cp "$flex_mods" .carry/flex_mods.py
 du -sh .carry
 ls .carry .carry/tests

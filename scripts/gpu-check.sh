@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs on a GPU machine from the repository root, over the binaries of scripts/build-carry.sh:
-#   scripts/gpu-check.sh [tests] [sanitizer] [bench] [peers] [bench-apb] [bench-decode] [tune-quick] [tune-full]
+#   scripts/gpu-check.sh [tests] [sanitizer] [bench] [peers] [bench-apb] [bench-custom] [bench-decode] [tune-quick] [tune-full]
 #   (default: the first four). $TESTS, when set, names the test executables to run.
 # Logs go to $OUT (default /tmp/flashgen-out); a short summary is printed last.
 set -uo pipefail
@@ -43,7 +43,7 @@ for step in $steps; do
     sanitizer)
         rc=0
         for tool in memcheck racecheck; do
-            for t in gpu_kernels gpu_apb_compress gpu_apb_prefill gpu_decode; do
+            for t in gpu_kernels gpu_apb_compress gpu_apb_prefill gpu_decode gpu_custom; do
                 [ -x "$carry/tests/$t" ] || continue
                 compute-sanitizer --tool "$tool" --error-exitcode 9 --target-processes all \
                     "$carry/tests/$t" --include-ignored --test-threads=1 sanitizer_ \
@@ -64,6 +64,14 @@ for step in $steps; do
         "$carry"/bench-apb_prefill --json "$out/bench-apb_prefill.json" 2>&1 | tee "$out/bench-apb_prefill.log"
         [ "${PIPESTATUS[0]}" = 0 ] || rc=1
         summary+=("bench-apb: rc=$rc")
+        ;;
+    bench-custom)
+        "$carry"/bench-custom --json "$out/bench-custom.json" 2>&1 | tee "$out/bench-custom.log"
+        rc=${PIPESTATUS[0]}
+        if [ -f "$carry/flex_mods.py" ]; then
+            python3 "$carry/flex_mods.py" 2>&1 | tee "$out/flex_mods.log"
+        fi
+        summary+=("bench-custom: rc=$rc")
         ;;
     bench-decode)
         # flashgen's decode and the peers' (torch SDPA, FlexAttention) in one command, so both
