@@ -131,7 +131,12 @@ mod tests {
             e.contains("mask.txt") && e.contains("unknown name `x`") && e.ends_with('^'),
             "{e}"
         );
-        let e = apply(&["dense,d64,bf16".into()], &args)
+        std::fs::write(&mask, "k <= q").unwrap();
+        let no_params = DefinitionArgs {
+            mask_file: Some(mask.clone()),
+            ..Default::default()
+        };
+        let e = apply(&["dense,d64,bf16".into()], &no_params)
             .unwrap_err()
             .to_string();
         assert!(e.contains("no spec is a custom spec"), "{e}");
