@@ -2,6 +2,11 @@
 
 use super::{LaunchArgs, Schedule, Variant, VariantInfo};
 
+crate::param_block! {
+    /// No parameters of its own.
+    pub struct Params as "VariantParams" {}
+}
+
 pub const INFO: VariantInfo = VariantInfo {
     variant: Variant::Dense,
     name: "dense",
@@ -16,4 +21,5 @@ pub const INFO: VariantInfo = VariantInfo {
     includes: &["variants/dense.cuh"],
     schedule: Schedule::One("DenseSchedule<CAUSAL>"),
     params: &[],
+    block: &Params::LAYOUT,
 };

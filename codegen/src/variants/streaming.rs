@@ -3,6 +3,22 @@
 
 use super::{LaunchArgs, Schedule, Variant, VariantInfo, SINK, WINDOW};
 
+crate::param_block! {
+    /// Sink and window in tokens, as the streaming schedule reads them (`vp.streaming`); also a
+    /// part of the mixed variant's block.
+    pub struct StreamingArgs as "StreamingArgs" {
+        pub sink: i32,
+        pub window: i32,
+    }
+}
+
+crate::param_block! {
+    /// The streaming kernel's parameters.
+    pub struct Params as "VariantParams" {
+        pub streaming: StreamingArgs,
+    }
+}
+
 pub const INFO: VariantInfo = VariantInfo {
     variant: Variant::Streaming,
     name: "streaming",
@@ -17,4 +33,5 @@ pub const INFO: VariantInfo = VariantInfo {
     includes: &["variants/streaming.cuh"],
     schedule: Schedule::One("StreamingSchedule"),
     params: &[SINK, WINDOW],
+    block: &Params::LAYOUT,
 };
