@@ -3,7 +3,7 @@
 //! pos = i + prefix_len, every prefix key is visible and local key j' iff j' <= i, which is the
 //! dense causal schedule over the concatenated keys.
 
-use super::{LaunchArgs, Schedule, Variant, VariantInfo};
+use super::{LaunchArgs, Schedule, TilePrefs, Variant, VariantInfo};
 use crate::block::DataPtr;
 
 crate::param_block! {
@@ -34,4 +34,9 @@ pub const INFO: VariantInfo = VariantInfo {
     schedule: Schedule::One("DenseSchedule<true>"),
     params: &[],
     block: &Params::LAYOUT,
+    // The dense causal schedule: dense's tiles.
+    tiles: TilePrefs {
+        wgmma_d256_two_warpgroups: true,
+        ..TilePrefs::STANDARD
+    },
 };

@@ -1,7 +1,7 @@
 //! Block-sparse attention over a BSR block list; with `causal` also only keys at or before the
 //! query's position.
 
-use super::{LaunchArgs, Schedule, Variant, VariantInfo, BLOCK_K, BLOCK_Q};
+use super::{LaunchArgs, Schedule, TilePrefs, Variant, VariantInfo, BLOCK_K, BLOCK_Q};
 use crate::block::IntPtr;
 
 crate::param_block! {
@@ -46,4 +46,5 @@ pub const INFO: VariantInfo = VariantInfo {
     schedule: Schedule::One("BlockSparseSchedule<CAUSAL>"),
     params: &[BLOCK_Q, BLOCK_K],
     block: &Params::LAYOUT,
+    tiles: TilePrefs::STANDARD,
 };

@@ -4,7 +4,9 @@
 
 use super::block_sparse::BlockListArgs;
 use super::streaming::StreamingArgs;
-use super::{HeadCase, LaunchArgs, Schedule, Variant, VariantInfo, BLOCK_K, BLOCK_Q, SINK, WINDOW};
+use super::{
+    HeadCase, LaunchArgs, Schedule, TilePrefs, Variant, VariantInfo, BLOCK_K, BLOCK_Q, SINK, WINDOW,
+};
 use crate::block::IntPtr;
 
 crate::param_block! {
@@ -59,4 +61,10 @@ pub const INFO: VariantInfo = VariantInfo {
     ]),
     params: &[SINK, WINDOW, BLOCK_Q, BLOCK_K],
     block: &Params::LAYOUT,
+    // Four kind-specialised mainloops: two 16-row tiles per warp no longer fit in registers
+    // (ptxas spills).
+    tiles: TilePrefs {
+        sync_eight_warps: true,
+        ..TilePrefs::STANDARD
+    },
 };

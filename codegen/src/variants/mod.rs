@@ -145,6 +145,30 @@ pub enum Schedule {
     PerHead(&'static [HeadCase]),
 }
 
+/// What a variant's kernels prefer of their default tile ([`crate::default_tile`], which
+/// applies them per head dim and arch), measured per variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TilePrefs {
+    /// Keys per step of the one-warpgroup wgmma tiles (64 query rows over 4 warps) below
+    /// head dim 256.
+    pub wgmma_block_n: u32,
+    /// Whether d256 on sm_90a takes 128 query rows over two warpgroups (`m128n64w8s1-wgmma`)
+    /// instead of one warpgroup's `m64n64w4s1-wgmma`.
+    pub wgmma_d256_two_warpgroups: bool,
+    /// Whether the mma.sync tiles of 128 query rows take 8 warps (16 rows each) at the middle
+    /// head dims, where 4 warps' 32 rows each no longer fit in registers.
+    pub sync_eight_warps: bool,
+}
+
+impl TilePrefs {
+    /// The tiles of a variant with no measured preference of its own.
+    pub const STANDARD: TilePrefs = TilePrefs {
+        wgmma_block_n: 128,
+        wgmma_d256_two_warpgroups: false,
+        sync_eight_warps: false,
+    };
+}
+
 /// Everything codegen knows about one variant.
 #[derive(Debug)]
 pub struct VariantInfo {
@@ -172,6 +196,8 @@ pub struct VariantInfo {
     /// the layout of the `#[repr(C)]` struct its module declares with
     /// [`param_block!`](crate::param_block), which the runtime's host variant writes.
     pub block: &'static BlockLayout,
+    /// Its preferences for the default tile.
+    pub tiles: TilePrefs,
 }
 
 // Every block is the kernel's `VariantParams` and fits the runtime's launch buffer.
