@@ -4,6 +4,7 @@
 //! the CLI can use it anywhere.
 
 pub mod apb;
+pub mod block;
 pub mod decode;
 pub mod error;
 pub mod render;
@@ -30,4 +31,4 @@ pub use validate::{
 pub use variants::{LaunchArgs, VariantInfo, REGISTRY};
 
 /// Version of the kernel ABI (the parameter struct the runtime passes); bumped on any change.
-pub const KERNEL_ABI_VERSION: u32 = 3;
+pub const KERNEL_ABI_VERSION: u32 = 4;

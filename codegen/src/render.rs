@@ -142,7 +142,15 @@ pub fn template_digest() -> &'static str {
     DIGEST.get_or_init(|| {
         let registry: Vec<String> = REGISTRY
             .iter()
-            .map(|i| format!("{:?} {:?} {:?}", i.includes, i.schedule, i.prefix()))
+            .map(|i| {
+                format!(
+                    "{:?} {:?} {:?}\n{}",
+                    i.includes,
+                    i.schedule,
+                    i.prefix(),
+                    crate::block::declare(i.block)
+                )
+            })
             .collect();
         let registry = registry.join("\n");
         let mut all = templates().to_vec();
@@ -191,9 +199,10 @@ pub fn render(spec: &KernelSpec) -> Result<KernelSource, tera::Error> {
     ctx.insert("s_regs", &(tile.block_n / 2));
     ctx.insert("o_tiles", &(spec.head_dim / 8));
     ctx.insert("o_regs", &(spec.head_dim / 2));
-    // The variant's part: its schedule files, its schedule (one type, or one per head kind)
-    // and whether its keys come in two segments.
+    // The variant's part: its parameter block, its schedule files, its schedule (one type, or
+    // one per head kind) and whether its keys come in two segments.
     let info = spec.variant.info();
+    ctx.insert("variant_params", &crate::block::declare(info.block));
     let mut schedules = Vec::with_capacity(info.includes.len());
     for file in info.includes {
         schedules.push(tera().render(file, &ctx)?);
