@@ -3,11 +3,15 @@
 //! 4096-token budget, the selector amortised over 4 steps; and an LServe layer (half the kv
 //! heads streaming 128 + 256, half selected with a 4096-token budget) at b8 s128k. Effective
 //! bandwidth = bytes of K and V the exact result must read / time (HBM read: 4.47 TB/s on an
-//! H200). CUDA-event timing, median of repeated launches after a warm-up; prints a table and
-//! writes JSON.
+//! H200). Two CUDA-event timings, medians of repeated launches after a warm-up: device time
+//! (`us`: launches queued behind an L2 flush, the host never waiting, as the peers' timer does)
+//! and synchronous time (`sync us`: one launch at a time from an idle GPU, the host's work of
+//! checking and enqueueing the launch included). Prints a table and writes JSON.
 //!
-//!   cargo bench --bench decode -- [--json FILE]
+//!   cargo bench --bench decode -- [--json FILE] [--only TEXT]
 
+#[path = "common/gpu_time.rs"]
+mod gpu_time;
 #[path = "common/timing.rs"]
 mod timing;
 
@@ -35,6 +39,7 @@ struct Row {
     case: String,
     shape: String,
     us: f64,
+    sync_us: f64,
     kv_bytes: u64,
     tb_per_s: f64,
 }
@@ -84,6 +89,19 @@ fn filled(
     Ok((cache, table))
 }
 
+/// (device ms, synchronous ms) of a launch: see the module documentation.
+type Timed = (f64, f64);
+
+/// Both timings of `f`.
+fn both_ms(
+    rt: &Runtime,
+    mut f: impl FnMut() -> flashgen_runtime::Result<()>,
+) -> flashgen_runtime::Result<Timed> {
+    let device = gpu_time::device_median_ms(rt, WARMUP, REPS, &mut f)?;
+    let sync = timing::median_ms(rt, WARMUP, REPS, &mut f)?;
+    Ok((device, sync))
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let json = args
@@ -91,6 +109,16 @@ fn main() {
         .position(|a| a == "--json")
         .and_then(|i| args.get(i + 1))
         .cloned();
+    // `--only TEXT`: run only the cases whose "case shape" text contains TEXT (for profilers).
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let wanted = |case: &str, shape: &str| {
+        only.as_deref()
+            .is_none_or(|o| format!("{case} {shape}").contains(o))
+    };
     let rt = match Runtime::new(0) {
         Ok(rt) => rt,
         Err(e) => {
@@ -104,20 +132,21 @@ fn main() {
         rt.info().sm_count
     );
     println!(
-        "{:<44} {:<22} {:>10} {:>12} {:>8}",
-        "case", "shape", "us", "KV MB", "TB/s"
+        "{:<44} {:<22} {:>10} {:>10} {:>12} {:>8}",
+        "case", "shape", "us", "sync us", "KV MB", "TB/s"
     );
     let mut rows: Vec<Row> = Vec::new();
-    let mut report = |case: &str, shape: String, us: f64, kv_bytes: u64| {
+    let mut report = |case: &str, shape: String, (us, sync_us): (f64, f64), kv_bytes: u64| {
         let tb = kv_bytes as f64 / (us * 1e-6) / 1e12;
         println!(
-            "{case:<44} {shape:<22} {us:>10.1} {:>12.1} {tb:>8.2}",
+            "{case:<44} {shape:<22} {us:>10.1} {sync_us:>10.1} {:>12.1} {tb:>8.2}",
             kv_bytes as f64 / 1e6
         );
         rows.push(Row {
             case: case.into(),
             shape,
             us,
+            sync_us,
             kv_bytes,
             tb_per_s: tb,
         });
@@ -126,7 +155,10 @@ fn main() {
 
     for (batch, seq) in [(1, 32768), (1, 131072), (8, 32768), (32, 8192)] {
         let shape = format!("b{batch} s{seq}");
-        let result = (|| -> flashgen_runtime::Result<f64> {
+        if !wanted("dense decode", &shape) {
+            continue;
+        }
+        let result = (|| -> flashgen_runtime::Result<(f64, f64)> {
             let (cache, table) = filled(&rt, batch, seq)?;
             let q_layout = Layout::bhsd(batch, 1, HQ, D);
             let q = rt
@@ -138,7 +170,7 @@ fn main() {
                 .alloc_zeros::<bf16>(q_layout.required_len())
                 .expect("alloc");
             let mut lse = rt.stream().alloc_zeros::<f32>(batch * HQ).expect("alloc");
-            timing::median_ms(&rt, WARMUP, REPS, || {
+            both_ms(&rt, || {
                 rt.decode(
                     &cache,
                     &table,
@@ -158,10 +190,10 @@ fn main() {
             })
         })();
         match result {
-            Ok(ms) => report(
+            Ok((ms, sync_ms)) => report(
                 "dense decode",
                 shape,
-                ms * 1e3,
+                (ms * 1e3, sync_ms * 1e3),
                 batch as u64 * seq as u64 * token_bytes,
             ),
             Err(e) => println!("dense decode {shape}: failed: {e}"),
@@ -175,7 +207,10 @@ fn main() {
     ] {
         let seq = 131072;
         let shape = format!("b{batch} s{seq} budget {BUDGET}");
-        let result = (|| -> flashgen_runtime::Result<(f64, f64, f64)> {
+        if !wanted(case, &shape) {
+            continue;
+        }
+        let result = (|| -> flashgen_runtime::Result<(Timed, Timed, f64)> {
             let (cache, table) = filled(&rt, batch, seq)?;
             let q_layout = Layout::bhsd(batch, 1, HQ, D);
             let mut rng = Rng::new(11);
@@ -197,9 +232,7 @@ fn main() {
                 layout: q_layout,
             };
             let sel = selector.select(&rt, &cache, &table, qt())?;
-            let select_ms = timing::median_ms(&rt, WARMUP, REPS, || {
-                selector.select(&rt, &cache, &table, qt()).map(drop)
-            })?;
+            let select_ms = both_ms(&rt, || selector.select(&rt, &cache, &table, qt()).map(drop))?;
             let kinds: Vec<DecodeHeadKind> = (0..HKV)
                 .map(|h| {
                     if h % 2 == 0 {
@@ -223,7 +256,7 @@ fn main() {
             } else {
                 DecodeMask::Selected(&sel)
             };
-            let decode_ms = timing::median_ms(&rt, WARMUP, REPS, || {
+            let decode_ms = both_ms(&rt, || {
                 rt.decode(
                     &cache,
                     &table,
@@ -254,19 +287,22 @@ fn main() {
                 report(
                     &format!("{case}: decode"),
                     shape.clone(),
-                    decode_ms * 1e3,
+                    (decode_ms.0 * 1e3, decode_ms.1 * 1e3),
                     bytes,
                 );
                 report(
                     &format!("{case}: selector"),
                     shape.clone(),
-                    select_ms * 1e3,
+                    (select_ms.0 * 1e3, select_ms.1 * 1e3),
                     0,
                 );
                 report(
                     &format!("{case}: step"),
                     shape,
-                    (decode_ms + select_ms / 4.0) * 1e3,
+                    (
+                        (decode_ms.0 + select_ms.0 / 4.0) * 1e3,
+                        (decode_ms.1 + select_ms.1 / 4.0) * 1e3,
+                    ),
                     bytes,
                 );
             }

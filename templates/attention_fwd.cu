@@ -42,8 +42,8 @@ static_assert(BLOCK_M == WARPS * WARP_ROWS, "tile config");
 {%- endif %}
 static_assert(HEAD_DIM % 16 == 0 && BLOCK_N % 16 == 0, "tile config");
 
-{{ expr_prelude }}
-// The launch ABI, mirrored by flashgen_runtime::FlashParams. Strides are in elements.
+// The launch ABI: the parameters every variant shares, mirrored by
+// flashgen_runtime::FlashParams. Strides are in elements.
 struct FlashParams {
     const void* q;
     const void* k;
@@ -59,27 +59,12 @@ struct FlashParams {
     fg_i64 lse_batch_stride, lse_head_stride;
     int batch, heads_q, heads_kv, seqlen_q, seqlen_k;
     float scale_log2;
-    // Variant parameters; zero or null where the variant does not use them.
-    int sink, window;                              // streaming, in tokens
-    int block_q, block_k;                          // block-sparse mask block sizes
-    int list_heads, max_blocks;                    // block list heads (1 = shared), row capacity
-    fg_i64 list_batch_stride, list_head_stride;    // in block rows
-    const int* kv_count;                           // [batch, list_heads, q_blocks]
-    const int* kv_index;                           // [batch, list_heads, q_blocks, max_blocks]
-    const int* head_kind;                          // mixed: HeadKind of each query head
-    const int* head_order;                         // mixed: launch order of the heads
-    // APB: the anchor and passing blocks, [batch, prefix_len, heads_kv, HEAD_DIM] with strides.
-    const void* prefix_k;
-    const void* prefix_v;
-    fg_i64 prefix_k_batch_stride, prefix_k_row_stride, prefix_k_head_stride;
-    fg_i64 prefix_v_batch_stride, prefix_v_row_stride, prefix_v_head_stride;
-    int prefix_len;
-    // custom: full-block bits of the block list ([batch, list_heads, q_blocks, words]) and the
-    // definition's parameters.
-    const int* kv_full;
-    FgExprArgs expr;
 };
 
+// The variant's own parameters, the kernel's second parameter: declared once in Rust by the
+// variant's module (flashgen_codegen::variants), written by its host variant in the runtime;
+// the asserts hold the C layout to the Rust one.
+{{ variant_params }}
 // The variant's schedule files and the schedule its CTAs run (the variant registry,
 // flashgen_codegen::variants).
 {%- for code in schedule_code %}
@@ -199,7 +184,7 @@ __device__ __forceinline__ SeqRange fg_seq_range(const FlashParams& p, int batch
 // A template so that the mixed-heads kernel runs a mainloop specialised to each head kind (the
 // kind is uniform across a CTA), with no per-tile dispatch.
 template <class Schedule>
-__device__ __forceinline__ void fg_attention_tile(const FlashParams& p, elem_t* s_q, const int head) {
+__device__ __forceinline__ void fg_attention_tile(const FlashParams& p, const VariantParams& vp, elem_t* s_q, const int head) {
     elem_t* s_k = s_q + BLOCK_M * TILE_ROW;
     elem_t* s_v = s_k + STAGES * BLOCK_N * TILE_ROW;
 
@@ -212,7 +197,7 @@ __device__ __forceinline__ void fg_attention_tile(const FlashParams& p, elem_t* 
     const SeqRange seq = fg_seq_range(p, batch);
     const int sq = seq.sq;
 {%- if prefix %}
-    const int sk = seq.sk + p.prefix_len;  // keys: the prefix, then the local block
+    const int sk = seq.sk + vp.prefix_len;  // keys: the prefix, then the local block
 {%- else %}
     const int sk = seq.sk;
 {%- endif %}
@@ -226,11 +211,11 @@ __device__ __forceinline__ void fg_attention_tile(const FlashParams& p, elem_t* 
 {%- if prefix %}
     constexpr bool SEGMENTED = true;
     const RowSource k_src = {k, p.k_row_stride,
-                             static_cast<const elem_t*>(p.prefix_k) + batch * p.prefix_k_batch_stride + kv_head * p.prefix_k_head_stride,
-                             p.prefix_k_row_stride, p.prefix_len};
+                             static_cast<const elem_t*>(vp.prefix_k) + batch * vp.prefix_k_batch_stride + kv_head * vp.prefix_k_head_stride,
+                             vp.prefix_k_row_stride, vp.prefix_len};
     const RowSource v_src = {v, p.v_row_stride,
-                             static_cast<const elem_t*>(p.prefix_v) + batch * p.prefix_v_batch_stride + kv_head * p.prefix_v_head_stride,
-                             p.prefix_v_row_stride, p.prefix_len};
+                             static_cast<const elem_t*>(vp.prefix_v) + batch * vp.prefix_v_batch_stride + kv_head * vp.prefix_v_head_stride,
+                             vp.prefix_v_row_stride, vp.prefix_len};
 {%- else %}
     constexpr bool SEGMENTED = false;
     const RowSource k_src = {k, p.k_row_stride, k, 0, 0};
@@ -239,7 +224,7 @@ __device__ __forceinline__ void fg_attention_tile(const FlashParams& p, elem_t* 
     const RowSource q_src = {q, p.q_row_stride, q, 0, 0};
 
     Schedule sched;
-    sched.init(p, batch, head, m_block, sq, sk);
+    sched.init(p, vp, batch, head, m_block, sq, sk);
     const int steps = sched.count();
     // A score modifier leaves its scores in base-2 units: the softmax then scales by 1.
     const float softmax_scale_log2 = SCORE_MOD ? 1.f : p.scale_log2;
@@ -654,7 +639,7 @@ __device__ __forceinline__ void fg_attention_tile(const FlashParams& p, elem_t* 
     }
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const FlashParams p) {
+extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const FlashParams p, const VariantParams vp) {
     extern __shared__ __align__(16) unsigned char fg_smem[];
 {%- if mma == "wgmma" %}
     // Swizzle atoms need 1 KiB alignment (the allocation has the slack).
@@ -665,13 +650,13 @@ extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const Fl
 
 {%- if head_cases %}
     // Heads run in the given order (heavy kinds first) so cheap heads fill the tail of the grid.
-    const int head = p.head_order[blockIdx.y];
-    switch (p.head_kind[head]) {
+    const int head = vp.head_order[blockIdx.y];
+    switch (vp.head_kind[head]) {
 {%- for case in head_cases %}
-        {% if loop.last %}default{% else %}case {{ case.kind }}{% endif %}: fg_attention_tile<{{ case.schedule }}>(p, s_q, head); break;
+        {% if loop.last %}default{% else %}case {{ case.kind }}{% endif %}: fg_attention_tile<{{ case.schedule }}>(p, vp, s_q, head); break;
 {%- endfor %}
     }
 {%- else %}
-    fg_attention_tile<Schedule>(p, s_q, blockIdx.y);
+    fg_attention_tile<Schedule>(p, vp, s_q, blockIdx.y);
 {%- endif %}
 }

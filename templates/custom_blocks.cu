@@ -6,7 +6,7 @@
 // stops early once it has shown both a visible and a hidden pair (partial).
 
 typedef long long fg_i64;
-{{ expr_prelude }}
+{{ expr_args }}
 {{ custom_code }}
 
 struct FgBlocksParams {

@@ -4,6 +4,7 @@
 //! the CLI can use it anywhere.
 
 pub mod apb;
+pub mod block;
 pub mod decode;
 pub mod error;
 pub mod expr;

@@ -142,7 +142,15 @@ pub fn template_digest() -> &'static str {
     DIGEST.get_or_init(|| {
         let registry: Vec<String> = REGISTRY
             .iter()
-            .map(|i| format!("{:?} {:?} {:?}", i.includes, i.schedule, i.prefix()))
+            .map(|i| {
+                format!(
+                    "{:?} {:?} {:?}\n{}",
+                    i.includes,
+                    i.schedule,
+                    i.prefix(),
+                    crate::block::declare(i.block)
+                )
+            })
             .collect();
         let registry = registry.join("\n");
         let mut all = templates().to_vec();
@@ -191,9 +199,10 @@ pub fn render(spec: &KernelSpec) -> Result<KernelSource, tera::Error> {
     ctx.insert("s_regs", &(tile.block_n / 2));
     ctx.insert("o_tiles", &(spec.head_dim / 8));
     ctx.insert("o_regs", &(spec.head_dim / 2));
-    // The variant's part: its schedule files, its schedule (one type, or one per head kind)
-    // and whether its keys come in two segments.
+    // The variant's part: its parameter block, its schedule files, its schedule (one type, or
+    // one per head kind) and whether its keys come in two segments.
     let info = spec.variant.info();
+    ctx.insert("variant_params", &crate::block::declare(info.block));
     // The custom variant's definition, rendered from its checked tree (never the user's text).
     let definition = spec.definition.map(|d| d.get());
     let custom_code = match definition {
@@ -212,7 +221,6 @@ pub fn render(spec: &KernelSpec) -> Result<KernelSource, tera::Error> {
         schedules.push(tera().render(file, &ctx)?);
     }
     ctx.insert("schedule_code", &schedules);
-    ctx.insert("expr_prelude", crate::expr::render::PRELUDE);
     match info.schedule {
         Schedule::One(ty) => {
             ctx.insert("schedule", ty);
@@ -253,7 +261,7 @@ pub fn render_custom_blocks(
     let kernel_name = format!("flashgen_custom_blocks_x{}", &mods.digest()[..16]);
     let mut ctx = Context::new();
     ctx.insert("kernel_name", &kernel_name);
-    ctx.insert("expr_prelude", crate::expr::render::PRELUDE);
+    ctx.insert("expr_args", &crate::expr::args::declaration());
     ctx.insert("custom_code", &mods.render_cuda());
     let code = tera.render(CUSTOM_BLOCKS_TEMPLATE.0, &ctx)?;
     Ok(KernelSource {

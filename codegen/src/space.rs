@@ -1,6 +1,6 @@
 //! The tile search space and the heuristic default config.
 
-use crate::spec::{Arch, AttentionSpec, Mma, TileConfig, Variant};
+use crate::spec::{Arch, AttentionSpec, Mma, TileConfig};
 use crate::validate::validate;
 
 /// Every tile config the templates support for `spec` on `arch`, in a stable order.
@@ -30,38 +30,35 @@ pub fn search_space(spec: &AttentionSpec, arch: Arch) -> Vec<TileConfig> {
 /// default: streaming 441 vs 402, block-sparse 450 vs 396, mixed heads 473 vs 440, causal
 /// 495 vs 468 (s4096 448 vs 406, s16384 497 vs 471). At d64 it lost (causal s16384 378 vs
 /// 419), so d64 keeps the plain loop; varlen was not measured with it. Non-causal dense d128
-/// s16384: 8.93 ms pipelined vs 9.51 ms plain (493 vs 462 TFLOP/s, same run).
-/// Streaming takes 64-key tiles: 168 registers and 49 KiB let three CTAs share an SM, which
-/// hides the prologue of its short CTAs (s32768 sink 128 window 2048: 2.39 ms vs 2.50 ms at
-/// 64x128 in the same run; a sweep of every tile also ranked 64x64 first). APB d128 takes the
-/// pipelined loop too: the simulated 4-host prefill at 128k ran 28.8 ms against 36.6 ms on
+/// s16384: 8.93 ms pipelined vs 9.51 ms plain (493 vs 462 TFLOP/s, same run). APB d128 takes
+/// the pipelined loop too: the simulated 4-host prefill at 128k ran 28.8 ms against 36.6 ms on
 /// `m64n128w4s1-wgmma`.
 /// Elsewhere FlashAttention-2's shapes (128 query rows over 4 warps, 64 keys a step) where
 /// registers allow, 16 rows per warp for the largest head dim.
+/// What a variant measured better for itself (the key tile of the wgmma loops, the d256
+/// warpgroups, the warps of the mma.sync tiles) is its registry row's
+/// [`TilePrefs`](crate::variants::TilePrefs).
 pub fn default_tile(spec: &AttentionSpec, arch: Arch) -> TileConfig {
+    let prefs = spec.variant.info().tiles;
     // Every variant at d128, except varlen batches.
     let pipelined = !spec.varlen && spec.head_dim == 128;
-    let hopper = match (spec.variant, spec.head_dim) {
-        _ if pipelined && spec.variant == Variant::Streaming => {
-            TileConfig::new(64, 64, 4, 1).with_mma(Mma::WgmmaPipelined)
+    let hopper = match spec.head_dim {
+        256 if prefs.wgmma_d256_two_warpgroups => {
+            TileConfig::new(128, 64, 8, 1).with_mma(Mma::Wgmma)
         }
-        _ if pipelined => TileConfig::new(64, 128, 4, 1).with_mma(Mma::WgmmaPipelined),
-        // Measured by a full tune on an H100 (dense d128: 1.16-1.25x over m128n128w8s1).
-        (Variant::Dense | Variant::Apb, 256) => TileConfig::new(128, 64, 8, 1).with_mma(Mma::Wgmma),
-        (Variant::Streaming, _) | (_, 256) => TileConfig::new(64, 64, 4, 1).with_mma(Mma::Wgmma),
-        _ => TileConfig::new(64, 128, 4, 1).with_mma(Mma::Wgmma),
+        256 => TileConfig::new(64, 64, 4, 1).with_mma(Mma::Wgmma),
+        _ => TileConfig::new(64, prefs.wgmma_block_n, 4, 1).with_mma(if pipelined {
+            Mma::WgmmaPipelined
+        } else {
+            Mma::Wgmma
+        }),
     };
     let preferred = match spec.head_dim {
         256 | 32 => TileConfig::new(64, 64, 4, 1),
         64 => TileConfig::new(128, 64, 4, 2),
-        // With both lse and varlen, with the mixed kernel's four kind-specialised mainloops, or
-        // with the custom schedule's state, two 16-row tiles per warp no longer fit in
-        // registers (ptxas spills).
-        _ if (spec.lse && spec.varlen)
-            || matches!(spec.variant, Variant::Mixed | Variant::Custom) =>
-        {
-            TileConfig::new(128, 64, 8, 1)
-        }
+        // With both lse and varlen two 16-row tiles per warp no longer fit in registers
+        // (ptxas spills).
+        _ if (spec.lse && spec.varlen) || prefs.sync_eight_warps => TileConfig::new(128, 64, 8, 1),
         _ => TileConfig::new(128, 64, 4, 1),
     };
     for tile in [hopper, preferred] {
@@ -131,7 +128,31 @@ pub fn default_set() -> Vec<AttentionSpec> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::DType;
+    use crate::spec::{DType, Variant};
+
+    /// Each variant's `TilePrefs` reach its default tile; a variant without preferences gets
+    /// the standard tiles.
+    #[test]
+    fn default_tiles_follow_the_variants_preferences() {
+        let tile = |v, hd, arch| {
+            default_tile(&AttentionSpec::new(v, hd, DType::Bf16, false), arch).to_string()
+        };
+        let sm90 = Arch::SM90;
+        assert_eq!(
+            tile(Variant::Streaming, 128, sm90),
+            "m64n64w4s1-wgmma-pipelined"
+        );
+        assert_eq!(
+            tile(Variant::Dense, 128, sm90),
+            "m64n128w4s1-wgmma-pipelined"
+        );
+        assert_eq!(tile(Variant::Streaming, 64, sm90), "m64n64w4s1-wgmma");
+        assert_eq!(tile(Variant::BlockSparse, 64, sm90), "m64n128w4s1-wgmma");
+        assert_eq!(tile(Variant::Apb, 256, sm90), "m128n64w8s1-wgmma");
+        assert_eq!(tile(Variant::Mixed, 256, sm90), "m64n64w4s1-wgmma");
+        assert_eq!(tile(Variant::Mixed, 128, Arch::SM80), "m128n64w8s1");
+        assert_eq!(tile(Variant::Dense, 128, Arch::SM80), "m128n64w4s1");
+    }
 
     #[test]
     fn block_lists_get_the_nearest_dividing_tile() {

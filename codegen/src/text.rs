@@ -32,6 +32,14 @@ impl fmt::Display for AttentionSpec {
     }
 }
 
+impl std::str::FromStr for AttentionSpec {
+    type Err = SpecError;
+    /// [`parse_attention_spec`].
+    fn from_str(text: &str) -> Result<Self, SpecError> {
+        parse_attention_spec(text)
+    }
+}
+
 impl KernelSpec {
     /// The spec text without the tile (the [`AttentionSpec`]'s): the key of tuned config
     /// entries and what the macro declares when no tile is given.

@@ -29,7 +29,9 @@
 
 use crate::files::read_regular;
 use crate::runtime::DeviceInfo;
-use flashgen_codegen::{parse_spec, parse_tile, validate, Arch, AttentionSpec, TileConfig};
+use flashgen_codegen::{
+    parse_attention_spec, parse_tile, validate, Arch, AttentionSpec, TileConfig,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsString;
@@ -305,11 +307,38 @@ impl ConfigHeader {
     }
 }
 
+/// The text form of an entry's spec in the file ([`spec_key`]), parsed once when the entry is
+/// read.
+mod spec_text {
+    use super::{parse_attention_spec, parse_tile, spec_key, AttentionSpec};
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(spec: &AttentionSpec, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&spec_key(spec))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<AttentionSpec, D::Error> {
+        let text = String::deserialize(d)?;
+        // Any part after the variant that is a tile: said plainly, not as a parse error.
+        if text
+            .split(',')
+            .skip(1)
+            .any(|p| parse_tile(p.trim()).is_ok())
+        {
+            return Err(D::Error::custom(
+                "the spec key must not include a tile; the tile goes in `tile`",
+            ));
+        }
+        parse_attention_spec(&text).map_err(D::Error::custom)
+    }
+}
+
 /// One tuned result: the winning tile of a spec on a shape bucket.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ConfigEntry {
-    /// The spec without its tile, as [`spec_key`] writes it.
-    pub spec: String,
+    /// The spec without its tile; written as its text ([`spec_key`]), parsed when read.
+    #[serde(with = "spec_text")]
+    pub spec: AttentionSpec,
     pub seq: SeqClass,
     pub gqa: u32,
     pub density: DensityClass,
@@ -334,8 +363,9 @@ impl ConfigEntry {
         }
     }
 
-    fn sort_key(&self) -> (&str, Bucket) {
-        (self.spec.as_str(), self.bucket())
+    /// What identifies an entry: its spec and bucket.
+    fn key(&self) -> (AttentionSpec, Bucket) {
+        (self.spec, self.bucket())
     }
 }
 
@@ -374,21 +404,11 @@ fn entry_name(value: &toml::Value) -> String {
 /// The largest config file read. A tune writes about 200 bytes an entry.
 pub const MAX_CONFIG_BYTES: u64 = 64 << 20;
 
-/// Checks one entry against the config's arch and writes its spec key canonically; the reason
+/// Checks one entry (its spec parsed as it was read) against the config's arch; the reason
 /// when it cannot be used.
-fn check_entry(e: &mut ConfigEntry, arch: Arch) -> Result<(), String> {
-    let spec = parse_spec(&e.spec, arch).map_err(|err| err.to_string())?;
-    // The key is the spec without a tile: any part after the variant that is a tile.
-    if e.spec
-        .split(',')
-        .skip(1)
-        .any(|p| parse_tile(p.trim()).is_ok())
-    {
-        return Err("the spec key must not include a tile; the tile goes in `tile`".into());
-    }
-    e.spec = spec_key(&spec.attention());
+fn check_entry(e: &ConfigEntry, arch: Arch) -> Result<(), String> {
     let tile = parse_tile(&e.tile).map_err(|err| format!("tile: {err}"))?;
-    validate(&spec.with_tile(tile), arch).map_err(|err| format!("tile {}: {err}", e.tile))?;
+    validate(&e.spec.with_tile(tile), arch).map_err(|err| format!("tile {}: {err}", e.tile))?;
     if let Some(runner_up) = &e.runner_up {
         parse_tile(runner_up).map_err(|err| format!("runner_up: {err}"))?;
     }
@@ -413,7 +433,7 @@ impl TunedConfig {
 
     /// Adds an entry, replacing one with the same spec and bucket.
     pub fn insert(&mut self, entry: ConfigEntry) {
-        self.entries.retain(|e| e.sort_key() != entry.sort_key());
+        self.entries.retain(|e| e.key() != entry.key());
         self.entries.push(entry);
         self.normalize();
     }
@@ -422,25 +442,27 @@ impl TunedConfig {
     /// One pass through a map keyed by spec and bucket: O(n log n) in the entries.
     pub fn merge(&mut self, other: TunedConfig) {
         self.tuned_on = other.tuned_on;
-        let mut by_key: BTreeMap<(String, Bucket), ConfigEntry> = BTreeMap::new();
+        let mut by_key: BTreeMap<(AttentionSpec, Bucket), ConfigEntry> = BTreeMap::new();
         for entry in std::mem::take(&mut self.entries)
             .into_iter()
             .chain(other.entries)
         {
-            by_key.insert((entry.spec.clone(), entry.bucket()), entry);
+            by_key.insert(entry.key(), entry);
         }
         self.entries = by_key.into_values().collect();
         self.normalize();
     }
 
-    /// Sorts entries (spec, then bucket) and rounds times.
+    /// Sorts entries (spec text, then bucket: the order files have always been written in)
+    /// and rounds times.
     pub fn normalize(&mut self) {
         for e in &mut self.entries {
             e.ms = round_ms(e.ms);
             e.default_ms = round_ms(e.default_ms);
             e.runner_up_ms = e.runner_up_ms.map(round_ms);
         }
-        self.entries.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+        self.entries
+            .sort_by_cached_key(|e| (spec_key(&e.spec), e.bucket()));
     }
 
     /// The TOML text of the config (sorted).
@@ -481,9 +503,9 @@ impl TunedConfig {
             let checked = value
                 .try_into::<ConfigEntry>()
                 .map_err(|e| e.to_string().trim_end().to_string())
-                .and_then(|mut e| {
-                    check_entry(&mut e, arch)?;
-                    match seen.insert((e.spec.clone(), e.bucket())) {
+                .and_then(|e| {
+                    check_entry(&e, arch)?;
+                    match seen.insert(e.key()) {
                         true => Ok(e),
                         false => Err("the same spec and bucket as an earlier entry".to_string()),
                     }
@@ -563,11 +585,10 @@ impl TunedConfig {
     /// The entry of `spec` in the bucket nearest to `shape`: nearest sequence class, then GQA
     /// ratio, then density class.
     pub fn lookup_entry(&self, spec: &AttentionSpec, shape: &ShapeKey) -> Option<&ConfigEntry> {
-        let key = spec_key(spec);
         let want = shape.bucket();
         self.entries
             .iter()
-            .filter(|e| e.spec == key)
+            .filter(|e| e.spec == *spec)
             .min_by_key(|e| want.distance(&e.bucket()))
     }
 
@@ -580,11 +601,10 @@ impl TunedConfig {
         shape: &ShapeKey,
         accept: impl Fn(&TileConfig) -> bool,
     ) -> Option<TileConfig> {
-        let key = spec_key(spec);
         let want = shape.bucket();
         self.entries
             .iter()
-            .filter(|e| e.spec == key)
+            .filter(|e| e.spec == *spec)
             .filter_map(|e| Some((want.distance(&e.bucket()), parse_tile(&e.tile).ok()?)))
             .filter(|(_, tile)| accept(tile))
             .min_by_key(|(distance, _)| *distance)
@@ -791,7 +811,7 @@ mod tests {
         tile: &str,
     ) -> ConfigEntry {
         ConfigEntry {
-            spec: spec.into(),
+            spec: spec.parse().unwrap(),
             seq,
             gqa,
             density,
@@ -847,7 +867,7 @@ mod tests {
         assert_eq!(spec_key(&s), "block-sparse,d64,f16,varlen");
         // The key parses back to the same spec, and is a kernel's key (with any tile).
         assert_eq!(flashgen_codegen::parse_attention_spec(&spec_key(&s)), Ok(s));
-        let back = parse_spec(&spec_key(&s), Arch::SM80).unwrap();
+        let back = flashgen_codegen::parse_spec(&spec_key(&s), Arch::SM80).unwrap();
         assert_eq!(back.key(), spec_key(&s));
     }
 
@@ -895,7 +915,7 @@ mod tests {
         let keys: Vec<_> = back
             .entries
             .iter()
-            .map(|e| (e.spec.clone(), e.bucket()))
+            .map(|e| (e.spec.to_string(), e.bucket()))
             .collect();
         let mut sorted = keys.clone();
         sorted.sort();
@@ -1252,6 +1272,46 @@ mod tests {
         assert!(warnings[0].contains("same spec and bucket"), "{warnings:?}");
     }
 
+    /// A file as tuned configs have always been written loads with its specs parsed, and is
+    /// written back byte for byte.
+    #[test]
+    fn spec_text_is_parsed_once_and_written_back_unchanged() {
+        let text = r#"[tuned_on]
+gpu = "NVIDIA H100 80GB HBM3"
+compute_capability = "9.0"
+sm_count = 132
+nvrtc = "13.0"
+template_digest = "3f5c"
+flashgen_version = "0.1.0"
+
+[[entry]]
+spec = "block-sparse,d64,f16,causal,varlen"
+seq = "<=4k"
+gqa = 4
+density = "<10%"
+tile = "m64n64w4s1"
+ms = 1.0
+default_ms = 1.5
+
+[[entry]]
+spec = "dense,d128,bf16,causal,lse"
+seq = "<=16k"
+gqa = 1
+density = ">=50%"
+tile = "m128n128w8s1-wgmma"
+ms = 1.2345
+runner_up = "m128n64w4s1-wgmma"
+runner_up_ms = 1.2801
+default_ms = 1.2345
+"#;
+        let (c, warnings) = TunedConfig::from_toml_checked(text, Path::new("t.toml")).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let want = AttentionSpec::new(Variant::BlockSparse, 64, DType::F16, true).with_varlen(true);
+        assert_eq!(c.entries[0].spec, want);
+        assert_eq!(c.entries[1].spec, dense_spec());
+        assert_eq!(c.to_toml(), text);
+    }
+
     #[test]
     fn every_variant_loads() {
         // A spec key that starts with `m` (mixed) is not a tile.
@@ -1315,10 +1375,9 @@ mod tests {
         assert_eq!(tile_of(500), HashSet::from(["m64n64w4s1"]));
         assert_eq!(tile_of(501), HashSet::from(["m128n64w4s1"]));
         assert_eq!(tile_of(1500), HashSet::from(["m128n64w4s1"]));
-        assert!(old
-            .entries
-            .windows(2)
-            .all(|w| w[0].sort_key() < w[1].sort_key()));
+        assert!(old.entries.windows(2).all(
+            |w| (w[0].spec.to_string(), w[0].bucket()) < (w[1].spec.to_string(), w[1].bucket())
+        ));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::error::{invalid, DriverContext, Result};
 use crate::masks::BlockMask;
 use cudarc::driver::{CudaSlice, CudaStream, DeviceRepr};
 use flashgen_codegen::expr::{
-    eval, Bindings, CustomMods, Kind, ParamType, Value, Var, VectorData, MAX_SCALARS, MAX_VECTORS,
+    eval, Bindings, CustomMods, ExprArgs, Kind, ParamType, Value, Var, VectorData,
 };
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,18 +16,6 @@ use std::sync::Arc;
 /// The query and key block sizes of a classification the runtime builds itself: FlexAttention's
 /// default, a multiple of every tile's `block_m` and `block_n`.
 pub const DEFAULT_BLOCK: usize = 128;
-
-/// `FgExprArgs` of the templates: vector pointers and lengths, scalar values (f32 as bits).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ExprArgs {
-    pub vectors: [u64; MAX_VECTORS],
-    pub vector_len: [i32; MAX_VECTORS],
-    pub scalars: [i32; MAX_SCALARS],
-}
-
-// SAFETY: plain old data with the C layout the templates declare.
-unsafe impl DeviceRepr for ExprArgs {}
 
 /// The element type of a device vector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -374,11 +362,11 @@ pub fn expr_args(mods: &CustomMods, values: &[CustomValue], pointers: &[u64]) ->
     let mut vec_at = 0;
     for (p, v) in mods.params().iter().zip(values) {
         match v {
-            CustomValue::Int(x) => a.scalars[p.slot] = *x,
-            CustomValue::Float(x) => a.scalars[p.slot] = x.to_bits() as i32,
+            CustomValue::Int(x) => a.set_scalar(p.slot, *x),
+            CustomValue::Float(x) => a.set_scalar(p.slot, x.to_bits() as i32),
             CustomValue::Vector(vector) => {
-                a.vectors[p.slot] = pointers.get(vec_at).copied().unwrap_or(0);
-                a.vector_len[p.slot] = vector.len() as i32;
+                let ptr = pointers.get(vec_at).copied().unwrap_or(0);
+                a.set_vector(p.slot, ptr, vector.len() as i32);
                 vec_at += 1;
             }
         }
@@ -593,16 +581,23 @@ impl DeviceCustomBlocks {
 mod tests {
     use super::*;
 
+    /// `FgBlocksParams` of the classification template has the Rust struct's layout.
     #[test]
-    fn expr_args_match_the_template_struct() {
-        assert_eq!(std::mem::size_of::<ExprArgs>(), 128);
-        assert_eq!(std::mem::size_of::<BlocksParams>(), 80 + 128);
+    fn blocks_params_match_the_template_struct() {
+        assert_eq!(std::mem::size_of::<ExprArgs>(), 64);
+        assert_eq!(std::mem::size_of::<BlocksParams>(), 80 + 64);
+        assert_eq!(std::mem::offset_of!(BlocksParams, expr), 80);
+        let (_, template) = flashgen_codegen::render::CUSTOM_BLOCKS_TEMPLATE;
+        let start = template.find("struct FgBlocksParams {").expect("declared");
+        let end = start + template[start..].find("};").expect("closed") + 2;
         let code = format!(
-            "{}\ntypedef long long fg_i64;\n\
-             static_assert(sizeof(FgExprArgs) == 128, \"size\");\n\
-             static_assert(alignof(FgExprArgs) == 8, \"alignment\");\n\
-             extern \"C\" __global__ void flashgen_abi_check(const FgExprArgs a) {{}}\n",
-            flashgen_codegen::expr::render::PRELUDE
+            "typedef long long fg_i64;\n{}\n{}\n\
+             static_assert(sizeof(FgBlocksParams) == {}, \"size\");\n\
+             static_assert(__INTADDR__(&(((FgBlocksParams*)0)->expr)) == 80, \"expr\");\n\
+             extern \"C\" __global__ void flashgen_abi_check(const FgBlocksParams a) {{}}\n",
+            flashgen_codegen::expr::args::declaration(),
+            &template[start..end],
+            std::mem::size_of::<BlocksParams>()
         );
         let source = flashgen_codegen::KernelSource {
             kernel_name: "flashgen_abi_check".into(),

@@ -64,7 +64,7 @@ pub use masks::{
     dense_density, heavy_first_order, BlockMask, HeadKind, MaskError, StreamingParams,
 };
 pub use module::{LoadedKernel, LoadedModule, ModuleKey};
-pub use params::FlashParams;
+pub use params::{FlashParams, VariantBlock};
 pub use plan::{check_launch, plan, Plan};
 pub use runtime::{AttentionArgs, DeviceInfo, Element, Mask, Runtime, Tensor, TensorMut};
 pub use tuned::TileSource;

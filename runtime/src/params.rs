@@ -1,8 +1,11 @@
-//! The kernel's launch ABI: one parameter struct passed by value, byte for byte the
-//! `FlashParams` of `templates/attention_fwd.cu` (version `KERNEL_ABI_VERSION`).
+//! The kernel's launch ABI (version `KERNEL_ABI_VERSION`): two parameters passed by value,
+//! the shared [`FlashParams`], byte for byte the `FlashParams` of `templates/attention_fwd.cu`,
+//! and the variant's own block ([`VariantBlock`]: the bytes of the `#[repr(C)]` struct the
+//! variant declares in codegen, whose C declaration the renderer asserts against its layout).
 
-use crate::custom::ExprArgs;
 use cudarc::driver::DeviceRepr;
+use flashgen_codegen::block::{BlockValue, MAX_BLOCK_BYTES};
+use std::any::TypeId;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -34,33 +37,52 @@ pub struct FlashParams {
     pub seqlen_q: i32,
     pub seqlen_k: i32,
     pub scale_log2: f32,
-    pub sink: i32,
-    pub window: i32,
-    pub block_q: i32,
-    pub block_k: i32,
-    pub list_heads: i32,
-    pub max_blocks: i32,
-    pub list_batch_stride: i64,
-    pub list_head_stride: i64,
-    pub kv_count: u64,
-    pub kv_index: u64,
-    pub head_kind: u64,
-    pub head_order: u64,
-    pub prefix_k: u64,
-    pub prefix_v: u64,
-    pub prefix_k_batch_stride: i64,
-    pub prefix_k_row_stride: i64,
-    pub prefix_k_head_stride: i64,
-    pub prefix_v_batch_stride: i64,
-    pub prefix_v_row_stride: i64,
-    pub prefix_v_head_stride: i64,
-    pub prefix_len: i32,
-    pub kv_full: u64,
-    pub expr: ExprArgs,
 }
 
 // SAFETY: plain old data with the C layout the kernel declares.
 unsafe impl DeviceRepr for FlashParams {}
+
+/// A variant's parameter block as the kernel's second parameter: the bytes of one block value,
+/// zero past its end. The launch passes the address of `bytes`; the driver copies
+/// `sizeof(VariantParams)` bytes from it, which the block's static layout asserts make the
+/// written struct's size.
+#[repr(C, align(16))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VariantBlock {
+    bytes: [u8; MAX_BLOCK_BYTES],
+    len: usize,
+    /// The Rust type written, so a reader of the wrong variant's block gets `None`.
+    written: TypeId,
+}
+
+// SAFETY: plain bytes first (`repr(C)`), at least as many as the kernel's `VariantParams`
+// occupies (codegen checks every registered block against `MAX_BLOCK_BYTES` at compile time).
+unsafe impl DeviceRepr for VariantBlock {}
+
+impl VariantBlock {
+    /// The block of `value`.
+    pub fn new<T: BlockValue>(value: &T) -> VariantBlock {
+        const { assert!(std::mem::size_of::<T>() <= MAX_BLOCK_BYTES) };
+        let len = std::mem::size_of::<T>();
+        let mut bytes = [0; MAX_BLOCK_BYTES];
+        value.write_to(&mut bytes[..len]);
+        VariantBlock {
+            bytes,
+            len,
+            written: TypeId::of::<T>(),
+        }
+    }
+
+    /// The bytes the block value occupies.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    /// The block value, if it is a `T` (the block of `T`'s variant).
+    pub fn get<T: BlockValue>(&self) -> Option<T> {
+        (self.written == TypeId::of::<T>()).then(|| T::read_from(self.bytes()))
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -103,29 +125,6 @@ mod tests {
             seqlen_q,
             seqlen_k,
             scale_log2,
-            sink,
-            window,
-            block_q,
-            block_k,
-            list_heads,
-            max_blocks,
-            list_batch_stride,
-            list_head_stride,
-            kv_count,
-            kv_index,
-            head_kind,
-            head_order,
-            prefix_k,
-            prefix_v,
-            prefix_k_batch_stride,
-            prefix_k_row_stride,
-            prefix_k_head_stride,
-            prefix_v_batch_stride,
-            prefix_v_row_stride,
-            prefix_v_head_stride,
-            prefix_len,
-            kv_full,
-            expr,
         )
     }
 
@@ -165,7 +164,6 @@ mod tests {
                     (true, _) => 8,
                     (false, "fg_i64" | "long long") => 8,
                     (false, "int" | "float") => 4,
-                    (false, "FgExprArgs") => std::mem::size_of::<ExprArgs>(),
                     (false, other) => panic!("FlashParams field {name}: unknown type {other}"),
                 };
                 fields.push((name.trim_start_matches('*').to_string(), size));
@@ -183,8 +181,7 @@ mod tests {
         let mut offset = 0usize;
         let mut c_layout = Vec::new();
         for (name, size) in template_fields(&text) {
-            // Structs align to their widest member (8 bytes here).
-            offset = offset.next_multiple_of(size.min(8));
+            offset = offset.next_multiple_of(size);
             c_layout.push((name, offset));
             offset += size;
         }
@@ -196,11 +193,10 @@ mod tests {
         assert_eq!(offset.next_multiple_of(8), size_of::<FlashParams>());
 
         let code = format!(
-            "typedef long long fg_i64;\n{}\n{text}\n\
+            "typedef long long fg_i64;\n{text}\n\
              static_assert(sizeof(FlashParams) == {}, \"size\");\n\
              static_assert(alignof(FlashParams) == {}, \"alignment\");\n\
              extern \"C\" __global__ void flashgen_abi_check(const FlashParams p) {{}}\n",
-            flashgen_codegen::expr::render::PRELUDE,
             size_of::<FlashParams>(),
             std::mem::align_of::<FlashParams>()
         );
@@ -217,16 +213,68 @@ mod tests {
 
     #[test]
     fn layout_matches_the_template() {
-        assert_eq!(size_of::<FlashParams>(), 472);
-        assert_eq!(offset_of!(FlashParams, kv_full), 336);
-        assert_eq!(offset_of!(FlashParams, expr), 344);
+        assert_eq!(size_of::<FlashParams>(), 192);
         assert_eq!(offset_of!(FlashParams, q_batch_stride), 56);
         assert_eq!(offset_of!(FlashParams, batch), 168);
         assert_eq!(offset_of!(FlashParams, scale_log2), 188);
-        assert_eq!(offset_of!(FlashParams, sink), 192);
-        assert_eq!(offset_of!(FlashParams, list_batch_stride), 216);
-        assert_eq!(offset_of!(FlashParams, head_order), 256);
-        assert_eq!(offset_of!(FlashParams, prefix_k), 264);
-        assert_eq!(offset_of!(FlashParams, prefix_len), 328);
+    }
+
+    fn compile_probe(code: String) -> crate::error::Result<()> {
+        let source = flashgen_codegen::KernelSource {
+            kernel_name: "flashgen_block_check".into(),
+            code,
+            threads: 32,
+            shared_bytes: 0,
+        };
+        crate::compile::compile(&source, flashgen_codegen::Arch::SM80).map(|_| ())
+    }
+
+    /// Every registered variant's block compiles with its layout asserts, and the asserts bite:
+    /// a declaration whose offset differs from the Rust struct's fails to compile.
+    #[test]
+    fn every_variant_block_is_asserted_against_its_rust_layout() {
+        for info in flashgen_codegen::REGISTRY {
+            let decl = flashgen_codegen::block::declare(info.block);
+            let probe = |decl: &str| {
+                format!(
+                    "typedef long long fg_i64;\n{decl}\n\
+                     extern \"C\" __global__ void flashgen_block_check(const VariantParams vp) {{}}\n"
+                )
+            };
+            if let Err(e) = compile_probe(probe(&decl)) {
+                panic!("{}: its block does not compile:\n{e}", info.name);
+            }
+            let Some(last) = info.block.fields.last() else {
+                continue;
+            };
+            // The last field one byte further than the Rust struct has it.
+            let wrong = decl.replace(
+                &format!("->{})) == {}", last.name, last.offset),
+                &format!("->{})) == {}", last.name, last.offset + 1),
+            );
+            assert_ne!(wrong, decl, "{}: the offset assert is rendered", info.name);
+            assert!(
+                compile_probe(probe(&wrong)).is_err(),
+                "{}: a wrong offset compiles",
+                info.name
+            );
+        }
+    }
+
+    #[test]
+    fn a_block_holds_its_value_and_only_its_type_reads_it() {
+        use flashgen_codegen::variants::{apb, streaming};
+        let s = streaming::Params {
+            streaming: streaming::StreamingArgs {
+                sink: 4,
+                window: 64,
+            },
+        };
+        let b = VariantBlock::new(&s);
+        assert_eq!(b.bytes(), [4, 0, 0, 0, 64, 0, 0, 0]);
+        assert_eq!(b.get::<streaming::Params>(), Some(s));
+        assert_eq!(b.get::<apb::Params>(), None);
+        // The launch passes the address of the block: its bytes come first.
+        assert_eq!(std::ptr::from_ref(&b).cast::<u8>(), b.bytes().as_ptr());
     }
 }

@@ -6,7 +6,7 @@ use crate::custom::{CustomArgs, CustomBlocks};
 use crate::error::{invalid, Result};
 use crate::layout::Layout;
 use crate::masks::{BlockMask, HeadKind, StreamingParams};
-use crate::params::FlashParams;
+use crate::params::{FlashParams, VariantBlock};
 use crate::variants;
 use flashgen_codegen::{
     validate_arch_free, validate_attention, AttentionSpec, DType, KernelSpec, TileConfig, REGISTRY,
@@ -110,7 +110,10 @@ pub struct LaunchDesc<'a> {
 /// A validated launch.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
+    /// The parameters every variant shares, the kernel's first parameter.
     pub params: FlashParams,
+    /// The variant's own parameters, the kernel's second.
+    pub variant: VariantBlock,
     /// (query tiles, query heads, batch); `None` when there is nothing to compute.
     pub grid: Option<(u32, u32, u32)>,
 }
@@ -472,7 +475,6 @@ fn plan_checked(spec: &AttentionSpec, tile: Option<&TileConfig>, d: &LaunchDesc)
         seqlen_q: max_sq as i32,
         seqlen_k: max_sk as i32,
         scale_log2: scale * std::f32::consts::LOG2_E,
-        ..FlashParams::default()
     };
     if spec.varlen {
         for s in [
@@ -491,7 +493,7 @@ fn plan_checked(spec: &AttentionSpec, tile: Option<&TileConfig>, d: &LaunchDesc)
         geometry,
         tile,
     };
-    host.plan(&cx, d, &mut p)?;
+    let variant = host.plan(&cx, d)?;
 
     let block_m = tile.map_or(1, |t| t.block_m as usize);
     let tiles = max_sq.div_ceil(block_m);
@@ -500,5 +502,9 @@ fn plan_checked(spec: &AttentionSpec, tile: Option<&TileConfig>, d: &LaunchDesc)
     } else {
         Some((tiles as u32, hq as u32, batch as u32))
     };
-    Ok(Plan { params: p, grid })
+    Ok(Plan {
+        params: p,
+        variant,
+        grid,
+    })
 }

@@ -516,9 +516,11 @@ impl Runtime {
         };
         let mut launch = self.stream.launch_builder(&kernel.function);
         launch.arg(&planned.params);
+        launch.arg(&planned.variant);
         // SAFETY: the plan checked every pointer's buffer against the layouts the kernel
         // addresses, the dtype, alignment and the variant's arguments; the parameter struct
-        // matches the kernel's ABI (tested); the caller vouches for the buffers themselves.
+        // and the variant block match the kernel's ABI (tested, and asserted in every kernel);
+        // the caller vouches for the buffers themselves.
         unsafe { launch.launch(cfg) }
             .while_(|| format!("launching {}", kernel.compiled.kernel_name))?;
         Ok(())

@@ -240,7 +240,7 @@ mod tests {
         };
         let mut config = TunedConfig::new(ConfigHeader::new(&gpu, (13, 0), "digest"));
         config.insert(ConfigEntry {
-            spec: "dense,d128,bf16,causal".into(),
+            spec: "dense,d128,bf16,causal".parse().unwrap(),
             seq: SeqClass::Le16k,
             gqa: 1,
             density: DensityClass::Ge50,
@@ -359,7 +359,7 @@ mod tests {
             (SeqClass::Le16k, "m64n64w4s1-wgmma"),
         ] {
             config.insert(ConfigEntry {
-                spec: "block-sparse,d64,bf16".into(),
+                spec: "block-sparse,d64,bf16".parse().unwrap(),
                 seq,
                 gqa: 1,
                 density: DensityClass::Ge10,

@@ -2,7 +2,7 @@
 //! GPU): every operator, function, parameter kind and type promotion of the language, each
 //! definition wrapped in a tiny kernel that calls its mask and score functions.
 
-use flashgen_codegen::expr::{render::PRELUDE, CustomMods};
+use flashgen_codegen::expr::{args, CustomMods};
 use flashgen_codegen::{Arch, KernelSource};
 use flashgen_runtime::compile;
 
@@ -23,12 +23,13 @@ const DEFINITIONS: &[&str] = &[
 
 fn kernel(mods: &CustomMods) -> KernelSource {
     let code = format!(
-        "{PRELUDE}\n{}\n\
+        "typedef long long fg_i64;\n{}\n{}\n\
          extern \"C\" __global__ void flashgen_expr_check(const FgExprArgs args, float* out) {{\n\
          \x20   const int q = threadIdx.x, k = threadIdx.y;\n\
          \x20   const bool visible = fg_custom_mask(args, blockIdx.x, blockIdx.y, q, k);\n\
          \x20   out[q * 32 + k] = visible ? fg_custom_score(args, out[q * 32 + k], blockIdx.x, blockIdx.y, q, k) : -1.f;\n\
          }}\n",
+        args::declaration(),
         mods.render_cuda()
     );
     KernelSource {

@@ -3,11 +3,13 @@
 //! kernel's own offset formulas (`templates/attention_fwd.cu`, `templates/variants/*.cuh`),
 //! stays inside the buffers it was given.
 
+use flashgen_codegen::variants::block_sparse::BlockListArgs;
+use flashgen_codegen::variants::{apb, block_sparse, mixed, streaming};
 use flashgen_codegen::{Arch, AttentionSpec, DType, KernelSpec, Variant};
 use flashgen_runtime::plan::{
-    plan, BlockListArg, Buffer, HeadKindsArg, LaunchDesc, MaskArg, TensorArg, VarlenArg,
+    plan, BlockListArg, Buffer, HeadKindsArg, LaunchDesc, MaskArg, Plan, TensorArg, VarlenArg,
 };
-use flashgen_runtime::{BlockMask, FlashParams, HeadKind, Layout, StreamingParams};
+use flashgen_runtime::{BlockMask, HeadKind, Layout, StreamingParams};
 use proptest::prelude::*;
 
 /// SplitMix64: one seed drives a whole case, so proptest shrinks over seeds.
@@ -133,8 +135,22 @@ fn last_offset(
     })
 }
 
-/// Checks every access of the kernel under `params` against the buffers of `desc`.
-fn check_accesses(spec: &KernelSpec, d: &LaunchDesc, p: &FlashParams) -> Result<(), String> {
+/// Checks every access of the kernel under the plan's parameters against the buffers of `desc`.
+fn check_accesses(spec: &KernelSpec, d: &LaunchDesc, planned: &Plan) -> Result<(), String> {
+    let p = &planned.params;
+    // The variant's block: what of it the kernel reads (a prefix, a block list, a window).
+    let block = &planned.variant;
+    let prefix = block.get::<apb::Params>().unwrap_or_default();
+    let (window, block_list) = match (
+        block.get::<streaming::Params>(),
+        block.get::<block_sparse::Params>(),
+        block.get::<mixed::Params>(),
+    ) {
+        (Some(s), _, _) => (s.streaming.window, BlockListArgs::default()),
+        (_, Some(b), _) => (0, b.list),
+        (_, _, Some(m)) => (m.streaming.window, m.list),
+        _ => (0, BlockListArgs::default()),
+    };
     let (hq, hkv) = (p.heads_q as usize, p.heads_kv as usize);
     if hq == 0 || hkv == 0 || hq % hkv != 0 {
         return Err(format!("heads {hq} / {hkv}"));
@@ -193,13 +209,13 @@ fn check_accesses(spec: &KernelSpec, d: &LaunchDesc, p: &FlashParams) -> Result<
                 ),
             ];
             if let Some((pk, pv)) = d.prefix {
-                let n = p.prefix_len as usize;
+                let n = prefix.prefix_len as usize;
                 accesses.push((
                     "prefix_k",
                     Strides(
-                        p.prefix_k_batch_stride,
-                        p.prefix_k_row_stride,
-                        p.prefix_k_head_stride,
+                        prefix.prefix_k_batch_stride,
+                        prefix.prefix_k_row_stride,
+                        prefix.prefix_k_head_stride,
                     ),
                     pk,
                     0,
@@ -209,16 +225,16 @@ fn check_accesses(spec: &KernelSpec, d: &LaunchDesc, p: &FlashParams) -> Result<
                 accesses.push((
                     "prefix_v",
                     Strides(
-                        p.prefix_v_batch_stride,
-                        p.prefix_v_row_stride,
-                        p.prefix_v_head_stride,
+                        prefix.prefix_v_batch_stride,
+                        prefix.prefix_v_row_stride,
+                        prefix.prefix_v_head_stride,
                     ),
                     pv,
                     0,
                     n,
                     kvh,
                 ));
-            } else if p.prefix_len != 0 {
+            } else if prefix.prefix_len != 0 {
                 return Err("prefix rows without a prefix".into());
             }
             for (name, strides, t, row0, rows, head) in accesses {
@@ -251,6 +267,7 @@ fn check_accesses(spec: &KernelSpec, d: &LaunchDesc, p: &FlashParams) -> Result<
                 _ => None,
             };
             if let Some(list) = list {
+                let p = &block_list;
                 if p.block_q <= 0 || p.block_k <= 0 || p.list_heads <= 0 {
                     return Err("non-positive block list sizes".into());
                 }
@@ -271,7 +288,8 @@ fn check_accesses(spec: &KernelSpec, d: &LaunchDesc, p: &FlashParams) -> Result<
                         // Key rows are loaded up to the sequence's end (zero-filled past it), so
                         // a block past a short sequence is harmless; one before the start or
                         // past the longest sequence is not.
-                        if kb < 0 || kb * p.block_k as i64 >= (p.seqlen_k as i64).max(1) {
+                        let keys = (planned.params.seqlen_k as i64).max(1);
+                        if kb < 0 || kb * p.block_k as i64 >= keys {
                             return Err(format!("block {kb} outside the keys"));
                         }
                     }
@@ -280,7 +298,7 @@ fn check_accesses(spec: &KernelSpec, d: &LaunchDesc, p: &FlashParams) -> Result<
         }
     }
     // 32-bit positions: the streaming window arithmetic p_lo - window + 1 must not overflow.
-    let lowest = -(p.seqlen_q as i64) - p.window as i64 + 1;
+    let lowest = -(p.seqlen_q as i64) - window as i64 + 1;
     if lowest < i32::MIN as i64 {
         return Err(format!("window arithmetic reaches {lowest}"));
     }
@@ -410,7 +428,7 @@ fn random_case(seed: u64) -> Option<Variant> {
         prefix,
     };
     let planned = plan(&spec, &desc).ok()?;
-    if let Err(e) = check_accesses(&spec, &desc, &planned.params) {
+    if let Err(e) = check_accesses(&spec, &desc, &planned) {
         panic!("seed {seed}: {spec} planned, but {e}");
     }
     Some(variant)

@@ -1,6 +1,9 @@
 //! Launch planning without a GPU: every argument error `plan` reports, and the kernel parameters
 //! and grid of valid launches. Pointers are plain numbers here.
 
+use flashgen_codegen::variants::block_sparse::BlockListArgs;
+use flashgen_codegen::variants::streaming::StreamingArgs;
+use flashgen_codegen::variants::{apb, block_sparse, dense, mixed, streaming};
 use flashgen_codegen::{parse_spec, Arch, DType, KernelSpec};
 use flashgen_runtime::plan::{
     plan, BlockListArg, Buffer, HeadKindsArg, LaunchDesc, MaskArg, TensorArg, VarlenArg,
@@ -19,6 +22,30 @@ const COUNT_PTR: u64 = 0x7f60_0000_0000;
 const INDEX_PTR: u64 = 0x7f60_1000_0000;
 const KINDS_PTR: u64 = 0x7f70_0000_0000;
 const ORDER_PTR: u64 = 0x7f70_0000_1000;
+
+/// The streaming block of a plan (a streaming kernel's).
+fn streaming_args(p: &Plan) -> StreamingArgs {
+    p.variant
+        .get::<streaming::Params>()
+        .expect("a streaming block")
+        .streaming
+}
+
+/// The block list of a plan (a block-sparse kernel's).
+fn list_args(p: &Plan) -> BlockListArgs {
+    p.variant
+        .get::<block_sparse::Params>()
+        .expect("a block-sparse block")
+        .list
+}
+
+fn mixed_params(p: &Plan) -> mixed::Params {
+    p.variant.get::<mixed::Params>().expect("a mixed block")
+}
+
+fn apb_params(p: &Plan) -> apb::Params {
+    p.variant.get::<apb::Params>().expect("an APB block")
+}
 
 fn spec(text: &str) -> KernelSpec {
     parse_spec(text, Arch::SM80).unwrap_or_else(|e| panic!("{text}: {e}"))
@@ -740,8 +767,8 @@ fn streaming_parameters_are_clamped_to_the_keys() {
             mask: MaskArg::Streaming(StreamingParams { sink, window }),
             ..bshd64()
         };
-        let p = plan(&s, &d).unwrap().params;
-        assert_eq!((p.sink, p.window), want, "sink {sink} window {window}");
+        let a = streaming_args(&plan(&s, &d).unwrap());
+        assert_eq!((a.sink, a.window), want, "sink {sink} window {window}");
     }
     // More queries than keys (positions start below zero) with a window near 2^31.
     let d = LaunchDesc {
@@ -755,9 +782,10 @@ fn streaming_parameters_are_clamped_to_the_keys() {
             Layout::bshd(1, 10, 4, 64),
         )
     };
-    let p = plan(&s, &d).unwrap().params;
-    assert_eq!(p.window, 10);
-    let lowest_window_start = -(p.seqlen_q as i64) - p.window as i64 + 1;
+    let p = plan(&s, &d).unwrap();
+    let window = streaming_args(&p).window;
+    assert_eq!(window, 10);
+    let lowest_window_start = -(p.params.seqlen_q as i64) - window as i64 + 1;
     assert!(lowest_window_start > i32::MIN as i64);
 }
 
@@ -818,7 +846,7 @@ fn block_lists_may_have_one_list_per_kv_head() {
             ..gqa
         };
         match plan(&s, &d) {
-            Ok(p) if ok => assert_eq!(p.params.list_heads, heads as i32),
+            Ok(p) if ok => assert_eq!(list_args(&p).list_heads, heads as i32),
             Err(Error::Mask(MaskError::Heads { got, .. })) if !ok => assert_eq!(got, heads),
             other => panic!("{heads} list heads: {other:?}"),
         }
@@ -1086,8 +1114,8 @@ fn mixed_streaming_heads_need_parameters() {
         ..bshd64()
     };
     // Clamped to the 384 keys (no visible pair changes).
-    let p = plan(&s, &d).unwrap().params;
-    assert_eq!((p.sink, p.window), (384, 1));
+    let a = mixed_params(&plan(&s, &d).unwrap()).streaming;
+    assert_eq!((a.sink, a.window), (384, 1));
 }
 
 #[test]
@@ -1174,15 +1202,9 @@ fn bshd_dense_causal() {
         "{}",
         f.scale_log2
     );
-    assert_eq!((f.sink, f.window), (0, 0));
-    assert_eq!(
-        (f.block_q, f.block_k, f.list_heads, f.max_blocks),
-        (0, 0, 0, 0)
-    );
-    assert_eq!(
-        (f.kv_count, f.kv_index, f.head_kind, f.head_order),
-        (0, 0, 0, 0)
-    );
+    // Dense has no parameters of its own.
+    assert_eq!(p.variant.get::<dense::Params>(), Some(dense::Params {}));
+    assert!(p.variant.bytes().is_empty());
 
     // Query tiles round up.
     let d = desc(
@@ -1371,8 +1393,11 @@ fn streaming_parameters() {
         ..bshd64()
     };
     let p = plan(&s, &d).unwrap();
-    assert_eq!((p.params.sink, p.params.window), (16, 128));
-    assert_eq!((p.params.block_q, p.params.kv_count), (0, 0));
+    let a = streaming_args(&p);
+    assert_eq!((a.sink, a.window), (16, 128));
+    // Only the variant's own block: no other variant's fields.
+    assert_eq!(p.variant.get::<mixed::Params>(), None);
+    assert_eq!(p.variant.bytes().len(), 8);
     assert_eq!(p.grid, Some((4, 4, 2)));
 }
 
@@ -1385,13 +1410,12 @@ fn block_list_parameters() {
         mask: MaskArg::BlockSparse(block_list(&m)),
         ..bshd64()
     };
-    let f = plan(&s, &d).unwrap().params;
+    let f = list_args(&plan(&s, &d).unwrap());
     assert_eq!((f.block_q, f.block_k), (128, 64));
     assert_eq!((f.list_heads, f.max_blocks), (4, m.max_blocks as i32));
     assert_eq!(f.list_head_stride, 2);
     assert_eq!(f.list_batch_stride, 4 * 2);
-    assert_eq!((f.kv_count, f.kv_index), (COUNT_PTR, INDEX_PTR));
-    assert_eq!((f.head_kind, f.head_order, f.sink), (0, 0, 0));
+    assert_eq!((f.kv_count.0, f.kv_index.0), (COUNT_PTR, INDEX_PTR));
 
     // One list shared by all heads.
     let m = tril_blocks(2, 1, 256, 384, 128, 128);
@@ -1399,7 +1423,7 @@ fn block_list_parameters() {
         mask: MaskArg::BlockSparse(block_list(&m)),
         ..bshd64()
     };
-    let f = plan(&s, &d).unwrap().params;
+    let f = list_args(&plan(&s, &d).unwrap());
     assert_eq!((f.block_q, f.block_k), (128, 128));
     assert_eq!(
         (f.list_heads, f.list_head_stride, f.list_batch_stride),
@@ -1427,12 +1451,13 @@ fn mixed_parameters() {
         ..bshd64()
     };
     let p = plan(&s, &d).unwrap();
-    let f = &p.params;
-    assert_eq!((f.head_kind, f.head_order), (KINDS_PTR, ORDER_PTR));
-    assert_eq!((f.sink, f.window), (16, 128));
-    assert_eq!((f.block_q, f.block_k, f.list_heads), (64, 64, 1));
-    assert_eq!((f.list_head_stride, f.list_batch_stride), (4, 4));
-    assert_eq!((f.kv_count, f.kv_index), (COUNT_PTR, INDEX_PTR));
+    let f = mixed_params(&p);
+    assert_eq!((f.head_kind.0, f.head_order.0), (KINDS_PTR, ORDER_PTR));
+    assert_eq!((f.streaming.sink, f.streaming.window), (16, 128));
+    let l = f.list;
+    assert_eq!((l.block_q, l.block_k, l.list_heads), (64, 64, 1));
+    assert_eq!((l.list_head_stride, l.list_batch_stride), (4, 4));
+    assert_eq!((l.kv_count.0, l.kv_index.0), (COUNT_PTR, INDEX_PTR));
     assert_eq!(p.grid, Some((4, 4, 2)));
 
     // Heads that need neither parameters nor a list take none; extra ones are ignored.
@@ -1450,8 +1475,11 @@ fn mixed_parameters() {
         },
         ..bshd64()
     };
-    let f = plan(&s, &d).unwrap().params;
-    assert_eq!((f.head_kind, f.sink, f.kv_count), (KINDS_PTR, 0, 0));
+    let f = mixed_params(&plan(&s, &d).unwrap());
+    assert_eq!(
+        (f.head_kind.0, f.streaming.sink, f.list.kv_count.0),
+        (KINDS_PTR, 0, 0)
+    );
     let d = LaunchDesc {
         mask: MaskArg::Mixed {
             heads: head_kinds(&dense_only),
@@ -1460,12 +1488,133 @@ fn mixed_parameters() {
         },
         ..bshd64()
     };
-    let f = plan(&s, &d).unwrap().params;
-    assert_eq!((f.sink, f.kv_count), (0, 0));
+    let f = mixed_params(&plan(&s, &d).unwrap());
+    assert_eq!((f.streaming.sink, f.list.kv_count.0), (0, 0));
 }
 
 const PK_PTR: u64 = 0x7000_0000;
 const PV_PTR: u64 = 0x7100_0000;
+
+// ---- the bytes of each variant's parameter block, at the offsets the kernel reads ----
+
+/// The little-endian integer of `N` bytes at `offset`.
+fn int_at<const N: usize>(bytes: &[u8], offset: usize) -> i64 {
+    let raw: [u8; N] = bytes[offset..offset + N].try_into().unwrap();
+    match N {
+        4 => i32::from_le_bytes(raw[..].try_into().unwrap()) as i64,
+        8 => i64::from_le_bytes(raw[..].try_into().unwrap()),
+        _ => unreachable!("4- or 8-byte fields"),
+    }
+}
+
+/// A block list's 48 bytes at `at`: block_q, block_k, list_heads, max_blocks (int), the two
+/// strides (fg_i64), kv_count and kv_index (pointers), as `struct BlockListArgs` lays them out.
+fn assert_list_bytes(b: &[u8], at: usize, want: [i64; 8]) {
+    let got = [
+        int_at::<4>(b, at),
+        int_at::<4>(b, at + 4),
+        int_at::<4>(b, at + 8),
+        int_at::<4>(b, at + 12),
+        int_at::<8>(b, at + 16),
+        int_at::<8>(b, at + 24),
+        int_at::<8>(b, at + 32),
+        int_at::<8>(b, at + 40),
+    ];
+    assert_eq!(got, want);
+}
+
+#[test]
+fn dense_block_bytes() {
+    let p = plan(&spec("dense,d64,bf16,causal,m64n64w4s1"), &bshd64()).unwrap();
+    assert_eq!(p.variant.bytes(), [0u8; 0]);
+}
+
+#[test]
+fn streaming_block_bytes() {
+    let d = LaunchDesc {
+        mask: MaskArg::Streaming(StreamingParams {
+            sink: 16,
+            window: 1 << 40,
+        }),
+        ..bshd64()
+    };
+    let p = plan(&spec("streaming,d64,bf16,m64n64w4s1"), &d).unwrap();
+    let b = p.variant.bytes();
+    // sink at 0, window at 4 (clamped to the 384 keys).
+    assert_eq!(b.len(), 8);
+    assert_eq!((int_at::<4>(b, 0), int_at::<4>(b, 4)), (16, 384));
+}
+
+#[test]
+fn block_sparse_block_bytes() {
+    let m = tril_blocks(2, 4, 256, 384, 128, 64);
+    let d = LaunchDesc {
+        mask: MaskArg::BlockSparse(block_list(&m)),
+        ..bshd64()
+    };
+    let p = plan(&spec("block-sparse,d64,bf16,causal,m64n64w4s1"), &d).unwrap();
+    let b = p.variant.bytes();
+    assert_eq!(b.len(), 48);
+    let max = m.max_blocks as i64;
+    let (count, index) = (COUNT_PTR as i64, INDEX_PTR as i64);
+    assert_list_bytes(b, 0, [128, 64, 4, max, 8, 2, count, index]);
+}
+
+#[test]
+fn mixed_block_bytes() {
+    let m = tril_blocks(2, 1, 256, 384, 64, 64);
+    let kinds = [
+        HeadKind::Streaming,
+        HeadKind::Dense,
+        HeadKind::BlockSparse,
+        HeadKind::DenseCausal,
+    ];
+    let d = LaunchDesc {
+        mask: MaskArg::Mixed {
+            heads: head_kinds(&kinds),
+            streaming: Some(streaming()),
+            block_list: Some(block_list(&m)),
+        },
+        ..bshd64()
+    };
+    let p = plan(&spec("mixed,d64,bf16,causal,m64n64w4s1"), &d).unwrap();
+    let b = p.variant.bytes();
+    // The streaming part at 0, the block list at 8, head_kind at 56, head_order at 64.
+    assert_eq!(b.len(), 72);
+    assert_eq!((int_at::<4>(b, 0), int_at::<4>(b, 4)), (16, 128));
+    let max = m.max_blocks as i64;
+    let (count, index) = (COUNT_PTR as i64, INDEX_PTR as i64);
+    assert_list_bytes(b, 8, [64, 64, 1, max, 4, 4, count, index]);
+    assert_eq!(
+        (int_at::<8>(b, 56), int_at::<8>(b, 64)),
+        (KINDS_PTR as i64, ORDER_PTR as i64)
+    );
+}
+
+#[test]
+fn apb_block_bytes() {
+    let prefix = Layout::bshd(2, 500, 2, 64);
+    let d = LaunchDesc {
+        prefix: Some((tensor(PK_PTR, prefix), tensor(PV_PTR, prefix))),
+        ..desc(
+            DType::Bf16,
+            Layout::bshd(2, 300, 8, 64),
+            Layout::bshd(2, 300, 2, 64),
+        )
+    };
+    let p = plan(&spec("apb,d64,bf16"), &d).unwrap();
+    let b = p.variant.bytes();
+    // prefix_k, prefix_v, three strides of each, prefix_len at 64; padded to 72.
+    assert_eq!(b.len(), 72);
+    let fields: Vec<i64> = (0..8).map(|i| int_at::<8>(b, 8 * i)).collect();
+    let (batch, row) = (500 * 2 * 64, 2 * 64);
+    assert_eq!(
+        fields,
+        [PK_PTR as i64, PV_PTR as i64, batch, row, 64, batch, row, 64]
+    );
+    assert_eq!(int_at::<4>(b, 64), 500);
+    assert_eq!(b[68..72], [0; 4], "padding is zero");
+}
 
 #[test]
 fn apb_prefix_is_required_checked_and_passed() {
@@ -1475,8 +1624,11 @@ fn apb_prefix_is_required_checked_and_passed() {
     let base = desc(DType::Bf16, q, local);
     // No prefix (host 0 of a sequence-parallel prefill): causal attention over the local block,
     // no prefix row read.
-    let p = plan(&s, &base).unwrap().params;
-    assert_eq!((p.prefix_len, p.prefix_k, p.prefix_v), (0, p.k, p.v));
+    let a = apb_params(&plan(&s, &base).unwrap());
+    assert_eq!(
+        (a.prefix_len, a.prefix_k.0, a.prefix_v.0),
+        (0, K_PTR, V_PTR)
+    );
 
     let prefix = Layout::bshd(2, 500, 2, 64);
     let d = LaunchDesc {
@@ -1484,14 +1636,14 @@ fn apb_prefix_is_required_checked_and_passed() {
         ..base
     };
     let planned = plan(&s, &d).unwrap();
-    let p = planned.params;
+    let a = apb_params(&planned);
     assert_eq!(
-        (p.prefix_k, p.prefix_v, p.prefix_len),
+        (a.prefix_k.0, a.prefix_v.0, a.prefix_len),
         (PK_PTR, PV_PTR, 500)
     );
-    assert_eq!(p.prefix_k_row_stride, 2 * 64);
-    assert_eq!(p.prefix_v_batch_stride, 500 * 2 * 64);
-    assert_eq!(p.seqlen_k, 300);
+    assert_eq!(a.prefix_k_row_stride, 2 * 64);
+    assert_eq!(a.prefix_v_batch_stride, 500 * 2 * 64);
+    assert_eq!(planned.params.seqlen_k, 300);
     assert_eq!(planned.grid, Some((300u32.div_ceil(s.tile.block_m), 8, 2)));
 
     // An empty prefix (host 0 of a sequence-parallel prefill) is fine.
@@ -1500,7 +1652,7 @@ fn apb_prefix_is_required_checked_and_passed() {
         prefix: Some((tensor(PK_PTR, empty), tensor(PV_PTR, empty))),
         ..base
     };
-    assert_eq!(plan(&s, &d0).unwrap().params.prefix_len, 0);
+    assert_eq!(apb_params(&plan(&s, &d0).unwrap()).prefix_len, 0);
 
     let wrong_heads = Layout::bshd(2, 500, 4, 64);
     let d = LaunchDesc {
@@ -1546,8 +1698,15 @@ fn apb_queries_are_the_last_of_the_local_block() {
         )
     };
     // Fewer queries than local keys: bottom-right aligned, like every other variant.
-    let p = plan(&s, &with_prefix(100)).unwrap().params;
-    assert_eq!((p.seqlen_q, p.seqlen_k, p.prefix_len), (100, 300, 500));
+    let p = plan(&s, &with_prefix(100)).unwrap();
+    assert_eq!(
+        (
+            p.params.seqlen_q,
+            p.params.seqlen_k,
+            apb_params(&p).prefix_len
+        ),
+        (100, 300, 500)
+    );
     assert_invalid(
         plan(&s, &with_prefix(301)),
         "q",

@@ -422,7 +422,7 @@ mod tests {
             ("dense,d128,bf16", "m64n128w4s1-wgmma"),
         ] {
             c.insert(ConfigEntry {
-                spec: spec.into(),
+                spec: spec.parse().unwrap(),
                 seq: SeqClass::Le4k,
                 gqa: 1,
                 density: DensityClass::Dense,

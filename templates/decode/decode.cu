@@ -355,14 +355,18 @@ extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const De
     fg_decode_cta(p, b, kvh, split, p.seq_lens[b], reinterpret_cast<elem_t*>(fg_smem_raw));
 }
 
-// Merges the splits' partial results of each row (a warp per row): O = sum_s w_s o_s / sum_s w_s
-// with w_s = exp(lse_s - max lse); a row no split saw stays O = 0, lse = -inf.
+// Merges the splits' partial results of each row (one CTA per row): O = sum_s w_s o_s / sum_s w_s
+// with w_s = exp(lse_s - max lse); a row no split saw stays O = 0, lse = -inf. The MERGE_WARPS
+// warps take every MERGE_WARPS-th split, and each issues the loads of MERGE_UNROLL splits before
+// it uses them: the merge reads little, so its time is the latency of those loads, not bandwidth.
+constexpr int MERGE_WARPS = 8;
+constexpr int MERGE_UNROLL = 4;
 constexpr int MERGE_VEC = (HEAD_DIM / 4 + 31) / 32;  // float4 per lane
-extern "C" __global__ void __launch_bounds__(256) {{ kernel_name }}_merge(const DecodeParams p) {
-    const fg_i64 row = ((fg_i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    const int lane = threadIdx.x & 31;
-    const fg_i64 rows = (fg_i64)p.batch * p.heads_q * p.q_len;
-    if (row >= rows) return;
+extern "C" __global__ void __launch_bounds__(MERGE_WARPS * 32) {{ kernel_name }}_merge(const DecodeParams p) {
+    __shared__ float4 part[MERGE_WARPS][HEAD_DIM / 4];
+    __shared__ float part_total[MERGE_WARPS];
+    const fg_i64 row = blockIdx.x;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int splits = p.num_splits;
     const float* lse = p.part_lse + row * splits;
     float mx = fg_neg_inf();
@@ -370,40 +374,66 @@ extern "C" __global__ void __launch_bounds__(256) {{ kernel_name }}_merge(const 
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
     float total = 0.f;
-    float acc[MERGE_VEC][4];
+    float4 acc[MERGE_VEC];
 #pragma unroll
-    for (int v = 0; v < MERGE_VEC; ++v) acc[v][0] = acc[v][1] = acc[v][2] = acc[v][3] = 0.f;
+    for (int v = 0; v < MERGE_VEC; ++v) acc[v] = make_float4(0.f, 0.f, 0.f, 0.f);
     if (mx != fg_neg_inf()) {
-        for (int s = 0; s < splits; ++s) {
-            const float w = fg_exp2((lse[s] - mx) * 1.4426950408889634f);
-            total += w;
-            const float4* src = reinterpret_cast<const float4*>(p.part_o + (row * splits + s) * HEAD_DIM);
+        for (int s0 = warp; s0 < splits; s0 += MERGE_WARPS * MERGE_UNROLL) {
+            float4 x[MERGE_UNROLL][MERGE_VEC];
+            float w[MERGE_UNROLL];
 #pragma unroll
-            for (int v = 0; v < MERGE_VEC; ++v) {
-                const int c4 = lane + 32 * v;
-                if (c4 < HEAD_DIM / 4) {
-                    const float4 x = src[c4];
-                    acc[v][0] += w * x.x;
-                    acc[v][1] += w * x.y;
-                    acc[v][2] += w * x.z;
-                    acc[v][3] += w * x.w;
+            for (int u = 0; u < MERGE_UNROLL; ++u) {
+                const int s = s0 + u * MERGE_WARPS;
+                const bool live = s < splits;
+                w[u] = live ? fg_exp2((lse[s] - mx) * 1.4426950408889634f) : 0.f;
+                const float4* src = reinterpret_cast<const float4*>(p.part_o + (row * splits + (live ? s : 0)) * HEAD_DIM);
+#pragma unroll
+                for (int v = 0; v < MERGE_VEC; ++v) {
+                    const int c4 = lane + 32 * v;
+                    x[u][v] = live && c4 < HEAD_DIM / 4 ? src[c4] : make_float4(0.f, 0.f, 0.f, 0.f);
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < MERGE_UNROLL; ++u) {
+                total += w[u];
+#pragma unroll
+                for (int v = 0; v < MERGE_VEC; ++v) {
+                    acc[v].x += w[u] * x[u][v].x;
+                    acc[v].y += w[u] * x[u][v].y;
+                    acc[v].z += w[u] * x[u][v].z;
+                    acc[v].w += w[u] * x[u][v].w;
                 }
             }
         }
     }
-    const float inv = total > 0.f ? 1.f / total : 0.f;
+#pragma unroll
+    for (int v = 0; v < MERGE_VEC; ++v) {
+        const int c4 = lane + 32 * v;
+        if (c4 < HEAD_DIM / 4) part[warp][c4] = acc[v];
+    }
+    if (lane == 0) part_total[warp] = total;
+    __syncthreads();
+    float sum = 0.f;
+#pragma unroll
+    for (int w = 0; w < MERGE_WARPS; ++w) sum += part_total[w];
+    const float inv = sum > 0.f ? 1.f / sum : 0.f;
     const int b = (int)(row / ((fg_i64)p.heads_q * p.q_len));
     const int h = (int)((row / p.q_len) % p.heads_q);
     const int tok = (int)(row % p.q_len);
     elem_t* dst = p.o + (fg_i64)b * p.o_batch_stride + (fg_i64)h * p.o_head_stride + (fg_i64)tok * p.o_row_stride;
+    for (int c4 = threadIdx.x; c4 < HEAD_DIM / 4; c4 += MERGE_WARPS * 32) {
+        float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
-    for (int v = 0; v < MERGE_VEC; ++v) {
-        const int c4 = lane + 32 * v;
-        if (c4 < HEAD_DIM / 4) {
-            fg_u32* d2 = reinterpret_cast<fg_u32*>(dst + c4 * 4);
-            d2[0] = fg_pack2(acc[v][0] * inv, acc[v][1] * inv);
-            d2[1] = fg_pack2(acc[v][2] * inv, acc[v][3] * inv);
+        for (int w = 0; w < MERGE_WARPS; ++w) {
+            const float4 y = part[w][c4];
+            o.x += y.x;
+            o.y += y.y;
+            o.z += y.z;
+            o.w += y.w;
         }
+        fg_u32* d2 = reinterpret_cast<fg_u32*>(dst + c4 * 4);
+        d2[0] = fg_pack2(o.x * inv, o.y * inv);
+        d2[1] = fg_pack2(o.z * inv, o.w * inv);
     }
-    if (lane == 0) p.lse[row] = total > 0.f ? mx + fg_log2(total) * 0.6931471805599453f : fg_neg_inf();
+    if (threadIdx.x == 0) p.lse[row] = sum > 0.f ? mx + fg_log2(sum) * 0.6931471805599453f : fg_neg_inf();
 }

@@ -19,7 +19,6 @@ constexpr int SCORE_THREADS = {{ score_threads }};
 constexpr int SCORE_WARPS = SCORE_THREADS / 32;
 constexpr int LOGICAL = 16;
 constexpr int MAX_ROWS = 64;
-constexpr int CPL = HEAD_DIM / 32;  // channels per lane
 
 struct SelectorParams {
     const elem_t* q;           // [batch, heads_q, q_len, HEAD_DIM] with strides
@@ -44,25 +43,33 @@ __device__ __forceinline__ float fg_to_f32(fg_u16 x) {
 {%- endif %}
 }
 
-// Loads CPL consecutive 16-bit values as f32.
-__device__ __forceinline__ void fg_load_channels(float (&out)[CPL], const elem_t* src) {
+// Converts the 8 16-bit values of a 16-byte vector to f32.
+__device__ __forceinline__ void fg_unpack8(float (&out)[8], uint4 w) {
+    const fg_u32 words[4] = {w.x, w.y, w.z, w.w};
 #pragma unroll
-    for (int k = 0; k < CPL; k += 2) {
-        const fg_u32 w = *reinterpret_cast<const fg_u32*>(src + k);
-        out[k] = fg_to_f32((fg_u16)(w & 0xffffu));
-        out[k + 1] = fg_to_f32((fg_u16)(w >> 16));
+    for (int k = 0; k < 4; ++k) {
+        out[2 * k] = fg_to_f32((fg_u16)(words[k] & 0xffffu));
+        out[2 * k + 1] = fg_to_f32((fg_u16)(words[k] >> 16));
     }
 }
 
+// A logical page is scored by LANES_PER_LOGICAL lanes of 16 channels each, so a warp scores
+// LOGICAL_PER_PASS logical pages at once and every lane issues all four of its 16-byte stat
+// loads before it uses one: the scorer is bound by the latency of those loads.
+constexpr int LANES_PER_LOGICAL = HEAD_DIM / 16;
+constexpr int LOGICAL_PER_PASS = 32 / LANES_PER_LOGICAL;
+static_assert(HEAD_DIM % 16 == 0 && LANES_PER_LOGICAL <= 32, "head dim");
+
 extern "C" __global__ void __launch_bounds__(SCORE_THREADS) fg_decode_page_scores(const SelectorParams p) {
-    __shared__ elem_t s_q[MAX_ROWS][HEAD_DIM];
+    __shared__ __align__(16) elem_t s_q[MAX_ROWS][HEAD_DIM];
     const int b = blockIdx.z, kvh = blockIdx.y;
     const int group = p.heads_q / p.heads_kv;
     const int nrows = group * p.q_len;
-    for (int i = threadIdx.x; i < nrows * HEAD_DIM; i += SCORE_THREADS) {
-        const int r = i / HEAD_DIM, c = i % HEAD_DIM;
+    for (int i = threadIdx.x; i < nrows * (HEAD_DIM / 8); i += SCORE_THREADS) {
+        const int r = i / (HEAD_DIM / 8), c = (i % (HEAD_DIM / 8)) * 8;
         const int h = kvh * group + r / p.q_len, tok = r % p.q_len;
-        s_q[r][c] = (p.q[(fg_i64)b * p.q_batch_stride + (fg_i64)h * p.q_head_stride + (fg_i64)tok * p.q_row_stride + c]);
+        *reinterpret_cast<uint4*>(&s_q[r][c]) = *reinterpret_cast<const uint4*>(
+            p.q + (fg_i64)b * p.q_batch_stride + (fg_i64)h * p.q_head_stride + (fg_i64)tok * p.q_row_stride + c);
     }
     __syncthreads();
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -77,25 +84,40 @@ extern "C" __global__ void __launch_bounds__(SCORE_THREADS) fg_decode_page_score
     } else {
         const int page = p.block_table[(fg_i64)b * p.table_stride + pg];
         const int per_page = p.page_size / LOGICAL;
+        // Logical pages of this page that hold tokens.
+        const int live = min(per_page, (seq_len - pg * p.page_size + LOGICAL - 1) / LOGICAL);
+        const int sub = lane / LANES_PER_LOGICAL, c0 = (lane % LANES_PER_LOGICAL) * 16;
         score = fg_neg_inf();
-        for (int l = 0; l < per_page && (pg * per_page + l) * LOGICAL < seq_len; ++l) {
-            const fg_i64 at = (((fg_i64)page * per_page + l) * p.heads_kv + kvh) * HEAD_DIM + lane * CPL;
-            float hi[CPL], lo[CPL];
-            fg_load_channels(hi, p.k_max + at);
-            fg_load_channels(lo, p.k_min + at);
+        for (int l0 = 0; l0 < live; l0 += LOGICAL_PER_PASS) {
+            const int l = l0 + sub;
+            const bool mine = l < live;
+            const fg_i64 at = (((fg_i64)page * per_page + (mine ? l : 0)) * p.heads_kv + kvh) * HEAD_DIM + c0;
+            const uint4* hi_src = reinterpret_cast<const uint4*>(p.k_max + at);
+            const uint4* lo_src = reinterpret_cast<const uint4*>(p.k_min + at);
+            const uint4 hw0 = hi_src[0], hw1 = hi_src[1], lw0 = lo_src[0], lw1 = lo_src[1];
+            float hi[16], lo[16];
+            fg_unpack8(*reinterpret_cast<float(*)[8]>(hi), hw0);
+            fg_unpack8(*reinterpret_cast<float(*)[8]>(hi + 8), hw1);
+            fg_unpack8(*reinterpret_cast<float(*)[8]>(lo), lw0);
+            fg_unpack8(*reinterpret_cast<float(*)[8]>(lo + 8), lw1);
             for (int r = 0; r < nrows; ++r) {
+                const uint4* qs = reinterpret_cast<const uint4*>(&s_q[r][c0]);
+                float qv[16];
+                fg_unpack8(*reinterpret_cast<float(*)[8]>(qv), qs[0]);
+                fg_unpack8(*reinterpret_cast<float(*)[8]>(qv + 8), qs[1]);
                 float part = 0.f;
 #pragma unroll
-                for (int k = 0; k < CPL; ++k) {
-                    const float qv = fg_to_f32(s_q[r][lane * CPL + k]);
-                    part += fmaxf(qv * hi[k], qv * lo[k]);
-                }
+                for (int k = 0; k < 16; ++k) part += fmaxf(qv[k] * hi[k], qv[k] * lo[k]);
+                // The logical page's sum over its lanes; lanes of a page outside the
+                // sequence take no part in the max.
 #pragma unroll
-                for (int o = 16; o > 0; o >>= 1) part += __shfl_xor_sync(0xffffffffu, part, o);
-                // Lanes may round the butterfly differently: lane 0's sum is the one kept.
-                score = fmaxf(score, __shfl_sync(0xffffffffu, part, 0));
+                for (int o = LANES_PER_LOGICAL / 2; o > 0; o >>= 1) part += __shfl_xor_sync(0xffffffffu, part, o);
+                if (mine) score = fmaxf(score, part);
             }
         }
+        // The page's max over the warp's logical pages.
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) score = fmaxf(score, __shfl_xor_sync(0xffffffffu, score, o));
         score = score != score ? fg_neg_inf() : fminf(score, 3.402823466e38f);
     }
     if (lane == 0) p.scores[row * p.score_stride + pg] = score;

@@ -13,23 +13,24 @@ struct BlockSparseSchedule {
     int ratio;        // key tiles per mask block
     int last_tiles;   // tiles of the last listed block that hold visible keys (ragged / causal)
 
-    __device__ __forceinline__ void init(const FlashParams& p, int batch, int head, int m_block, int sq_, int sk_) {
+    __device__ __forceinline__ void init(const FlashParams& p, const VariantParams& vp, int batch, int head, int m_block, int sq_, int sk_) {
         sq = sq_;
         sk = sk_;
         p_lo = m_block * BLOCK_M + sk - sq;
         const int p_hi = min(sq, (m_block + 1) * BLOCK_M) - 1 + sk - sq;
         // One list shared by all heads, one per GQA group (list_heads = heads_kv) or one per
         // query head (list_heads = heads_q): query head h reads list h / (heads_q / list_heads).
-        const int list_head = p.list_heads == 1 ? 0 : head / (p.heads_q / p.list_heads);
-        const int qb = m_block * BLOCK_M / p.block_q;
-        const fg_i64 row = (fg_i64)batch * p.list_batch_stride + (fg_i64)list_head * p.list_head_stride + qb;
-        entries = p.kv_count[row];
-        list = p.kv_index + row * p.max_blocks;
-        ratio = p.block_k / BLOCK_N;
+        const BlockListArgs& l = vp.list;
+        const int list_head = l.list_heads == 1 ? 0 : head / (p.heads_q / l.list_heads);
+        const int qb = m_block * BLOCK_M / l.block_q;
+        const fg_i64 row = (fg_i64)batch * l.list_batch_stride + (fg_i64)list_head * l.list_head_stride + qb;
+        entries = l.kv_count[row];
+        list = l.kv_index + row * l.max_blocks;
+        ratio = l.block_k / BLOCK_N;
         last_tiles = 0;
         if (entries > 0) {
             const int key_end = CAUSAL_MASK ? min(sk, p_hi + 1) : sk;
-            const int first_key = __ldg(list + entries - 1) * p.block_k;
+            const int first_key = __ldg(list + entries - 1) * l.block_k;
             last_tiles = min(ratio, max(0, (key_end - first_key + BLOCK_N - 1) / BLOCK_N));
         }
     }

@@ -16,23 +16,24 @@ struct CustomSchedule {
     const FgExprArgs* args;
     float scale;              // the softmax scale: s = scale * q.k is what the score modifier sees
 
-    __device__ __forceinline__ void init(const FlashParams& p, int batch_, int head_, int m_block, int sq_, int sk_) {
+    __device__ __forceinline__ void init(const FlashParams& p, const VariantParams& vp, int batch_, int head_, int m_block, int sq_, int sk_) {
         sq = sq_;
         sk = sk_;
         batch = batch_;
         head = head_;
-        args = &p.expr;
+        args = &vp.expr;
         scale = p.scale_log2 * 0.6931471805599453f;
-        const int list_head = p.list_heads == 1 ? 0 : head / (p.heads_q / p.list_heads);
-        const int qb = m_block * BLOCK_M / p.block_q;
-        const fg_i64 row = (fg_i64)batch * p.list_batch_stride + (fg_i64)list_head * p.list_head_stride + qb;
-        entries = p.kv_count[row];
-        list = p.kv_index + row * p.max_blocks;
-        full = reinterpret_cast<const unsigned*>(p.kv_full) + row * ((p.max_blocks + 31) / 32);
-        ratio = p.block_k / BLOCK_N;
+        const BlockListArgs& l = vp.list;
+        const int list_head = l.list_heads == 1 ? 0 : head / (p.heads_q / l.list_heads);
+        const int qb = m_block * BLOCK_M / l.block_q;
+        const fg_i64 row = (fg_i64)batch * l.list_batch_stride + (fg_i64)list_head * l.list_head_stride + qb;
+        entries = l.kv_count[row];
+        list = l.kv_index + row * l.max_blocks;
+        full = reinterpret_cast<const unsigned*>(vp.kv_full) + row * ((l.max_blocks + 31) / 32);
+        ratio = l.block_k / BLOCK_N;
         last_tiles = 0;
         if (entries > 0) {
-            const int first_key = __ldg(list + entries - 1) * p.block_k;
+            const int first_key = __ldg(list + entries - 1) * l.block_k;
             last_tiles = min(ratio, max(0, (sk - first_key + BLOCK_N - 1) / BLOCK_N));
         }
     }

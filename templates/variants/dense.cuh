@@ -6,8 +6,9 @@ struct DenseSchedule {
     int n_end;         // tiles [0, n_end) are visited
     int first_masked;  // tiles >= first_masked need the elementwise mask
 
-    __device__ __forceinline__ void init(const FlashParams& p, int batch, int head, int m_block, int sq_, int sk_) {
+    __device__ __forceinline__ void init(const FlashParams& p, const VariantParams& vp, int batch, int head, int m_block, int sq_, int sk_) {
         (void)p;
+        (void)vp;
         (void)batch;
         (void)head;
         sq = sq_;

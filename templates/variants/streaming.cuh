@@ -7,13 +7,14 @@ struct StreamingSchedule {
     int win_begin, win_end; // window tiles [win_begin, win_end)
     int sink_end;           // sink tiles [0, sink_end), never overlapping the window tiles
 
-    __device__ __forceinline__ void init(const FlashParams& p, int batch, int head, int m_block, int sq_, int sk_) {
+    __device__ __forceinline__ void init(const FlashParams& p, const VariantParams& vp, int batch, int head, int m_block, int sq_, int sk_) {
+        (void)p;
         (void)batch;
         (void)head;
         sq = sq_;
         sk = sk_;
-        sink = p.sink;
-        window = p.window;
+        sink = vp.streaming.sink;
+        window = vp.streaming.window;
         p_lo = m_block * BLOCK_M + sk - sq;
         p_hi = min(sq, (m_block + 1) * BLOCK_M) - 1 + sk - sq;
         const int key_end = max(0, min(sk, p_hi + 1));  // keys [0, key_end) are at or before some row

@@ -8,7 +8,7 @@ use crate::space::candidate_tiles;
 use crate::target::TuneTarget;
 use crate::timing::{contenders, decide, input_sets, Measurement, TimingParams};
 use flashgen_codegen::{template_digest, DType, TileConfig};
-use flashgen_runtime::config::{spec_key, ConfigEntry, ConfigHeader, GpuIdentity, ShapeKey};
+use flashgen_runtime::config::{ConfigEntry, ConfigHeader, GpuIdentity, ShapeKey};
 use flashgen_runtime::{nvrtc_version, CacheSource, Runtime, TunedConfig};
 use half::{bf16, f16};
 use std::collections::HashSet;
@@ -134,7 +134,7 @@ impl TargetReport {
         let (w, d) = (self.winner.as_ref()?, self.default.as_ref()?);
         let b = self.shape.bucket();
         Some(ConfigEntry {
-            spec: spec_key(&self.target.spec),
+            spec: self.target.spec,
             seq: b.seq,
             gqa: b.gqa,
             density: b.density,
@@ -611,7 +611,7 @@ mod tests {
         assert_eq!(c.entries.len(), 2);
         // Sorted by bucket: the 4k entry first.
         let e = &c.entries[0];
-        assert_eq!(e.spec, "dense,d128,bf16,causal,lse");
+        assert_eq!(e.spec.to_string(), "dense,d128,bf16,causal,lse");
         assert_eq!(
             (e.seq, e.gqa, e.density),
             (SeqClass::Le4k, 1, DensityClass::Ge50)

@@ -170,7 +170,7 @@ fn runtime_launches_the_tuned_tile() {
     let mut config = TunedConfig::new(header);
     let b_ = shape.bucket();
     config.insert(ConfigEntry {
-        spec: flashgen_runtime::config::spec_key(&spec),
+        spec,
         seq: b_.seq,
         gqa: b_.gqa,
         density: b_.density,

@@ -10,6 +10,7 @@
 //! expression on the CPU with the kernel's arithmetic (constant folding, CPU block
 //! classification). Users' text never reaches NVRTC: only the renderer's output does.
 
+pub mod args;
 pub mod error;
 pub mod eval;
 mod intern;
@@ -19,6 +20,7 @@ pub mod print;
 pub mod render;
 mod types;
 
+pub use args::ExprArgs;
 pub use error::{ErrorKind, ExprError, Span};
 pub use eval::{Bindings, Value, VectorData};
 pub use intern::Definition;
@@ -26,9 +28,10 @@ pub use intern::Definition;
 use sha2::{Digest, Sha256};
 use std::fmt;
 
-/// At most this many vector and this many scalar parameters (the kernel's parameter slots).
-pub const MAX_VECTORS: usize = 8;
-pub const MAX_SCALARS: usize = 8;
+/// At most this many vector and this many scalar parameters (the slots of [`ExprArgs`], which
+/// the custom variant's parameter block must fit).
+pub const MAX_VECTORS: usize = 4;
+pub const MAX_SCALARS: usize = 4;
 
 /// The type of an expression.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -465,8 +468,9 @@ impl CustomMods {
             .any(|e| e.as_ref().is_some_and(|e| e.uses(var)))
     }
 
-    /// The CUDA device code of the definition: the argument struct and helpers
-    /// ([`render::PRELUDE`]), `fg_custom_mask` and `fg_custom_score`.
+    /// The CUDA device code of the definition: the helpers ([`render::PRELUDE`]),
+    /// `fg_custom_mask` and `fg_custom_score`, over `FgExprArgs` ([`args::declaration`], which
+    /// the including code declares).
     pub fn render_cuda(&self) -> String {
         render::definition(self)
     }

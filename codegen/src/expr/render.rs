@@ -1,24 +1,16 @@
 //! Renders a checked definition to CUDA device code: `fg_custom_mask` and `fg_custom_score`
-//! over the parameter struct `FgExprArgs` of [`PRELUDE`]. Only this output reaches NVRTC:
-//! names become fixed identifiers (`fg_q`, `fgx.scalars[2]`), literals are re-printed from
+//! over the parameter struct `FgExprArgs` ([`super::args`]). Only this output reaches NVRTC:
+//! names become fixed identifiers (`fg_q`, `fgx.s2`), literals are re-printed from
 //! their values, and every operator maps to a fixed C form with the language's semantics
 //! (wrapping 32-bit ints through unsigned arithmetic, guarded vector reads).
 
 use super::{BinOp, CustomMods, Expr, Func, Kind, ParamType, Type, UnOp, Var};
 
-/// The parameter struct of the custom variant (mirrored by the runtime) and the helpers the
-/// rendered expressions call. Ints wrap: C's signed overflow is undefined, so `+ - *` run on
+/// The helpers the rendered expressions call. Ints wrap: C's signed overflow is undefined, so `+ - *` run on
 /// unsigned values; `/` and `%` by zero give 0, `INT_MIN / -1` wraps. A vector read outside
 /// `0..len` gives 0.
-pub const PRELUDE: &str = r#"// User-defined mask and score modifier (the custom variant): the launch-bound parameters and
-// the helpers of the rendered expressions.
-#define FG_EXPR_MAX_VECTORS 8
-#define FG_EXPR_MAX_SCALARS 8
-struct FgExprArgs {
-    const void* vectors[FG_EXPR_MAX_VECTORS];  // device vectors, i32 or f32 by declaration
-    int vector_len[FG_EXPR_MAX_VECTORS];       // their lengths in elements
-    int scalars[FG_EXPR_MAX_SCALARS];          // i32 values, or f32 bit patterns
-};
+pub const PRELUDE: &str = r#"// User-defined mask and score modifier (the custom variant): the helpers of the rendered
+// expressions.
 __device__ __forceinline__ int fgx_add(int a, int b) { return (int)((unsigned)a + (unsigned)b); }
 __device__ __forceinline__ int fgx_sub(int a, int b) { return (int)((unsigned)a - (unsigned)b); }
 __device__ __forceinline__ int fgx_mul(int a, int b) { return (int)((unsigned)a * (unsigned)b); }
@@ -28,22 +20,22 @@ __device__ __forceinline__ int fgx_rem(int a, int b) { return (b == 0 || b == -1
 __device__ __forceinline__ int fgx_abs(int a) { return a < 0 ? fgx_neg(a) : a; }
 __device__ __forceinline__ int fgx_min(int a, int b) { return a < b ? a : b; }
 __device__ __forceinline__ int fgx_max(int a, int b) { return a > b ? a : b; }
-__device__ __forceinline__ int fgx_load_i(const FgExprArgs& x, int slot, int i) {
-    return (unsigned)i < (unsigned)x.vector_len[slot] ? __ldg(static_cast<const int*>(x.vectors[slot]) + i) : 0;
+__device__ __forceinline__ int fgx_load_i(const void* v, int len, int i) {
+    return (unsigned)i < (unsigned)len ? __ldg(static_cast<const int*>(v) + i) : 0;
 }
-__device__ __forceinline__ float fgx_load_f(const FgExprArgs& x, int slot, int i) {
-    return (unsigned)i < (unsigned)x.vector_len[slot] ? __ldg(static_cast<const float*>(x.vectors[slot]) + i) : 0.f;
+__device__ __forceinline__ float fgx_load_f(const void* v, int len, int i) {
+    return (unsigned)i < (unsigned)len ? __ldg(static_cast<const float*>(v) + i) : 0.f;
 }
 "#;
 
-/// The device functions of a definition (after [`PRELUDE`]): `fg_custom_mask(args, b, h, q, k)`
+/// The helpers ([`PRELUDE`]) and device functions of a definition: `fg_custom_mask(args, b, h, q, k)`
 /// (true without a mask), `fg_custom_score(args, s, b, h, q, k)` (`s` without a score
 /// modifier), and the flags `FG_CUSTOM_HAS_MASK`, `FG_CUSTOM_HAS_SCORE`.
 pub fn definition(mods: &CustomMods) -> String {
     let mask = mods.mask().map_or("true".to_string(), |e| expr(e, mods));
     let score = mods.score().map_or("fg_s".to_string(), |e| expr(e, mods));
     format!(
-        "// {canonical}\n\
+        "{PRELUDE}// {canonical}\n\
          constexpr bool FG_CUSTOM_HAS_MASK = {has_mask};\n\
          constexpr bool FG_CUSTOM_HAS_SCORE = {has_score};\n\
          __device__ __forceinline__ bool fg_custom_mask(const FgExprArgs& fgx, int fg_b, int fg_h, int fg_q, int fg_k) {{\n\
@@ -78,8 +70,8 @@ pub fn expr(e: &Expr, mods: &CustomMods) -> String {
         Kind::Scalar(i) => {
             let p = &mods.params()[*i];
             match p.ty {
-                ParamType::Float => format!("__int_as_float(fgx.scalars[{}])", p.slot),
-                _ => format!("fgx.scalars[{}]", p.slot),
+                ParamType::Float => format!("__int_as_float(fgx.s{})", p.slot),
+                _ => format!("fgx.s{}", p.slot),
             }
         }
         Kind::Load(i, index) => {
@@ -89,7 +81,11 @@ pub fn expr(e: &Expr, mods: &CustomMods) -> String {
             } else {
                 "fgx_load_i"
             };
-            format!("{f}(fgx, {}, {})", p.slot, expr(index, mods))
+            format!(
+                "{f}(fgx.v{s}, fgx.len{s}, {})",
+                expr(index, mods),
+                s = p.slot
+            )
         }
         Kind::ToFloat(a) => format!("((float){})", expr(a, mods)),
         Kind::Unary(UnOp::Neg, a) if a.ty == Type::Int => format!("fgx_neg({})", expr(a, mods)),

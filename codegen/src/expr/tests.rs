@@ -218,16 +218,14 @@ fn rendered_code_uses_only_fixed_forms() {
     let code = m.render_cuda();
     assert!(
         code.contains(
-            "return (fgx_load_i(fgx, 0, fg_q) == fgx_load_i(fgx, 0, fg_k)) && (fg_k <= fg_q);"
+            "return (fgx_load_i(fgx.v0, fgx.len0, fg_q) == fgx_load_i(fgx.v0, fgx.len0, fg_k)) && (fg_k <= fg_q);"
         ) || code.contains(
-            "return ((fgx_load_i(fgx, 0, fg_q) == fgx_load_i(fgx, 0, fg_k)) && (fg_k <= fg_q));"
+            "return ((fgx_load_i(fgx.v0, fgx.len0, fg_q) == fgx_load_i(fgx.v0, fgx.len0, fg_k)) && (fg_k <= fg_q));"
         ),
         "{code}"
     );
     assert!(
-        code.contains(
-            "(__int_as_float(fgx.scalars[0]) * tanhf((fg_s / __int_as_float(fgx.scalars[0]))))"
-        ),
+        code.contains("(__int_as_float(fgx.s0) * tanhf((fg_s / __int_as_float(fgx.s0))))"),
         "{code}"
     );
     assert!(code.contains("FG_CUSTOM_HAS_SCORE = true"));

@@ -2,7 +2,25 @@
 //! in one launch; `causal` applies to the block-sparse heads. The kernel entry dispatches on
 //! the head's kind to a mainloop specialised to that kind's schedule.
 
-use super::{HeadCase, LaunchArgs, Schedule, Variant, VariantInfo, BLOCK_K, BLOCK_Q, SINK, WINDOW};
+use super::block_sparse::BlockListArgs;
+use super::streaming::StreamingArgs;
+use super::{
+    HeadCase, LaunchArgs, Schedule, TilePrefs, Variant, VariantInfo, BLOCK_K, BLOCK_Q, SINK, WINDOW,
+};
+use crate::block::IntPtr;
+
+crate::param_block! {
+    /// The streaming heads' part, the block-sparse heads' part (each zero when no head is of
+    /// its kind) and the heads' kinds.
+    pub struct Params as "VariantParams" {
+        pub streaming: StreamingArgs,
+        pub list: BlockListArgs,
+        /// `HeadKind` of each query head.
+        pub head_kind: IntPtr,
+        /// The order the heads are launched in.
+        pub head_order: IntPtr,
+    }
+}
 
 pub const INFO: VariantInfo = VariantInfo {
     variant: Variant::Mixed,
@@ -42,4 +60,11 @@ pub const INFO: VariantInfo = VariantInfo {
         },
     ]),
     params: &[SINK, WINDOW, BLOCK_Q, BLOCK_K],
+    block: &Params::LAYOUT,
+    // Four kind-specialised mainloops: two 16-row tiles per warp no longer fit in registers
+    // (ptxas spills).
+    tiles: TilePrefs {
+        sync_eight_warps: true,
+        ..TilePrefs::STANDARD
+    },
 };

@@ -9,6 +9,7 @@
 //! the [`Variant`] enum and [`REGISTRY`]; the runtime declares from the same list its host
 //! modules (`flashgen_runtime::variants`) and their table.
 
+use crate::block::{BlockLayout, MAX_BLOCK_BYTES};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -48,7 +49,7 @@ macro_rules! for_each_variant {
 /// Declares the variant modules, [`Variant`] and [`REGISTRY`] from the list.
 macro_rules! declare_variants {
     ($($(#[$doc:meta])* $module:ident: $variant:ident,)*) => {
-        $(mod $module;)*
+        $(pub mod $module;)*
 
         /// Which keys a query sees; the rows of the semantics table in DESIGN.md. Each value has
         /// one row in [`REGISTRY`], which says everything else about it.
@@ -150,6 +151,30 @@ pub enum Schedule {
     PerHead(&'static [HeadCase]),
 }
 
+/// What a variant's kernels prefer of their default tile ([`crate::default_tile`], which
+/// applies them per head dim and arch), measured per variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TilePrefs {
+    /// Keys per step of the one-warpgroup wgmma tiles (64 query rows over 4 warps) below
+    /// head dim 256.
+    pub wgmma_block_n: u32,
+    /// Whether d256 on sm_90a takes 128 query rows over two warpgroups (`m128n64w8s1-wgmma`)
+    /// instead of one warpgroup's `m64n64w4s1-wgmma`.
+    pub wgmma_d256_two_warpgroups: bool,
+    /// Whether the mma.sync tiles of 128 query rows take 8 warps (16 rows each) at the middle
+    /// head dims, where 4 warps' 32 rows each no longer fit in registers.
+    pub sync_eight_warps: bool,
+}
+
+impl TilePrefs {
+    /// The tiles of a variant with no measured preference of its own.
+    pub const STANDARD: TilePrefs = TilePrefs {
+        wgmma_block_n: 128,
+        wgmma_d256_two_warpgroups: false,
+        sync_eight_warps: false,
+    };
+}
+
 /// Everything codegen knows about one variant.
 #[derive(Debug)]
 pub struct VariantInfo {
@@ -173,7 +198,23 @@ pub struct VariantInfo {
     pub schedule: Schedule,
     /// The numeric parameters the macro declares for it.
     pub params: &'static [VariantParam],
+    /// Its own kernel parameter block (`struct VariantParams`, the kernel's second parameter):
+    /// the layout of the `#[repr(C)]` struct its module declares with
+    /// [`param_block!`](crate::param_block), which the runtime's host variant writes.
+    pub block: &'static BlockLayout,
+    /// Its preferences for the default tile.
+    pub tiles: TilePrefs,
 }
+
+// Every block is the kernel's `VariantParams` and fits the runtime's launch buffer.
+const _: () = {
+    let mut i = 0;
+    while i < REGISTRY.len() {
+        assert!(REGISTRY[i].block.size <= MAX_BLOCK_BYTES);
+        assert!(REGISTRY[i].block.align <= 16);
+        i += 1;
+    }
+};
 
 impl VariantInfo {
     /// Whether keys come in two segments: a prefix buffer (`prefix_k`, `prefix_v`) before the
@@ -243,6 +284,7 @@ impl fmt::Display for Variant {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::block::VARIANT_PARAMS;
 
     #[test]
     fn every_variant_has_one_row_and_its_files_are_embedded() {
@@ -260,7 +302,12 @@ mod tests {
             }
             if let Schedule::PerHead(cases) = info.schedule {
                 assert!(!cases.is_empty());
+                // The per-head dispatch reads the kinds and the order from the block.
+                for field in ["head_kind", "head_order"] {
+                    assert!(info.block.fields.iter().any(|f| f.name == field));
+                }
             }
+            assert_eq!(info.block.c_name, VARIANT_PARAMS, "{}", info.name);
         }
         let names: std::collections::HashSet<_> = REGISTRY.iter().map(|i| i.name).collect();
         assert_eq!(names.len(), REGISTRY.len(), "names are unique");

@@ -212,7 +212,7 @@ pub struct DecodeShape {
     pub scale: Option<f32>,
 }
 
-fn check_qo(name: &'static str, l: &Layout, len: usize, head_dim: usize) -> Result<()> {
+pub(super) fn check_qo(name: &'static str, l: &Layout, len: usize, head_dim: usize) -> Result<()> {
     if l.dim != head_dim {
         return Err(invalid(
             name,
@@ -548,9 +548,9 @@ impl Runtime {
         unsafe { launch.launch(cfg) }.while_(|| format!("launching {name}"))?;
         if plan.num_splits > 1 {
             let merge = decode_function(self, module, &format!("{name}_merge"), 0)?;
-            let warps_per_cta = 8;
+            // One CTA of MERGE_WARPS (8) warps per row (templates/decode/decode.cu).
             let cfg = LaunchConfig {
-                grid_dim: (rows_total.div_ceil(warps_per_cta) as u32, 1, 1),
+                grid_dim: (rows_total as u32, 1, 1),
                 block_dim: (256, 1, 1),
                 shared_mem_bytes: 0,
             };

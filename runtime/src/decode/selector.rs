@@ -13,7 +13,7 @@
 //! index. Scores are computed in f32 on the GPU; forced pages score +inf, other scores are
 //! clamped to the largest finite f32 and NaN ranks as -inf.
 
-use super::attention::DecodeParams;
+use super::attention::{check_qo, DecodeParams};
 use super::cache::{DevicePageTable, PageTable, PagedKvCache};
 use super::kernels::{decode_function, DecodeModule};
 use crate::error::{invalid, DriverContext, Result};
@@ -426,16 +426,8 @@ impl PageSelector {
                 ),
             ));
         }
-        if q.data.len() < l.required_len() {
-            return Err(invalid(
-                "q",
-                format!(
-                    "buffer has {} elements, its layout addresses {}",
-                    q.data.len(),
-                    l.required_len()
-                ),
-            ));
-        }
+        // The scorer reads Q in 16-byte vectors, as the decode kernel does.
+        check_qo("q", &l, q.data.len(), c.head_dim)?;
         if (0..host.batch()).any(|b| host.seq_len(b) == 0) {
             return Err(invalid(
                 "table",
@@ -457,6 +449,12 @@ impl PageSelector {
             .while_(|| "allocating the page selection".into())?;
         {
             let (qp, _g0) = q.data.device_ptr(s);
+            if qp % 16 != 0 {
+                return Err(invalid(
+                    "q",
+                    format!("base address {qp:#x} is not 16-byte aligned"),
+                ));
+            }
             let (kmax, _g1) = cache.k_max().device_ptr(s);
             let (kmin, _g2) = cache.k_min().device_ptr(s);
             let (bt, _g3) = table.table().device_ptr(s);

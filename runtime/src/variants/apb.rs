@@ -4,8 +4,10 @@
 use super::{wrong_arguments, Extent, HostVariant};
 use crate::error::{invalid, Result};
 use crate::masks::dense_density;
-use crate::params::FlashParams;
+use crate::params::VariantBlock;
 use crate::plan::{check_tensor, LaunchDesc, MaskArg, PlanContext};
+use flashgen_codegen::block::DataPtr;
+use flashgen_codegen::variants::apb::Params;
 use flashgen_codegen::AttentionSpec;
 
 pub struct Apb;
@@ -22,7 +24,7 @@ impl HostVariant for Apb {
         d.prefix.as_ref().map_or(0, |(pk, _)| pk.layout.seq)
     }
 
-    fn plan(&self, cx: &PlanContext, d: &LaunchDesc, p: &mut FlashParams) -> Result<()> {
+    fn plan(&self, cx: &PlanContext, d: &LaunchDesc) -> Result<VariantBlock> {
         let spec = cx.spec;
         let g = &cx.geometry;
         if !matches!(d.mask, MaskArg::None) {
@@ -40,10 +42,11 @@ impl HostVariant for Apb {
         let Some((pk, pv)) = &d.prefix else {
             // An empty prefix (host 0 of a multi-host prefill): the kernel reads no prefix row,
             // so the pointers are never used.
-            p.prefix_k = p.k;
-            p.prefix_v = p.v;
-            p.prefix_len = 0;
-            return Ok(());
+            return Ok(VariantBlock::new(&Params {
+                prefix_k: DataPtr(d.k.buffer.ptr),
+                prefix_v: DataPtr(d.v.buffer.ptr),
+                ..Params::default()
+            }));
         };
         check_tensor("prefix_k", pk, spec.head_dim)?;
         check_tensor("prefix_v", pv, spec.head_dim)?;
@@ -60,16 +63,17 @@ impl HostVariant for Apb {
                 ),
             ));
         }
-        p.prefix_k = pk.buffer.ptr;
-        p.prefix_v = pv.buffer.ptr;
-        p.prefix_k_batch_stride = lk.strides[0] as i64;
-        p.prefix_k_row_stride = lk.strides[1] as i64;
-        p.prefix_k_head_stride = lk.strides[2] as i64;
-        p.prefix_v_batch_stride = lv.strides[0] as i64;
-        p.prefix_v_row_stride = lv.strides[1] as i64;
-        p.prefix_v_head_stride = lv.strides[2] as i64;
-        p.prefix_len = lk.seq as i32;
-        Ok(())
+        Ok(VariantBlock::new(&Params {
+            prefix_k: DataPtr(pk.buffer.ptr),
+            prefix_v: DataPtr(pv.buffer.ptr),
+            prefix_k_batch_stride: lk.strides[0] as i64,
+            prefix_k_row_stride: lk.strides[1] as i64,
+            prefix_k_head_stride: lk.strides[2] as i64,
+            prefix_v_batch_stride: lv.strides[0] as i64,
+            prefix_v_row_stride: lv.strides[1] as i64,
+            prefix_v_head_stride: lv.strides[2] as i64,
+            prefix_len: lk.seq as i32,
+        }))
     }
 
     /// The prefix fully visible, the local block causal.

@@ -3,8 +3,10 @@
 use super::{wrong_arguments, Extent, HostVariant};
 use crate::error::{invalid, Result};
 use crate::masks::dense_density;
-use crate::params::FlashParams;
+use crate::params::VariantBlock;
 use crate::plan::{BlockListArg, Geometry, LaunchDesc, MaskArg, PlanContext};
+use flashgen_codegen::block::IntPtr;
+use flashgen_codegen::variants::block_sparse::{BlockListArgs, Params};
 use flashgen_codegen::AttentionSpec;
 
 pub struct BlockSparse;
@@ -13,8 +15,8 @@ pub struct BlockSparse;
 pub const HOST: BlockSparse = BlockSparse;
 
 /// Checks a block list against the launch and, with `cx.tile`, its block sizes against the
-/// kernel's tile; then writes it.
-pub(super) fn plan_list(cx: &PlanContext, list: &BlockListArg, p: &mut FlashParams) -> Result<()> {
+/// kernel's tile; returns it as the kernel reads it.
+pub(super) fn plan_list(cx: &PlanContext, list: &BlockListArg) -> Result<BlockListArgs> {
     let m = list.mask;
     let Geometry {
         batch,
@@ -33,15 +35,16 @@ pub(super) fn plan_list(cx: &PlanContext, list: &BlockListArg, p: &mut FlashPara
     if let Some(tile) = cx.tile {
         super::check_blocks_fit(m.block_q, m.block_k, tile)?;
     }
-    p.block_q = m.block_q as i32;
-    p.block_k = m.block_k as i32;
-    p.list_heads = m.heads as i32;
-    p.max_blocks = m.max_blocks as i32;
-    p.list_head_stride = m.q_blocks as i64;
-    p.list_batch_stride = (m.heads * m.q_blocks) as i64;
-    p.kv_count = list.kv_count.ptr;
-    p.kv_index = list.kv_index.ptr;
-    Ok(())
+    Ok(BlockListArgs {
+        block_q: m.block_q as i32,
+        block_k: m.block_k as i32,
+        list_heads: m.heads as i32,
+        max_blocks: m.max_blocks as i32,
+        list_batch_stride: (m.heads * m.q_blocks) as i64,
+        list_head_stride: m.q_blocks as i64,
+        kv_count: IntPtr(list.kv_count.ptr),
+        kv_index: IntPtr(list.kv_index.ptr),
+    })
 }
 
 /// The kept fraction of query head `head` (of `heads_q`) under a block list, measured on the
@@ -62,9 +65,11 @@ impl HostVariant for BlockSparse {
         "a block list"
     }
 
-    fn plan(&self, cx: &PlanContext, d: &LaunchDesc, p: &mut FlashParams) -> Result<()> {
+    fn plan(&self, cx: &PlanContext, d: &LaunchDesc) -> Result<VariantBlock> {
         match &d.mask {
-            MaskArg::BlockSparse(list) => plan_list(cx, list, p),
+            MaskArg::BlockSparse(list) => Ok(VariantBlock::new(&Params {
+                list: plan_list(cx, list)?,
+            })),
             _ => Err(wrong_arguments(cx.spec.variant)),
         }
     }

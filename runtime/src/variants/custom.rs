@@ -7,9 +7,12 @@ use crate::custom::{
 };
 use crate::error::{invalid, Result};
 use crate::masks::dense_density;
-use crate::params::FlashParams;
+use crate::params::VariantBlock;
 use crate::plan::{CustomArg, LaunchDesc, MaskArg, PlanContext};
+use flashgen_codegen::block::IntPtr;
 use flashgen_codegen::expr::CustomMods;
+use flashgen_codegen::variants::block_sparse::BlockListArgs;
+use flashgen_codegen::variants::custom::Params;
 use flashgen_codegen::AttentionSpec;
 use std::sync::OnceLock;
 
@@ -74,7 +77,7 @@ impl HostVariant for Custom {
         "the definition's parameter values (and optionally its block classification)"
     }
 
-    fn plan(&self, cx: &PlanContext, d: &LaunchDesc, p: &mut FlashParams) -> Result<()> {
+    fn plan(&self, cx: &PlanContext, d: &LaunchDesc) -> Result<VariantBlock> {
         let MaskArg::Custom(arg) = &d.mask else {
             return Err(wrong_arguments(cx.spec.variant));
         };
@@ -118,15 +121,6 @@ impl HostVariant for Custom {
         if let Some(tile) = cx.tile {
             super::check_blocks_fit(list.block_q, list.block_k, tile)?;
         }
-        p.block_q = list.block_q as i32;
-        p.block_k = list.block_k as i32;
-        p.list_heads = list.heads as i32;
-        p.max_blocks = list.max_blocks as i32;
-        p.list_head_stride = list.q_blocks as i64;
-        p.list_batch_stride = (list.heads * list.q_blocks) as i64;
-        p.kv_count = blocks.kv_count.ptr;
-        p.kv_index = blocks.kv_index.ptr;
-        p.kv_full = blocks.kv_full.ptr;
         let pointers: Vec<u64> = values
             .iter()
             .filter_map(|v| match v {
@@ -140,8 +134,20 @@ impl HostVariant for Custom {
                 _ => None,
             })
             .collect::<Result<_>>()?;
-        p.expr = expr_args(mods, &values, &pointers);
-        Ok(())
+        Ok(VariantBlock::new(&Params {
+            list: BlockListArgs {
+                block_q: list.block_q as i32,
+                block_k: list.block_k as i32,
+                list_heads: list.heads as i32,
+                max_blocks: list.max_blocks as i32,
+                list_batch_stride: (list.heads * list.q_blocks) as i64,
+                list_head_stride: list.q_blocks as i64,
+                kv_count: IntPtr(blocks.kv_count.ptr),
+                kv_index: IntPtr(blocks.kv_index.ptr),
+            },
+            kv_full: IntPtr(blocks.kv_full.ptr),
+            expr: expr_args(mods, &values, &pointers),
+        }))
     }
 
     /// Custom launches are bucketed as dense: a mask's density is known only once it is

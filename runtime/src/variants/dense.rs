@@ -3,8 +3,9 @@
 use super::{wrong_arguments, Extent, HostVariant};
 use crate::error::Result;
 use crate::masks::dense_density;
-use crate::params::FlashParams;
+use crate::params::VariantBlock;
 use crate::plan::{LaunchDesc, MaskArg, PlanContext};
+use flashgen_codegen::variants::dense::Params;
 use flashgen_codegen::AttentionSpec;
 
 pub struct Dense;
@@ -17,9 +18,9 @@ impl HostVariant for Dense {
         "none"
     }
 
-    fn plan(&self, cx: &PlanContext, d: &LaunchDesc, _: &mut FlashParams) -> Result<()> {
+    fn plan(&self, cx: &PlanContext, d: &LaunchDesc) -> Result<VariantBlock> {
         match d.mask {
-            MaskArg::None => Ok(()),
+            MaskArg::None => Ok(VariantBlock::new(&Params {})),
             _ => Err(wrong_arguments(cx.spec.variant)),
         }
     }

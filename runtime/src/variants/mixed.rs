@@ -4,8 +4,10 @@
 use super::{block_sparse, streaming, wrong_arguments, Extent, HostVariant};
 use crate::error::{invalid, Result};
 use crate::masks::{dense_density, HeadKind};
-use crate::params::FlashParams;
+use crate::params::VariantBlock;
 use crate::plan::{LaunchDesc, MaskArg, PlanContext};
+use flashgen_codegen::block::IntPtr;
+use flashgen_codegen::variants::mixed::Params;
 use flashgen_codegen::AttentionSpec;
 
 pub struct Mixed;
@@ -18,7 +20,7 @@ impl HostVariant for Mixed {
         "head kinds"
     }
 
-    fn plan(&self, cx: &PlanContext, d: &LaunchDesc, p: &mut FlashParams) -> Result<()> {
+    fn plan(&self, cx: &PlanContext, d: &LaunchDesc) -> Result<VariantBlock> {
         let MaskArg::Mixed {
             heads,
             streaming,
@@ -43,20 +45,24 @@ impl HostVariant for Mixed {
                 "device copy is shorter than the host copy",
             ));
         }
+        // Each part is written when a head reads it, and zero otherwise.
+        let mut params = Params {
+            head_kind: IntPtr(heads.kinds_dev.ptr),
+            head_order: IntPtr(heads.order_dev.ptr),
+            ..Params::default()
+        };
         if heads.kinds.contains(&HeadKind::Streaming) {
             let s = streaming
                 .ok_or_else(|| invalid("streaming", "streaming heads need sink and window"))?;
-            streaming::write_params(&s, cx.geometry.max_sk, p);
+            params.streaming = streaming::args(&s, cx.geometry.max_sk);
         }
         if heads.kinds.contains(&HeadKind::BlockSparse) {
             let list = block_list
                 .as_ref()
                 .ok_or_else(|| invalid("block_list", "block-sparse heads need a block list"))?;
-            block_sparse::plan_list(cx, list, p)?;
+            params.list = block_sparse::plan_list(cx, list)?;
         }
-        p.head_kind = heads.kinds_dev.ptr;
-        p.head_order = heads.order_dev.ptr;
-        Ok(())
+        Ok(VariantBlock::new(&params))
     }
 
     fn density(&self, spec: &AttentionSpec, d: &LaunchDesc, e: &Extent) -> f64 {

@@ -9,7 +9,7 @@
 //! `<module>.rs` here exports its variant's `HOST`.
 
 use crate::error::{invalid, Result};
-use crate::params::FlashParams;
+use crate::params::VariantBlock;
 use crate::plan::{LaunchDesc, PlanContext};
 use flashgen_codegen::{AttentionSpec, TileConfig, Variant};
 
@@ -37,8 +37,9 @@ pub trait HostVariant: Sync {
         0
     }
 
-    /// Checks the variant's own arguments against the launch and writes its parameters.
-    fn plan(&self, cx: &PlanContext, d: &LaunchDesc, p: &mut FlashParams) -> Result<()>;
+    /// Checks the variant's own arguments against the launch and writes its parameter block
+    /// (the `Params` its codegen module declares), the kernel's second parameter.
+    fn plan(&self, cx: &PlanContext, d: &LaunchDesc) -> Result<VariantBlock>;
 
     /// The kept fraction of the `sq x (prefix + sk)` pairs, averaged over query heads. Meant
     /// for launches that passed [`check_launch`](crate::plan::check_launch); on others it

@@ -3,8 +3,9 @@
 use super::{wrong_arguments, Extent, HostVariant};
 use crate::error::Result;
 use crate::masks::{dense_density, StreamingParams};
-use crate::params::FlashParams;
+use crate::params::VariantBlock;
 use crate::plan::{LaunchDesc, MaskArg, PlanContext};
+use flashgen_codegen::variants::streaming::{Params, StreamingArgs};
 use flashgen_codegen::AttentionSpec;
 
 pub struct Streaming;
@@ -12,12 +13,15 @@ pub struct Streaming;
 /// The variant's row of the host table ([`host`](super::host)).
 pub const HOST: Streaming = Streaming;
 
-/// Writes sink and window as the kernel takes them: clamped to the longest key sequence, which
+/// Sink and window as the kernel takes them: clamped to the longest key sequence, which
 /// changes no visible pair (no key lies `sk` or more before a query) and keeps the kernel's
 /// 32-bit window arithmetic (`p_lo - window + 1`) from overflowing.
-pub(super) fn write_params(s: &StreamingParams, max_sk: usize, p: &mut FlashParams) {
+pub(super) fn args(s: &StreamingParams, max_sk: usize) -> StreamingArgs {
     let clamp = |v: usize| v.min(max_sk) as i32;
-    (p.sink, p.window) = (clamp(s.sink), clamp(s.window));
+    StreamingArgs {
+        sink: clamp(s.sink),
+        window: clamp(s.window),
+    }
 }
 
 impl HostVariant for Streaming {
@@ -25,12 +29,11 @@ impl HostVariant for Streaming {
         "sink/window"
     }
 
-    fn plan(&self, cx: &PlanContext, d: &LaunchDesc, p: &mut FlashParams) -> Result<()> {
+    fn plan(&self, cx: &PlanContext, d: &LaunchDesc) -> Result<VariantBlock> {
         match &d.mask {
-            MaskArg::Streaming(s) => {
-                write_params(s, cx.geometry.max_sk, p);
-                Ok(())
-            }
+            MaskArg::Streaming(s) => Ok(VariantBlock::new(&Params {
+                streaming: args(s, cx.geometry.max_sk),
+            })),
             _ => Err(wrong_arguments(cx.spec.variant)),
         }
     }
