@@ -1,14 +1,16 @@
 //! Every kernel the templates can generate compiles with NVRTC (needs libnvrtc, no GPU).
 //!
 //! For sm_80 and sm_90a: every tile of the search space of dense attention with lse and varlen
-//! (the heaviest flags) at every head dim, causal and not; the streaming, block-sparse and mixed
-//! variants at their default tile with lse; dense without flags at its default tile, in bf16 and
+//! (the heaviest flags) at every head dim, causal and not; the streaming, block-sparse, mixed,
+//! APB and custom (with a vector-reading mask and a score modifier) variants at their default
+//! tile with lse; dense without flags at its default tile, in bf16 and
 //! f16; dense with lse, causal and not, at its default tile. Default tiles must not spill; other
 //! tiles may (the tuner prunes them by this report), but at least 80% of each search space must
 //! be spill-free. No default tile may have its tensor-core pipeline broken by ptxas: a note that
 //! it serialised wgmma instructions or injected a warpgroup wait is a failure (the pipelined
 //! mainloop would silently lose its overlap).
 
+use flashgen_codegen::expr::Definition;
 use flashgen_codegen::{
     default_tile, render, search_space, Arch, AttentionSpec, DType, KernelSpec, Variant, HEAD_DIMS,
 };
@@ -94,6 +96,22 @@ fn jobs() -> Vec<Job> {
                     group: None,
                 });
             }
+            // Custom with the heaviest kind of definition: a vector read in the mask and a
+            // score modifier on every score.
+            let custom = AttentionSpec::new(Variant::Custom, head_dim, DType::Bf16, false)
+                .with_lse(true)
+                .with_definition(Some(
+                    Definition::parse(
+                        "doc: [i32]; mask = doc[q] == doc[k] && k <= q; score = 50.0 * tanh(s / 50.0)",
+                    )
+                    .expect("a valid definition"),
+                ));
+            jobs.push(Job {
+                spec: custom.with_default_tile(arch),
+                arch,
+                is_default: true,
+                group: None,
+            });
             for causal in [false, true] {
                 jobs.push(Job {
                     spec: KernelSpec::new(Variant::Dense, head_dim, DType::Bf16, causal, arch)
