@@ -3,13 +3,16 @@
 //! kernel's own offset formulas (`templates/attention_fwd.cu`, `templates/variants/*.cuh`),
 //! stays inside the buffers it was given.
 
+use flashgen_codegen::expr::{CustomMods, Definition, Value, VectorData};
 use flashgen_codegen::variants::block_sparse::BlockListArgs;
-use flashgen_codegen::variants::{apb, block_sparse, mixed, streaming};
+use flashgen_codegen::variants::{apb, block_sparse, custom, mixed, streaming};
 use flashgen_codegen::{Arch, AttentionSpec, DType, KernelSpec, Variant};
+use flashgen_runtime::custom::{bind, classify_cpu, key_bindings, BlocksKey, CustomBlocks};
 use flashgen_runtime::plan::{
-    plan, BlockListArg, Buffer, HeadKindsArg, LaunchDesc, MaskArg, Plan, TensorArg, VarlenArg,
+    plan, BlockListArg, Buffer, CustomArg, CustomBlocksArg, HeadKindsArg, LaunchDesc, MaskArg,
+    Plan, TensorArg, VarlenArg,
 };
-use flashgen_runtime::{BlockMask, HeadKind, Layout, StreamingParams};
+use flashgen_runtime::{BlockMask, CustomArgs, HeadKind, Layout, StreamingParams};
 use proptest::prelude::*;
 
 /// SplitMix64: one seed drives a whole case, so proptest shrinks over seeds.
@@ -149,7 +152,10 @@ fn check_accesses(spec: &KernelSpec, d: &LaunchDesc, planned: &Plan) -> Result<(
         (Some(s), _, _) => (s.streaming.window, BlockListArgs::default()),
         (_, Some(b), _) => (0, b.list),
         (_, _, Some(m)) => (m.streaming.window, m.list),
-        _ => (0, BlockListArgs::default()),
+        _ => match block.get::<custom::Params>() {
+            Some(c) => (0, c.list),
+            None => (0, BlockListArgs::default()),
+        },
     };
     let (hq, hkv) = (p.heads_q as usize, p.heads_kv as usize);
     if hq == 0 || hkv == 0 || hq % hkv != 0 {
@@ -251,8 +257,38 @@ fn check_accesses(spec: &KernelSpec, d: &LaunchDesc, planned: &Plan) -> Result<(
                 within("lse", Some(off as u64), lse)?;
             }
             // Block lists: the row of query tile m_block is m_block * BLOCK_M / block_q.
+            let custom_list = match &d.mask {
+                MaskArg::Custom(CustomArg {
+                    blocks: Some(c), ..
+                }) => Some(BlockListArg {
+                    mask: &c.blocks.list,
+                    kv_count: c.kv_count,
+                    kv_index: c.kv_index,
+                }),
+                _ => None,
+            };
+            // Custom: a row of full-block words per block row.
+            if let (
+                MaskArg::Custom(CustomArg {
+                    blocks: Some(c), ..
+                }),
+                Some(cp),
+            ) = (&d.mask, block.get::<custom::Params>())
+            {
+                let words = (block_list.max_blocks as i64 + 31) / 32;
+                let rows = c.blocks.list.kv_count.len() as i64;
+                if cp.kv_full.0 != c.kv_full.ptr {
+                    return Err("kv_full is not the classification's".into());
+                }
+                within(
+                    "kv_full",
+                    (rows > 0).then(|| (rows * words - 1) as u64),
+                    c.kv_full,
+                )?;
+            }
             let list = match &d.mask {
                 MaskArg::BlockSparse(l) => Some(l),
+                MaskArg::Custom(_) => custom_list.as_ref(),
                 MaskArg::Mixed {
                     block_list, heads, ..
                 } => {
@@ -393,7 +429,77 @@ fn random_case(seed: u64) -> Option<Variant> {
         kinds_dev: buffer(7, g.perturb(kinds.len())),
         order_dev: buffer(8, g.perturb(kinds.len())),
     };
+    // Custom: a definition without vectors (no GPU here to upload one), its values, and its
+    // classification made on the CPU for the launch's lengths when they are sane.
+    const DEFINITIONS: [&str; 3] = [
+        "w: i32; mask = k <= q && q - k < w",
+        "mask = (q + h) % 3 != 0; score = s * 0.5",
+        "cap: f32; score = cap * tanh(s / cap)",
+    ];
+    let text = g.pick(&DEFINITIONS);
+    let mods = CustomMods::parse(text).expect("valid definition");
+    if variant == Variant::Custom {
+        spec.spec = spec.spec.with_definition(Some(Definition::intern(&mods)));
+    }
+    // Usually the values the definition declares; sometimes missing or extra ones.
+    let w = g.pick(&[1, 64, i32::MAX]);
+    let custom_args = match (g.below(10), text.contains("w:"), text.contains("cap:")) {
+        (0, _, _) => CustomArgs::new(),
+        (1, _, _) => CustomArgs::new().int("w", w).float("cap", 30.0),
+        (_, true, _) => CustomArgs::new().int("w", w),
+        (_, _, true) => CustomArgs::new().float("cap", 30.0),
+        _ => CustomArgs::new(),
+    };
+    let lengths: Option<Vec<(usize, usize)>> = if varlen {
+        cu_q.windows(2)
+            .zip(cu_k.windows(2))
+            .map(|(q, k)| {
+                let (a, b) = (q[1] - q[0], k[1] - k[0]);
+                (a >= 0 && b >= 0 && a <= 4096 && b <= 4096).then_some((a as usize, b as usize))
+            })
+            .collect()
+    } else {
+        Some(vec![(sq, sk); batch])
+    };
+    let block = g.pick(&[64, 128]);
+    let cpu_blocks: Option<CustomBlocks> = match (bind(&mods, &custom_args), lengths) {
+        (Ok(values), Some(lengths)) if variant == Variant::Custom => {
+            let key = BlocksKey {
+                definition: mods.canonical().to_string(),
+                heads_q: hq,
+                lengths,
+                varlen,
+                bindings: key_bindings(&mods, &values),
+                block_q: block,
+                block_k: block,
+            };
+            let host: Vec<VectorData> = mods
+                .params()
+                .iter()
+                .map(|p| match p.name.as_str() {
+                    "w" => VectorData::Scalar(Value::Int(w)),
+                    _ => VectorData::Scalar(Value::Float(30.0)),
+                })
+                .collect();
+            classify_cpu(&mods, &key, &host).ok()
+        }
+        _ => None,
+    };
+    let custom_blocks = cpu_blocks.as_ref().filter(|_| g.chance(95)).map(|c| {
+        let words = c.list.kv_blocks.div_ceil(32).max(1);
+        CustomBlocksArg {
+            blocks: c,
+            kv_count: buffer(13, g.perturb(c.list.kv_count.len())),
+            kv_index: buffer(14, g.perturb(c.list.kv_index.len())),
+            kv_full: buffer(15, g.perturb(c.list.kv_count.len() * words)),
+        }
+    });
     let mask = match (variant, g.chance(90)) {
+        (Variant::Custom, true) => MaskArg::Custom(CustomArg {
+            args: &custom_args,
+            pointers: &[],
+            blocks: custom_blocks,
+        }),
         (Variant::Streaming, true) => MaskArg::Streaming(streaming),
         (Variant::BlockSparse, true) => MaskArg::BlockSparse(list),
         (Variant::Mixed, true) => MaskArg::Mixed {
