@@ -344,3 +344,64 @@ fn info_reports_the_tuned_config_and_its_problems() {
         "{text}"
     );
 }
+
+/// Custom specs: a definition in braces or from files; a bad expression is a usage error that
+/// names the file and points at the token.
+#[test]
+fn custom_definitions_from_the_spec_or_from_files() {
+    let tmp = TempDir::new("custom");
+    let out = flashgen(&tmp)
+        .args([
+            "emit",
+            "custom{w: i32; mask = k <= q && q - k < w},d64,bf16",
+            "--arch",
+            "sm_80",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("fg_custom_mask"));
+    let mask = tmp.path().join("mask.txt");
+    let score = tmp.path().join("score.txt");
+    std::fs::write(&mask, "doc[q] == doc[k] && k <= q\n").unwrap();
+    std::fs::write(&score, "50.0 * tanh(s / 50.0)\n").unwrap();
+    let (m, s) = (mask.to_str().unwrap(), score.to_str().unwrap());
+    let out = flashgen(&tmp)
+        .args([
+            "emit",
+            "custom,d128,bf16,lse",
+            "--arch",
+            "sm_90a",
+            "--mask-file",
+            m,
+        ])
+        .args(["--score-file", s, "--param", "doc:[i32]"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("tanhf"),
+        "the score modifier is rendered"
+    );
+    std::fs::write(&score, "50.0 * tanh(s / cap)\n").unwrap();
+    let out = assert_usage_error(
+        &tmp,
+        &[
+            "emit",
+            "custom,d128,bf16",
+            "--mask-file",
+            m,
+            "--score-file",
+            s,
+            "--param",
+            "doc:[i32]",
+        ],
+        "unknown name `cap`",
+    );
+    assert!(stderr(&out).contains("score.txt"), "{}", stderr(&out));
+    assert_usage_error(
+        &tmp,
+        &["compile", "custom{mask = q < k < 3},d64,bf16"],
+        "comparisons cannot be chained",
+    );
+}
