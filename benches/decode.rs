@@ -20,7 +20,6 @@ use flashgen_runtime::decode::{
 use flashgen_runtime::{Layout, Runtime, Tensor, TensorMut};
 use half::bf16;
 
-const WARMUP: usize = 5;
 const REPS: usize = 50;
 const HQ: usize = 32;
 const HKV: usize = 8;
@@ -138,7 +137,7 @@ fn main() {
                 .alloc_zeros::<bf16>(q_layout.required_len())
                 .expect("alloc");
             let mut lse = rt.stream().alloc_zeros::<f32>(batch * HQ).expect("alloc");
-            timing::median_ms(&rt, WARMUP, REPS, || {
+            timing::median_ms(&rt, REPS, || {
                 rt.decode(
                     &cache,
                     &table,
@@ -197,7 +196,7 @@ fn main() {
                 layout: q_layout,
             };
             let sel = selector.select(&rt, &cache, &table, qt())?;
-            let select_ms = timing::median_ms(&rt, WARMUP, REPS, || {
+            let select_ms = timing::median_ms(&rt, REPS, || {
                 selector.select(&rt, &cache, &table, qt()).map(drop)
             })?;
             let kinds: Vec<DecodeHeadKind> = (0..HKV)
@@ -223,7 +222,7 @@ fn main() {
             } else {
                 DecodeMask::Selected(&sel)
             };
-            let decode_ms = timing::median_ms(&rt, WARMUP, REPS, || {
+            let decode_ms = timing::median_ms(&rt, REPS, || {
                 rt.decode(
                     &cache,
                     &table,

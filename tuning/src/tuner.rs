@@ -2,11 +2,11 @@
 //! default tile's output, time them with CUDA events, decide, and report.
 
 use crate::gate::{check_reference, gate};
-use crate::gpu::{l2_bytes, problem_bytes, time_launches, TuneElement, Workload};
+use crate::gpu::{l2_bytes, problem_bytes, time_launches, TuneElement, Workload, WARMUP_TIME};
 use crate::prune::{compile_pipeline, CompileOutcome, PruneReason, Pruned};
 use crate::space::candidate_tiles;
 use crate::target::TuneTarget;
-use crate::timing::{contenders, decide, input_sets, Measurement, TimingParams};
+use crate::timing::{decide, finalists, input_sets, Measurement, TimingParams};
 use flashgen_codegen::{template_digest, DType, TileConfig};
 use flashgen_runtime::config::{spec_key, ConfigEntry, ConfigHeader, GpuIdentity, ShapeKey};
 use flashgen_runtime::{nvrtc_version, CacheSource, Runtime, TunedConfig};
@@ -14,9 +14,6 @@ use half::{bf16, f16};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use thiserror::Error;
-
-/// The least warm-up before a target's default tile is timed (see `tune_into`).
-const DEFAULT_WARMUP_TIME: Duration = Duration::from_millis(200);
 
 /// Failures that stop a whole tune. A failure of one target is recorded in its report instead.
 #[derive(Debug, Error)]
@@ -52,7 +49,7 @@ pub enum TuneEvent {
         median_ms: f64,
         spread: f64,
     },
-    /// Tiles within noise of each other are re-measured alternately.
+    /// The default and the fastest candidates are re-timed interleaved for the decision.
     Remeasuring { tiles: Vec<TileConfig> },
     /// Something the user should know (a kernel-cache problem, a failed target).
     Warning(String),
@@ -107,7 +104,7 @@ pub struct TargetReport {
     pub default: Option<TimedTile>,
     pub winner: Option<TimedTile>,
     pub runner_up: Option<TimedTile>,
-    /// False when the winner and runner-up stayed within noise after re-measurement.
+    /// False when the winner did not beat the runner-up by more than the noise.
     pub confident: bool,
     /// Every timed tile that passed the gate, fastest first.
     pub measured: Vec<TimedTile>,
@@ -372,11 +369,10 @@ impl TargetRun<'_> {
             .run_poisoned(rt, &default_spec)
             .map_err(|e| format!("the default tile {default_tile} failed: {e}"))?;
         check_reference(&ref_o, ref_lse.as_deref())?;
-        // The default is timed first, straight after compiles that left the GPU idle: a longer
-        // warm-up brings the clocks back before the baseline every tile is compared with.
-        let warm_for = params.warmup_time.max(DEFAULT_WARMUP_TIME);
-        let samples = time_launches(rt, params.warmup, warm_for, params.reps, work.sets(), |s| {
-            work.launch(rt, &default_spec, s)
+        // The first pass of the default follows compiles that left the GPU idle: it gets the
+        // full warm-up. It only ranks; the reported times come from the interleaved re-timing.
+        let samples = time_launches(rt, WARMUP_TIME, params.reps, |i| {
+            work.launch(rt, &default_spec, i % sets)
         })?;
         let default_measurement = Measurement::new(default_tile, samples);
         report.default = Some(timed(&default_measurement, 0.0));
@@ -386,7 +382,8 @@ impl TargetRun<'_> {
         });
 
         // Compile on CPU threads while this thread gates and times what is ready.
-        let mut eligible: Vec<(Measurement, f64)> = Vec::new();
+        // The default is always a finalist, whatever the pipeline reports about its tile.
+        let mut eligible: Vec<(Measurement, f64)> = vec![(default_measurement, 0.0)];
         let mut seen: HashSet<TileConfig> = HashSet::new();
         let cache = rt.cache();
         compile_pipeline(
@@ -420,7 +417,6 @@ impl TargetRun<'_> {
                     source: candidate.source,
                 });
                 if candidate.tile == default_tile {
-                    eligible.push((default_measurement.clone(), 0.0));
                     return true;
                 }
                 if self.over_budget() {
@@ -464,24 +460,17 @@ impl TargetRun<'_> {
         let position = |t: &TileConfig| tiles.iter().position(|x| x == t);
         report.pruned.sort_by_key(|p| position(&p.tile));
 
-        // Decide; tiles within noise of the fastest are re-measured alternately.
+        // Decide: the default and the fastest candidates, re-timed interleaved in one run.
         let (mut ms, rel): (Vec<Measurement>, Vec<f64>) = eligible.into_iter().unzip();
-        let preferred = ms.iter().position(|m| m.tile == default_tile);
-        let near = contenders(&ms, params.max_contenders);
-        if near.len() > 1 && params.remeasure_rounds > 0 {
-            self.options.emit(TuneEvent::Remeasuring {
-                tiles: near.iter().map(|&i| ms[i].tile).collect(),
-            });
-        }
+        let last = finalists(&ms, 0, params.max_contenders);
+        self.options.emit(TuneEvent::Remeasuring {
+            tiles: last.iter().map(|&i| ms[i].tile).collect(),
+        });
         let specs: Vec<_> = ms.iter().map(|m| target.spec_with(m.tile)).collect();
-        let mut next_set = 0usize;
-        let decision = decide(&mut ms, params, preferred, |i| {
-            let set = next_set;
-            next_set += 1;
-            let t = time_launches(rt, 0, Duration::ZERO, 1, 1, |_| {
-                work.launch(rt, &specs[i], set)
-            })?;
-            Ok::<f64, String>(t[0])
+        let decision = decide(&mut ms, params, 0, |order| {
+            time_launches(rt, WARMUP_TIME, order.len(), |i| {
+                work.launch(rt, &specs[order[i]], i % sets)
+            })
         })?;
         let mut order: Vec<usize> = (0..ms.len()).collect();
         order.sort_by(|&a, &b| ms[a].median_ms().total_cmp(&ms[b].median_ms()));
@@ -491,10 +480,8 @@ impl TargetRun<'_> {
             report.runner_up = d.runner_up.map(|i| timed(&ms[i], rel[i]));
             report.confident = d.confident;
         }
-        // The default's own entry reflects any re-measurement it took part in.
-        if let Some(p) = preferred {
-            report.default = Some(timed(&ms[p], 0.0));
-        }
+        // The default's time is the one it was compared with.
+        report.default = Some(timed(&ms[0], 0.0));
         Ok(())
     }
 
@@ -516,14 +503,10 @@ impl TargetRun<'_> {
             _ => None,
         };
         let g = gate(&o, ref_o, lse_pair).map_err(PruneReason::GateFailed)?;
-        let samples = time_launches(
-            rt,
-            self.params.warmup,
-            self.params.warmup_time,
-            self.params.reps,
-            work.sets(),
-            |s| work.launch(rt, &spec, s),
-        )
+        let sets = work.sets();
+        let samples = time_launches(rt, self.params.warmup_time, self.params.reps, |i| {
+            work.launch(rt, &spec, i % sets)
+        })
         .map_err(PruneReason::LaunchFailed)?;
         Ok((Measurement::new(tile, samples), g.rel_l2))
     }
