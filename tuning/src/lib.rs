@@ -16,6 +16,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod decode;
 pub mod gate;
 pub mod gpu;
 pub mod prune;
@@ -24,6 +25,10 @@ pub mod target;
 pub mod timing;
 pub mod tuner;
 
+pub use decode::{
+    decode_candidates, default_decode_targets, DecodeCandidate, DecodeProblem, DecodeTarget,
+    DecodeTargetReport, DecodeTimed, DECODE_PROBLEMS,
+};
 pub use gate::{gate, GateReport, MAX_LSE_ABS, MAX_REL_L2};
 pub use prune::{
     check_compiled, check_static, compile_pipeline, prune, Candidate, CompileOutcome, PruneReason,

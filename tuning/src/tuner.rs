@@ -1,6 +1,7 @@
 //! The tuner: for each target, compile the candidate tiles in parallel, gate each against the
 //! default tile's output, time them with CUDA events, decide, and report.
 
+use crate::decode::{tune_decode, DecodeCandidate, DecodeRun, DecodeTarget, DecodeTargetReport};
 use crate::gate::{check_reference, gate};
 use crate::gpu::{l2_bytes, problem_bytes, time_launches, TuneElement, Workload, WARMUP_TIME};
 use crate::prune::{compile_pipeline, CompileOutcome, PruneReason, Pruned};
@@ -53,6 +54,22 @@ pub enum TuneEvent {
     Remeasuring { tiles: Vec<TileConfig> },
     /// Something the user should know (a kernel-cache problem, a failed target).
     Warning(String),
+    /// A decode target's candidate launch parameters are known.
+    DecodeCandidates { count: usize },
+    /// A decode candidate was gated and timed (`None`: dropped).
+    DecodeMeasured {
+        candidate: DecodeCandidate,
+        median_ms: Option<f64>,
+    },
+    /// The heuristic and the fastest decode candidates are re-timed interleaved.
+    DecodeRemeasuring { candidates: Vec<DecodeCandidate> },
+    /// A decode target is done.
+    DecodeTargetDone {
+        index: usize,
+        total: usize,
+        winner: Option<DecodeCandidate>,
+        speedup: Option<f64>,
+    },
     /// A target is done.
     TargetDone {
         index: usize,
@@ -75,7 +92,7 @@ pub struct TuneOptions<'a> {
 }
 
 impl TuneOptions<'_> {
-    fn emit(&self, event: TuneEvent) {
+    pub(crate) fn emit(&self, event: TuneEvent) {
         if let Some(f) = self.progress {
             f(&event);
         }
@@ -152,6 +169,8 @@ pub struct TuneReport {
     pub template_digest: String,
     pub quick: bool,
     pub targets: Vec<TargetReport>,
+    /// The decode targets' results.
+    pub decode: Vec<DecodeTargetReport>,
     pub elapsed: Duration,
 }
 
@@ -167,6 +186,11 @@ impl TuneReport {
         for t in &self.targets {
             if let Some(entry) = t.config_entry() {
                 config.insert(entry);
+            }
+        }
+        for t in &self.decode {
+            if let Some(entry) = t.config_entry() {
+                config.insert_decode(entry);
             }
         }
         config
@@ -214,7 +238,26 @@ impl Tuner {
         targets: &[TuneTarget],
         options: &TuneOptions<'_>,
     ) -> Result<TuneReport, TuneError> {
+        self.tune_all(rt, targets, &[], options)
+    }
+
+    /// Tunes attention targets, then decode targets; the time budget is shared by all of them.
+    pub fn tune_all(
+        &self,
+        rt: &Runtime,
+        targets: &[TuneTarget],
+        decode: &[DecodeTarget],
+        options: &TuneOptions<'_>,
+    ) -> Result<TuneReport, TuneError> {
         let start = Instant::now();
+        let total = targets.len() + decode.len();
+        // Each target gets an even share of what is left of the budget when it starts.
+        let deadline = |index: usize| {
+            options.time_budget.map(|budget| {
+                let left = budget.saturating_sub(start.elapsed());
+                Instant::now() + left / (total - index).max(1) as u32
+            })
+        };
         let nvrtc = nvrtc_version()?;
         let l2 = l2_bytes(rt).map_err(TuneError::Device)?;
         let params = self.timing.unwrap_or(if options.quick {
@@ -224,10 +267,7 @@ impl Tuner {
         });
         let mut reports = Vec::with_capacity(targets.len());
         for (index, target) in targets.iter().enumerate() {
-            let deadline = options.time_budget.map(|budget| {
-                let left = budget.saturating_sub(start.elapsed());
-                Instant::now() + left / (targets.len() - index) as u32
-            });
+            let deadline = deadline(index);
             let ctx = TargetRun {
                 rt,
                 target,
@@ -240,7 +280,7 @@ impl Tuner {
             };
             options.emit(TuneEvent::TargetStarted {
                 index,
-                total: targets.len(),
+                total,
                 target: target.to_string(),
                 tiles: ctx.tiles().len(),
             });
@@ -256,18 +296,31 @@ impl Tuner {
             }
             options.emit(TuneEvent::TargetDone {
                 index,
-                total: targets.len(),
+                total,
                 winner: report.winner.as_ref().map(|w| w.tile),
                 speedup: report.speedup(),
             });
             reports.push(report);
         }
+        let decode = tune_decode(
+            rt,
+            decode,
+            options,
+            params,
+            self.seed,
+            &DecodeRun {
+                first_index: targets.len(),
+                total,
+                deadline: &deadline,
+            },
+        )?;
         Ok(TuneReport {
             gpu: GpuIdentity::from(rt.info()),
             nvrtc,
             template_digest: template_digest().to_string(),
             quick: options.quick,
             targets: reports,
+            decode,
             elapsed: start.elapsed(),
         })
     }
@@ -569,6 +622,7 @@ mod tests {
             nvrtc: (13, 0),
             template_digest: "digest".into(),
             quick: true,
+            decode: vec![],
             targets: vec![
                 target(t1, Some(tt(b, 2.0)), Some(tt(a, 2.2)), Some(tt(a, 2.2))),
                 target(t2, Some(tt(a, 0.5)), None, Some(tt(a, 0.5))),
