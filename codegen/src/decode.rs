@@ -443,11 +443,16 @@ pub const DEFAULT_PAGE_SIZE: u32 = 64;
 /// variant at head dims 64 and 128, bf16 queries, pages of 64 tokens and the 16-row tile (GQA
 /// up to 16 at one new token), over every KV dtype [`DecodeSpec::all`] has for them.
 pub fn decode_default_set() -> Vec<DecodeSpec> {
+    decode_default_set_for(DType::Bf16)
+}
+
+/// [`decode_default_set`] with queries of `dtype`.
+pub fn decode_default_set_for(dtype: DType) -> Vec<DecodeSpec> {
     DecodeSpec::all()
         .into_iter()
         .filter(|s| {
             DEFAULT_DECODE_HEAD_DIMS.contains(&s.head_dim)
-                && s.dtype == DType::Bf16
+                && s.dtype == dtype
                 && s.page_size == DEFAULT_PAGE_SIZE
                 && s.rows == DECODE_ROWS[0]
         })
