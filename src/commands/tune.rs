@@ -11,8 +11,8 @@ use flashgen_codegen::{default_set, Arch, AttentionSpec, DType};
 use flashgen_runtime::config::{default_path, discover, ConfigOrigin};
 use flashgen_runtime::{GpuIdentity, Runtime, TunedConfig};
 use flashgen_tuning::{
-    candidate_tiles, default_decode_targets, default_targets, DecodeTarget, DecodeTargetReport,
-    TargetReport, TuneEvent, TuneOptions, TuneReport, TuneTarget, Tuner, DECODE_PROBLEMS,
+    candidate_tiles, default_targets, DecodeTarget, DecodeTargetReport, TargetReport, TuneEvent,
+    TuneOptions, TuneReport, TuneTarget, Tuner, DECODE_PROBLEMS,
 };
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -561,6 +561,7 @@ mod tests {
     use crate::cli::{Cli, Command};
     use clap::Parser;
     use flashgen_codegen::Variant;
+    use flashgen_tuning::default_decode_targets;
 
     fn args(argv: &[&str]) -> TuneArgs {
         let argv = ["flashgen", "tune"].iter().chain(argv).copied();
