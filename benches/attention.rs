@@ -2,7 +2,7 @@
 //! JSON.
 //!
 //!   cargo bench --bench attention -- [--json FILE] [--sweep] [--only NAME[,NAME..]]
-//!                                     [--tiles TILE[,TILE..]]
+//!                                     [--tiles TILE[,TILE..]] [--uniform-inputs]
 //!
 //! Every case is a tuning target (`flashgen_tuning::TuneTarget`): its inputs are the tuner's
 //! (`Workload`: the same random values, input sets rotated when the problem would sit in L2) and
@@ -10,6 +10,9 @@
 //! 200 ms warm-up, then back-to-back launches through `Runtime::attention`, each timed between
 //! CUDA events, median), so a row and a tune of the same spec and shape measure the same thing.
 //! FLOPs count the visible pairs (`TuneTarget::flops`).
+//!
+//! `--uniform-inputs` draws the inputs uniformly in [-2, 2) instead (what this benchmark did
+//! before it took the tuner's), to measure what the input values change.
 //!
 //! `--sweep` also times every tile config of the search space and reports the fastest next to
 //! the default; `--tiles` times the named tiles (e.g. `m64n128w4s2-wgmma-pipelined`) as extra
@@ -24,7 +27,7 @@ use flashgen_codegen::{
     default_tile, parse_tile, search_space, validate, AttentionSpec, DType, TileConfig, Variant,
 };
 use flashgen_runtime::Runtime;
-use flashgen_tuning::gpu::Workload;
+use flashgen_tuning::gpu::{InputValues, Workload};
 use flashgen_tuning::{Shape, TargetMask, TuneTarget, DEFAULT_STREAMING};
 use half::bf16;
 
@@ -126,9 +129,9 @@ struct Bench<'a> {
 }
 
 impl<'a> Bench<'a> {
-    fn new(rt: &'a Runtime, target: &TuneTarget) -> Result<Self, String> {
+    fn new(rt: &'a Runtime, target: &TuneTarget, values: InputValues) -> Result<Self, String> {
         let sets = timing::input_sets_for(rt, target)?;
-        let work = Workload::new(rt, target, sets, timing::seed())?;
+        let work = Workload::with_values(rt, target, sets, timing::seed(), values)?;
         Ok(Bench {
             rt,
             target: target.clone(),
@@ -177,6 +180,11 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .cloned();
     let sweep = args.iter().any(|a| a == "--sweep");
+    let values = if args.iter().any(|a| a == "--uniform-inputs") {
+        InputValues::Uniform
+    } else {
+        InputValues::Bell
+    };
     let only: Option<Vec<String>> = args
         .iter()
         .position(|a| a == "--only")
@@ -225,7 +233,7 @@ fn main() {
         let default = default_tile(&t.spec, rt.arch());
         let flops = t.flops();
         let shape = shape_text(t);
-        let mut bench = match Bench::new(&rt, t) {
+        let mut bench = match Bench::new(&rt, t, values) {
             Ok(b) => b,
             Err(e) => {
                 println!("{:<18} failed: {e}", c.name);
@@ -300,7 +308,7 @@ fn main() {
             // The same tile kinds as the one-launch rows: each half's default, then each named tile.
             for tile in std::iter::once(None).chain(extra_tiles.iter().copied().map(Some)) {
                 let name = tile.map_or("default".to_string(), |t| t.to_string());
-                match two_launches(&rt, t, tile) {
+                match two_launches(&rt, t, tile, values) {
                     Ok(ms) => {
                         println!(
                             "{:<18} {:<34} {:<28} {:>9.3} {:>9.1}  (streaming and dense-causal halves as two launches)",
@@ -332,7 +340,12 @@ fn main() {
 /// The mixed case's two halves as separate launches: a streaming kernel over half the heads and
 /// a dense-causal kernel over the other half, timed as one launch of both.
 /// With `tile`, both halves use it where it is valid for them.
-fn two_launches(rt: &Runtime, mixed: &TuneTarget, tile: Option<TileConfig>) -> Result<f64, String> {
+fn two_launches(
+    rt: &Runtime,
+    mixed: &TuneTarget,
+    tile: Option<TileConfig>,
+    values: InputValues,
+) -> Result<f64, String> {
     let TargetMask::HalfStreaming(p) = mixed.mask else {
         return Err("not a half-streaming case".into());
     };
@@ -363,7 +376,10 @@ fn two_launches(rt: &Runtime, mixed: &TuneTarget, tile: Option<TileConfig>) -> R
         }
     };
     let (ks, kd) = (kernel(&streaming), kernel(&causal));
-    let (mut ws, mut wd) = (Bench::new(rt, &streaming)?, Bench::new(rt, &causal)?);
+    let (mut ws, mut wd) = (
+        Bench::new(rt, &streaming, values)?,
+        Bench::new(rt, &causal, values)?,
+    );
     let (ss, sd) = (ws.work.sets(), wd.work.sets());
     timing::median_ms_at(rt, |i| {
         ws.work.launch(rt, &ks, i % ss)?;

@@ -545,6 +545,12 @@ pub(crate) fn tune_decode(
     run: &DecodeRun<'_>,
 ) -> Result<Vec<DecodeTargetReport>, TuneError> {
     let l2 = l2_bytes(rt).map_err(TuneError::Device)?;
+    let setting = Setting {
+        rt,
+        options,
+        params: &params,
+        l2,
+    };
     let (first_index, total) = (run.first_index, run.total);
     let mut out = Vec::with_capacity(targets.len());
     for (i, target) in targets.iter().enumerate() {
@@ -571,26 +577,8 @@ pub(crate) fn tune_decode(
         };
         let seed = seed.wrapping_add(index as u64);
         let result = match target.spec.dtype {
-            DType::Bf16 => tune_one::<bf16>(
-                rt,
-                target,
-                options,
-                &params,
-                seed,
-                l2,
-                deadline,
-                &mut report,
-            ),
-            DType::F16 => tune_one::<f16>(
-                rt,
-                target,
-                options,
-                &params,
-                seed,
-                l2,
-                deadline,
-                &mut report,
-            ),
+            DType::Bf16 => tune_one::<bf16>(&setting, target, seed, deadline, &mut report),
+            DType::F16 => tune_one::<f16>(&setting, target, seed, deadline, &mut report),
         };
         if let Err(e) = result {
             options.emit(TuneEvent::Warning(format!("{target}: {e}")));
@@ -611,16 +599,27 @@ pub(crate) fn tune_decode(
     Ok(out)
 }
 
-fn tune_one<T: TuneElement>(
-    rt: &Runtime,
-    target: &DecodeTarget,
-    options: &TuneOptions<'_>,
-    params: &TimingParams,
-    seed: u64,
+/// What every decode target of a tune shares.
+struct Setting<'a> {
+    rt: &'a Runtime,
+    options: &'a TuneOptions<'a>,
+    params: &'a TimingParams,
     l2: usize,
+}
+
+fn tune_one<T: TuneElement>(
+    setting: &Setting<'_>,
+    target: &DecodeTarget,
+    seed: u64,
     deadline: Option<Instant>,
     report: &mut DecodeTargetReport,
 ) -> Result<(), String> {
+    let Setting {
+        rt,
+        options,
+        params,
+        l2,
+    } = *setting;
     target.check()?;
     let mut work = DecodeWork::<T>::new(rt, target, seed, l2)?;
     let sets = work.sets();

@@ -110,6 +110,18 @@ struct InputSet<T> {
     lse: CudaSlice<f32>,
 }
 
+/// How the random inputs of a workload are drawn.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum InputValues {
+    /// `2 * (u1 + u2 - 1)` for uniforms `u1`, `u2`: a soft bell in [-2, 2), variance 2/3 (the
+    /// tuner's and the benchmarks' inputs).
+    #[default]
+    Bell,
+    /// Uniform in [-2, 2), variance 4/3 (the attention benchmark's inputs before it took the
+    /// tuner's; kept to measure what the inputs change).
+    Uniform,
+}
+
 /// A target's inputs on the device.
 pub struct Workload<T: TuneElement> {
     target: TuneTarget,
@@ -123,14 +135,28 @@ pub struct Workload<T: TuneElement> {
 impl<T: TuneElement> Workload<T> {
     /// Uploads `sets` sets of random inputs (normal-ish values in [-2, 2)) and the target's mask.
     pub fn new(rt: &Runtime, target: &TuneTarget, sets: usize, seed: u64) -> Result<Self, String> {
+        Self::with_values(rt, target, sets, seed, InputValues::Bell)
+    }
+
+    /// As [`new`](Self::new), with the inputs drawn as `values` says.
+    pub fn with_values(
+        rt: &Runtime,
+        target: &TuneTarget,
+        sets: usize,
+        seed: u64,
+        values: InputValues,
+    ) -> Result<Self, String> {
         let l = layouts(target);
         let stream = rt.stream();
         let mut rng = SplitMix(seed);
         let mut random = |n: usize| -> Vec<T> {
             (0..n.max(1))
                 .map(|_| {
-                    // Sum of two uniforms: a soft bell with a realistic spread.
-                    let x = rng.uniform() + rng.uniform() - 1.0;
+                    let x = match values {
+                        // Sum of two uniforms: a soft bell with a realistic spread.
+                        InputValues::Bell => rng.uniform() + rng.uniform() - 1.0,
+                        InputValues::Uniform => 2.0 * rng.uniform() - 1.0,
+                    };
                     T::from_f32((2.0 * x) as f32)
                 })
                 .collect()
