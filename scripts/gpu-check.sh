@@ -103,12 +103,18 @@ for step in $steps; do
         # The benchmark and the tuner on dense causal s16k d128: one timing function, so the
         # row and the tune's default time agree; the uniform inputs show what the values change.
         rc=0
+        : > "$out/timing-check.log"
         for run in 1 2; do
-            "$carry"/bench-attention --only dense-causal 2>&1 | grep -E "s16384 d128|case" || rc=1
-            "$carry"/bench-attention --only dense-causal --uniform-inputs 2>&1 | grep -E "s16384 d128" || rc=1
-        done | tee "$out/timing-check.log"
+            for inputs in "" --uniform-inputs; do
+                "$carry"/bench-attention --only dense-causal $inputs > "$out/timing-check.run" 2>&1 || rc=1
+                grep -E "s16384 d128" "$out/timing-check.run" | sed "s/^/run $run ${inputs:-tuner-inputs} /" \
+                    | tee -a "$out/timing-check.log"
+            done
+        done
         "$carry/flashgen" tune --quick --variant dense --head-dim 128 --seq 16384 \
-            -o "$out/timing-check.toml" 2>/dev/null | grep -E "causal|target" | tee -a "$out/timing-check.log"
+            -o "$out/timing-check.toml" > "$out/timing-check.run" 2>&1 || rc=1
+        grep -E "causal|target" "$out/timing-check.run" | tee -a "$out/timing-check.log"
+        rm -f "$out/timing-check.run"
         summary+=("timing-check: rc=$rc")
         ;;
     tune-quick | tune-full)

@@ -3,8 +3,12 @@
 //! the device's shared-memory limit, and the NVRTC resource report: no spills), compiles the
 //! candidates on CPU threads through the kernel cache while the GPU times what is ready, checks
 //! every candidate's output against the default tile's before it may win, times with CUDA
-//! events (medians, spreads, rotated input sets, alternating re-measurement of near ties), and
-//! reports winners that become a [`flashgen_runtime::TunedConfig`].
+//! events through the one timing function the benchmarks use too ([`gpu::time_launches`]:
+//! back-to-back launches after a warm-up, medians, rotated input sets), re-times the default and
+//! the fastest candidates interleaved and keeps the default unless one beats it by more than the
+//! noise ([`timing::decide`]), and reports winners that become a
+//! [`flashgen_runtime::TunedConfig`]. Decode kernels are tuned the same way over their launch
+//! parameters (row tile, split count; [`decode`]).
 //!
 //! ```no_run
 //! use flashgen_runtime::Runtime;
