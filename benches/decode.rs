@@ -3,10 +3,12 @@
 //! 4096-token budget, the selector amortised over 4 steps; and an LServe layer (half the kv
 //! heads streaming 128 + 256, half selected with a 4096-token budget) at b8 s128k. Effective
 //! bandwidth = bytes of K and V the exact result must read / time (HBM read: 4.47 TB/s on an
-//! H200). Two CUDA-event timings, medians of repeated launches after a warm-up: device time
-//! (`us`: launches queued behind an L2 flush, the host never waiting, as the peers' timer does)
-//! and synchronous time (`sync us`: one launch at a time from an idle GPU, the host's work of
-//! checking and enqueueing the launch included). Prints a table and writes JSON.
+//! H200). Two CUDA-event timings, medians of repeated launches after a warm-up: `us`, each
+//! launch behind an L2 flush with the host running ahead (as the peers' `do_bench` times them,
+//! so the ratios to the peers compare like with like), and `stream us`, the project's one
+//! timing method (`flashgen_tuning::gpu::time_launches`: back-to-back launches as an inference
+//! loop issues them, where part of the KV may still sit in L2 from the previous launch). Prints
+//! a table and writes JSON.
 //!
 //!   cargo bench --bench decode -- [--json FILE] [--only TEXT]
 
@@ -39,7 +41,7 @@ struct Row {
     case: String,
     shape: String,
     us: f64,
-    sync_us: f64,
+    stream_us: f64,
     kv_bytes: u64,
     tb_per_s: f64,
 }
@@ -89,7 +91,7 @@ fn filled(
     Ok((cache, table))
 }
 
-/// (device ms, synchronous ms) of a launch: see the module documentation.
+/// (flushed ms, stream ms) of a launch: see the module documentation.
 type Timed = (f64, f64);
 
 /// Both timings of `f`.
@@ -97,9 +99,9 @@ fn both_ms(
     rt: &Runtime,
     mut f: impl FnMut() -> flashgen_runtime::Result<()>,
 ) -> flashgen_runtime::Result<Timed> {
-    let device = gpu_time::device_median_ms(rt, WARMUP, REPS, &mut f)?;
-    let sync = timing::median_ms(rt, WARMUP, REPS, &mut f)?;
-    Ok((device, sync))
+    let flushed = gpu_time::device_median_ms(rt, WARMUP, REPS, &mut f)?;
+    let stream = timing::median_ms(rt, REPS, &mut f)?;
+    Ok((flushed, stream))
 }
 
 fn main() {
@@ -133,20 +135,20 @@ fn main() {
     );
     println!(
         "{:<44} {:<22} {:>10} {:>10} {:>12} {:>8}",
-        "case", "shape", "us", "sync us", "KV MB", "TB/s"
+        "case", "shape", "us", "stream us", "KV MB", "TB/s"
     );
     let mut rows: Vec<Row> = Vec::new();
-    let mut report = |case: &str, shape: String, (us, sync_us): (f64, f64), kv_bytes: u64| {
+    let mut report = |case: &str, shape: String, (us, stream_us): (f64, f64), kv_bytes: u64| {
         let tb = kv_bytes as f64 / (us * 1e-6) / 1e12;
         println!(
-            "{case:<44} {shape:<22} {us:>10.1} {sync_us:>10.1} {:>12.1} {tb:>8.2}",
+            "{case:<44} {shape:<22} {us:>10.1} {stream_us:>10.1} {:>12.1} {tb:>8.2}",
             kv_bytes as f64 / 1e6
         );
         rows.push(Row {
             case: case.into(),
             shape,
             us,
-            sync_us,
+            stream_us,
             kv_bytes,
             tb_per_s: tb,
         });
@@ -190,10 +192,10 @@ fn main() {
             })
         })();
         match result {
-            Ok((ms, sync_ms)) => report(
+            Ok((ms, stream_ms)) => report(
                 "dense decode",
                 shape,
-                (ms * 1e3, sync_ms * 1e3),
+                (ms * 1e3, stream_ms * 1e3),
                 batch as u64 * seq as u64 * token_bytes,
             ),
             Err(e) => println!("dense decode {shape}: failed: {e}"),

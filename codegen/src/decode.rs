@@ -433,6 +433,32 @@ pub fn parse_decode_spec(text: &str) -> Result<DecodeSpec, SpecError> {
     Ok(spec)
 }
 
+/// Head dims of the decode part of the default set (the prefill default set's).
+pub const DEFAULT_DECODE_HEAD_DIMS: [u32; 2] = [64, 128];
+/// Page size of the decode part of the default set (LServe's).
+pub const DEFAULT_PAGE_SIZE: u32 = 64;
+
+/// The decode part of the built-in default set (what `flashgen compile --default-set` builds
+/// besides the attention kernels, and the decode targets the tuner tunes): every decode
+/// variant at head dims 64 and 128, bf16 queries, pages of 64 tokens and the 16-row tile (GQA
+/// up to 16 at one new token), over every KV dtype [`DecodeSpec::all`] has for them.
+pub fn decode_default_set() -> Vec<DecodeSpec> {
+    decode_default_set_for(DType::Bf16)
+}
+
+/// [`decode_default_set`] with queries of `dtype`.
+pub fn decode_default_set_for(dtype: DType) -> Vec<DecodeSpec> {
+    DecodeSpec::all()
+        .into_iter()
+        .filter(|s| {
+            DEFAULT_DECODE_HEAD_DIMS.contains(&s.head_dim)
+                && s.dtype == dtype
+                && s.page_size == DEFAULT_PAGE_SIZE
+                && s.rows == DECODE_ROWS[0]
+        })
+        .collect()
+}
+
 /// The decode templates, embedded at build time (names are paths under `templates/`). They
 /// share the device library with the prefill kernels but not its digest: editing a decode
 /// template leaves the prefill kernels' cache entries and tuned configs alone (decode kernels
@@ -621,6 +647,22 @@ mod tests {
             let e = parse_decode_spec(text).unwrap_err().to_string();
             assert!(e.contains(needle), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn the_default_set_has_every_variant_at_the_default_shapes() {
+        let set = decode_default_set();
+        for v in DecodeVariant::ALL {
+            for d in DEFAULT_DECODE_HEAD_DIMS {
+                assert!(set
+                    .iter()
+                    .any(|s| s.variant == v && s.head_dim == d && s.kv_dtype == KvDtype::Bf16));
+            }
+        }
+        assert!(set.iter().all(|s| s.validate().is_ok()
+            && s.rows == 16
+            && s.page_size == 64
+            && s.dtype == DType::Bf16));
     }
 
     #[test]

@@ -6,7 +6,8 @@ use crate::error::{Error, Result};
 use crate::runtime::Runtime;
 use cudarc::driver::CudaFunction;
 use flashgen_codegen::decode::{
-    decode_template_digest, render_append, render_decode, render_selector, DECODE_HEAD_DIMS,
+    decode_default_set, decode_template_digest, render_append, render_decode, render_selector,
+    DECODE_HEAD_DIMS,
 };
 use flashgen_codegen::{Arch, DType, DecodeSpec, KernelSource, KvDtype};
 use sha2::{Digest, Sha256};
@@ -38,6 +39,35 @@ impl DecodeModule {
         all
     }
 
+    /// The decode part of the built-in default set: the attention kernel of every spec of
+    /// [`decode_default_set`], the append kernel of each of their KV dtypes and the page
+    /// selector of each of their query dtypes and head dims.
+    pub fn default_set() -> Vec<DecodeModule> {
+        let specs = decode_default_set();
+        let mut out: Vec<DecodeModule> =
+            specs.iter().map(|&s| DecodeModule::Attention(s)).collect();
+        for s in &specs {
+            for m in [
+                DecodeModule::Append(s.kv_dtype),
+                DecodeModule::Selector(s.dtype, s.head_dim),
+            ] {
+                if !out.contains(&m) {
+                    out.push(m);
+                }
+            }
+        }
+        out
+    }
+
+    /// The module's first entry function, whose resource report the kernel cache keeps.
+    pub fn entry_name(self) -> String {
+        match self {
+            DecodeModule::Attention(spec) => spec.kernel_name(),
+            DecodeModule::Append(_) => "fg_decode_append".into(),
+            DecodeModule::Selector(..) => "fg_decode_page_scores".into(),
+        }
+    }
+
     /// The entry functions of the module.
     pub fn functions(self) -> Vec<String> {
         match self {
@@ -64,6 +94,18 @@ impl DecodeModule {
             DecodeModule::Selector(dtype, d) => render_selector(dtype, d),
         };
         rendered.map_err(|e| Error::Render(format!("{e:?}")))
+    }
+}
+
+/// The module as reports name it: the attention kernel's spec (`decode-dense,d128,bf16,p64,r16`),
+/// `decode-append,kv-<dtype>` or `decode-selector,d<head_dim>,<dtype>`.
+impl std::fmt::Display for DecodeModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeModule::Attention(spec) => write!(f, "{spec}"),
+            DecodeModule::Append(kv) => write!(f, "decode-append,kv-{kv}"),
+            DecodeModule::Selector(dtype, d) => write!(f, "decode-selector,d{d},{dtype}"),
+        }
     }
 }
 
@@ -100,6 +142,28 @@ pub(crate) fn decode_function(
 mod tests {
     use super::*;
     use crate::compile::{compile, parse_report};
+
+    #[test]
+    fn the_default_set_has_its_append_and_selector_kernels() {
+        let set = DecodeModule::default_set();
+        for spec in decode_default_set() {
+            assert!(set.contains(&DecodeModule::Attention(spec)));
+            assert!(set.contains(&DecodeModule::Append(spec.kv_dtype)));
+            assert!(set.contains(&DecodeModule::Selector(spec.dtype, spec.head_dim)));
+        }
+        for m in &set {
+            assert_eq!(set.iter().filter(|x| *x == m).count(), 1);
+            assert_eq!(m.source(Arch::SM90).unwrap().kernel_name, m.entry_name());
+        }
+        assert_eq!(
+            DecodeModule::Append(KvDtype::Bf16).to_string(),
+            "decode-append,kv-bf16"
+        );
+        assert_eq!(
+            DecodeModule::Selector(DType::Bf16, 128).to_string(),
+            "decode-selector,d128,bf16"
+        );
+    }
 
     #[test]
     fn every_module_names_its_functions_in_its_source() {
