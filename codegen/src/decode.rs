@@ -860,7 +860,11 @@ mod tests {
             ("decode-dense,d100,bf16,p64", "head_dim = 100"),
             ("decode-dense,d128,bf16,p48", "page_size = 48"),
             ("decode-dense,d128,bf16,p64,r8", "rows = 8"),
-            ("decode-dense,d128,bf16,p64,kv-f16", "kv_dtype = f16"),
+            ("decode-dense,d128,bf16,p64,kv-f16", "k_dtype = f16"),
+            ("decode-dense,d128,bf16,p64,v-f16", "v_dtype = f16"),
+            ("decode-dense,d128,bf16,p64,kv-int3", "KV dtype `int3`"),
+            ("decode-dense,d128,bf16,p64,kv-int8,k-int4tok", "kv-<fmt> sets both"),
+            ("decode-dense,d128,bf16,p64,k-int8,k-int4tok", "given twice"),
             ("decode-sparse,d128,bf16,p64", "decode variant `sparse`"),
             ("decode-dense,d128,p64", "dtype"),
             ("decode-dense,bf16,p64", "head dim"),
@@ -871,6 +875,51 @@ mod tests {
         ] {
             let e = parse_decode_spec(text).unwrap_err().to_string();
             assert!(e.contains(needle), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn quantized_text_round_trips() {
+        let s = parse_decode_spec("decode-dense,d128,bf16,p64,kv-int8").unwrap();
+        assert_eq!(s.kv_dtype, KvDtypes::same(KvDtype::Int8));
+        assert_eq!(s.to_string(), "decode-dense,d128,bf16,p64,kv-int8,r16");
+        let s = parse_decode_spec("decode-mixed,d64,f16,p16,k-int4tok,v-int8tok,r32").unwrap();
+        assert_eq!(
+            s.kv_dtype,
+            KvDtypes::new(KvDtype::Int4Token, KvDtype::Int8Token)
+        );
+        assert_eq!(s.to_string(), "decode-mixed,d64,f16,p16,k-int4tok,v-int8tok,r32");
+        // One pool quantized: the other is the query dtype.
+        let s = parse_decode_spec("decode-selected,d256,bf16,p128,v-fp8").unwrap();
+        assert_eq!(s.kv_dtype, KvDtypes::new(KvDtype::Bf16, KvDtype::Fp8));
+        assert_eq!(parse_decode_spec(&s.to_string()).unwrap(), s);
+        // Every pair of formats the query dtype allows round-trips.
+        for dtype in DType::ALL {
+            for k in KvDtype::ALL {
+                for v in KvDtype::ALL {
+                    let spec = DecodeSpec::new(DecodeVariant::Dense, 128, dtype, 64)
+                        .with_kv_dtypes(KvDtypes::new(k, v));
+                    if k.serves(dtype) && v.serves(dtype) {
+                        assert_eq!(parse_decode_spec(&spec.to_string()).unwrap(), spec);
+                    } else {
+                        assert!(spec.validate().is_err());
+                    }
+                }
+            }
+        }
+        assert!(DecodeSpec::all().iter().any(|s| s.kv_dtype.k == KvDtype::Int4Token));
+    }
+
+    #[test]
+    fn smem_pitches_keep_rows_on_distinct_banks() {
+        for d in DECODE_HEAD_DIMS {
+            for kv in KvDtype::QUANTIZED {
+                let (kp, vp) = (k_smem_pitch(kv, d), v_smem_pitch(kv, d));
+                assert!(kp as usize >= kv.row_bytes(d as usize) && kp % 16 == 0);
+                assert!(vp as usize >= kv.row_bytes(d as usize) && vp % 16 == 0);
+                assert_eq!(vp % 64, 16);
+                assert_eq!(kp % if kv.bits() == 8 { 128 } else { 64 }, if kv.bits() == 8 { 64 } else { 32 });
+            }
         }
     }
 
@@ -909,9 +958,11 @@ mod tests {
             assert!(src.code.contains(&format!("{}_merge(", spec.kernel_name())));
             assert!(!src.code.contains("#include"));
         }
-        for kv in KvDtype::ALL {
-            let src = render_append(kv).unwrap();
-            assert!(src.code.contains("fg_decode_append("));
+        for dtype in DType::ALL {
+            for kv in KvDtypes::quantized_pairs(dtype) {
+                let src = render_append(dtype, kv).unwrap();
+                assert!(src.code.contains("fg_decode_append("));
+            }
         }
         for dtype in DType::ALL {
             for d in DECODE_HEAD_DIMS {

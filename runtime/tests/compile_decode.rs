@@ -2,9 +2,12 @@
 //! libnvrtc, no GPU): the attention kernel (and its merge kernel) of every variant, head dim,
 //! dtype and row tile at pages of 64 tokens, every page size of dense d128 bf16 with 16 rows
 //! (the page size changes constants only: block-to-page arithmetic), the append kernel of every
-//! KV dtype and the page selector of every dtype and head dim.
+//! KV dtype pair and the page selector of every dtype and head dim. Quantized caches (pages of
+//! 64): every format for K and V, dense, at every head dim, row tile and dtype (the format's
+//! load path and the registers it needs), and every variant at d128 with 16 rows in bf16 (the
+//! schedule is the 16-bit cache's); mixed pairs dense at d128 and d256 in bf16.
 
-use flashgen_codegen::{Arch, DType, DecodeVariant};
+use flashgen_codegen::{Arch, DType, DecodeSpec, DecodeVariant};
 use flashgen_runtime::compile;
 use flashgen_runtime::compile::parse_report;
 use flashgen_runtime::decode::DecodeModule;
@@ -13,18 +16,35 @@ use std::sync::Mutex;
 
 const THREADS: usize = 2;
 
+/// The quantized specs the sweep compiles.
+fn quantized_sample(spec: &DecodeSpec) -> bool {
+    if spec.page_size != 64 {
+        return false;
+    }
+    let same = spec.kv_dtype.k == spec.kv_dtype.v;
+    let dense = spec.variant == DecodeVariant::Dense;
+    if same {
+        dense || (spec.head_dim == 128 && spec.rows == 16 && spec.dtype == DType::Bf16)
+    } else {
+        dense && spec.dtype == DType::Bf16 && spec.head_dim >= 128 && spec.rows == DecodeSpec::max_rows(spec.head_dim)
+    }
+}
+
 #[test]
 fn every_decode_kernel_compiles_without_spills() {
     if !flashgen_runtime::libs::nvrtc_present() {
         eprintln!("libnvrtc is not loadable: skipped");
         return;
     }
+    // FLASHGEN_DECODE_FILTER=<part of a kernel name or module>: only those (for iterating).
+    let filter = std::env::var("FLASHGEN_DECODE_FILTER").ok();
     let jobs: Vec<(DecodeModule, Arch)> = [Arch::SM80, Arch::SM90]
         .into_iter()
         .flat_map(|arch| {
             DecodeModule::all()
                 .into_iter()
                 .filter(|m| match m {
+                    DecodeModule::Attention(spec) if spec.quantized() => quantized_sample(spec),
                     DecodeModule::Attention(spec) => {
                         spec.page_size == 64
                             || (spec.variant == DecodeVariant::Dense
@@ -35,6 +55,11 @@ fn every_decode_kernel_compiles_without_spills() {
                     _ => true,
                 })
                 .map(move |m| (m, arch))
+        })
+        .filter(|(m, _)| match (&filter, m) {
+            (Some(f), DecodeModule::Attention(spec)) => spec.kernel_name().contains(f.as_str()),
+            (Some(f), _) => format!("{m:?}").contains(f.as_str()),
+            (None, _) => true,
         })
         .collect();
     let next = AtomicUsize::new(0);
@@ -60,7 +85,7 @@ fn every_decode_kernel_compiles_without_spills() {
                             match parse_report(&kernel.log, &f) {
                                 None => fail.push(format!("{f} on {arch}: no ptxas report")),
                                 Some(r) if r.spills() => {
-                                    fail.push(format!("{f} on {arch} spills: {r:?}"))
+                                    fail.push(format!("{f} ({module:?}) on {arch} spills: {r:?}"))
                                 }
                                 Some(r) => {
                                     let mut m = max_regs.lock().unwrap();

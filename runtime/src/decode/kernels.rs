@@ -8,7 +8,7 @@ use cudarc::driver::CudaFunction;
 use flashgen_codegen::decode::{
     decode_template_digest, render_append, render_decode, render_selector, DECODE_HEAD_DIMS,
 };
-use flashgen_codegen::{Arch, DType, DecodeSpec, KernelSource, KvDtype};
+use flashgen_codegen::{Arch, DType, DecodeSpec, KernelSource, KvDtype, KvDtypes};
 use sha2::{Digest, Sha256};
 
 /// One compiled unit of decode kernels.
@@ -16,8 +16,8 @@ use sha2::{Digest, Sha256};
 pub enum DecodeModule {
     /// The attention kernel of a spec and its split merge kernel.
     Attention(DecodeSpec),
-    /// `fg_decode_append` for one KV dtype.
-    Append(KvDtype),
+    /// `fg_decode_append` for one input dtype and pair of pool formats.
+    Append(DType, KvDtypes),
     /// `fg_decode_page_scores` and `fg_decode_page_select` for one query dtype and head dim.
     Selector(DType, u32),
 }
@@ -29,7 +29,15 @@ impl DecodeModule {
             .into_iter()
             .map(DecodeModule::Attention)
             .collect();
-        all.extend(KvDtype::ALL.map(DecodeModule::Append));
+        for dtype in DType::ALL {
+            all.push(DecodeModule::Append(
+                dtype,
+                KvDtypes::same(KvDtype::of(dtype)),
+            ));
+            for kv in KvDtypes::quantized_pairs(dtype) {
+                all.push(DecodeModule::Append(dtype, kv));
+            }
+        }
         for dtype in DType::ALL {
             for d in DECODE_HEAD_DIMS {
                 all.push(DecodeModule::Selector(dtype, d));
@@ -45,7 +53,7 @@ impl DecodeModule {
                 let name = spec.kernel_name();
                 vec![format!("{name}_merge"), name]
             }
-            DecodeModule::Append(_) => vec!["fg_decode_append".into()],
+            DecodeModule::Append(..) => vec!["fg_decode_append".into()],
             DecodeModule::Selector(..) => vec![
                 "fg_decode_page_scores".into(),
                 "fg_decode_page_select".into(),
@@ -60,7 +68,7 @@ impl DecodeModule {
                 spec.validate()?;
                 render_decode(&spec, arch)
             }
-            DecodeModule::Append(kv) => render_append(kv),
+            DecodeModule::Append(dtype, kv) => render_append(dtype, kv),
             DecodeModule::Selector(dtype, d) => render_selector(dtype, d),
         };
         rendered.map_err(|e| Error::Render(format!("{e:?}")))
@@ -125,7 +133,15 @@ mod tests {
         let spec = DecodeSpec::new(flashgen_codegen::DecodeVariant::Mixed, 128, DType::Bf16, 64);
         for module in [
             DecodeModule::Attention(spec),
-            DecodeModule::Append(KvDtype::F16),
+            DecodeModule::Append(DType::F16, KvDtypes::same(KvDtype::F16)),
+            DecodeModule::Append(
+                DType::Bf16,
+                KvDtypes::new(KvDtype::Int4Token, KvDtype::Fp8),
+            ),
+            DecodeModule::Attention(
+                DecodeSpec::new(flashgen_codegen::DecodeVariant::Dense, 128, DType::Bf16, 64)
+                    .with_kv_dtypes(KvDtypes::new(KvDtype::Int4Token, KvDtype::Int8Token)),
+            ),
             DecodeModule::Selector(DType::Bf16, 128),
         ] {
             for arch in [Arch::SM80, Arch::SM90] {
