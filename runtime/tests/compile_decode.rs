@@ -2,10 +2,9 @@
 //! libnvrtc, no GPU): the attention kernel (and its merge kernel) of every variant, head dim,
 //! dtype and row tile at pages of 64 tokens, every page size of dense d128 bf16 with 16 rows
 //! (the page size changes constants only: block-to-page arithmetic), the append kernel of every
-//! KV dtype pair and the page selector of every dtype and head dim. Quantized caches (pages of
-//! 64): every format for K and V, dense, at every head dim, row tile and dtype (the format's
-//! load path and the registers it needs), and every variant at d128 with 16 rows in bf16 (the
-//! schedule is the 16-bit cache's); mixed pairs dense at d128 and d256 in bf16.
+//! KV dtype pair and the page selector of every dtype and head dim; quantized caches as
+//! `quantized_sample` picks (each format's load path at the register-heaviest shapes; the
+//! schedules are the 16-bit cache's).
 
 use flashgen_codegen::{Arch, DType, DecodeSpec, DecodeVariant};
 use flashgen_runtime::compile;
@@ -16,17 +15,21 @@ use std::sync::Mutex;
 
 const THREADS: usize = 2;
 
-/// The quantized specs the sweep compiles.
+/// The quantized specs the sweep compiles: per pair of formats, the register-heaviest dense
+/// shapes (d64 r64, d128 r16 and r64, d256 r32) in bf16, d128 r16 in f16 (Q converted to bf16)
+/// and each other variant at d128 r16 (same formats only).
 fn quantized_sample(spec: &DecodeSpec) -> bool {
     if spec.page_size != 64 {
         return false;
     }
     let same = spec.kv_dtype.k == spec.kv_dtype.v;
-    let dense = spec.variant == DecodeVariant::Dense;
-    if same {
-        dense || (spec.head_dim == 128 && spec.rows == 16 && spec.dtype == DType::Bf16)
-    } else {
-        dense && spec.dtype == DType::Bf16 && spec.head_dim >= 128 && spec.rows == DecodeSpec::max_rows(spec.head_dim)
+    let (d, r) = (spec.head_dim, spec.rows);
+    let heavy = matches!((d, r), (64, 64) | (128, 16) | (128, 64) | (256, 32));
+    match (spec.variant, spec.dtype) {
+        (DecodeVariant::Dense, DType::Bf16) => heavy,
+        (DecodeVariant::Dense, DType::F16) => same && d == 128 && r == 16,
+        (_, DType::Bf16) => same && d == 128 && r == 16,
+        _ => false,
     }
 }
 

@@ -160,6 +160,18 @@ __device__ __forceinline__ float2 fg_quantize8(const float (&x)[8], float head_s
     return sz;
 }
 
+// Loads this thread's 8 input elements of a row as f32 and as the raw words (what a 16-bit
+// pool stores); an inactive lane gets zeros (neutral: its row's results are dropped).
+__device__ __forceinline__ void fg_load8(bool active, const elem_t* src, float (&x)[8], fg_u32 (&raw)[4]) {
+    const uint4 w = active ? *reinterpret_cast<const uint4*>(src) : make_uint4(0, 0, 0, 0);
+    raw[0] = w.x;
+    raw[1] = w.y;
+    raw[2] = w.z;
+    raw[3] = w.w;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) x[e] = fg_to_f32((fg_u16)(raw[e / 2] >> (16 * (e % 2))));
+}
+
 // Stores 8 codes (FMT's width) at `dst`.
 template <int FMT>
 __device__ __forceinline__ void fg_store8(unsigned char* dst, const fg_u32 (&w)[4]) {
@@ -196,50 +208,37 @@ extern "C" __global__ void __launch_bounds__(THREADS) fg_decode_append(const App
         const int slot = slot0 + threadIdx.x / tpr;
         const int tok = lp * LOGICAL + slot;
         const bool active = slot < LOGICAL && tok >= tok_lo && tok < tok_hi;
-        float kx[8], vx[8];
-        fg_u32 kout[4] = {0, 0, 0, 0}, vout[4] = {0, 0, 0, 0};
-        if (active) {
-            const fg_i64 src_row = p.cu_new[b] + (tok - old_len);
-            const uint4 kw = *reinterpret_cast<const uint4*>(p.k_new + src_row * p.k_row_stride + kvh * p.k_head_stride + ch * 8);
-            const uint4 vw = *reinterpret_cast<const uint4*>(p.v_new + src_row * p.v_row_stride + kvh * p.v_head_stride + ch * 8);
-            const fg_u32 ka[4] = {kw.x, kw.y, kw.z, kw.w}, va[4] = {vw.x, vw.y, vw.z, vw.w};
-#pragma unroll
-            for (int e = 0; e < 8; ++e) {
-                kx[e] = fg_to_f32((fg_u16)(ka[e / 2] >> (16 * (e % 2))));
-                vx[e] = fg_to_f32((fg_u16)(va[e / 2] >> (16 * (e % 2))));
-            }
-            // 16-bit pools store the input words as they are.
-#pragma unroll
-            for (int w = 0; w < 4; ++w) {
-                if (K_FMT == 0) kout[w] = ka[w];
-                if (V_FMT == 0) vout[w] = va[w];
-            }
-        } else {
-            // Neutral for the row reductions of inactive lanes (their results are dropped).
-#pragma unroll
-            for (int e = 0; e < 8; ++e) kx[e] = vx[e] = 0.f;
-        }
-        float kdeq[8], vdeq[8];
-        const float2 ksz = fg_quantize8<K_FMT>(kx, k_head_scale, tpr, kout, kdeq);
-        const float2 vsz = fg_quantize8<V_FMT>(vx, v_head_scale, tpr, vout, vdeq);
-        if (slot < LOGICAL) {
-            float* mx = &s_max[slot][ch * 8];
-            float* mn = &s_min[slot][ch * 8];
-#pragma unroll
-            for (int e = 0; e < 8; ++e) {
-                mx[e] = active ? kdeq[e] : fg_neg_inf();
-                mn[e] = active ? kdeq[e] : -fg_neg_inf();
-            }
-        }
-        if (!active) continue;
+        const fg_i64 src_row = p.cu_new[b] + (tok - old_len);
         const int in_page = tok % p.page_size;
         const fg_i64 row = ((fg_i64)page * p.page_size + in_page) * p.heads_kv + kvh;
-        fg_store8<K_FMT>(p.k_pool + row * k_row_bytes + ch * K_BITS, kout);
-        fg_store8<V_FMT>(p.v_pool + row * v_row_bytes + ch * V_BITS, vout);
-        if (ch == 0) {
-            const fg_i64 at = ((fg_i64)page * p.heads_kv + kvh) * p.page_size + in_page;
-            if (K_FMT == 2 || K_FMT == 3) p.k_params[at] = ksz;
-            if (V_FMT == 2 || V_FMT == 3) p.v_params[at] = vsz;
+        const fg_i64 at = ((fg_i64)page * p.heads_kv + kvh) * p.page_size + in_page;
+        {
+            // K: quantize, store, and keep the values the cache returns for the statistics.
+            float x[8], deq[8];
+            fg_u32 out[4];
+            fg_load8(active, p.k_new + src_row * p.k_row_stride + kvh * p.k_head_stride + ch * 8, x, out);
+            const float2 sz = fg_quantize8<K_FMT>(x, k_head_scale, tpr, out, deq);
+            if (slot < LOGICAL) {
+#pragma unroll
+                for (int e = 0; e < 8; ++e) {
+                    s_max[slot][ch * 8 + e] = active ? deq[e] : fg_neg_inf();
+                    s_min[slot][ch * 8 + e] = active ? deq[e] : -fg_neg_inf();
+                }
+            }
+            if (active) {
+                fg_store8<K_FMT>(p.k_pool + row * k_row_bytes + ch * K_BITS, out);
+                if ((K_FMT == 2 || K_FMT == 3) && ch == 0) p.k_params[at] = sz;
+            }
+        }
+        {
+            float x[8], deq[8];
+            fg_u32 out[4];
+            fg_load8(active, p.v_new + src_row * p.v_row_stride + kvh * p.v_head_stride + ch * 8, x, out);
+            const float2 sz = fg_quantize8<V_FMT>(x, v_head_scale, tpr, out, deq);
+            if (active) {
+                fg_store8<V_FMT>(p.v_pool + row * v_row_bytes + ch * V_BITS, out);
+                if ((V_FMT == 2 || V_FMT == 3) && ch == 0) p.v_params[at] = sz;
+            }
         }
     }
     __syncthreads();
