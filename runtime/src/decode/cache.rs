@@ -935,6 +935,65 @@ mod tests {
     }
 
     #[test]
+    fn quantized_formats_and_scales_are_checked() {
+        let c = config();
+        // A 16-bit pool of the other dtype.
+        let bad = c.with_kv(KvDtypes::new(KvDtype::F16, KvDtype::Int8Token));
+        assert!(err(bad.validate()).contains("kv_dtype.k"));
+        let bad = c.with_kv(KvDtypes::new(KvDtype::Int8Token, KvDtype::F16));
+        assert!(err(bad.validate()).contains("kv_dtype.v"));
+        // Quantized pools serve either dtype.
+        for kv in KvDtype::QUANTIZED {
+            for dtype in [DType::Bf16, DType::F16] {
+                KvCacheConfig { dtype, ..c }
+                    .with_kv(KvDtypes::same(kv))
+                    .validate()
+                    .unwrap();
+            }
+        }
+        let q = c.with_kv(KvDtypes::new(KvDtype::Int8, KvDtype::Fp8));
+        for (scales, needle) in [
+            (KvScales::default(), "scales.k"),
+            (
+                KvScales {
+                    k: vec![1.0],
+                    v: vec![],
+                },
+                "scales.v",
+            ),
+            (
+                KvScales {
+                    k: vec![1.0; 3],
+                    v: vec![1.0],
+                },
+                "has 3 scales",
+            ),
+            (KvScales::per_tensor(0.0, 1.0), "positive and finite"),
+            (KvScales::per_tensor(1.0, f32::NAN), "positive and finite"),
+            (KvScales::per_tensor(1.0, f32::INFINITY), "positive and finite"),
+        ] {
+            assert!(err(scales.per_head(&q)).contains(needle), "{scales:?}");
+        }
+        // Per tensor: the same scale for every kv head; per head as given.
+        let (k, v) = KvScales::per_tensor(0.5, 2.0).per_head(&q).unwrap();
+        assert_eq!((k, v), (vec![0.5, 0.5], vec![2.0, 2.0]));
+        let per_head = KvScales {
+            k: vec![1.0, 3.0],
+            v: vec![2.0],
+        };
+        assert_eq!(per_head.per_head(&q).unwrap().0, vec![1.0, 3.0]);
+        // Scales for a pool that takes none.
+        let tok = c.with_kv(KvDtypes::same(KvDtype::Int4Token));
+        assert!(err(KvScales::per_tensor(1.0, 1.0).per_head(&tok)).contains("takes none"));
+        assert!(err(KvScales::per_tensor(1.0, 1.0).per_head(&c)).contains("takes none"));
+        // Bytes and parameter layout.
+        assert_eq!(tok.row_bytes(KvDtype::Int4Token), 32);
+        assert_eq!(tok.pool_bytes(KvDtype::Int4Token), 16 * 32 * 2 * 32);
+        assert_eq!(tok.param_index(3, 5, 1), (3 * 2 + 1) * 32 + 5);
+        assert_eq!(tok.token_row(3, 5, 1), (3 * 32 + 5) * 2 + 1);
+    }
+
+    #[test]
     fn page_tables_are_checked() {
         let c = config();
         assert!(err(PageTable::new(&c, &[], &[])).contains("empty"));
