@@ -46,7 +46,11 @@ struct Row {
 /// Bytes of one token's K and V over all kv heads, scales included.
 fn kv_token_bytes(kv: KvDtypes) -> u64 {
     let pool = |f: KvDtype| {
-        let params = if f.scaling() == KvScaling::PerToken { 8 } else { 0 };
+        let params = if f.scaling() == KvScaling::PerToken {
+            8
+        } else {
+            0
+        };
         (f.row_bytes(D) + params) * HKV
     };
     (pool(kv.k) + pool(kv.v)) as u64
@@ -148,7 +152,7 @@ fn main() {
     };
     let bf16 = KvDtypes::same(KvDtype::Bf16);
     let token_bytes = kv_token_bytes(bf16); // K and V of one token, all kv heads
-    // Dense decode of `batch` sequences of `seq` tokens over pools `kv`: microseconds.
+                                            // Dense decode of `batch` sequences of `seq` tokens over pools `kv`: microseconds.
     let dense = |batch: usize, seq: usize, kv: KvDtypes| -> flashgen_runtime::Result<f64> {
         let (cache, table) = filled(&rt, batch, seq, kv)?;
         let q_layout = Layout::bhsd(batch, 1, HQ, D);
@@ -271,12 +275,7 @@ fn main() {
     // Selected decode and the LServe layer: q random so that the selection is query-aware.
     for (case, batch, mixed, kv) in [
         ("selected decode (selector / 4)", 1usize, false, bf16),
-        (
-            "LServe layer: half streaming, half selected",
-            8,
-            true,
-            bf16,
-        ),
+        ("LServe layer: half streaming, half selected", 8, true, bf16),
         (
             "LServe layer, int8tok pools",
             8,

@@ -199,7 +199,12 @@ fn emit_prints_quantized_decode_kernels() {
     assert!(code.contains("constexpr int K_FMT = 3, V_FMT = 2;"));
     assert_usage_error(
         &tmp,
-        &["emit", "decode-dense,d128,bf16,p64,kv-int2", "--arch", "sm_80"],
+        &[
+            "emit",
+            "decode-dense,d128,bf16,p64,kv-int2",
+            "--arch",
+            "sm_80",
+        ],
         "KV dtype `int2` is unknown",
     );
 }

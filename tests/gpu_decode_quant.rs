@@ -108,8 +108,12 @@ impl Case {
 /// Per-head scales of the static formats for data of magnitude `m` (clipping at 4 m).
 fn scales(case: &Case, m: f32) -> KvScales {
     let s = |kv: KvDtype, mul: f32| match kv {
-        KvDtype::Int8 => (0..case.hkv).map(|h| mul * m * (4.0 + h as f32) / 127.0).collect(),
-        KvDtype::Fp8 => (0..case.hkv).map(|h| mul * m * (4.0 + h as f32) / 448.0).collect(),
+        KvDtype::Int8 => (0..case.hkv)
+            .map(|h| mul * m * (4.0 + h as f32) / 127.0)
+            .collect(),
+        KvDtype::Fp8 => (0..case.hkv)
+            .map(|h| mul * m * (4.0 + h as f32) / 448.0)
+            .collect(),
         _ => Vec::new(),
     };
     KvScales {
@@ -178,8 +182,7 @@ fn fill<T: Half>(rt: &Runtime, case: &Case, rng: &mut Rng) -> Result<Filled, Str
     let (hkv, d, ps) = (case.hkv, case.head_dim, case.page_size);
     let lens = &case.lens;
     let pages: usize = lens.iter().map(|l| l.div_ceil(ps)).sum::<usize>() + 2;
-    let config =
-        KvCacheConfig::new(pages, ps, hkv, d, case.dtype).with_kv(case.kv);
+    let config = KvCacheConfig::new(pages, ps, hkv, d, case.dtype).with_kv(case.kv);
     let magnitude = match case.data {
         Data::Large => match T::PRECISION {
             Precision::F16 => 1e3,
@@ -239,12 +242,16 @@ fn fill<T: Half>(rt: &Runtime, case: &Case, rng: &mut Rng) -> Result<Filled, Str
             out.push(T::from_f32(0.0));
             out
         };
-        let table = DevicePageTable::new(rt, cache.config(), &rows, &next)
-            .map_err(|e| e.to_string())?;
+        let table =
+            DevicePageTable::new(rt, cache.config(), &rows, &next).map_err(|e| e.to_string())?;
         let append = DeviceAppend::new(rt, &table, &new).map_err(|e| e.to_string())?;
         let s = rt.stream();
-        let kd = s.clone_htod(&gather(&k_hist)).map_err(|e| format!("{e:?}"))?;
-        let vd = s.clone_htod(&gather(&v_hist)).map_err(|e| format!("{e:?}"))?;
+        let kd = s
+            .clone_htod(&gather(&k_hist))
+            .map_err(|e| format!("{e:?}"))?;
+        let vd = s
+            .clone_htod(&gather(&v_hist))
+            .map_err(|e| format!("{e:?}"))?;
         let layout = Layout::packed(append.total(), hkv, d);
         cache
             .append(
@@ -291,7 +298,13 @@ impl HostPool {
     }
 
     /// The codes of row `row` (token row index of the pool) and its dequantized values.
-    fn row<T: Half>(&self, c: &KvCacheConfig, page: usize, slot: usize, h: usize) -> (Vec<u32>, Vec<f32>) {
+    fn row<T: Half>(
+        &self,
+        c: &KvCacheConfig,
+        page: usize,
+        slot: usize,
+        h: usize,
+    ) -> (Vec<u32>, Vec<f32>) {
         let rb = c.row_bytes(self.kv);
         let at = c.token_row(page, slot, h) * rb;
         let raw = &self.bytes[at..at + rb];
@@ -367,12 +380,22 @@ impl HostPool {
     }
 }
 
-fn random_lists(rng: &mut Rng, lens: &[usize], hkv: usize, ps: usize, keep: f64) -> Vec<Vec<usize>> {
+fn random_lists(
+    rng: &mut Rng,
+    lens: &[usize],
+    hkv: usize,
+    ps: usize,
+    keep: f64,
+) -> Vec<Vec<usize>> {
     let mut lists = Vec::new();
     for &l in lens {
         let n = l.div_ceil(ps);
         for _ in 0..hkv {
-            lists.push((0..n).filter(|&p| p + 1 == n || rng.bernoulli(keep)).collect());
+            lists.push(
+                (0..n)
+                    .filter(|&p| p + 1 == n || rng.bernoulli(keep))
+                    .collect(),
+            );
         }
     }
     lists
@@ -390,13 +413,29 @@ fn check(rt: &Runtime, case: &Case) {
 
 fn run<T: Half>(rt: &Runtime, case: &Case) -> Result<(), String> {
     let mut rng = Rng::fresh();
-    let seed = format!("(seed {}: FLASHGEN_SEED={} reruns it)", rng.seed(), rng.seed());
+    let seed = format!(
+        "(seed {}: FLASHGEN_SEED={} reruns it)",
+        rng.seed(),
+        rng.seed()
+    );
     let (hq, hkv, d, ps, q_len) = (case.hq, case.hkv, case.head_dim, case.page_size, case.q_len);
     let lens = &case.lens;
     let filled = fill::<T>(rt, case, &mut rng)?;
     let c = *filled.cache.config();
-    let kp = HostPool::download(rt, case.kv.k, filled.cache.k_pool(), filled.cache.k_params(), filled.cache.k_scales());
-    let vp = HostPool::download(rt, case.kv.v, filled.cache.v_pool(), filled.cache.v_params(), filled.cache.v_scales());
+    let kp = HostPool::download(
+        rt,
+        case.kv.k,
+        filled.cache.k_pool(),
+        filled.cache.k_params(),
+        filled.cache.k_scales(),
+    );
+    let vp = HostPool::download(
+        rt,
+        case.kv.v,
+        filled.cache.v_pool(),
+        filled.cache.v_params(),
+        filled.cache.v_scales(),
+    );
 
     // The append: codes and parameters exactly the reference quantizer's; the dequantized
     // cache for the reference attention.
@@ -425,7 +464,9 @@ fn run<T: Half>(rt: &Runtime, case: &Case) -> Result<(), String> {
                         }
                     }
                     if !pool.kv.is_quantized() && vals != x {
-                        return Err(format!("16-bit pool differs at sequence {b} token {t} {seed}"));
+                        return Err(format!(
+                            "16-bit pool differs at sequence {b} token {t} {seed}"
+                        ));
                     }
                     let at = c.token_row(page, slot, h) * d;
                     deq[at..at + d].copy_from_slice(&vals);
@@ -466,7 +507,9 @@ fn run<T: Half>(rt: &Runtime, case: &Case) -> Result<(), String> {
                         quant::round_down(lo[ch] as f32, T::PRECISION),
                     );
                     let (got_hi, got_lo) = (to_f32(kmax[at + ch]), to_f32(kmin[at + ch]));
-                    if got_hi.to_bits() != want_hi.to_bits() || got_lo.to_bits() != want_lo.to_bits() {
+                    if got_hi.to_bits() != want_hi.to_bits()
+                        || got_lo.to_bits() != want_lo.to_bits()
+                    {
                         return Err(format!("statistics of sequence {b} head {h} logical page {lp} channel {ch}: ({got_hi}, {got_lo}) vs ({want_hi}, {want_lo}) {seed}"));
                     }
                 }
@@ -507,7 +550,13 @@ fn run<T: Half>(rt: &Runtime, case: &Case) -> Result<(), String> {
     };
     let kinds: Vec<DecodeHeadKind> = streaming_heads
         .iter()
-        .map(|&s| if s { DecodeHeadKind::Streaming } else { DecodeHeadKind::Selected })
+        .map(|&s| {
+            if s {
+                DecodeHeadKind::Streaming
+            } else {
+                DecodeHeadKind::Selected
+            }
+        })
         .collect();
     let heads = DecodeHeads::new(rt, &kinds).map_err(|e| e.to_string())?;
     let mask = match &case.rule {
@@ -599,7 +648,12 @@ fn every_variant_over_every_format() {
 fn head_dims_row_tiles_page_sizes_and_f16() {
     let rt = runtime();
     for kv in KvDtype::QUANTIZED.map(KvDtypes::same) {
-        for (d, hq, q_len, ps) in [(64, 16, 4, 16), (128, 32, 2, 32), (256, 8, 4, 128), (128, 4, 1, 64)] {
+        for (d, hq, q_len, ps) in [
+            (64, 16, 4, 16),
+            (128, 32, 2, 32),
+            (256, 8, 4, 128),
+            (128, 4, 1, 64),
+        ] {
             for dtype in [DType::Bf16, DType::F16] {
                 let mut c = Case::new(kv, &[555, 33, 130], Rule::Dense);
                 (c.head_dim, c.hq, c.q_len, c.page_size, c.dtype) = (d, hq, q_len, ps, dtype);
@@ -658,10 +712,24 @@ fn selector_case<T: Half>(rt: &Runtime, kv: KvDtype, lens: &[usize], ps: usize, 
     })
     .unwrap();
     let sel = selector
-        .select(rt, &filled.cache, &table, Tensor { data: &q, layout: q_layout })
+        .select(
+            rt,
+            &filled.cache,
+            &table,
+            Tensor {
+                data: &q,
+                layout: q_layout,
+            },
+        )
         .unwrap();
     let got = sel.download(rt).unwrap();
-    let kp = HostPool::download(rt, kv, filled.cache.k_pool(), filled.cache.k_params(), filled.cache.k_scales());
+    let kp = HostPool::download(
+        rt,
+        kv,
+        filled.cache.k_pool(),
+        filled.cache.k_params(),
+        filled.cache.k_scales(),
+    );
     let mut k_deq = vec![0f32; c.num_pages * ps * c.heads_kv * c.head_dim];
     for (b, &len) in lens.iter().enumerate() {
         for t in 0..len {
@@ -688,7 +756,15 @@ fn selector_case<T: Half>(rt: &Runtime, kv: KvDtype, lens: &[usize], ps: usize, 
         tables: &tables,
         seq_lens: lens,
     };
-    let want = reference::select_pages_stored(&q_host, case.hq, 1, &kvr, budget / ps, 1, Some(T::PRECISION));
+    let want = reference::select_pages_stored(
+        &q_host,
+        case.hq,
+        1,
+        &kvr,
+        budget / ps,
+        1,
+        Some(T::PRECISION),
+    );
     assert_eq!(got, want, "{kv}: selection differs {seed}");
 }
 

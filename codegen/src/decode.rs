@@ -619,9 +619,13 @@ pub fn parse_decode_spec(text: &str) -> Result<DecodeSpec, SpecError> {
         if let Some(d) = parse_dtype(part) {
             slot_taken(dtype.is_some(), "dtype")?;
             dtype = Some(d);
-        } else if let Some((slot, t)) = [("kv-", &mut kv_both), ("k-", &mut k_only), ("v-", &mut v_only)]
-            .into_iter()
-            .find_map(|(prefix, slot)| part.strip_prefix(prefix).map(|t| (slot, t)))
+        } else if let Some((slot, t)) = [
+            ("kv-", &mut kv_both),
+            ("k-", &mut k_only),
+            ("v-", &mut v_only),
+        ]
+        .into_iter()
+        .find_map(|(prefix, slot)| part.strip_prefix(prefix).map(|t| (slot, t)))
         {
             slot_taken(slot.is_some(), "a KV dtype")?;
             let kv = KvDtype::parse(t).ok_or_else(|| {
@@ -863,7 +867,10 @@ mod tests {
             ("decode-dense,d128,bf16,p64,kv-f16", "k_dtype = f16"),
             ("decode-dense,d128,bf16,p64,v-f16", "v_dtype = f16"),
             ("decode-dense,d128,bf16,p64,kv-int3", "KV dtype `int3`"),
-            ("decode-dense,d128,bf16,p64,kv-int8,k-int4tok", "kv-<fmt> sets both"),
+            (
+                "decode-dense,d128,bf16,p64,kv-int8,k-int4tok",
+                "kv-<fmt> sets both",
+            ),
             ("decode-dense,d128,bf16,p64,k-int8,k-int4tok", "given twice"),
             ("decode-sparse,d128,bf16,p64", "decode variant `sparse`"),
             ("decode-dense,d128,p64", "dtype"),
@@ -888,7 +895,10 @@ mod tests {
             s.kv_dtype,
             KvDtypes::new(KvDtype::Int4Token, KvDtype::Int8Token)
         );
-        assert_eq!(s.to_string(), "decode-mixed,d64,f16,p16,k-int4tok,v-int8tok,r32");
+        assert_eq!(
+            s.to_string(),
+            "decode-mixed,d64,f16,p16,k-int4tok,v-int8tok,r32"
+        );
         // One pool quantized: the other is the query dtype.
         let s = parse_decode_spec("decode-selected,d256,bf16,p128,v-fp8").unwrap();
         assert_eq!(s.kv_dtype, KvDtypes::new(KvDtype::Bf16, KvDtype::Fp8));
@@ -907,7 +917,9 @@ mod tests {
                 }
             }
         }
-        assert!(DecodeSpec::all().iter().any(|s| s.kv_dtype.k == KvDtype::Int4Token));
+        assert!(DecodeSpec::all()
+            .iter()
+            .any(|s| s.kv_dtype.k == KvDtype::Int4Token));
     }
 
     #[test]
@@ -918,7 +930,10 @@ mod tests {
                 assert!(kp as usize >= kv.row_bytes(d as usize) && kp % 16 == 0);
                 assert!(vp as usize >= kv.row_bytes(d as usize) && vp % 16 == 0);
                 assert_eq!(vp % 64, 16);
-                assert_eq!(kp % if kv.bits() == 8 { 128 } else { 64 }, if kv.bits() == 8 { 64 } else { 32 });
+                assert_eq!(
+                    kp % if kv.bits() == 8 { 128 } else { 64 },
+                    if kv.bits() == 8 { 64 } else { 32 }
+                );
             }
         }
     }

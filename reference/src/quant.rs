@@ -178,7 +178,7 @@ pub fn dequantize_fp8(code: u8, scale: f32) -> f32 {
 
 /// Packs int4 codes (a multiple of 8) into bytes, eight per little-endian word.
 pub fn pack_int4(codes: &[u8]) -> Vec<u8> {
-    assert!(codes.len() % 8 == 0, "int4 rows hold whole words");
+    assert!(codes.len().is_multiple_of(8), "int4 rows hold whole words");
     let mut out = Vec::with_capacity(codes.len() / 2);
     for group in codes.chunks(8) {
         let mut word = 0u32;
@@ -350,19 +350,19 @@ mod tests {
                     let q = quantize_row(&row, levels);
                     for (&x, &c) in row.iter().zip(&q.codes) {
                         assert!(u32::from(c) <= levels);
-                        let err = (f64::from(x) - f64::from(dequantize_token(c, q.scale, q.zero)))
-                            .abs();
+                        let err =
+                            (f64::from(x) - f64::from(dequantize_token(c, q.scale, q.zero))).abs();
                         assert!(err <= error_bound(fmt, x, q.scale, m), "{x} {err} {q:?}");
                     }
                 }
                 let s = m / 127.0;
                 let f = m / 448.0;
                 for &x in &row {
-                    let e8 = (f64::from(x) - f64::from(dequantize_int8(quantize_int8(x, s), s)))
-                        .abs();
+                    let e8 =
+                        (f64::from(x) - f64::from(dequantize_int8(quantize_int8(x, s), s))).abs();
                     assert!(e8 <= error_bound(KvFormat::Int8, x, s, m), "int8 {x}");
-                    let ef = (f64::from(x) - f64::from(dequantize_fp8(quantize_fp8(x, f), f)))
-                        .abs();
+                    let ef =
+                        (f64::from(x) - f64::from(dequantize_fp8(quantize_fp8(x, f), f))).abs();
                     assert!(ef <= error_bound(KvFormat::Fp8, x, f, m), "fp8 {x}");
                 }
             }

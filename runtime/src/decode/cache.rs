@@ -60,7 +60,10 @@ impl KvCacheConfig {
 
     /// Checks every field.
     pub fn validate(&self) -> Result<()> {
-        for (name, kv) in [("kv_dtype.k", self.kv_dtype.k), ("kv_dtype.v", self.kv_dtype.v)] {
+        for (name, kv) in [
+            ("kv_dtype.k", self.kv_dtype.k),
+            ("kv_dtype.v", self.kv_dtype.v),
+        ] {
             if !kv.serves(self.dtype) {
                 return Err(invalid(
                     name,
@@ -970,7 +973,10 @@ mod tests {
             ),
             (KvScales::per_tensor(0.0, 1.0), "positive and finite"),
             (KvScales::per_tensor(1.0, f32::NAN), "positive and finite"),
-            (KvScales::per_tensor(1.0, f32::INFINITY), "positive and finite"),
+            (
+                KvScales::per_tensor(1.0, f32::INFINITY),
+                "positive and finite",
+            ),
         ] {
             assert!(err(scales.per_head(&q)).contains(needle), "{scales:?}");
         }

@@ -134,10 +134,7 @@ mod tests {
         for module in [
             DecodeModule::Attention(spec),
             DecodeModule::Append(DType::F16, KvDtypes::same(KvDtype::F16)),
-            DecodeModule::Append(
-                DType::Bf16,
-                KvDtypes::new(KvDtype::Int4Token, KvDtype::Fp8),
-            ),
+            DecodeModule::Append(DType::Bf16, KvDtypes::new(KvDtype::Int4Token, KvDtype::Fp8)),
             DecodeModule::Attention(
                 DecodeSpec::new(flashgen_codegen::DecodeVariant::Dense, 128, DType::Bf16, 64)
                     .with_kv_dtypes(KvDtypes::new(KvDtype::Int4Token, KvDtype::Int8Token)),
