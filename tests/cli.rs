@@ -186,6 +186,30 @@ fn bad_arguments_exit_with_status_2() {
 }
 
 #[test]
+fn emit_prints_quantized_decode_kernels() {
+    let tmp = TempDir::new("emit-decode");
+    let spec = "decode-mixed,d128,bf16,p64,k-int4tok,v-int8tok";
+    let out = flashgen(&tmp)
+        .args(["emit", spec, "--arch", "sm_90a"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let code = stdout(&out);
+    assert!(code.contains("fg_decode_mixed_d128_bf16_kvint4tok_int8tok_p64_r16("));
+    assert!(code.contains("constexpr int K_FMT = 3, V_FMT = 2;"));
+    assert_usage_error(
+        &tmp,
+        &[
+            "emit",
+            "decode-dense,d128,bf16,p64,kv-int2",
+            "--arch",
+            "sm_80",
+        ],
+        "KV dtype `int2` is unknown",
+    );
+}
+
+#[test]
 fn an_unwritable_json_report_fails_before_the_work() {
     let tmp = TempDir::new("json");
     let missing_dir = tmp.path().join("missing").join("report.json");

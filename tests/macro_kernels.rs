@@ -525,16 +525,10 @@ fn decode_cache(
     flashgen::runtime::decode::DevicePageTable,
     Vec<Vec<usize>>,
 ) {
-    use flashgen::codegen::KvDtype;
+    use flashgen::codegen::DType;
     use flashgen::runtime::decode::{DeviceAppend, DevicePageTable, KvCacheConfig, PagedKvCache};
     let pages: usize = lens.iter().map(|l| l.div_ceil(page_size)).sum::<usize>() + 2;
-    let config = KvCacheConfig {
-        num_pages: pages,
-        page_size,
-        heads_kv: hkv,
-        head_dim: d,
-        kv_dtype: KvDtype::Bf16,
-    };
+    let config = KvCacheConfig::new(pages, page_size, hkv, d, DType::Bf16);
     let mut cache = PagedKvCache::new(rt, config).unwrap();
     // Pages handed out from the top, so that tables are not the identity.
     let mut next = pages;
@@ -578,9 +572,13 @@ fn declared_decode_kernels_match_the_reference_and_the_runtime_api() {
     use flashgen_reference::{DecodeRule, PagedKv, Tolerance};
     let rt = common::runtime();
     let mut rng = Rng::fresh();
-    let download = |x: &CudaSlice<u16>| -> Vec<bf16> {
-        let bits: Vec<u16> = rt.stream().clone_dtoh(x).unwrap();
-        bits.into_iter().map(bf16::from_bits).collect()
+    // The pools hold bytes (a 16-bit pool: each element's two bytes, little-endian).
+    let download = |x: &CudaSlice<u8>| -> Vec<bf16> {
+        let bytes: Vec<u8> = rt.stream().clone_dtoh(x).unwrap();
+        bytes
+            .chunks_exact(2)
+            .map(|b| bf16::from_bits(u16::from_le_bytes([b[0], b[1]])))
+            .collect()
     };
 
     // Dense, GQA 4 (8 query heads over 2 kv heads), awkward lengths over 16-token pages.

@@ -110,13 +110,14 @@ impl DecodeTarget {
 
     fn cache_config(&self, copies: usize) -> KvCacheConfig {
         let p = &self.problem;
-        KvCacheConfig {
-            num_pages: p.batch * self.pages_per_sequence() * copies.max(1),
-            page_size: self.spec.page_size as usize,
-            heads_kv: p.heads_kv,
-            head_dim: self.spec.head_dim as usize,
-            kv_dtype: self.spec.kv_dtype,
-        }
+        KvCacheConfig::new(
+            p.batch * self.pages_per_sequence() * copies.max(1),
+            self.spec.page_size as usize,
+            p.heads_kv,
+            self.spec.head_dim as usize,
+            self.spec.dtype,
+        )
+        .with_kv(self.spec.kv_dtype)
     }
 
     fn pages_per_sequence(&self) -> usize {
@@ -397,7 +398,10 @@ impl<T: TuneElement> DecodeWork<T> {
         };
         // Rotated tables until the sets read twice the L2 between two uses of one.
         let plan = work.plan(0)?;
-        let read = plan.total_blocks * 16 * row / p.heads_kv * 2 * target.spec.kv_dtype.bytes();
+        let kv = target.spec.kv_dtype;
+        let d = target.spec.head_dim as usize;
+        let read =
+            plan.total_blocks * 16 * row / p.heads_kv / d * (kv.k.row_bytes(d) + kv.v.row_bytes(d));
         let sets = input_sets(read, l2, TimingParams::FULL.max_input_sets).min(per_seq);
         for j in 1..sets {
             let shift = j * per_seq / sets;

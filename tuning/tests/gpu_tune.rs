@@ -251,7 +251,7 @@ fn runtime_launches_the_tuned_tile() {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn quick_decode_tune_writes_entries_the_runtime_reads() {
-    use flashgen_codegen::{DecodeSpec, DecodeVariant, KvDtype};
+    use flashgen_codegen::{DecodeSpec, DecodeVariant};
     use flashgen_runtime::decode::{
         DecodeArgs, DecodeChoice, DeviceAppend, DevicePageTable, KvCacheConfig, PagedKvCache,
     };
@@ -315,13 +315,7 @@ fn quick_decode_tune_writes_entries_the_runtime_reads() {
     let rt2 = Runtime::new(0).unwrap();
     rt2.use_tuned_config(&path).unwrap();
 
-    let config = KvCacheConfig {
-        num_pages: batch * seq.div_ceil(64),
-        page_size: 64,
-        heads_kv: 8,
-        head_dim: 128,
-        kv_dtype: KvDtype::Bf16,
-    };
+    let config = KvCacheConfig::new(batch * seq.div_ceil(64), 64, 8, 128, DType::Bf16);
     let mut cache = PagedKvCache::new(&rt2, config).unwrap();
     let per = seq.div_ceil(64);
     let rows: Vec<Vec<u32>> = (0..batch)

@@ -165,6 +165,10 @@ pub struct DecodeParams {
     pub sel_count: u64,
     pub sel_covers: u64,
     pub head_kind: u64,
+    pub k_params: u64,
+    pub v_params: u64,
+    pub k_scale: u64,
+    pub v_scale: u64,
     pub q_batch_stride: i64,
     pub q_head_stride: i64,
     pub q_row_stride: i64,
@@ -349,12 +353,12 @@ pub fn plan_decode_with(
     if table.page_size() != config.page_size {
         return Err(invalid("table", "page size differs from the cache's"));
     }
-    if shape.dtype != config.kv_dtype.compute_dtype() {
+    if shape.dtype != config.dtype {
         return Err(invalid(
             "q",
             format!(
-                "is {}, the cache stores {}; only 16-bit caches of the query dtype are supported",
-                shape.dtype, config.kv_dtype
+                "is {}, the cache serves {} queries (its pools: {})",
+                shape.dtype, config.dtype, config.kv_dtype
             ),
         ));
     }
@@ -484,7 +488,7 @@ pub fn plan_decode_with(
         shape.dtype,
         config.page_size as u32,
     )
-    .with_kv_dtype(config.kv_dtype)
+    .with_kv_dtypes(config.kv_dtype)
     .with_rows(rows);
     Ok(DecodePlan {
         spec,
@@ -645,6 +649,18 @@ impl Runtime {
         if let Some(heads) = args.mask.heads() {
             params.head_kind = keep(&mut guards, heads.dev.device_ptr(s));
         }
+        if let Some(x) = cache.k_params() {
+            params.k_params = keep(&mut guards, x.device_ptr(s));
+        }
+        if let Some(x) = cache.v_params() {
+            params.v_params = keep(&mut guards, x.device_ptr(s));
+        }
+        if let Some(x) = cache.k_scales_dev() {
+            params.k_scale = keep(&mut guards, x.device_ptr(s));
+        }
+        if let Some(x) = cache.v_scales_dev() {
+            params.v_scale = keep(&mut guards, x.device_ptr(s));
+        }
         let scratch_base = match scratch_guard.as_mut() {
             Some(buf) if scratch_len > 0 => keep(&mut guards, buf.device_ptr_mut(s)),
             _ => 0,
@@ -707,7 +723,7 @@ impl Runtime {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flashgen_codegen::KvDtype;
+    use flashgen_codegen::{KvDtype, KvDtypes};
 
     fn config() -> KvCacheConfig {
         KvCacheConfig {
@@ -715,7 +731,8 @@ mod tests {
             page_size: 64,
             heads_kv: 2,
             head_dim: 128,
-            kv_dtype: KvDtype::Bf16,
+            dtype: DType::Bf16,
+            kv_dtype: KvDtypes::same(KvDtype::Bf16),
         }
     }
 
@@ -764,7 +781,7 @@ mod tests {
                     dtype: DType::F16,
                     ..ok
                 },
-                "only 16-bit caches",
+                "serves bf16 queries",
             ),
             (shape(1, 1, 8), "batch is 1"),
             (shape(2, 9, 8), "q_len is 9"),
@@ -936,9 +953,9 @@ mod tests {
     #[test]
     fn params_match_the_kernel_struct() {
         use std::mem::{offset_of, size_of};
-        assert_eq!(offset_of!(DecodeParams, q_batch_stride), 13 * 8);
-        assert_eq!(offset_of!(DecodeParams, batch), 21 * 8);
-        assert_eq!(offset_of!(DecodeParams, scale_log2), 21 * 8 + 8 * 4);
-        assert_eq!(size_of::<DecodeParams>(), 21 * 8 + 10 * 4);
+        assert_eq!(offset_of!(DecodeParams, q_batch_stride), 17 * 8);
+        assert_eq!(offset_of!(DecodeParams, batch), 25 * 8);
+        assert_eq!(offset_of!(DecodeParams, scale_log2), 25 * 8 + 8 * 4);
+        assert_eq!(size_of::<DecodeParams>(), 25 * 8 + 10 * 4);
     }
 }

@@ -9,7 +9,7 @@ use flashgen_codegen::decode::{
     decode_default_set, decode_template_digest, render_append, render_decode, render_selector,
     DECODE_HEAD_DIMS,
 };
-use flashgen_codegen::{Arch, DType, DecodeSpec, KernelSource, KvDtype};
+use flashgen_codegen::{Arch, DType, DecodeSpec, KernelSource, KvDtype, KvDtypes};
 use sha2::{Digest, Sha256};
 
 /// One compiled unit of decode kernels.
@@ -17,8 +17,8 @@ use sha2::{Digest, Sha256};
 pub enum DecodeModule {
     /// The attention kernel of a spec and its split merge kernel.
     Attention(DecodeSpec),
-    /// `fg_decode_append` for one KV dtype.
-    Append(KvDtype),
+    /// `fg_decode_append` for one input dtype and pair of pool formats.
+    Append(DType, KvDtypes),
     /// `fg_decode_page_scores` and `fg_decode_page_select` for one query dtype and head dim.
     Selector(DType, u32),
 }
@@ -30,7 +30,15 @@ impl DecodeModule {
             .into_iter()
             .map(DecodeModule::Attention)
             .collect();
-        all.extend(KvDtype::ALL.map(DecodeModule::Append));
+        for dtype in DType::ALL {
+            all.push(DecodeModule::Append(
+                dtype,
+                KvDtypes::same(KvDtype::of(dtype)),
+            ));
+            for kv in KvDtypes::quantized_pairs(dtype) {
+                all.push(DecodeModule::Append(dtype, kv));
+            }
+        }
         for dtype in DType::ALL {
             for d in DECODE_HEAD_DIMS {
                 all.push(DecodeModule::Selector(dtype, d));
@@ -48,7 +56,7 @@ impl DecodeModule {
             specs.iter().map(|&s| DecodeModule::Attention(s)).collect();
         for s in &specs {
             for m in [
-                DecodeModule::Append(s.kv_dtype),
+                DecodeModule::Append(s.dtype, s.kv_dtype),
                 DecodeModule::Selector(s.dtype, s.head_dim),
             ] {
                 if !out.contains(&m) {
@@ -63,7 +71,7 @@ impl DecodeModule {
     pub fn entry_name(self) -> String {
         match self {
             DecodeModule::Attention(spec) => spec.kernel_name(),
-            DecodeModule::Append(_) => "fg_decode_append".into(),
+            DecodeModule::Append(..) => "fg_decode_append".into(),
             DecodeModule::Selector(..) => "fg_decode_page_scores".into(),
         }
     }
@@ -75,7 +83,7 @@ impl DecodeModule {
                 let name = spec.kernel_name();
                 vec![format!("{name}_merge"), name]
             }
-            DecodeModule::Append(_) => vec!["fg_decode_append".into()],
+            DecodeModule::Append(..) => vec!["fg_decode_append".into()],
             DecodeModule::Selector(..) => vec![
                 "fg_decode_page_scores".into(),
                 "fg_decode_page_select".into(),
@@ -90,7 +98,7 @@ impl DecodeModule {
                 spec.validate()?;
                 render_decode(&spec, arch)
             }
-            DecodeModule::Append(kv) => render_append(kv),
+            DecodeModule::Append(dtype, kv) => render_append(dtype, kv),
             DecodeModule::Selector(dtype, d) => render_selector(dtype, d),
         };
         rendered.map_err(|e| Error::Render(format!("{e:?}")))
@@ -98,12 +106,15 @@ impl DecodeModule {
 }
 
 /// The module as reports name it: the attention kernel's spec (`decode-dense,d128,bf16,p64,r16`),
-/// `decode-append,kv-<dtype>` or `decode-selector,d<head_dim>,<dtype>`.
+/// `decode-append,<dtype>,kv-<format>` (or `,k-<format>,v-<format>`) or `decode-selector,d<head_dim>,<dtype>`.
 impl std::fmt::Display for DecodeModule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DecodeModule::Attention(spec) => write!(f, "{spec}"),
-            DecodeModule::Append(kv) => write!(f, "decode-append,kv-{kv}"),
+            DecodeModule::Append(dtype, kv) if kv.k == kv.v => {
+                write!(f, "decode-append,{dtype},kv-{kv}")
+            }
+            DecodeModule::Append(dtype, kv) => write!(f, "decode-append,{dtype},{kv}"),
             DecodeModule::Selector(dtype, d) => write!(f, "decode-selector,d{d},{dtype}"),
         }
     }
@@ -148,7 +159,7 @@ mod tests {
         let set = DecodeModule::default_set();
         for spec in decode_default_set() {
             assert!(set.contains(&DecodeModule::Attention(spec)));
-            assert!(set.contains(&DecodeModule::Append(spec.kv_dtype)));
+            assert!(set.contains(&DecodeModule::Append(spec.dtype, spec.kv_dtype)));
             assert!(set.contains(&DecodeModule::Selector(spec.dtype, spec.head_dim)));
         }
         for m in &set {
@@ -156,8 +167,16 @@ mod tests {
             assert_eq!(m.source(Arch::SM90).unwrap().kernel_name, m.entry_name());
         }
         assert_eq!(
-            DecodeModule::Append(KvDtype::Bf16).to_string(),
-            "decode-append,kv-bf16"
+            DecodeModule::Append(DType::Bf16, KvDtypes::same(KvDtype::Bf16)).to_string(),
+            "decode-append,bf16,kv-bf16"
+        );
+        assert_eq!(
+            DecodeModule::Append(
+                DType::Bf16,
+                KvDtypes::new(KvDtype::Int4Token, KvDtype::Int8Token)
+            )
+            .to_string(),
+            "decode-append,bf16,k-int4tok,v-int8tok"
         );
         assert_eq!(
             DecodeModule::Selector(DType::Bf16, 128).to_string(),
@@ -189,7 +208,12 @@ mod tests {
         let spec = DecodeSpec::new(flashgen_codegen::DecodeVariant::Mixed, 128, DType::Bf16, 64);
         for module in [
             DecodeModule::Attention(spec),
-            DecodeModule::Append(KvDtype::F16),
+            DecodeModule::Append(DType::F16, KvDtypes::same(KvDtype::F16)),
+            DecodeModule::Append(DType::Bf16, KvDtypes::new(KvDtype::Int4Token, KvDtype::Fp8)),
+            DecodeModule::Attention(
+                DecodeSpec::new(flashgen_codegen::DecodeVariant::Dense, 128, DType::Bf16, 64)
+                    .with_kv_dtypes(KvDtypes::new(KvDtype::Int4Token, KvDtype::Int8Token)),
+            ),
             DecodeModule::Selector(DType::Bf16, 128),
         ] {
             for arch in [Arch::SM80, Arch::SM90] {

@@ -24,7 +24,7 @@ pub use attention::{
     StreamingWindow,
 };
 pub use cache::{
-    plan_append, DeviceAppend, DevicePageTable, KvCacheConfig, PageAllocator, PageTable,
+    plan_append, DeviceAppend, DevicePageTable, KvCacheConfig, KvScales, PageAllocator, PageTable,
     PagedKvCache,
 };
 pub use kernels::DecodeModule;
