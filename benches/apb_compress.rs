@@ -17,7 +17,6 @@ use flashgen_runtime::cudarc::driver::CudaSlice;
 use flashgen_runtime::{Layout, Runtime, Tensor};
 use half::bf16;
 
-const WARMUP: usize = 3;
 const REPS: usize = 15;
 const LOCAL: usize = 32768;
 const HQ: usize = 32;
@@ -31,7 +30,7 @@ const NQ: usize = 64;
 
 /// Median milliseconds of `f`.
 fn time(rt: &Runtime, f: impl FnMut() -> flashgen_apb::Result<()>) -> flashgen_apb::Result<f64> {
-    timing::median_ms(rt, WARMUP, REPS, f)
+    timing::median_ms(rt, REPS, f)
 }
 
 #[derive(serde::Serialize)]

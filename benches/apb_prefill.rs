@@ -264,7 +264,7 @@ fn bench_dense(rt: &Runtime, pool: &[bf16], n: usize, a: &Args) -> Result<f64> {
         flashgen_codegen::DType::Bf16,
         true,
     );
-    let ms = timing::median_ms(rt, a.warmup, a.iters, || {
+    let ms = timing::median_ms(rt, a.iters, || {
         rt.attention_tuned(
             &spec,
             AttentionArgs::new(

@@ -1,258 +1,151 @@
-//! Kernel benchmark on the GPU: useful TFLOP/s of each case, timed with CUDA events (median of
-//! repeated launches after a warm-up), printed as a table and written as JSON.
+//! Kernel benchmark on the GPU: useful TFLOP/s of each case, printed as a table and written as
+//! JSON.
 //!
 //!   cargo bench --bench attention -- [--json FILE] [--sweep] [--only NAME[,NAME..]]
-//!                                     [--tiles TILE[,TILE..]]
+//!                                     [--tiles TILE[,TILE..]] [--uniform-inputs]
+//!
+//! Every case is a tuning target (`flashgen_tuning::TuneTarget`): its inputs are the tuner's
+//! (`Workload`: the same random values, input sets rotated when the problem would sit in L2) and
+//! its times come from the tuner's timing function (`flashgen_tuning::gpu::time_launches`: a
+//! 200 ms warm-up, then back-to-back launches through `Runtime::attention`, each timed between
+//! CUDA events, median), so a row and a tune of the same spec and shape measure the same thing.
+//! FLOPs count the visible pairs (`TuneTarget::flops`).
+//!
+//! `--uniform-inputs` draws the inputs uniformly in [-2, 2) instead (what this benchmark did
+//! before it took the tuner's), to measure what the input values change.
 //!
 //! `--sweep` also times every tile config of the search space and reports the fastest next to
 //! the default; `--tiles` times the named tiles (e.g. `m64n128w4s2-wgmma-pipelined`) as extra
-//! rows of each case they are valid for. The masks match `shared/bench/peers.py`, so the peers' numbers from the same
-//! machine compare directly.
+//! rows of each case they are valid for. The masks are the peers' (`shared/bench/peers.py`,
+//! `benches/peers_extra.py`): streaming sink 128 window 2048, 10% of 128x128 blocks plus the
+//! diagonal, half streaming heads; APB's local block over its anchor and passing blocks.
 
 #[path = "common/timing.rs"]
 mod timing;
 
 use flashgen_codegen::{
-    default_tile, parse_tile, search_space, validate, AttentionSpec, DType, KernelSpec, TileConfig,
-    Variant,
+    default_tile, parse_tile, search_space, validate, AttentionSpec, DType, TileConfig, Variant,
 };
-use flashgen_runtime::cudarc::driver::{CudaSlice, CudaStream};
-use flashgen_runtime::{
-    dense_density, AttentionArgs, BlockMask, DeviceBlockMask, DeviceHeadKinds, HeadKind, Layout,
-    Mask, Runtime, StreamingParams, Tensor, TensorMut,
-};
+use flashgen_runtime::Runtime;
+use flashgen_tuning::gpu::{InputValues, Workload};
+use flashgen_tuning::{Shape, TargetMask, TuneTarget, DEFAULT_STREAMING};
 use half::bf16;
-use std::sync::Arc;
 
-const WARMUP: usize = 5;
-const REPS: usize = 25;
-
-/// One benchmark case.
+/// One benchmark case: a name (what `--only` selects) and a tuning target.
 struct Case {
     name: &'static str,
-    variant: Variant,
-    causal: bool,
-    heads: usize,
-    kv_heads: usize,
-    seq: usize,
-    head_dim: usize,
-    mask: CaseMask,
+    target: TuneTarget,
 }
 
-enum CaseMask {
-    None,
-    Streaming(StreamingParams),
-    /// The peers' block-sparse mask: 128x128 blocks kept with probability `p`, plus the
-    /// diagonal, lower-triangular, causal inside.
-    RandomBlocks(f64),
-    /// Half the heads streaming, half dense-causal.
-    HalfStreaming(StreamingParams),
+fn spec(variant: Variant, head_dim: u32, causal: bool) -> AttentionSpec {
+    AttentionSpec::new(variant, head_dim, DType::Bf16, causal).with_lse(true)
+}
+
+fn shape(heads: usize, kv_heads: usize, seq: usize) -> Shape {
+    Shape {
+        batch: 1,
+        heads,
+        kv_heads,
+        seq,
+    }
 }
 
 fn cases() -> Vec<Case> {
-    let dense = |name, causal, seq, head_dim| Case {
+    let dense = |name, causal, seq, head_dim, heads| Case {
         name,
-        variant: Variant::Dense,
-        causal,
-        heads: 32,
-        kv_heads: 32,
-        seq,
-        head_dim,
-        mask: CaseMask::None,
+        target: TuneTarget {
+            spec: spec(Variant::Dense, head_dim, causal),
+            shape: shape(heads, heads, seq),
+            mask: TargetMask::None,
+        },
     };
-    let stream = StreamingParams {
-        sink: 128,
-        window: 2048,
+    let s32k = |name, variant, causal, mask| Case {
+        name,
+        target: TuneTarget {
+            spec: spec(variant, 128, causal),
+            shape: shape(32, 32, 32768),
+            mask,
+        },
     };
+    let mut gqa = dense("dense-causal-gqa", true, 16384, 128, 32);
+    gqa.target.shape.kv_heads = 8;
     vec![
-        dense("dense-causal", true, 4096, 128),
-        dense("dense", false, 4096, 128),
-        dense("dense-causal", true, 16384, 128),
-        dense("dense", false, 16384, 128),
-        dense("dense-causal", true, 4096, 64),
-        dense("dense", false, 4096, 64),
-        dense("dense-causal", true, 16384, 64),
-        dense("dense", false, 16384, 64),
+        dense("dense-causal", true, 4096, 128, 32),
+        dense("dense", false, 4096, 128, 32),
+        dense("dense-causal", true, 16384, 128, 32),
+        dense("dense", false, 16384, 128, 32),
+        dense("dense-causal", true, 4096, 64, 32),
+        dense("dense", false, 4096, 64, 32),
+        dense("dense-causal", true, 16384, 64, 32),
+        dense("dense", false, 16384, 64, 32),
+        gqa,
+        dense("dense-causal", true, 32768, 128, 32),
+        // Head dim 256 at 16 heads (the head dim of Gemma-style models).
+        dense("dense-causal-d256", true, 16384, 256, 16),
+        dense("dense-d256", false, 16384, 256, 16),
+        s32k(
+            "streaming",
+            Variant::Streaming,
+            false,
+            TargetMask::Streaming(DEFAULT_STREAMING),
+        ),
+        s32k(
+            "block-sparse",
+            Variant::BlockSparse,
+            true,
+            TargetMask::RandomBlocks {
+                density: 0.1,
+                block: 128,
+                seed: 7,
+            },
+        ),
+        s32k(
+            "mixed-half-stream",
+            Variant::Mixed,
+            true,
+            TargetMask::HalfStreaming(DEFAULT_STREAMING),
+        ),
+        // APB on host 2 of 4 at 32k: 8192 local queries over an anchor of 2048, passing
+        // blocks of 4096 and the 8192 local keys, GQA 32/8.
         Case {
-            kv_heads: 8,
-            ..dense("dense-causal-gqa", true, 16384, 128)
-        },
-        dense("dense-causal", true, 32768, 128),
-        Case {
-            name: "streaming",
-            variant: Variant::Streaming,
-            mask: CaseMask::Streaming(stream),
-            ..dense("", false, 32768, 128)
-        },
-        Case {
-            name: "block-sparse",
-            variant: Variant::BlockSparse,
-            causal: true,
-            mask: CaseMask::RandomBlocks(0.1),
-            ..dense("", true, 32768, 128)
-        },
-        Case {
-            name: "mixed-half-stream",
-            variant: Variant::Mixed,
-            causal: true,
-            mask: CaseMask::HalfStreaming(stream),
-            ..dense("", true, 32768, 128)
+            name: "apb",
+            target: TuneTarget {
+                spec: spec(Variant::Apb, 128, false),
+                shape: shape(32, 8, 8192),
+                mask: TargetMask::Apb {
+                    anchor: 2048,
+                    passing: 4096,
+                },
+            },
         },
     ]
 }
 
-struct Inputs {
-    q: CudaSlice<bf16>,
-    k: CudaSlice<bf16>,
-    v: CudaSlice<bf16>,
-    o: CudaSlice<bf16>,
-    lse: CudaSlice<f32>,
-    q_layout: Layout,
-    kv_layout: Layout,
+/// Inputs of a case on the device, and the timing of a spec on them.
+struct Bench<'a> {
+    rt: &'a Runtime,
+    target: TuneTarget,
+    work: Workload<bf16>,
 }
 
-fn random_bf16(n: usize, seed: u64) -> Vec<bf16> {
-    // splitmix64 → uniform in [-2, 2): fresh, non-zero data with a realistic spread.
-    let mut state = seed;
-    (0..n)
-        .map(|_| {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^= z >> 31;
-            bf16::from_f32((z >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0)
+impl<'a> Bench<'a> {
+    fn new(rt: &'a Runtime, target: &TuneTarget, values: InputValues) -> Result<Self, String> {
+        let sets = timing::input_sets_for(rt, target)?;
+        let work = Workload::with_values(rt, target, sets, timing::seed(), values)?;
+        Ok(Bench {
+            rt,
+            target: target.clone(),
+            work,
         })
-        .collect()
-}
-
-fn inputs(stream: &Arc<CudaStream>, c: &Case) -> Inputs {
-    let q_layout = Layout::bshd(1, c.seq, c.heads, c.head_dim);
-    let kv_layout = Layout::bshd(1, c.seq, c.kv_heads, c.head_dim);
-    let up = |n, seed| stream.clone_htod(&random_bf16(n, seed)).expect("upload");
-    Inputs {
-        q: up(q_layout.numel(), 1),
-        k: up(kv_layout.numel(), 2),
-        v: up(kv_layout.numel(), 3),
-        o: stream.alloc_zeros(q_layout.numel()).expect("alloc"),
-        lse: stream.alloc_zeros(c.heads * c.seq).expect("alloc"),
-        q_layout,
-        kv_layout,
     }
-}
 
-fn random_blocks(seq: usize, p: f64) -> BlockMask {
-    let nb = seq / 128;
-    let mut state = 7u64;
-    let mut keep = Vec::with_capacity(nb * nb);
-    for i in 0..nb {
-        for j in 0..nb {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            let r = (state >> 11) as f64 / (1u64 << 53) as f64;
-            keep.push(j <= i && (i == j || r < p));
-        }
+    /// Median milliseconds of `tile` on the case.
+    fn time(&mut self, tile: TileConfig) -> Result<f64, String> {
+        let spec = self.target.spec_with(tile);
+        let (rt, sets) = (self.rt, self.work.sets());
+        let work = &mut self.work;
+        timing::median_ms_at(rt, |i| work.launch(rt, &spec, i % sets))
     }
-    BlockMask::from_dense(&keep, 1, 1, nb, nb, 128, 128).expect("block mask")
-}
-
-/// Masks on the device for one case, and its useful-pair fraction.
-struct DeviceMask {
-    list: Option<DeviceBlockMask>,
-    kinds: Option<DeviceHeadKinds>,
-    density: f64,
-}
-
-fn device_mask(rt: &Runtime, c: &Case) -> DeviceMask {
-    let s = c.seq;
-    match &c.mask {
-        CaseMask::None => DeviceMask {
-            list: None,
-            kinds: None,
-            density: dense_density(s, s, c.causal),
-        },
-        CaseMask::Streaming(p) => DeviceMask {
-            list: None,
-            kinds: None,
-            density: p.density(s, s),
-        },
-        CaseMask::RandomBlocks(p) => {
-            let m = random_blocks(s, *p);
-            let density = m.density(0, 0, s, s, true);
-            DeviceMask {
-                list: Some(rt.upload_block_mask(&m).expect("upload")),
-                kinds: None,
-                density,
-            }
-        }
-        CaseMask::HalfStreaming(p) => {
-            let kinds: Vec<HeadKind> = (0..c.heads)
-                .map(|h| {
-                    if h % 2 == 0 {
-                        HeadKind::Streaming
-                    } else {
-                        HeadKind::DenseCausal
-                    }
-                })
-                .collect();
-            DeviceMask {
-                list: None,
-                kinds: Some(rt.upload_head_kinds(&kinds).expect("upload")),
-                density: (p.density(s, s) + dense_density(s, s, true)) / 2.0,
-            }
-        }
-    }
-}
-
-fn launch(
-    rt: &Runtime,
-    spec: &KernelSpec,
-    c: &Case,
-    x: &mut Inputs,
-    m: &DeviceMask,
-) -> flashgen_runtime::Result<()> {
-    let mask = match &c.mask {
-        CaseMask::None => Mask::None,
-        CaseMask::Streaming(p) => Mask::Streaming(*p),
-        CaseMask::RandomBlocks(_) => Mask::BlockSparse(m.list.as_ref().expect("list")),
-        CaseMask::HalfStreaming(p) => Mask::Mixed {
-            heads: m.kinds.as_ref().expect("kinds"),
-            streaming: Some(*p),
-            block_list: None,
-        },
-    };
-    rt.attention(
-        spec,
-        AttentionArgs::new(
-            Tensor {
-                data: &x.q,
-                layout: x.q_layout,
-            },
-            Tensor {
-                data: &x.k,
-                layout: x.kv_layout,
-            },
-            Tensor {
-                data: &x.v,
-                layout: x.kv_layout,
-            },
-            TensorMut {
-                data: &mut x.o,
-                layout: x.q_layout,
-            },
-        )
-        .lse(&mut x.lse)
-        .mask(mask),
-    )
-}
-
-/// Median milliseconds of one launch.
-fn time(
-    rt: &Runtime,
-    f: impl FnMut() -> flashgen_runtime::Result<()>,
-) -> flashgen_runtime::Result<f64> {
-    timing::median_ms(rt, WARMUP, REPS, f)
 }
 
 #[derive(serde::Serialize)]
@@ -267,6 +160,18 @@ struct Row {
     best_ms: Option<f64>,
 }
 
+fn shape_text(t: &TuneTarget) -> String {
+    let s = &t.shape;
+    let keys = match t.mask {
+        TargetMask::Apb { anchor, passing } => format!(" over {anchor}+{passing}+{}", s.seq),
+        _ => String::new(),
+    };
+    format!(
+        "b{} h{}/{} s{}{keys} d{}",
+        s.batch, s.heads, s.kv_heads, s.seq, t.spec.head_dim
+    )
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let json = args
@@ -275,6 +180,11 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .cloned();
     let sweep = args.iter().any(|a| a == "--sweep");
+    let values = if args.iter().any(|a| a == "--uniform-inputs") {
+        InputValues::Uniform
+    } else {
+        InputValues::Bell
+    };
     let only: Option<Vec<String>> = args
         .iter()
         .position(|a| a == "--only")
@@ -309,7 +219,7 @@ fn main() {
         rt.info().sm_count
     );
     println!(
-        "{:<18} {:<22} {:<12} {:>9} {:>9}  fastest tile (sweep)",
+        "{:<18} {:<34} {:<28} {:>9} {:>9}  fastest tile (sweep)",
         "case", "shape", "tile", "ms", "TFLOP/s"
     );
     let mut rows = Vec::new();
@@ -319,17 +229,18 @@ fn main() {
                 continue;
             }
         }
-        let base =
-            AttentionSpec::new(c.variant, c.head_dim as u32, DType::Bf16, c.causal).with_lse(true);
-        let default = default_tile(&base, rt.arch());
-        let mut x = inputs(rt.stream(), &c);
-        let m = device_mask(&rt, &c);
-        let flops = 4.0 * c.heads as f64 * c.head_dim as f64 * (c.seq * c.seq) as f64 * m.density;
-        let measure = |x: &mut Inputs, tile: TileConfig| {
-            let spec = base.with_tile(tile);
-            time(&rt, || launch(&rt, &spec, &c, x, &m))
+        let t = &c.target;
+        let default = default_tile(&t.spec, rt.arch());
+        let flops = t.flops();
+        let shape = shape_text(t);
+        let mut bench = match Bench::new(&rt, t, values) {
+            Ok(b) => b,
+            Err(e) => {
+                println!("{:<18} failed: {e}", c.name);
+                continue;
+            }
         };
-        let ms = match measure(&mut x, default) {
+        let ms = match bench.time(default) {
             Ok(ms) => ms,
             Err(e) => {
                 println!("{:<18} failed: {e}", c.name);
@@ -338,17 +249,17 @@ fn main() {
         };
         let mut best_tile = None;
         if sweep {
-            for tile in search_space(&base, rt.arch()) {
-                if let Ok(t) = measure(&mut x, tile) {
-                    if best_tile.is_none_or(|(_, b)| t < b) {
-                        best_tile = Some((tile, t));
+            for tile in search_space(&t.spec, rt.arch()) {
+                if let Ok(ms) = bench.time(tile) {
+                    if best_tile.is_none_or(|(_, b)| ms < b) {
+                        best_tile = Some((tile, ms));
                     }
                 }
             }
         }
         let row = Row {
             case: c.name.to_string(),
-            shape: format!("b1 h{}/{} s{} d{}", c.heads, c.kv_heads, c.seq, c.head_dim),
+            shape: shape.clone(),
             backend: "flashgen",
             tile: default.to_string(),
             ms,
@@ -360,19 +271,18 @@ fn main() {
             .map(|(t, b)| format!("{t} {b:.3} ms {:.1} TFLOP/s", flops / b / 1e9))
             .unwrap_or_default();
         println!(
-            "{:<18} {:<22} {:<12} {:>9.3} {:>9.1}  {best}",
+            "{:<18} {:<34} {:<28} {:>9.3} {:>9.1}  {best}",
             row.case, row.shape, row.tile, row.ms, row.tflops
         );
-        let shape = row.shape.clone();
         rows.push(row);
         for &tile in &extra_tiles {
-            if tile == default || validate(&base.with_tile(tile), rt.arch()).is_err() {
+            if tile == default || validate(&t.spec.with_tile(tile), rt.arch()).is_err() {
                 continue;
             }
-            match measure(&mut x, tile) {
+            match bench.time(tile) {
                 Ok(ms) => {
                     println!(
-                        "{:<18} {:<22} {:<12} {:>9.3} {:>9.1}",
+                        "{:<18} {:<34} {:<28} {:>9.3} {:>9.1}",
                         c.name,
                         shape,
                         tile.to_string(),
@@ -393,14 +303,15 @@ fn main() {
                 Err(e) => println!("{:<18} {tile} failed: {e}", c.name),
             }
         }
-        if let CaseMask::HalfStreaming(p) = c.mask {
+        drop(bench);
+        if let TargetMask::HalfStreaming(_) = t.mask {
             // The same tile kinds as the one-launch rows: each half's default, then each named tile.
             for tile in std::iter::once(None).chain(extra_tiles.iter().copied().map(Some)) {
                 let name = tile.map_or("default".to_string(), |t| t.to_string());
-                match two_launches(&rt, &c, p, tile) {
+                match two_launches(&rt, t, tile, values) {
                     Ok(ms) => {
                         println!(
-                            "{:<18} {:<22} {:<12} {:>9.3} {:>9.1}  (streaming and dense-causal halves as two launches)",
+                            "{:<18} {:<34} {:<28} {:>9.3} {:>9.1}  (streaming and dense-causal halves as two launches)",
                             "mixed-2-launches", shape, name, ms, flops / ms / 1e9
                         );
                         rows.push(Row {
@@ -427,49 +338,51 @@ fn main() {
 }
 
 /// The mixed case's two halves as separate launches: a streaming kernel over half the heads and
-/// a dense-causal kernel over the other half.
+/// a dense-causal kernel over the other half, timed as one launch of both.
 /// With `tile`, both halves use it where it is valid for them.
 fn two_launches(
     rt: &Runtime,
-    c: &Case,
-    p: StreamingParams,
+    mixed: &TuneTarget,
     tile: Option<TileConfig>,
-) -> flashgen_runtime::Result<f64> {
-    let half = Case {
-        name: "half",
-        variant: Variant::Streaming,
-        causal: false,
-        heads: c.heads / 2,
-        kv_heads: c.kv_heads / 2,
-        seq: c.seq,
-        head_dim: c.head_dim,
-        mask: CaseMask::Streaming(p),
+    values: InputValues,
+) -> Result<f64, String> {
+    let TargetMask::HalfStreaming(p) = mixed.mask else {
+        return Err("not a half-streaming case".into());
     };
-    let dense_half = Case {
-        variant: Variant::Dense,
-        causal: true,
-        mask: CaseMask::None,
-        ..half
+    let s = mixed.shape;
+    let half = Shape {
+        heads: s.heads / 2,
+        kv_heads: s.kv_heads / 2,
+        ..s
     };
-    let (mut xs, mut xd) = (inputs(rt.stream(), &half), inputs(rt.stream(), &dense_half));
-    let (ms_, md) = (device_mask(rt, &half), device_mask(rt, &dense_half));
-    let spec = |case: &Case| {
-        let s = KernelSpec::new(
-            case.variant,
-            case.head_dim as u32,
-            DType::Bf16,
-            case.causal,
-            rt.arch(),
-        )
-        .with_lse(true);
+    let d = mixed.spec.head_dim;
+    let streaming = TuneTarget {
+        spec: spec(Variant::Streaming, d, false),
+        shape: half,
+        mask: TargetMask::Streaming(p),
+    };
+    let causal = TuneTarget {
+        spec: spec(Variant::Dense, d, true),
+        shape: half,
+        mask: TargetMask::None,
+    };
+    let kernel = |t: &TuneTarget| {
+        let default = t.spec.with_default_tile(rt.arch());
         match tile {
-            Some(t) if validate(&s.with_tile(t), rt.arch()).is_ok() => s.with_tile(t),
-            _ => s,
+            Some(tile) if validate(&t.spec.with_tile(tile), rt.arch()).is_ok() => {
+                t.spec.with_tile(tile)
+            }
+            _ => default,
         }
     };
-    let (ss, sd) = (spec(&half), spec(&dense_half));
-    time(rt, || {
-        launch(rt, &ss, &half, &mut xs, &ms_)?;
-        launch(rt, &sd, &dense_half, &mut xd, &md)
+    let (ks, kd) = (kernel(&streaming), kernel(&causal));
+    let (mut ws, mut wd) = (
+        Bench::new(rt, &streaming, values)?,
+        Bench::new(rt, &causal, values)?,
+    );
+    let (ss, sd) = (ws.work.sets(), wd.work.sets());
+    timing::median_ms_at(rt, |i| {
+        ws.work.launch(rt, &ks, i % ss)?;
+        wd.work.launch(rt, &kd, i % sd)
     })
 }

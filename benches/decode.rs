@@ -1,25 +1,25 @@
 //! Decode benchmark over the paged KV cache (hq 32, hkv 8, d 128, bf16, pages of 64 tokens):
 //! dense decode at b1 s32k, b1 s128k, b8 s32k and b32 s8k; selected decode at b1 s128k with a
 //! 4096-token budget, the selector amortised over 4 steps; and an LServe layer (half the kv
-//! heads streaming 128 + 256, half selected with a 4096-token budget) at b8 s128k. Effective
-//! bandwidth = bytes of K and V the exact result must read / time (HBM read: 4.47 TB/s on an
-//! H200). Two CUDA-event timings, medians of repeated launches after a warm-up: device time
-//! (`us`: launches queued behind an L2 flush, the host never waiting, as the peers' timer does)
-//! and synchronous time (`sync us`: one launch at a time from an idle GPU, the host's work of
-//! checking and enqueueing the launch included). Prints a table and writes JSON.
+//! heads streaming 128 + 256, half selected with a 4096-token budget) at b8 s128k. Quantized
+//! caches: dense decode at b8 s32k over int8, int8tok, int4tok and fp8 pools holding the same
+//! tokens as the bf16 row, with the speedup over it, and the LServe layer over int8tok pools at
+//! b8 s128k against dense bf16 decode there. Effective bandwidth = bytes of K and V (with their
+//! scales) the exact result must read / time (HBM read: 4.47 TB/s on an H200). Device time by
+//! CUDA events, median of repeated launches after a warm-up, each launch behind an L2 flush with
+//! the host running ahead (`common/gpu_time.rs`: as the peers' `do_bench` times them, so the
+//! ratios to the peers compare like with like). Prints a table and writes JSON.
 //!
 //!   cargo bench --bench decode -- [--json FILE] [--only TEXT]
 
 #[path = "common/gpu_time.rs"]
 mod gpu_time;
-#[path = "common/timing.rs"]
-mod timing;
 
-use flashgen_codegen::KvDtype;
+use flashgen_codegen::{DType, KvDtype, KvDtypes, KvScaling};
 use flashgen_reference::Rng;
 use flashgen_runtime::decode::{
     DecodeArgs, DecodeHeadKind, DecodeHeads, DecodeMask, DeviceAppend, DevicePageTable,
-    KvCacheConfig, PageSelector, PagedKvCache, SelectorConfig, StreamingWindow,
+    KvCacheConfig, KvScales, PageSelector, PagedKvCache, SelectorConfig, StreamingWindow,
 };
 use flashgen_runtime::{Layout, Runtime, Tensor, TensorMut};
 use half::bf16;
@@ -39,9 +39,36 @@ struct Row {
     case: String,
     shape: String,
     us: f64,
-    sync_us: f64,
     kv_bytes: u64,
     tb_per_s: f64,
+    /// The bf16 row's time over this one's (quantized rows).
+    speedup_vs_bf16: Option<f64>,
+}
+
+/// Bytes of one token's K and V over all kv heads, scales included.
+fn kv_token_bytes(kv: KvDtypes) -> u64 {
+    let pool = |f: KvDtype| {
+        let params = if f.scaling() == KvScaling::PerToken {
+            8
+        } else {
+            0
+        };
+        (f.row_bytes(D) + params) * HKV
+    };
+    (pool(kv.k) + pool(kv.v)) as u64
+}
+
+/// Per-tensor scales for the static formats: the normal(0, 1) data clipped at 4 sigma.
+fn scales(kv: KvDtypes) -> KvScales {
+    let s = |f: KvDtype| match f {
+        KvDtype::Int8 => vec![4.0 / 127.0],
+        KvDtype::Fp8 => vec![4.0 / 448.0],
+        _ => Vec::new(),
+    };
+    KvScales {
+        k: s(kv.k),
+        v: s(kv.v),
+    }
 }
 
 /// A cache of `batch` sequences of `seq` random tokens (one random chunk appended repeatedly).
@@ -49,16 +76,11 @@ fn filled(
     rt: &Runtime,
     batch: usize,
     seq: usize,
+    kv: KvDtypes,
 ) -> flashgen_runtime::Result<(PagedKvCache, DevicePageTable)> {
     let per_seq = seq.div_ceil(PAGE);
-    let config = KvCacheConfig {
-        num_pages: batch * per_seq,
-        page_size: PAGE,
-        heads_kv: HKV,
-        head_dim: D,
-        kv_dtype: KvDtype::Bf16,
-    };
-    let mut cache = PagedKvCache::new(rt, config)?;
+    let config = KvCacheConfig::new(batch * per_seq, PAGE, HKV, D, DType::Bf16).with_kv(kv);
+    let mut cache = PagedKvCache::with_scales(rt, config, &scales(kv))?;
     let rows: Vec<Vec<u32>> = (0..batch)
         .map(|b| ((b * per_seq) as u32..((b + 1) * per_seq) as u32).collect())
         .collect();
@@ -87,19 +109,6 @@ fn filled(
     }
     let table = DevicePageTable::new(rt, &config, &rows, &vec![seq; batch])?;
     Ok((cache, table))
-}
-
-/// (device ms, synchronous ms) of a launch: see the module documentation.
-type Timed = (f64, f64);
-
-/// Both timings of `f`.
-fn both_ms(
-    rt: &Runtime,
-    mut f: impl FnMut() -> flashgen_runtime::Result<()>,
-) -> flashgen_runtime::Result<Timed> {
-    let device = gpu_time::device_median_ms(rt, WARMUP, REPS, &mut f)?;
-    let sync = timing::median_ms(rt, WARMUP, REPS, &mut f)?;
-    Ok((device, sync))
 }
 
 fn main() {
@@ -132,34 +141,69 @@ fn main() {
         rt.info().sm_count
     );
     println!(
-        "{:<44} {:<22} {:>10} {:>10} {:>12} {:>8}",
-        "case", "shape", "us", "sync us", "KV MB", "TB/s"
+        "{:<48} {:<22} {:>10} {:>12} {:>8} {:>8}",
+        "case", "shape", "us", "KV MB", "TB/s", "x bf16"
     );
     let mut rows: Vec<Row> = Vec::new();
-    let mut report = |case: &str, shape: String, (us, sync_us): (f64, f64), kv_bytes: u64| {
+    let mut report = |case: &str, shape: String, us: f64, kv_bytes: u64, vs: Option<f64>| {
         let tb = kv_bytes as f64 / (us * 1e-6) / 1e12;
+        let speedup = vs.map(|base| base / us);
         println!(
-            "{case:<44} {shape:<22} {us:>10.1} {sync_us:>10.1} {:>12.1} {tb:>8.2}",
-            kv_bytes as f64 / 1e6
+            "{case:<48} {shape:<22} {us:>10.1} {:>12.1} {tb:>8.2} {:>8}",
+            kv_bytes as f64 / 1e6,
+            speedup.map_or(String::new(), |x| format!("{x:.2}"))
         );
         rows.push(Row {
             case: case.into(),
             shape,
             us,
-            sync_us,
             kv_bytes,
             tb_per_s: tb,
+            speedup_vs_bf16: speedup,
         });
     };
-    let token_bytes = (2 * HKV * D * 2) as u64; // K and V of one token, all kv heads
+    let bf16 = KvDtypes::same(KvDtype::Bf16);
+    let token_bytes = kv_token_bytes(bf16); // K and V of one token, all kv heads
+                                            // Dense decode of `batch` sequences of `seq` tokens over pools `kv`: microseconds.
+    let dense = |batch: usize, seq: usize, kv: KvDtypes| -> flashgen_runtime::Result<f64> {
+        let (cache, table) = filled(&rt, batch, seq, kv)?;
+        let q_layout = Layout::bhsd(batch, 1, HQ, D);
+        let mut rng = Rng::new(13);
+        let q_host: Vec<bf16> = (0..q_layout.required_len())
+            .map(|_| bf16::from_f64(rng.normal()))
+            .collect();
+        let q = rt.stream().clone_htod(&q_host).expect("upload");
+        let mut o = rt
+            .stream()
+            .alloc_zeros::<bf16>(q_layout.required_len())
+            .expect("alloc");
+        let ms = gpu_time::device_median_ms(&rt, WARMUP, REPS, || {
+            rt.decode(
+                &cache,
+                &table,
+                DecodeArgs::new(
+                    Tensor {
+                        data: &q,
+                        layout: q_layout,
+                    },
+                    TensorMut {
+                        data: &mut o,
+                        layout: q_layout,
+                    },
+                ),
+            )
+            .map(drop)
+        })?;
+        Ok(ms * 1e3)
+    };
 
     for (batch, seq) in [(1, 32768), (1, 131072), (8, 32768), (32, 8192)] {
         let shape = format!("b{batch} s{seq}");
         if !wanted("dense decode", &shape) {
             continue;
         }
-        let result = (|| -> flashgen_runtime::Result<(f64, f64)> {
-            let (cache, table) = filled(&rt, batch, seq)?;
+        let result = (|| -> flashgen_runtime::Result<f64> {
+            let (cache, table) = filled(&rt, batch, seq, bf16)?;
             let q_layout = Layout::bhsd(batch, 1, HQ, D);
             let q = rt
                 .stream()
@@ -170,7 +214,7 @@ fn main() {
                 .alloc_zeros::<bf16>(q_layout.required_len())
                 .expect("alloc");
             let mut lse = rt.stream().alloc_zeros::<f32>(batch * HQ).expect("alloc");
-            both_ms(&rt, || {
+            gpu_time::device_median_ms(&rt, WARMUP, REPS, || {
                 rt.decode(
                     &cache,
                     &table,
@@ -190,28 +234,85 @@ fn main() {
             })
         })();
         match result {
-            Ok((ms, sync_ms)) => report(
+            Ok(ms) => report(
                 "dense decode",
                 shape,
-                (ms * 1e3, sync_ms * 1e3),
+                ms * 1e3,
                 batch as u64 * seq as u64 * token_bytes,
+                None,
             ),
             Err(e) => println!("dense decode {shape}: failed: {e}"),
         }
     }
 
+    // The quantized rows and their bf16 yardstick (`--only quantized` runs just these).
+    if wanted("dense decode, quantized pools", "b8 s32768") {
+        // Quantized pools holding the same tokens, against the bf16 cache at b8 s32k.
+        let (batch, seq) = (8, 32768);
+        match dense(batch, seq, bf16) {
+            Ok(base) => {
+                for kv in [
+                    KvDtype::Int8,
+                    KvDtype::Int8Token,
+                    KvDtype::Int4Token,
+                    KvDtype::Fp8,
+                ]
+                .map(KvDtypes::same)
+                .into_iter()
+                .chain([KvDtypes::new(KvDtype::Int4Token, KvDtype::Int8Token)])
+                {
+                    let case = format!("dense decode, {kv} pools");
+                    match dense(batch, seq, kv) {
+                        Ok(us) => report(
+                            &case,
+                            format!("b{batch} s{seq}"),
+                            us,
+                            batch as u64 * seq as u64 * kv_token_bytes(kv),
+                            Some(base),
+                        ),
+                        Err(e) => println!("{case}: failed: {e}"),
+                    }
+                }
+            }
+            Err(e) => println!("dense decode b{batch} s{seq} (bf16 base): failed: {e}"),
+        }
+    }
+    // Dense bf16 decode at b8 s128k: the LServe layer's yardstick.
+    let dense_128k = if wanted("dense decode LServe", "b8 s131072") {
+        let result = dense(8, 131072, bf16);
+        match &result {
+            Ok(us) => report(
+                "dense decode",
+                "b8 s131072".into(),
+                *us,
+                8 * 131072 * token_bytes,
+                None,
+            ),
+            Err(e) => println!("dense decode b8 s131072: failed: {e}"),
+        }
+        result.ok()
+    } else {
+        None
+    };
+
     // Selected decode and the LServe layer: q random so that the selection is query-aware.
-    for (case, batch, mixed) in [
-        ("selected decode (selector / 4)", 1usize, false),
-        ("LServe layer: half streaming, half selected", 8, true),
+    for (case, batch, mixed, kv) in [
+        ("selected decode (selector / 4)", 1usize, false, bf16),
+        ("LServe layer: half streaming, half selected", 8, true, bf16),
+        (
+            "LServe layer, int8tok pools",
+            8,
+            true,
+            KvDtypes::same(KvDtype::Int8Token),
+        ),
     ] {
         let seq = 131072;
         let shape = format!("b{batch} s{seq} budget {BUDGET}");
         if !wanted(case, &shape) {
             continue;
         }
-        let result = (|| -> flashgen_runtime::Result<(Timed, Timed, f64)> {
-            let (cache, table) = filled(&rt, batch, seq)?;
+        let result = (|| -> flashgen_runtime::Result<(f64, f64, f64)> {
+            let (cache, table) = filled(&rt, batch, seq, kv)?;
             let q_layout = Layout::bhsd(batch, 1, HQ, D);
             let mut rng = Rng::new(11);
             let q_host: Vec<bf16> = (0..q_layout.required_len())
@@ -232,7 +333,9 @@ fn main() {
                 layout: q_layout,
             };
             let sel = selector.select(&rt, &cache, &table, qt())?;
-            let select_ms = both_ms(&rt, || selector.select(&rt, &cache, &table, qt()).map(drop))?;
+            let select_ms = gpu_time::device_median_ms(&rt, WARMUP, REPS, || {
+                selector.select(&rt, &cache, &table, qt()).map(drop)
+            })?;
             let kinds: Vec<DecodeHeadKind> = (0..HKV)
                 .map(|h| {
                     if h % 2 == 0 {
@@ -256,7 +359,7 @@ fn main() {
             } else {
                 DecodeMask::Selected(&sel)
             };
-            let decode_ms = both_ms(&rt, || {
+            let decode_ms = gpu_time::device_median_ms(&rt, WARMUP, REPS, || {
                 rt.decode(
                     &cache,
                     &table,
@@ -283,27 +386,29 @@ fn main() {
         })();
         match result {
             Ok((decode_ms, select_ms, per_head)) => {
-                let bytes = (batch as f64 * per_head * token_bytes as f64) as u64;
+                let bytes = (batch as f64 * per_head * kv_token_bytes(kv) as f64) as u64;
+                // The LServe layers' speedup is over dense bf16 decode of the same context.
+                let vs = if mixed { dense_128k } else { None };
                 report(
                     &format!("{case}: decode"),
                     shape.clone(),
-                    (decode_ms.0 * 1e3, decode_ms.1 * 1e3),
+                    decode_ms * 1e3,
                     bytes,
+                    vs,
                 );
                 report(
                     &format!("{case}: selector"),
                     shape.clone(),
-                    (select_ms.0 * 1e3, select_ms.1 * 1e3),
+                    select_ms * 1e3,
                     0,
+                    None,
                 );
                 report(
                     &format!("{case}: step"),
                     shape,
-                    (
-                        (decode_ms.0 + select_ms.0 / 4.0) * 1e3,
-                        (decode_ms.1 + select_ms.1 / 4.0) * 1e3,
-                    ),
+                    (decode_ms + select_ms / 4.0) * 1e3,
                     bytes,
+                    vs,
                 );
             }
             Err(e) => println!("{case} {shape}: failed: {e}"),

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs on a GPU machine from the repository root, over the binaries of scripts/build-carry.sh:
 #   scripts/gpu-check.sh [tests] [sanitizer] [bench] [peers] [bench-apb] [bench-custom] [bench-decode] [tune-quick] [tune-full]
+#                        [tune-decode] [bench-new-shapes] [timing-check]
 #   (default: the first four). $TESTS, when set, names the test executables to run.
 # Logs go to $OUT (default /tmp/flashgen-out); a short summary is printed last.
 set -uo pipefail
@@ -86,6 +87,43 @@ for step in $steps; do
         rc=${PIPESTATUS[0]}
         python3 "$carry/peers_extra.py" 2>&1 | tee -a "$out/peers.log"
         summary+=("peers: rc=$rc, extra rc=${PIPESTATUS[0]}")
+        ;;
+    tune-decode)
+        # The decode targets alone: row tiles and split counts against the heuristic.
+        "$carry/flashgen" tune --quick --variant decode-dense --variant decode-streaming \
+            --variant decode-selected --variant decode-mixed \
+            -o "$out/tune-decode.toml" --json "$out/tune-decode.json" \
+            > "$out/tune-decode.log" 2> "$out/tune-decode.err"
+        rc=$?
+        grep -v "^\s*$" "$out/tune-decode.log" | tail -40
+        tail -3 "$out/tune-decode.err"
+        summary+=("tune-decode: rc=$rc, $(tail -1 "$out/tune-decode.log")")
+        ;;
+    bench-new-shapes)
+        # The d256 and APB rows and the peers on the same shapes, in one command.
+        "$carry"/bench-attention --only dense-causal-d256,dense-d256,apb \
+            --json "$out/bench-new-shapes.json" 2>&1 | tee "$out/bench-new-shapes.log"
+        rc=${PIPESTATUS[0]}
+        python3 "$carry/peers_extra.py" 2>&1 | tee -a "$out/bench-new-shapes.log"
+        summary+=("bench-new-shapes: rc=$rc, peers rc=${PIPESTATUS[0]}")
+        ;;
+    timing-check)
+        # The benchmark and the tuner on dense causal s16k d128: one timing function, so the
+        # row and the tune's default time agree; the uniform inputs show what the values change.
+        rc=0
+        : > "$out/timing-check.log"
+        for run in 1 2; do
+            for inputs in "" --uniform-inputs; do
+                "$carry"/bench-attention --only dense-causal $inputs > "$out/timing-check.run" 2>&1 || rc=1
+                grep -E "s16384 d128" "$out/timing-check.run" | sed "s/^/run $run ${inputs:-tuner-inputs} /" \
+                    | tee -a "$out/timing-check.log"
+            done
+        done
+        "$carry/flashgen" tune --quick --variant dense --head-dim 128 --seq 16384 \
+            -o "$out/timing-check.toml" > "$out/timing-check.run" 2>&1 || rc=1
+        grep -E "causal|target" "$out/timing-check.run" | tee -a "$out/timing-check.log"
+        rm -f "$out/timing-check.run"
+        summary+=("timing-check: rc=$rc")
         ;;
     tune-quick | tune-full)
         flags=()

@@ -1,7 +1,7 @@
 //! Command-line arguments of the `flashgen` binary.
 
 use clap::{Args, Parser, Subcommand};
-use flashgen_codegen::{DType, Variant};
+use flashgen_codegen::{DType, DecodeVariant, Variant};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -33,8 +33,8 @@ pub enum Command {
     },
     /// NVRTC-compile specs (through the kernel cache) and print their resource report.
     Compile(CompileArgs),
-    /// Find the fastest tile of each spec of the default set on this GPU and write the tuned
-    /// config that the runtime reads.
+    /// Find the fastest tile of each spec of the default set, and the fastest launch parameters
+    /// of each decode kernel, on this GPU and write the tuned config that the runtime reads.
     Tune(TuneArgs),
 }
 
@@ -44,8 +44,8 @@ pub struct TuneArgs {
     #[arg(long)]
     pub quick: bool,
     /// Only these variants (repeatable).
-    #[arg(long = "variant", value_parser = parse_variant, help = variant_help())]
-    pub variants: Vec<Variant>,
+    #[arg(long = "variant", value_parser = parse_variant_filter, help = variant_help())]
+    pub variants: Vec<VariantFilter>,
     /// Only these head dims (repeatable); the default set has 64 and 128.
     #[arg(long = "head-dim", value_parser = clap::value_parser!(u32).range(1..))]
     pub head_dims: Vec<u32>,
@@ -53,7 +53,8 @@ pub struct TuneArgs {
     #[arg(long = "dtype", value_parser = parse_dtype)]
     pub dtypes: Vec<DType>,
     /// Sequence lengths to tune at (repeatable); default 4096 and 16384 (plus a GQA 32/8
-    /// dense-causal target at 16384).
+    /// dense-causal target at 16384) for attention, and for decode b1 32768, b1 131072,
+    /// b8 32768 and b32 8192; given lengths are tuned at batch 1 and 8 for decode.
     #[arg(long = "seq", value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     pub seqs: Vec<u64>,
     /// Wall-clock budget of the whole tune, e.g. 90s, 10m, 1h; tiles not timed in time are
@@ -90,11 +91,53 @@ fn spec_help() -> String {
     for info in flashgen_codegen::REGISTRY {
         help.push_str(&format!("\n  {:<13} {}", info.name, info.summary));
     }
+    help.push_str(
+        "\nA decode spec is written decode-<variant>,d<head_dim>,<dtype>,p<page_size>[,kv-<dtype>][,r<rows>],\n\
+         e.g. decode-dense,d128,bf16,p64; decode variants: ",
+    );
+    help.push_str(&decode_variant_names());
     help
 }
 
 fn variant_help() -> String {
-    format!("Only these variants (repeatable): {}", Variant::names())
+    format!(
+        "Only these variants (repeatable): {}, or decode kernels: {}",
+        Variant::names(),
+        decode_variant_names()
+    )
+}
+
+/// A `--variant` value: an attention variant or a decode variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VariantFilter {
+    Attention(Variant),
+    Decode(DecodeVariant),
+}
+
+fn decode_variant_names() -> String {
+    DecodeVariant::ALL
+        .map(|v| format!("decode-{}", v.name()))
+        .join(", ")
+}
+
+/// A `--variant` value: a registered attention variant, or `decode-<name>`.
+pub fn parse_variant_filter(text: &str) -> Result<VariantFilter, String> {
+    let t = text.trim();
+    if let Some(name) = t.strip_prefix("decode-") {
+        return DecodeVariant::ALL
+            .into_iter()
+            .find(|v| v.name() == name)
+            .map(VariantFilter::Decode)
+            .ok_or_else(|| {
+                format!(
+                    "unknown decode variant `{text}`; allowed: {}",
+                    decode_variant_names()
+                )
+            });
+    }
+    parse_variant(t)
+        .map(VariantFilter::Attention)
+        .map_err(|e| format!("{e}, or decode kernels: {}", decode_variant_names()))
 }
 
 /// A variant as the CLI accepts it: a registered name.
@@ -155,12 +198,15 @@ pub struct DefinitionArgs {
 
 #[derive(Debug, Args)]
 pub struct CompileArgs {
-    /// Kernel specs.
+    /// Kernel specs (attention, e.g. `dense,d128,bf16,causal`, or decode, e.g.
+    /// `decode-dense,d128,bf16,p64`).
     pub specs: Vec<String>,
     /// A file with one spec per line (`#` starts a comment).
     #[arg(long, short)]
     pub file: Option<PathBuf>,
-    /// Compile the built-in default set (every variant at head dims 64 and 128, bf16).
+    /// Compile the built-in default set (every variant at head dims 64 and 128, bf16, and the
+    /// decode kernels at those head dims with pages of 64 tokens, with their append and page
+    /// selector kernels).
     #[arg(long)]
     pub default_set: bool,
     /// Compile every tile config of the search space of each spec.
@@ -299,7 +345,13 @@ mod tests {
         ])
         .unwrap();
         assert!(a.quick && !a.list);
-        assert_eq!(a.variants, [Variant::Dense, Variant::BlockSparse]);
+        assert_eq!(
+            a.variants,
+            [
+                VariantFilter::Attention(Variant::Dense),
+                VariantFilter::Attention(Variant::BlockSparse)
+            ]
+        );
         assert_eq!(
             (a.head_dims, a.dtypes, a.seqs),
             (vec![64], vec![DType::F16], vec![8192])

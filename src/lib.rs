@@ -73,6 +73,46 @@ pub mod __private {
         }
     }
 
+    /// A paged cache against a declared decode kernel: head dim, page size and KV dtype.
+    pub fn check_decode_cache(
+        spec: &flashgen_codegen::DecodeSpec,
+        config: &flashgen_runtime::decode::KvCacheConfig,
+    ) -> Result<()> {
+        let declared = (
+            spec.head_dim as usize,
+            spec.page_size as usize,
+            spec.kv_dtype,
+        );
+        let got = (config.head_dim, config.page_size, config.kv_dtype);
+        if got != declared {
+            return Err(Error::InvalidArgument {
+                arg: "cache",
+                reason: format!(
+                    "the cache holds head dim {}, pages of {} tokens, {} elements; the kernel \
+                     was declared as {spec} (head dim {}, pages of {}, {})",
+                    got.0, got.1, got.2, declared.0, declared.1, declared.2
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The declared query heads per kv head of a decode kernel against q and the cache.
+    pub fn check_decode_gqa(gqa: Option<usize>, q: &Layout, heads_kv: usize) -> Result<()> {
+        match gqa {
+            Some(g) if q.heads != g * heads_kv => Err(Error::InvalidArgument {
+                arg: "gqa",
+                reason: format!(
+                    "the kernel was declared with gqa = {g} query heads per kv head; q has {} \
+                     heads and the cache {heads_kv} (expected q heads = {})",
+                    q.heads,
+                    g * heads_kv
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// A block list's block sizes against the declared ones.
     pub fn check_block_list(list: &DeviceBlockMask, block_q: usize, block_k: usize) -> Result<()> {
         let m = list.mask();

@@ -186,6 +186,30 @@ fn bad_arguments_exit_with_status_2() {
 }
 
 #[test]
+fn emit_prints_quantized_decode_kernels() {
+    let tmp = TempDir::new("emit-decode");
+    let spec = "decode-mixed,d128,bf16,p64,k-int4tok,v-int8tok";
+    let out = flashgen(&tmp)
+        .args(["emit", spec, "--arch", "sm_90a"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let code = stdout(&out);
+    assert!(code.contains("fg_decode_mixed_d128_bf16_kvint4tok_int8tok_p64_r16("));
+    assert!(code.contains("constexpr int K_FMT = 3, V_FMT = 2;"));
+    assert_usage_error(
+        &tmp,
+        &[
+            "emit",
+            "decode-dense,d128,bf16,p64,kv-int2",
+            "--arch",
+            "sm_80",
+        ],
+        "KV dtype `int2` is unknown",
+    );
+}
+
+#[test]
 fn an_unwritable_json_report_fails_before_the_work() {
     let tmp = TempDir::new("json");
     let missing_dir = tmp.path().join("missing").join("report.json");
@@ -342,6 +366,54 @@ fn info_reports_the_tuned_config_and_its_problems() {
     assert!(
         text.contains("no-config.toml") && text.contains("not used"),
         "{text}"
+    );
+}
+
+/// Decode specs compile like attention specs, from the command line and from a spec file, and
+/// a bad one is a usage error naming its field.
+#[test]
+fn compile_takes_decode_specs() {
+    let tmp = TempDir::new("compile-decode");
+    let file = tmp.path().join("specs.txt");
+    std::fs::write(&file, "# decode\ndecode-streaming,d64,bf16,p16\n").unwrap();
+    let json = tmp.path().join("report.json");
+    let out = flashgen(&tmp)
+        .args([
+            "compile",
+            "decode-dense,d64,bf16,p64",
+            "--file",
+            file.to_str().unwrap(),
+            "--arch",
+            "sm_80",
+            "--json",
+            json.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("2 kernels for sm_80"), "{text}");
+    for spec in [
+        "decode-dense,d64,bf16,p64,r16",
+        "decode-streaming,d64,bf16,p16,r16",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(spec))
+            .unwrap_or_else(|| panic!("no row for {spec}: {text}"));
+        assert!(line.trim_end().ends_with(" ms"), "{line}");
+        // No spills: the spill column reads 0/0.
+        assert!(line.contains(" 0/0 "), "{line}");
+    }
+    let report = std::fs::read_to_string(&json).unwrap();
+    assert!(
+        report.contains("fg_decode_dense_d64_bf16_kvbf16_p64_r16"),
+        "{report}"
+    );
+    assert_usage_error(
+        &tmp,
+        &["compile", "decode-dense,d64,bf16,p48", "--arch", "sm_80"],
+        "page_size = 48",
     );
 }
 

@@ -3,7 +3,7 @@
 //! Needs a CUDA GPU: run with `--include-ignored` (scripts/gpu-check.sh). Tests named
 //! `sanitizer_*` are small and run under compute-sanitizer too.
 
-use flashgen_codegen::{DType, KvDtype};
+use flashgen_codegen::DType;
 use flashgen_reference as reference;
 use flashgen_reference::{DecodeRule, PagedKv, Precision, Rng, Tolerance};
 use flashgen_runtime::decode::{
@@ -110,13 +110,13 @@ struct Filled {
 }
 
 fn config(case: &Case, num_pages: usize) -> KvCacheConfig {
-    KvCacheConfig {
+    KvCacheConfig::new(
         num_pages,
-        page_size: case.page_size,
-        heads_kv: case.hkv,
-        head_dim: case.head_dim,
-        kv_dtype: KvDtype::of(case.dtype),
-    }
+        case.page_size,
+        case.hkv,
+        case.head_dim,
+        case.dtype,
+    )
 }
 
 /// Appends `tokens[b]` rows of (`k`, `v`) `[tokens, hkv, d]` per sequence at lengths `lens`
@@ -287,6 +287,18 @@ fn download<T: Half>(rt: &Runtime, x: &flashgen_runtime::cudarc::driver::CudaSli
     bits.into_iter().map(T::from_bits).collect()
 }
 
+/// A 16-bit pool's values (the pools are bytes).
+fn download_pool<T: Half>(
+    rt: &Runtime,
+    x: &flashgen_runtime::cudarc::driver::CudaSlice<u8>,
+) -> Vec<T> {
+    let bytes: Vec<u8> = rt.stream().clone_dtoh(x).unwrap();
+    bytes
+        .chunks(2)
+        .map(|b| T::from_bits(u16::from_le_bytes([b[0], b[1]])))
+        .collect()
+}
+
 fn random_lists(
     rng: &mut Rng,
     lens: &[usize],
@@ -449,8 +461,8 @@ fn run<T: Half>(rt: &Runtime, case: &Case) -> Result<(), String> {
     let lse_out: Vec<f32> = s.clone_dtoh(&lse).map_err(|e| format!("{e:?}"))?;
 
     // The reference reads the pools back: what the append wrote is what it attends over.
-    let k_pool = download::<T>(rt, filled.cache.k_pool());
-    let v_pool = download::<T>(rt, filled.cache.v_pool());
+    let k_pool = download_pool::<T>(rt, filled.cache.k_pool());
+    let v_pool = download_pool::<T>(rt, filled.cache.v_pool());
     let tables: Vec<Vec<usize>> = filled
         .rows
         .iter()
@@ -676,7 +688,7 @@ fn selector_case<T: Half>(
         )
         .unwrap();
     let got = sel.download(rt).unwrap();
-    let k_pool = download::<T>(rt, cache.k_pool());
+    let k_pool = download_pool::<T>(rt, cache.k_pool());
     let tables: Vec<Vec<usize>> = rows
         .iter()
         .map(|r| r.iter().map(|&p| p as usize).collect())
@@ -738,7 +750,7 @@ fn selector_case<T: Half>(
     )
     .unwrap();
     let o_out: Vec<T> = rt.stream().clone_dtoh(&o).unwrap();
-    let v_pool = download::<T>(rt, cache.v_pool());
+    let v_pool = download_pool::<T>(rt, cache.v_pool());
     let kv = PagedKv { v: &v_pool, ..kv };
     let rule = DecodeRule::Selected {
         pages: want,

@@ -27,6 +27,13 @@ attention_kernel! {
         dtype = bf16, lse = true, varlen = true;
     struct Prefixed: apb, head_dim = 128, dtype = bf16, lse,
         tile(block_m = 64, block_n = 128, warps = 4, stages = 1, mma = wgmma);
+    /// Dense decode of a GQA-4 model over 16-token pages, with the log-sum-exp.
+    pub struct DenseDecode: decode_dense, head_dim = 128, dtype = bf16, page_size = 16, gqa = 4,
+        lse;
+    struct StreamingDecode: decode_streaming(sink = 32, recent = 64), head_dim = 64,
+        dtype = bf16, page_size = 32, rows = 32;
+    struct MixedDecode: decode_mixed(sink = 16, recent = 128), head_dim = 128, dtype = f16,
+        page_size = 64, kv_dtype = f16;
     /// Document masking with a soft cap, written as Rust closures.
     struct DocCapped: custom(
             mask = |b, h, q_idx, kv_idx| doc[q_idx] == doc[kv_idx] && kv_idx <= q_idx,
@@ -103,6 +110,65 @@ fn spec_fields_follow_the_declaration() {
         DenseCausal::spec_for(Arch::SM90),
         KernelSpec::new(Variant::Dense, 128, DType::Bf16, true, Arch::SM90).with_lse(true)
     );
+}
+
+#[test]
+fn decode_declarations_are_decode_specs() {
+    use flashgen::codegen::{parse_decode_spec, render_decode, DecodeVariant};
+    assert_eq!(DenseDecode::SPEC, "decode-dense,d128,bf16,p16");
+    assert_eq!(StreamingDecode::SPEC, "decode-streaming,d64,bf16,p32,r32");
+    assert_eq!(MixedDecode::SPEC, "decode-mixed,d128,f16,p64,kv-f16");
+    for (text, cuda) in [
+        (DenseDecode::SPEC, DenseDecode::CUDA_SM90),
+        (StreamingDecode::SPEC, StreamingDecode::CUDA_SM90),
+        (MixedDecode::SPEC, MixedDecode::CUDA_SM90),
+    ] {
+        let spec = parse_decode_spec(text).unwrap();
+        assert_eq!(cuda, render_decode(&spec, Arch::SM90).unwrap().code);
+    }
+    assert_eq!(DenseDecode::spec().variant, DecodeVariant::Dense);
+    assert_eq!(DenseDecode::spec().rows, 16);
+    assert_eq!(StreamingDecode::spec().rows, 32);
+    assert_eq!((StreamingDecode::SINK, StreamingDecode::RECENT), (32, 64));
+    assert_eq!((MixedDecode::SINK, MixedDecode::RECENT), (16, 128));
+    assert_eq!(DenseDecode::GQA, Some(4));
+    assert_eq!(MixedDecode::GQA, None);
+}
+
+/// A decode kernel's `forward` takes the cache and table, q and o, and what its variant reads.
+#[test]
+#[allow(clippy::type_complexity)]
+fn decode_forward_signatures() {
+    use flashgen::runtime::decode::{
+        DecodeHeads, DecodeLaunch, DevicePageTable, PageSelection, PagedKvCache,
+    };
+    let _: for<'a> fn(
+        &DenseDecode,
+        &Runtime,
+        &PagedKvCache,
+        &DevicePageTable,
+        Tensor<'a, bf16>,
+        TensorMut<'a, bf16>,
+        &'a mut CudaSlice<f32>,
+    ) -> flashgen::Result<DecodeLaunch> = DenseDecode::forward;
+    let _: for<'a> fn(
+        &StreamingDecode,
+        &Runtime,
+        &PagedKvCache,
+        &DevicePageTable,
+        Tensor<'a, bf16>,
+        TensorMut<'a, bf16>,
+    ) -> flashgen::Result<DecodeLaunch> = StreamingDecode::forward;
+    let _: for<'a> fn(
+        &MixedDecode,
+        &Runtime,
+        &PagedKvCache,
+        &DevicePageTable,
+        Tensor<'a, f16>,
+        TensorMut<'a, f16>,
+        &'a PageSelection,
+        &'a DecodeHeads,
+    ) -> flashgen::Result<DecodeLaunch> = MixedDecode::forward;
 }
 
 #[test]
@@ -461,4 +527,261 @@ fn declared_block_sizes_are_checked_at_launch() {
         )
         .unwrap();
     rt.stream().synchronize().unwrap();
+}
+
+/// A paged cache of `lens` random tokens (scattered pages), its table and the pools' host copy.
+fn decode_cache(
+    rt: &Runtime,
+    rng: &mut Rng,
+    lens: &[usize],
+    page_size: usize,
+    hkv: usize,
+    d: usize,
+) -> (
+    flashgen::runtime::decode::PagedKvCache,
+    flashgen::runtime::decode::DevicePageTable,
+    Vec<Vec<usize>>,
+) {
+    use flashgen::codegen::DType;
+    use flashgen::runtime::decode::{DeviceAppend, DevicePageTable, KvCacheConfig, PagedKvCache};
+    let pages: usize = lens.iter().map(|l| l.div_ceil(page_size)).sum::<usize>() + 2;
+    let config = KvCacheConfig::new(pages, page_size, hkv, d, DType::Bf16);
+    let mut cache = PagedKvCache::new(rt, config).unwrap();
+    // Pages handed out from the top, so that tables are not the identity.
+    let mut next = pages;
+    let rows: Vec<Vec<u32>> = lens
+        .iter()
+        .map(|&l| {
+            (0..l.div_ceil(page_size))
+                .map(|_| {
+                    next -= 1;
+                    next as u32
+                })
+                .collect()
+        })
+        .collect();
+    let table = DevicePageTable::new(rt, &config, &rows, lens).unwrap();
+    let append = DeviceAppend::new(rt, &table, lens).unwrap();
+    let total: usize = lens.iter().sum();
+    let layout = Layout::packed(total, hkv, d);
+    let k = upload(rt, rng, layout.numel());
+    let v = upload(rt, rng, layout.numel());
+    cache
+        .append(
+            rt,
+            &table,
+            &append,
+            Tensor { data: &k, layout },
+            Tensor { data: &v, layout },
+        )
+        .unwrap();
+    let tables = rows
+        .iter()
+        .map(|r| r.iter().map(|&p| p as usize).collect())
+        .collect();
+    (cache, table, tables)
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn declared_decode_kernels_match_the_reference_and_the_runtime_api() {
+    use flashgen::runtime::decode::{DecodeArgs, DecodeChoice, DecodeMask, StreamingWindow};
+    use flashgen_reference::{DecodeRule, PagedKv, Tolerance};
+    let rt = common::runtime();
+    let mut rng = Rng::fresh();
+    // The pools hold bytes (a 16-bit pool: each element's two bytes, little-endian).
+    let download = |x: &CudaSlice<u8>| -> Vec<bf16> {
+        let bytes: Vec<u8> = rt.stream().clone_dtoh(x).unwrap();
+        bytes
+            .chunks_exact(2)
+            .map(|b| bf16::from_bits(u16::from_le_bytes([b[0], b[1]])))
+            .collect()
+    };
+
+    // Dense, GQA 4 (8 query heads over 2 kv heads), awkward lengths over 16-token pages.
+    let (lens, hq, hkv, d) = (vec![300usize, 77], 8, 2, 128);
+    let (cache, table, tables) = decode_cache(&rt, &mut rng, &lens, 16, hkv, d);
+    let kernel = DenseDecode::new(&rt).unwrap();
+    let ql = Layout::bhsd(lens.len(), 1, hq, d);
+    let q = upload(&rt, &mut rng, ql.numel());
+    let mut o = poisoned(&rt, bf16::NAN, ql.numel());
+    let mut lse = poisoned(&rt, f32::NAN, lens.len() * hq);
+    let launch = kernel
+        .forward(
+            &rt,
+            &cache,
+            &table,
+            Tensor {
+                data: &q,
+                layout: ql,
+            },
+            TensorMut {
+                data: &mut o,
+                layout: ql,
+            },
+            &mut lse,
+        )
+        .unwrap();
+    assert_eq!(launch.spec, DenseDecode::spec());
+    rt.stream().synchronize().unwrap();
+    let (k_pool, v_pool) = (download(cache.k_pool()), download(cache.v_pool()));
+    let kv = PagedKv {
+        k: &k_pool,
+        v: &v_pool,
+        page_size: 16,
+        heads_kv: hkv,
+        head_dim: d,
+        tables: &tables,
+        seq_lens: &lens,
+    };
+    let q_host: Vec<bf16> = rt.stream().clone_dtoh(&q).unwrap();
+    let want = flashgen_reference::decode_attention(&q_host, hq, 1, &kv, &DecodeRule::Dense, None);
+    let o_host: Vec<bf16> = rt.stream().clone_dtoh(&o).unwrap();
+    let lse_host: Vec<f32> = rt.stream().clone_dtoh(&lse).unwrap();
+    flashgen_reference::check_close(
+        &o_host,
+        &want.o,
+        &Tolerance::rel(1e-2).with_poison(f32::NAN),
+    )
+    .unwrap_or_else(|m| panic!("declared dense decode: O differs\n{m}"));
+    flashgen_reference::check_lse(&lse_host, &want.lse, 2e-3, Some(f32::NAN))
+        .unwrap_or_else(|m| panic!("declared dense decode: lse differs\n{m}"));
+    // The same launch through the runtime API writes the same bits.
+    let mut o_api = poisoned(&rt, bf16::NAN, ql.numel());
+    rt.decode(
+        &cache,
+        &table,
+        DecodeArgs::new(
+            Tensor {
+                data: &q,
+                layout: ql,
+            },
+            TensorMut {
+                data: &mut o_api,
+                layout: ql,
+            },
+        )
+        .mask(DecodeMask::Dense),
+    )
+    .unwrap();
+    rt.stream().synchronize().unwrap();
+    assert!(bits_bf16(&rt, &o) == bits_bf16(&rt, &o_api), "O differs");
+    // The declared gqa is checked: 4 query heads over 2 kv heads is 2.
+    let q4 = Layout::bhsd(lens.len(), 1, 4, d);
+    let err = kernel
+        .forward(
+            &rt,
+            &cache,
+            &table,
+            Tensor {
+                data: &q,
+                layout: q4,
+            },
+            TensorMut {
+                data: &mut o,
+                layout: q4,
+            },
+            &mut lse,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidArgument { arg: "gqa", .. }),
+        "{err}"
+    );
+
+    // Streaming with its declared 32-row tile, over 32-token pages, sink and recent window
+    // shorter than the sequences; a cache of another page size is refused.
+    let (lens, hq, hkv, d) = (vec![500usize, 130, 40], 4, 4, 64);
+    let (cache, table, tables) = decode_cache(&rt, &mut rng, &lens, 32, hkv, d);
+    let kernel = StreamingDecode::new(&rt).unwrap();
+    let ql = Layout::bhsd(lens.len(), 1, hq, d);
+    let q = upload(&rt, &mut rng, ql.numel());
+    let mut o = poisoned(&rt, bf16::NAN, ql.numel());
+    let launch = kernel
+        .forward(
+            &rt,
+            &cache,
+            &table,
+            Tensor {
+                data: &q,
+                layout: ql,
+            },
+            TensorMut {
+                data: &mut o,
+                layout: ql,
+            },
+        )
+        .unwrap();
+    assert_eq!(launch.spec.rows, 32);
+    rt.stream().synchronize().unwrap();
+    let (k_pool, v_pool) = (download(cache.k_pool()), download(cache.v_pool()));
+    let kv = PagedKv {
+        k: &k_pool,
+        v: &v_pool,
+        page_size: 32,
+        heads_kv: hkv,
+        head_dim: d,
+        tables: &tables,
+        seq_lens: &lens,
+    };
+    let q_host: Vec<bf16> = rt.stream().clone_dtoh(&q).unwrap();
+    let rule = DecodeRule::Streaming {
+        sink: StreamingDecode::SINK,
+        recent: StreamingDecode::RECENT,
+    };
+    let want = flashgen_reference::decode_attention(&q_host, hq, 1, &kv, &rule, None);
+    let o_host: Vec<bf16> = rt.stream().clone_dtoh(&o).unwrap();
+    flashgen_reference::check_close(
+        &o_host,
+        &want.o,
+        &Tolerance::rel(1e-2).with_poison(f32::NAN),
+    )
+    .unwrap_or_else(|m| panic!("declared streaming decode: O differs\n{m}"));
+    // The runtime API with the same window and row tile gives the same bits.
+    let mut o_api = poisoned(&rt, bf16::NAN, ql.numel());
+    rt.decode_with(
+        &cache,
+        &table,
+        DecodeArgs::new(
+            Tensor {
+                data: &q,
+                layout: ql,
+            },
+            TensorMut {
+                data: &mut o_api,
+                layout: ql,
+            },
+        )
+        .mask(DecodeMask::Streaming(StreamingWindow {
+            sink: 32,
+            recent: 64,
+        })),
+        DecodeChoice::Given {
+            rows: Some(32),
+            splits: None,
+        },
+    )
+    .unwrap();
+    rt.stream().synchronize().unwrap();
+    assert!(bits_bf16(&rt, &o) == bits_bf16(&rt, &o_api), "O differs");
+    let (other, other_table, _) = decode_cache(&rt, &mut rng, &lens, 16, hkv, d);
+    let err = kernel
+        .forward(
+            &rt,
+            &other,
+            &other_table,
+            Tensor {
+                data: &q,
+                layout: ql,
+            },
+            TensorMut {
+                data: &mut o,
+                layout: ql,
+            },
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidArgument { arg: "cache", .. }),
+        "{err}"
+    );
 }

@@ -1,26 +1,51 @@
-//! CUDA-event timing shared by the benchmark binaries: the tuner's launch timer
-//! ([`flashgen_tuning::gpu::time_launches`]) with the benchmarks' longer warm-up.
+//! CUDA-event timing shared by the benchmark binaries: the tuner's own timing function
+//! ([`flashgen_tuning::gpu::time_launches`]: a warm-up of at least
+//! [`WARMUP_TIME`](flashgen_tuning::gpu::WARMUP_TIME), then back-to-back launches each timed
+//! between CUDA events) and its statistic (the median), so that a benchmark row and a tune of
+//! the same kernel measure the same thing.
+
+#![allow(dead_code)]
 
 use flashgen_runtime::Runtime;
-use flashgen_tuning::gpu::time_launches;
-use flashgen_tuning::timing::median;
+use flashgen_tuning::gpu::{l2_bytes, problem_bytes, time_launches, WARMUP_TIME};
+use flashgen_tuning::timing::{input_sets, median, TimingParams};
+use flashgen_tuning::{TuneTarget, Tuner};
 
-/// Untimed launches before timing: at least this long, so that the GPU has left its idle clocks
-/// (the first case of a run otherwise reads several percent slow).
-const WARMUP_TIME: std::time::Duration = std::time::Duration::from_millis(200);
+/// Timed launches per row: as many as the tuner's final re-timing gives each finalist.
+pub const REPS: usize = TimingParams::FULL.remeasure_rounds;
 
-/// Median milliseconds of `f` over `reps` launches on the runtime's stream, after at least
-/// `warmup` untimed ones and at least `WARMUP_TIME` of them. Each launch is timed by its own
-/// pair of events, so one slow launch moves the median, not the mean. A failing `f` returns its
-/// error; a failing CUDA event panics.
+/// The seed of the benchmarks' random inputs: the tuner's.
+pub fn seed() -> u64 {
+    Tuner::default().seed
+}
+
+/// Input sets to rotate for a target, as the tuner does: enough that no launch finds its
+/// inputs in L2.
+pub fn input_sets_for(rt: &Runtime, target: &TuneTarget) -> Result<usize, String> {
+    Ok(input_sets(
+        problem_bytes(target),
+        l2_bytes(rt)?,
+        TimingParams::FULL.max_input_sets,
+    ))
+}
+
+/// Median milliseconds of [`REPS`] launches, `launch(i)` issuing launch `i`.
+pub fn median_ms_at(
+    rt: &Runtime,
+    launch: impl FnMut(usize) -> Result<(), String>,
+) -> Result<f64, String> {
+    time_launches(rt, WARMUP_TIME, REPS, launch).map(|s| median(&s))
+}
+
+/// Median milliseconds of `f` over `reps` launches (at least one), timed as
+/// [`median_ms_at`]. A failing `f` returns its error; a failing CUDA event panics.
 pub fn median_ms<E: std::fmt::Display>(
     rt: &Runtime,
-    warmup: usize,
     reps: usize,
     mut f: impl FnMut() -> Result<(), E>,
 ) -> Result<f64, E> {
     let mut failure = None;
-    let samples = time_launches(rt, warmup.max(1), WARMUP_TIME, reps.max(1), 1, |_| {
+    let samples = time_launches(rt, WARMUP_TIME, reps.max(1), |_| {
         f().map_err(|e| {
             let text = e.to_string();
             failure = Some(e);

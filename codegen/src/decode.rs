@@ -115,36 +115,112 @@ impl fmt::Display for DecodeVariant {
     }
 }
 
-/// Element type of the paged KV cache. Only 16-bit types today; quantized formats (int8, int4,
-/// fp8 with scales) become further values here, each with its own load-and-dequantize path in
-/// the kernels and its own scale buffers in the cache.
+/// Storage format of one pool of the paged KV cache (K or V). The 16-bit formats hold the
+/// query dtype's values unchanged; the others are quantized and dequantized inside the decode
+/// kernels, which read a half (int8, fp8) or a quarter (int4) of the bytes.
+///
+/// | format | code | value | scales |
+/// |---|---|---|---|
+/// | `Bf16`, `F16` | the element | the element | none |
+/// | `Int8` | i8, -127 ..= 127 | `s * c` | one f32 per kv head (per tensor: the same for all) |
+/// | `Int8Token` | u8, 0 ..= 255 | `s * c + z` | f32 `(s, z)` per token per kv head |
+/// | `Int4Token` | u4, 0 ..= 15 | `s * c + z` | f32 `(s, z)` per token per kv head |
+/// | `Fp8` | e4m3 (no inf) | `s * e4m3(c)` | one f32 per kv head (per tensor: the same for all) |
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
 pub enum KvDtype {
+    #[serde(rename = "bf16")]
     Bf16,
+    #[serde(rename = "f16")]
     F16,
+    #[serde(rename = "int8")]
+    Int8,
+    #[serde(rename = "int8tok")]
+    Int8Token,
+    #[serde(rename = "int4tok")]
+    Int4Token,
+    #[serde(rename = "fp8")]
+    Fp8,
+}
+
+/// How a format's codes are scaled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KvScaling {
+    /// 16-bit values, no scale.
+    None,
+    /// One f32 scale per kv head, given when the cache is made (static calibration).
+    PerHead,
+    /// An f32 scale and zero point per token per kv head, computed by the append kernel.
+    PerToken,
 }
 
 impl KvDtype {
-    pub const ALL: [KvDtype; 2] = [KvDtype::Bf16, KvDtype::F16];
+    pub const ALL: [KvDtype; 6] = [
+        KvDtype::Bf16,
+        KvDtype::F16,
+        KvDtype::Int8,
+        KvDtype::Int8Token,
+        KvDtype::Int4Token,
+        KvDtype::Fp8,
+    ];
+    /// The quantized formats.
+    pub const QUANTIZED: [KvDtype; 4] = [
+        KvDtype::Int8,
+        KvDtype::Int8Token,
+        KvDtype::Int4Token,
+        KvDtype::Fp8,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             KvDtype::Bf16 => "bf16",
             KvDtype::F16 => "f16",
+            KvDtype::Int8 => "int8",
+            KvDtype::Int8Token => "int8tok",
+            KvDtype::Int4Token => "int4tok",
+            KvDtype::Fp8 => "fp8",
         }
     }
 
-    /// Bytes of one stored element.
-    pub fn bytes(self) -> usize {
-        2
+    /// Parses a format name (`fp16` is `f16`).
+    pub fn parse(text: &str) -> Option<KvDtype> {
+        match text {
+            "fp16" => Some(KvDtype::F16),
+            _ => KvDtype::ALL.into_iter().find(|k| k.name() == text),
+        }
     }
 
-    /// The 16-bit type the kernels compute with (and the page statistics are stored in).
-    pub fn compute_dtype(self) -> DType {
+    /// Bits of one stored code.
+    pub fn bits(self) -> usize {
         match self {
-            KvDtype::Bf16 => DType::Bf16,
-            KvDtype::F16 => DType::F16,
+            KvDtype::Bf16 | KvDtype::F16 => 16,
+            KvDtype::Int8 | KvDtype::Int8Token | KvDtype::Fp8 => 8,
+            KvDtype::Int4Token => 4,
+        }
+    }
+
+    /// Bytes of one token's row of one kv head (`head_dim` codes).
+    pub fn row_bytes(self, head_dim: usize) -> usize {
+        head_dim * self.bits() / 8
+    }
+
+    pub fn scaling(self) -> KvScaling {
+        match self {
+            KvDtype::Bf16 | KvDtype::F16 => KvScaling::None,
+            KvDtype::Int8 | KvDtype::Fp8 => KvScaling::PerHead,
+            KvDtype::Int8Token | KvDtype::Int4Token => KvScaling::PerToken,
+        }
+    }
+
+    pub fn is_quantized(self) -> bool {
+        self.scaling() != KvScaling::None
+    }
+
+    /// The 16-bit type a 16-bit format stores.
+    pub fn native(self) -> Option<DType> {
+        match self {
+            KvDtype::Bf16 => Some(DType::Bf16),
+            KvDtype::F16 => Some(DType::F16),
+            _ => None,
         }
     }
 
@@ -155,12 +231,110 @@ impl KvDtype {
             DType::F16 => KvDtype::F16,
         }
     }
+
+    /// Whether a cache serving `dtype` queries can store this format (a 16-bit format must be
+    /// the query dtype; quantized formats serve both).
+    pub fn serves(self, dtype: DType) -> bool {
+        self.native().is_none_or(|d| d == dtype)
+    }
+
+    /// The code the templates switch on (`K_FMT`, `V_FMT`).
+    fn template_code(self) -> u32 {
+        match self {
+            KvDtype::Bf16 | KvDtype::F16 => 0,
+            KvDtype::Int8 => 1,
+            KvDtype::Int8Token => 2,
+            KvDtype::Int4Token => 3,
+            KvDtype::Fp8 => 4,
+        }
+    }
 }
 
 impl fmt::Display for KvDtype {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// The formats of a cache's K and V pools (they may differ, e.g. int4 keys with int8 values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct KvDtypes {
+    pub k: KvDtype,
+    pub v: KvDtype,
+}
+
+impl KvDtypes {
+    /// K and V in one format.
+    pub fn same(kv: KvDtype) -> Self {
+        KvDtypes { k: kv, v: kv }
+    }
+
+    pub fn new(k: KvDtype, v: KvDtype) -> Self {
+        KvDtypes { k, v }
+    }
+
+    /// The pairs `DecodeSpec::all` covers besides the 16-bit cache: every quantized format for
+    /// K and V, int4 keys with int8 values, and a quantized pool beside a 16-bit one.
+    pub fn quantized_pairs(dtype: DType) -> Vec<KvDtypes> {
+        let native = KvDtype::of(dtype);
+        let mut out: Vec<KvDtypes> = KvDtype::QUANTIZED.map(KvDtypes::same).to_vec();
+        out.push(KvDtypes::new(KvDtype::Int4Token, KvDtype::Int8Token));
+        out.push(KvDtypes::new(native, KvDtype::Int4Token));
+        out.push(KvDtypes::new(KvDtype::Int8Token, native));
+        out
+    }
+
+    /// The part of a kernel name: `bf16` or `int4tok_int8tok`.
+    fn ident(&self) -> String {
+        if self.k == self.v {
+            self.k.name().to_string()
+        } else {
+            format!("{}_{}", self.k.name(), self.v.name())
+        }
+    }
+}
+
+impl fmt::Display for KvDtypes {
+    /// `int8` when K and V agree, else `k-int4tok,v-int8tok`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.k == self.v {
+            f.write_str(self.k.name())
+        } else {
+            write!(f, "k-{},v-{}", self.k, self.v)
+        }
+    }
+}
+
+/// Shared-memory row pitch (bytes) of a K tile of quantized codes: the kernel reads 16 codes per
+/// thread per row (int8 and fp8: one 16-byte load, int4: 8 bytes), and the pitch keeps the
+/// eight rows a warp reads at once on distinct banks.
+pub fn k_smem_pitch(kv: KvDtype, head_dim: u32) -> u32 {
+    let row = kv.row_bytes(head_dim as usize) as u32;
+    match kv.bits() {
+        16 => 2 * (head_dim + 8),
+        8 => padded_pitch(row, 64, 128),
+        _ => padded_pitch(row, 32, 64),
+    }
+}
+
+/// Shared-memory row pitch (bytes) of a V tile of quantized codes: a thread reads the codes of
+/// its output columns of four keys two rows apart; pitch = 16 (mod 64) bytes.
+pub fn v_smem_pitch(kv: KvDtype, head_dim: u32) -> u32 {
+    let row = kv.row_bytes(head_dim as usize) as u32;
+    if kv.bits() == 16 {
+        2 * (head_dim + 8)
+    } else {
+        padded_pitch(row, 16, 64)
+    }
+}
+
+/// The smallest pitch >= `row` with `pitch % modulus == rem`.
+fn padded_pitch(row: u32, rem: u32, modulus: u32) -> u32 {
+    let mut p = row;
+    while p % modulus != rem {
+        p += 16;
+    }
+    p
 }
 
 /// Page sizes of the paged cache, in tokens.
@@ -188,8 +362,8 @@ pub struct DecodeSpec {
     pub head_dim: u32,
     /// Element type of Q and O.
     pub dtype: DType,
-    /// Element type of the paged KV cache.
-    pub kv_dtype: KvDtype,
+    /// Storage formats of the paged cache's K and V pools.
+    pub kv_dtype: KvDtypes,
     pub page_size: u32,
     /// Query rows per CTA: 16, 32 or 64.
     pub rows: u32,
@@ -202,7 +376,7 @@ impl DecodeSpec {
             variant,
             head_dim,
             dtype,
-            kv_dtype: KvDtype::of(dtype),
+            kv_dtype: KvDtypes::same(KvDtype::of(dtype)),
             page_size,
             rows: 16,
         }
@@ -213,9 +387,20 @@ impl DecodeSpec {
         self
     }
 
+    /// K and V in one format.
     pub fn with_kv_dtype(mut self, kv_dtype: KvDtype) -> Self {
-        self.kv_dtype = kv_dtype;
+        self.kv_dtype = KvDtypes::same(kv_dtype);
         self
+    }
+
+    pub fn with_kv_dtypes(mut self, kv_dtypes: KvDtypes) -> Self {
+        self.kv_dtype = kv_dtypes;
+        self
+    }
+
+    /// Whether the K or the V pool is quantized.
+    pub fn quantized(&self) -> bool {
+        self.kv_dtype.k.is_quantized() || self.kv_dtype.v.is_quantized()
     }
 
     /// The smallest row tile that holds `rows` query rows at `head_dim`, if any does.
@@ -235,21 +420,28 @@ impl DecodeSpec {
         }
     }
 
-    /// Every spec the decode templates generate (for compile checks).
+    /// Every spec the decode templates generate (for compile checks): each variant, head dim,
+    /// dtype, page size and row tile over a 16-bit cache and over each pair of
+    /// [`KvDtypes::quantized_pairs`].
     pub fn all() -> Vec<DecodeSpec> {
         let mut out = Vec::new();
         for variant in DecodeVariant::ALL {
             for head_dim in DECODE_HEAD_DIMS {
                 for dtype in DType::ALL {
-                    for page_size in PAGE_SIZES {
-                        for rows in DECODE_ROWS {
-                            if rows > Self::max_rows(head_dim) {
-                                continue;
+                    let mut pairs = vec![KvDtypes::same(KvDtype::of(dtype))];
+                    pairs.extend(KvDtypes::quantized_pairs(dtype));
+                    for kv in pairs {
+                        for page_size in PAGE_SIZES {
+                            for rows in DECODE_ROWS {
+                                if rows > Self::max_rows(head_dim) {
+                                    continue;
+                                }
+                                out.push(
+                                    DecodeSpec::new(variant, head_dim, dtype, page_size)
+                                        .with_kv_dtypes(kv)
+                                        .with_rows(rows),
+                                );
                             }
-                            out.push(
-                                DecodeSpec::new(variant, head_dim, dtype, page_size)
-                                    .with_rows(rows),
-                            );
                         }
                     }
                 }
@@ -265,7 +457,7 @@ impl DecodeSpec {
             self.variant.name(),
             self.head_dim,
             self.dtype.name(),
-            self.kv_dtype.name(),
+            self.kv_dtype.ident(),
             self.page_size,
             self.rows
         )
@@ -296,27 +488,42 @@ impl DecodeSpec {
                 "16, 32, 64 (at most 32 at head_dim 256)",
             ));
         }
-        if self.kv_dtype.compute_dtype() != self.dtype {
-            return Err(bad(
-                "kv_dtype",
-                self.kv_dtype.to_string(),
-                "the query dtype (a 16-bit cache is read as stored)",
-            ));
+        for (field, kv) in [("k_dtype", self.kv_dtype.k), ("v_dtype", self.kv_dtype.v)] {
+            if !kv.serves(self.dtype) {
+                return Err(bad(
+                    field,
+                    kv.to_string(),
+                    "the query dtype (a 16-bit pool is read as stored), int8, int8tok, int4tok, fp8",
+                ));
+            }
         }
         Ok(())
     }
 
-    /// Bytes of one pipeline stage: a K and a V tile of `DECODE_BLOCK_N` padded rows.
+    /// Bytes of one pipeline stage: a K and a V tile of `DECODE_BLOCK_N` padded rows, and the
+    /// tiles' per-token scales and zero points (8 bytes a token) for per-token formats.
     fn stage_bytes(&self) -> u32 {
-        2 * DECODE_BLOCK_N * (self.head_dim + 8) * 2
+        let (k, v) = (self.kv_dtype.k, self.kv_dtype.v);
+        let params = |kv: KvDtype| {
+            if kv.scaling() == KvScaling::PerToken {
+                DECODE_BLOCK_N * 8
+            } else {
+                0
+            }
+        };
+        DECODE_BLOCK_N * (k_smem_pitch(k, self.head_dim) + v_smem_pitch(v, self.head_dim))
+            + params(k)
+            + params(v)
     }
 
-    /// Pipeline stages for `arch`: as many as fit the shared-memory target (at most 4), at
-    /// least 2 where the arch allows them.
+    /// Pipeline stages for `arch`: as many as fit the shared-memory target (at most 4; 6 for
+    /// a quantized cache, whose smaller tiles need more of them in flight), at least 2 where
+    /// the arch allows them.
     pub fn stages(&self, arch: Arch) -> u32 {
         let stage = self.stage_bytes();
         let budget = DECODE_SMEM_TARGET.min(arch.max_shared_bytes_per_block()) - self.q_bytes();
-        let fit = (budget / stage).min(4);
+        let most = if self.quantized() { 6 } else { 4 };
+        let fit = (budget / stage).min(most);
         if fit >= 2 {
             fit
         } else if 2 * stage + self.q_bytes() <= arch.max_shared_bytes_per_block() {
@@ -326,9 +533,9 @@ impl DecodeSpec {
         }
     }
 
-    /// Bytes of the query tile in shared memory.
+    /// Bytes of the query tile in shared memory (and, for per-token keys, the rows' sums).
     fn q_bytes(&self) -> u32 {
-        self.rows * (self.head_dim + 8) * 2
+        self.rows * (self.head_dim + 8) * 2 + self.rows * 4
     }
 
     /// Dynamic shared memory of the attention kernel on `arch`.
@@ -347,15 +554,25 @@ impl fmt::Display for DecodeSpec {
             "decode-{},d{},{},p{}",
             self.variant, self.head_dim, self.dtype, self.page_size
         )?;
-        if self.kv_dtype != KvDtype::of(self.dtype) {
-            write!(f, ",kv-{}", self.kv_dtype)?;
+        let native = KvDtype::of(self.dtype);
+        let KvDtypes { k, v } = self.kv_dtype;
+        if k == v && k != native {
+            write!(f, ",kv-{k}")?;
+        } else if k != v {
+            if k != native {
+                write!(f, ",k-{k}")?;
+            }
+            if v != native {
+                write!(f, ",v-{v}")?;
+            }
         }
         write!(f, ",r{}", self.rows)
     }
 }
 
-/// Parses `decode-<variant>,d<head_dim>,<dtype>,p<page_size>[,kv-<dtype>][,r<rows>]` and
-/// validates it.
+/// Parses `decode-<variant>,d<head_dim>,<dtype>,p<page_size>[,kv-<fmt>|,k-<fmt>,v-<fmt>][,r<rows>]`
+/// and validates it. `kv-<fmt>` sets both pools' format, `k-` and `v-` one each (the other
+/// stays the query dtype); formats: bf16, f16, int8, int8tok, int4tok, fp8.
 pub fn parse_decode_spec(text: &str) -> Result<DecodeSpec, SpecError> {
     let err = |reason: String| SpecError::Parse {
         input: text.to_string(),
@@ -378,7 +595,9 @@ pub fn parse_decode_spec(text: &str) -> Result<DecodeSpec, SpecError> {
     let mut head_dim = None;
     let mut dtype = None;
     let mut page_size = None;
-    let mut kv_dtype = None;
+    let mut kv_both: Option<KvDtype> = None;
+    let mut k_only: Option<KvDtype> = None;
+    let mut v_only: Option<KvDtype> = None;
     let mut rows = None;
     let num = |t: &str, what: &str| {
         t.parse::<u32>()
@@ -400,11 +619,22 @@ pub fn parse_decode_spec(text: &str) -> Result<DecodeSpec, SpecError> {
         if let Some(d) = parse_dtype(part) {
             slot_taken(dtype.is_some(), "dtype")?;
             dtype = Some(d);
-        } else if let Some(t) = part.strip_prefix("kv-") {
-            slot_taken(kv_dtype.is_some(), "kv dtype")?;
-            let d = parse_dtype(t)
-                .ok_or_else(|| err(format!("kv dtype `{t}` is unknown; allowed: bf16, f16")))?;
-            kv_dtype = Some(KvDtype::of(d));
+        } else if let Some((slot, t)) = [
+            ("kv-", &mut kv_both),
+            ("k-", &mut k_only),
+            ("v-", &mut v_only),
+        ]
+        .into_iter()
+        .find_map(|(prefix, slot)| part.strip_prefix(prefix).map(|t| (slot, t)))
+        {
+            slot_taken(slot.is_some(), "a KV dtype")?;
+            let kv = KvDtype::parse(t).ok_or_else(|| {
+                err(format!(
+                    "KV dtype `{t}` is unknown; allowed: {}",
+                    KvDtype::ALL.map(KvDtype::name).join(", ")
+                ))
+            })?;
+            *slot = Some(kv);
         } else if let Some(t) = part.strip_prefix('d') {
             slot_taken(head_dim.is_some(), "head_dim")?;
             head_dim = Some(num(t, "head_dim")?);
@@ -416,21 +646,57 @@ pub fn parse_decode_spec(text: &str) -> Result<DecodeSpec, SpecError> {
             rows = Some(num(t, "rows")?);
         } else {
             return Err(err(format!(
-                "unknown part `{part}`; allowed: d<head_dim>, bf16|f16, p<page_size>, kv-<dtype>, r<rows>"
+                "unknown part `{part}`; allowed: d<head_dim>, bf16|f16, p<page_size>, kv-<fmt>, k-<fmt>, v-<fmt>, r<rows>"
             )));
         }
     }
     let dtype = dtype.ok_or_else(|| err("the dtype (bf16 or f16) is missing".into()))?;
+    if kv_both.is_some() && (k_only.is_some() || v_only.is_some()) {
+        return Err(err(
+            "kv-<fmt> sets both pools; give it alone or give k-<fmt> and v-<fmt>".into(),
+        ));
+    }
+    let native = KvDtype::of(dtype);
+    let kv_dtype = match kv_both {
+        Some(kv) => KvDtypes::same(kv),
+        None => KvDtypes::new(k_only.unwrap_or(native), v_only.unwrap_or(native)),
+    };
     let spec = DecodeSpec {
         variant,
         head_dim: head_dim.ok_or_else(|| err("the head dim (d<n>) is missing".into()))?,
         dtype,
-        kv_dtype: kv_dtype.unwrap_or(KvDtype::of(dtype)),
+        kv_dtype,
         page_size: page_size.ok_or_else(|| err("the page size (p<n>) is missing".into()))?,
         rows: rows.unwrap_or(16),
     };
     spec.validate()?;
     Ok(spec)
+}
+
+/// Head dims of the decode part of the default set (the prefill default set's).
+pub const DEFAULT_DECODE_HEAD_DIMS: [u32; 2] = [64, 128];
+/// Page size of the decode part of the default set (LServe's).
+pub const DEFAULT_PAGE_SIZE: u32 = 64;
+
+/// The decode part of the built-in default set (what `flashgen compile --default-set` builds
+/// besides the attention kernels, and the decode targets the tuner tunes): every decode
+/// variant at head dims 64 and 128, bf16 queries, pages of 64 tokens and the 16-row tile (GQA
+/// up to 16 at one new token), over every KV dtype [`DecodeSpec::all`] has for them.
+pub fn decode_default_set() -> Vec<DecodeSpec> {
+    decode_default_set_for(DType::Bf16)
+}
+
+/// [`decode_default_set`] with queries of `dtype`.
+pub fn decode_default_set_for(dtype: DType) -> Vec<DecodeSpec> {
+    DecodeSpec::all()
+        .into_iter()
+        .filter(|s| {
+            DEFAULT_DECODE_HEAD_DIMS.contains(&s.head_dim)
+                && s.dtype == dtype
+                && s.page_size == DEFAULT_PAGE_SIZE
+                && s.rows == DECODE_ROWS[0]
+        })
+        .collect()
 }
 
 /// The decode templates, embedded at build time (names are paths under `templates/`). They
@@ -520,7 +786,9 @@ pub fn render_decode(spec: &DecodeSpec, arch: Arch) -> Result<KernelSource, tera
     ctx.insert("variant", spec.variant.name());
     ctx.insert("hooks", spec.variant.info().hooks);
     ctx.insert("head_dim", &spec.head_dim);
-    ctx.insert("kv_dtype", spec.kv_dtype.name());
+    ctx.insert("kv_dtype", &spec.kv_dtype.to_string());
+    insert_formats(&mut ctx, spec.kv_dtype, spec.head_dim);
+    ctx.insert("q_bytes", &spec.q_bytes());
     ctx.insert("page_size", &spec.page_size);
     ctx.insert("rows", &spec.rows);
     ctx.insert("stages", &spec.stages(arch));
@@ -544,11 +812,24 @@ pub const SCORE_THREADS: u32 = 256;
 /// Threads per CTA of the page top-k kernel.
 pub const SELECT_THREADS: u32 = 1024;
 
-/// The append kernel for a KV dtype: `fg_decode_append` (writes new K/V into their pages and
-/// updates the logical pages' key min/max).
-pub fn render_append(kv_dtype: KvDtype) -> Result<KernelSource, tera::Error> {
-    let mut ctx = base_context(kv_dtype.compute_dtype());
-    ctx.insert("kv_dtype", kv_dtype.name());
+/// The formats' template constants: `K_FMT`/`V_FMT` (0 16-bit, 1 int8, 2 int8tok, 3 int4tok,
+/// 4 fp8), their bits and shared-memory pitches.
+fn insert_formats(ctx: &mut Context, kv: KvDtypes, head_dim: u32) {
+    ctx.insert("k_fmt", &kv.k.template_code());
+    ctx.insert("v_fmt", &kv.v.template_code());
+    ctx.insert("k_bits", &kv.k.bits());
+    ctx.insert("v_bits", &kv.v.bits());
+    ctx.insert("k_pitch", &k_smem_pitch(kv.k, head_dim));
+    ctx.insert("v_pitch", &v_smem_pitch(kv.v, head_dim));
+}
+
+/// The append kernel of a cache serving `dtype` queries with pools `kv`: `fg_decode_append`
+/// (quantizes and writes new K/V into their pages, with their per-token scales, and updates
+/// the logical pages' key min/max from the values the cache returns).
+pub fn render_append(dtype: DType, kv: KvDtypes) -> Result<KernelSource, tera::Error> {
+    let mut ctx = base_context(dtype);
+    ctx.insert("kv_dtype", &kv.to_string());
+    insert_formats(&mut ctx, kv, 128);
     ctx.insert("threads", &APPEND_THREADS);
     let code = tera().render("decode/append.cu", &ctx)?;
     Ok(KernelSource {
@@ -609,7 +890,14 @@ mod tests {
             ("decode-dense,d100,bf16,p64", "head_dim = 100"),
             ("decode-dense,d128,bf16,p48", "page_size = 48"),
             ("decode-dense,d128,bf16,p64,r8", "rows = 8"),
-            ("decode-dense,d128,bf16,p64,kv-f16", "kv_dtype = f16"),
+            ("decode-dense,d128,bf16,p64,kv-f16", "k_dtype = f16"),
+            ("decode-dense,d128,bf16,p64,v-f16", "v_dtype = f16"),
+            ("decode-dense,d128,bf16,p64,kv-int3", "KV dtype `int3`"),
+            (
+                "decode-dense,d128,bf16,p64,kv-int8,k-int4tok",
+                "kv-<fmt> sets both",
+            ),
+            ("decode-dense,d128,bf16,p64,k-int8,k-int4tok", "given twice"),
             ("decode-sparse,d128,bf16,p64", "decode variant `sparse`"),
             ("decode-dense,d128,p64", "dtype"),
             ("decode-dense,bf16,p64", "head dim"),
@@ -620,6 +908,75 @@ mod tests {
         ] {
             let e = parse_decode_spec(text).unwrap_err().to_string();
             assert!(e.contains(needle), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_default_set_has_every_variant_at_the_default_shapes() {
+        let set = decode_default_set();
+        for v in DecodeVariant::ALL {
+            for d in DEFAULT_DECODE_HEAD_DIMS {
+                assert!(set.iter().any(|s| s.variant == v
+                    && s.head_dim == d
+                    && s.kv_dtype == KvDtypes::same(KvDtype::Bf16)));
+            }
+        }
+        assert!(set.iter().all(|s| s.validate().is_ok()
+            && s.rows == 16
+            && s.page_size == 64
+            && s.dtype == DType::Bf16));
+    }
+
+    #[test]
+    fn quantized_text_round_trips() {
+        let s = parse_decode_spec("decode-dense,d128,bf16,p64,kv-int8").unwrap();
+        assert_eq!(s.kv_dtype, KvDtypes::same(KvDtype::Int8));
+        assert_eq!(s.to_string(), "decode-dense,d128,bf16,p64,kv-int8,r16");
+        let s = parse_decode_spec("decode-mixed,d64,f16,p16,k-int4tok,v-int8tok,r32").unwrap();
+        assert_eq!(
+            s.kv_dtype,
+            KvDtypes::new(KvDtype::Int4Token, KvDtype::Int8Token)
+        );
+        assert_eq!(
+            s.to_string(),
+            "decode-mixed,d64,f16,p16,k-int4tok,v-int8tok,r32"
+        );
+        // One pool quantized: the other is the query dtype.
+        let s = parse_decode_spec("decode-selected,d256,bf16,p128,v-fp8").unwrap();
+        assert_eq!(s.kv_dtype, KvDtypes::new(KvDtype::Bf16, KvDtype::Fp8));
+        assert_eq!(parse_decode_spec(&s.to_string()).unwrap(), s);
+        // Every pair of formats the query dtype allows round-trips.
+        for dtype in DType::ALL {
+            for k in KvDtype::ALL {
+                for v in KvDtype::ALL {
+                    let spec = DecodeSpec::new(DecodeVariant::Dense, 128, dtype, 64)
+                        .with_kv_dtypes(KvDtypes::new(k, v));
+                    if k.serves(dtype) && v.serves(dtype) {
+                        assert_eq!(parse_decode_spec(&spec.to_string()).unwrap(), spec);
+                    } else {
+                        assert!(spec.validate().is_err());
+                    }
+                }
+            }
+        }
+        assert!(DecodeSpec::all()
+            .iter()
+            .any(|s| s.kv_dtype.k == KvDtype::Int4Token));
+    }
+
+    #[test]
+    fn smem_pitches_keep_rows_on_distinct_banks() {
+        for d in DECODE_HEAD_DIMS {
+            for kv in KvDtype::QUANTIZED {
+                let (kp, vp) = (k_smem_pitch(kv, d), v_smem_pitch(kv, d));
+                assert!(kp as usize >= kv.row_bytes(d as usize) && kp % 16 == 0);
+                assert!(vp as usize >= kv.row_bytes(d as usize) && vp % 16 == 0);
+                assert_eq!(vp % 64, 16);
+                assert_eq!(
+                    kp % if kv.bits() == 8 { 128 } else { 64 },
+                    if kv.bits() == 8 { 64 } else { 32 }
+                );
+            }
         }
     }
 
@@ -658,9 +1015,11 @@ mod tests {
             assert!(src.code.contains(&format!("{}_merge(", spec.kernel_name())));
             assert!(!src.code.contains("#include"));
         }
-        for kv in KvDtype::ALL {
-            let src = render_append(kv).unwrap();
-            assert!(src.code.contains("fg_decode_append("));
+        for dtype in DType::ALL {
+            for kv in KvDtypes::quantized_pairs(dtype) {
+                let src = render_append(dtype, kv).unwrap();
+                assert!(src.code.contains("fg_decode_append("));
+            }
         }
         for dtype in DType::ALL {
             for d in DECODE_HEAD_DIMS {

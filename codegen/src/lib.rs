@@ -18,7 +18,7 @@ pub mod variants;
 pub use apb::ApbModule;
 pub use decode::{
     parse_decode_spec, render_append, render_decode, render_selector, DecodeSpec, DecodeVariant,
-    KvDtype,
+    KvDtype, KvDtypes, KvScaling,
 };
 pub use error::SpecError;
 pub use render::{apb_template_digest, render, spec_hash, template_digest, KernelSource};

@@ -3,6 +3,7 @@
 //! `flashgen_codegen`, the same validation the runtime runs.
 
 mod custom;
+mod decode;
 mod expand;
 mod model;
 mod parse;
@@ -29,6 +30,25 @@ use proc_macro::TokenStream;
 ///          | tile(block_m = N, block_n = N, warps = N, stages = N [, mma = sync | wgmma])
 /// ```
 ///
+/// Decode kernels over the paged KV cache are declared the same way, with a `decode_` variant
+/// (codegen's decode variant names; those that read a streaming window take `sink` and
+/// `recent`):
+///
+/// ```text
+///     pub struct Name: DECODE, head_dim = N, dtype = bf16 | f16, page_size = N [, OPTION]* ;
+///
+/// DECODE  := decode_dense | decode_streaming(sink = N, recent = N) | decode_selected
+///          | decode_mixed(sink = N, recent = N)
+/// OPTION  := kv_dtype = NAME | rows = N | gqa = N | lse [= bool]
+/// ```
+///
+/// The declaration is checked by `flashgen_codegen::parse_decode_spec` (head dim, page size,
+/// row tile, KV dtype). The struct has `SPEC` (the decode spec text), `CUDA_SM90`, `GQA`,
+/// `SINK` and `RECENT` where declared, `spec()`, `new(&Runtime)` and `forward(&self, rt,
+/// cache, table, q, o, ...)`, which takes `lse` when declared, the page selection for variants
+/// that read one and the kv heads' kinds for mixed, checks the cache against the declaration
+/// and calls `Runtime::decode_with` (the declared row tile, else the tuned config's).
+///
 /// Variant names are codegen's (`Variant::name`, with `-` written `_`). A flag written alone
 /// (`causal`, `lse`, `varlen`) means `= true`. Every mistake is a compile error on the offending
 /// token naming what is allowed: unknown variants, options or parameters, missing or duplicate
@@ -53,7 +73,11 @@ pub fn attention_kernel(input: TokenStream) -> TokenStream {
     let input = syn::parse_macro_input!(input as parse::Input);
     let mut out = proc_macro2::TokenStream::new();
     for decl in &input.decls {
-        match model::lower(decl).and_then(|k| expand::kernel(&k)) {
+        let expanded = model::lower_any(decl).and_then(|k| match k {
+            model::Declared::Attention(k) => expand::kernel(&k),
+            model::Declared::Decode(k) => decode::expand(&k),
+        });
+        match expanded {
             Ok(tokens) => out.extend(tokens),
             Err(e) => out.extend(e.to_compile_error()),
         }

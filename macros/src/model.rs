@@ -101,32 +101,32 @@ impl Blame {
 
 /// Collects every error of a declaration so they are all reported at once.
 #[derive(Default)]
-struct Errors(Option<syn::Error>);
+pub(crate) struct Errors(pub(crate) Option<syn::Error>);
 
 impl Errors {
-    fn push(&mut self, e: syn::Error) {
+    pub(crate) fn push(&mut self, e: syn::Error) {
         match &mut self.0 {
             Some(all) => all.combine(e),
             None => self.0 = Some(e),
         }
     }
 
-    fn at(&mut self, tokens: impl ToTokens, msg: impl std::fmt::Display) {
+    pub(crate) fn at(&mut self, tokens: impl ToTokens, msg: impl std::fmt::Display) {
         self.push(syn::Error::new_spanned(tokens, msg));
     }
 
     /// The value of `r`, or `None` with its error recorded.
-    fn take<T>(&mut self, r: syn::Result<T>) -> Option<T> {
+    pub(crate) fn take<T>(&mut self, r: syn::Result<T>) -> Option<T> {
         r.map_err(|e| self.push(e)).ok()
     }
 }
 
-fn err(tokens: impl ToTokens, msg: impl std::fmt::Display) -> syn::Error {
+pub(crate) fn err(tokens: impl ToTokens, msg: impl std::fmt::Display) -> syn::Error {
     syn::Error::new_spanned(tokens, msg)
 }
 
 /// `key` or `key = true|false`.
-fn flag(arg: &Arg) -> syn::Result<bool> {
+pub(crate) fn flag(arg: &Arg) -> syn::Result<bool> {
     let key = &arg.key;
     match &arg.value {
         ArgValue::Flag => Ok(true),
@@ -141,7 +141,7 @@ fn flag(arg: &Arg) -> syn::Result<bool> {
 }
 
 /// What kind of literal an expression is, for "expected X, found Y" messages.
-fn describe(expr: &Expr) -> &'static str {
+pub(crate) fn describe(expr: &Expr) -> &'static str {
     match expr {
         Expr::Lit(ExprLit { lit, .. }) => match lit {
             Lit::Str(_) => "a string literal",
@@ -157,7 +157,7 @@ fn describe(expr: &Expr) -> &'static str {
 }
 
 /// `key = <integer literal>`. `positive` rejects 0 as well as negatives.
-fn integer(arg: &Arg, positive: bool, example: u32) -> syn::Result<u32> {
+pub(crate) fn integer(arg: &Arg, positive: bool, example: u32) -> syn::Result<u32> {
     let key = &arg.key;
     let expected = format!("expected an integer for `{key}`, e.g. `{key} = {example}`");
     let expr = match &arg.value {
@@ -189,7 +189,7 @@ fn integer(arg: &Arg, positive: bool, example: u32) -> syn::Result<u32> {
 }
 
 /// `key = name` with `name` one of `allowed`.
-fn choice<'a>(arg: &Arg, allowed: &[&'a str]) -> syn::Result<&'a str> {
+pub(crate) fn choice<'a>(arg: &Arg, allowed: &[&'a str]) -> syn::Result<&'a str> {
     let key = &arg.key;
     let list = allowed.join(", ");
     match &arg.value {
@@ -331,6 +331,22 @@ fn allowed_variants() -> String {
         .join(", ")
 }
 
+/// A checked declaration: an attention kernel or a decode kernel.
+pub enum Declared {
+    Attention(Kernel),
+    Decode(crate::decode::DecodeKernel),
+}
+
+/// Checks a declaration: a decode kernel when its variant is `decode_<name>`, else an attention
+/// kernel.
+pub fn lower_any(decl: &Decl) -> syn::Result<Declared> {
+    if crate::decode::is_decode(&decl.variant.key) {
+        crate::decode::lower(decl).map(Declared::Decode)
+    } else {
+        lower(decl).map(Declared::Attention)
+    }
+}
+
 /// Checks a declaration and turns it into a kernel.
 pub fn lower(decl: &Decl) -> syn::Result<Kernel> {
     let mut errors = Errors::default();
@@ -357,8 +373,9 @@ pub fn lower(decl: &Decl) -> syn::Result<Kernel> {
             err(
                 vkey,
                 format!(
-                    "unknown variant `{vkey}`{hint}; allowed: {}",
-                    allowed_variants()
+                    "unknown variant `{vkey}`{hint}; allowed: {}, or a decode kernel: {}",
+                    allowed_variants(),
+                    crate::decode::allowed_variants()
                 ),
             )
         })?;

@@ -22,6 +22,8 @@
 //! ascending.
 
 use crate::layout::Element;
+use crate::precision::Precision;
+use crate::quant::{round_down, round_up};
 
 /// Tokens per logical page.
 pub const LOGICAL_PAGE: usize = 16;
@@ -253,9 +255,32 @@ pub fn page_scores<T: Element, Q: Element>(
     b: usize,
     h: usize,
 ) -> Vec<f64> {
+    page_scores_stored(q, heads_q, q_len, kv, b, h, None)
+}
+
+/// [`page_scores`] over statistics as a cache stores them in `stored`: each max rounded up and
+/// each min rounded down to that type (a quantized cache's statistics of its dequantized keys,
+/// which stay bounds of what attention reads). `None`: the exact statistics.
+pub fn page_scores_stored<T: Element, Q: Element>(
+    q: &[Q],
+    heads_q: usize,
+    q_len: usize,
+    kv: &PagedKv<'_, T>,
+    b: usize,
+    h: usize,
+    stored: Option<Precision>,
+) -> Vec<f64> {
     let d = kv.head_dim;
     let group = heads_q / kv.heads_kv;
-    let stats = kv.page_stats(b, h);
+    let mut stats = kv.page_stats(b, h);
+    if let Some(p) = stored {
+        for (hi, lo) in &mut stats {
+            hi.iter_mut()
+                .for_each(|x| *x = f64::from(round_up(*x as f32, p)));
+            lo.iter_mut()
+                .for_each(|x| *x = f64::from(round_down(*x as f32, p)));
+        }
+    }
     let per_page = kv.page_size / LOGICAL_PAGE;
     let pages = kv.seq_lens[b].div_ceil(kv.page_size);
     let rows: Vec<Vec<f64>> = (h * group..(h + 1) * group)
@@ -300,6 +325,22 @@ pub fn select_pages<T: Element, Q: Element>(
     budget_pages: usize,
     sink_pages: usize,
 ) -> Vec<Vec<usize>> {
+    select_pages_stored(q, heads_q, q_len, kv, budget_pages, sink_pages, None)
+}
+
+/// [`select_pages`] over statistics stored in `stored` (see [`page_scores_stored`]).
+///
+/// # Panics
+/// If `budget_pages < sink_pages + 1`.
+pub fn select_pages_stored<T: Element, Q: Element>(
+    q: &[Q],
+    heads_q: usize,
+    q_len: usize,
+    kv: &PagedKv<'_, T>,
+    budget_pages: usize,
+    sink_pages: usize,
+    stored: Option<Precision>,
+) -> Vec<Vec<usize>> {
     assert!(
         budget_pages > sink_pages,
         "the budget must hold the sink and newest pages"
@@ -307,7 +348,7 @@ pub fn select_pages<T: Element, Q: Element>(
     let mut out = Vec::new();
     for b in 0..kv.seq_lens.len() {
         for h in 0..kv.heads_kv {
-            let scores = page_scores(q, heads_q, q_len, kv, b, h);
+            let scores = page_scores_stored(q, heads_q, q_len, kv, b, h, stored);
             let n = scores.len();
             let forced = |p: usize| p < sink_pages || p + 1 == n;
             let mut order: Vec<usize> = (0..n).collect();

@@ -63,6 +63,7 @@ pub mod layout;
 pub mod mask;
 pub mod merge;
 pub mod precision;
+pub mod quant;
 pub mod random;
 
 pub use attention::{
@@ -70,7 +71,10 @@ pub use attention::{
     AttentionError, CustomMask, MaskFn, Output, Rows, ScoreFn, Shape,
 };
 pub use compare::{check_close, check_lse, count_nan, relative_error, Mismatch, Report, Tolerance};
-pub use decode::{decode_attention, page_scores, select_pages, DecodeOutput, DecodeRule, PagedKv};
+pub use decode::{
+    decode_attention, page_scores, page_scores_stored, select_pages, select_pages_stored,
+    DecodeOutput, DecodeRule, PagedKv,
+};
 pub use expr::{BoundProgram, ExprArg, ExprParseError, ExprProgram, Val};
 pub use layout::{Element, Layout, LayoutError, Tensor, VarlenLayout, VarlenTensor};
 pub use mask::{BlockMatrix, BlockSparse, BsrList, HeadKind, Mask, MaskError};

@@ -26,11 +26,33 @@
 //!
 //! Entries are keyed by the spec without its tile ([`spec_key`]) and a [`Bucket`] of the problem
 //! shape; [`TunedConfig::lookup`] picks the nearest bucket of the same spec.
+//!
+//! Decode launches have entries of their own, `[[decode]]`, keyed by the decode kernel the
+//! heuristic would launch (its text form, row tile included: the smallest row tile that holds
+//! the launch's `(hq / hkv) * q_len` query rows) and a [`DecodeBucket`]: the longest sequence's
+//! class, the batch (rounded up to a power of two) and the kv heads. They hold the launch
+//! parameters that won (`rows`, `splits`) in place of a tile:
+//!
+//! ```toml
+//! [[decode]]
+//! spec = "decode-dense,d128,bf16,p64,r16"
+//! seq = ">64k"           # longest sequence in the batch
+//! batch = 1              # batch rounded up to a power of two
+//! heads_kv = 8
+//! rows = 16              # row tile of the launch (at least the key's)
+//! splits = 33            # KV splits per (sequence, kv head)
+//! ms = 0.1611
+//! default_splits = 33
+//! default_ms = 0.1625
+//! ```
+//!
+//! Files without `[[decode]]` entries load as before, and readers that predate them skip them.
 
 use crate::files::read_regular;
 use crate::runtime::DeviceInfo;
 use flashgen_codegen::{
-    parse_attention_spec, parse_tile, validate, Arch, AttentionSpec, TileConfig,
+    parse_attention_spec, parse_decode_spec, parse_tile, validate, Arch, AttentionSpec, DecodeSpec,
+    TileConfig,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
@@ -369,12 +391,135 @@ impl ConfigEntry {
     }
 }
 
+/// The bucket of a decode launch: what decode entries are keyed by (with the spec).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DecodeBucket {
+    /// Class of the longest sequence of the batch (tokens, the new ones included).
+    pub seq: SeqClass,
+    /// The batch rounded up to a power of two.
+    pub batch: u32,
+    pub heads_kv: u32,
+}
+
+impl DecodeBucket {
+    /// The bucket of a launch over `batch` sequences, the longest `max_len` tokens, with
+    /// `heads_kv` kv heads.
+    pub fn of(batch: usize, max_len: usize, heads_kv: usize) -> Self {
+        let clamp = |n: usize| n.clamp(1, 1 << 30) as u32;
+        DecodeBucket {
+            seq: SeqClass::of(max_len),
+            batch: clamp(batch).next_power_of_two(),
+            heads_kv: clamp(heads_kv),
+        }
+    }
+
+    /// Distance for nearest-bucket lookup, compared lexicographically: sequence class, then the
+    /// batch and then the kv heads in powers of two (what the split count depends on).
+    fn distance(&self, other: &DecodeBucket) -> (usize, u32, u32) {
+        let log2 = |g: u32| 31 - g.max(1).leading_zeros();
+        (
+            self.seq.index().abs_diff(other.seq.index()),
+            log2(self.batch).abs_diff(log2(other.batch)),
+            log2(self.heads_kv).abs_diff(log2(other.heads_kv)) * 2
+                + u32::from(self.heads_kv != other.heads_kv),
+        )
+    }
+}
+
+impl fmt::Display for DecodeBucket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "seq {} batch {} heads_kv {}",
+            self.seq, self.batch, self.heads_kv
+        )
+    }
+}
+
+/// The launch parameters of a decode kernel that a tune chose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DecodeParamsChoice {
+    /// Query rows per CTA (a row tile at least as large as the launch's group needs).
+    pub rows: u32,
+    /// KV splits per (sequence, kv head).
+    pub splits: u32,
+}
+
+/// One tuned decode result: the winning launch parameters of a decode kernel on a bucket.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DecodeEntry {
+    /// The decode kernel the heuristic launches, as `DecodeSpec`'s text form writes it.
+    pub spec: String,
+    pub seq: SeqClass,
+    pub batch: u32,
+    pub heads_kv: u32,
+    /// The winning row tile.
+    pub rows: u32,
+    /// The winning split count.
+    pub splits: u32,
+    /// Median milliseconds of the winner.
+    pub ms: f64,
+    /// The heuristic's split count on the tuned problem.
+    pub default_splits: u32,
+    /// Median milliseconds of the heuristic launch, timed alongside the winner.
+    pub default_ms: f64,
+}
+
+impl DecodeEntry {
+    pub fn bucket(&self) -> DecodeBucket {
+        DecodeBucket {
+            seq: self.seq,
+            batch: self.batch.max(1),
+            heads_kv: self.heads_kv.max(1),
+        }
+    }
+
+    pub fn choice(&self) -> DecodeParamsChoice {
+        DecodeParamsChoice {
+            rows: self.rows,
+            splits: self.splits,
+        }
+    }
+
+    fn sort_key(&self) -> (&str, DecodeBucket) {
+        (self.spec.as_str(), self.bucket())
+    }
+}
+
+/// Checks a decode entry and writes its spec canonically; the reason when it cannot be used.
+fn check_decode_entry(e: &mut DecodeEntry) -> Result<(), String> {
+    let spec = parse_decode_spec(&e.spec).map_err(|err| err.to_string())?;
+    e.spec = spec.to_string();
+    spec.with_rows(e.rows)
+        .validate()
+        .map_err(|err| format!("rows = {}: {err}", e.rows))?;
+    if e.rows < spec.rows {
+        return Err(format!(
+            "rows = {} is smaller than the key's row tile {}",
+            e.rows, spec.rows
+        ));
+    }
+    if e.splits == 0 || e.default_splits == 0 {
+        return Err("splits = 0; allowed: 1 or more".into());
+    }
+    if e.batch == 0 || !e.batch.is_power_of_two() {
+        return Err(format!("batch = {}; allowed: a power of two", e.batch));
+    }
+    if e.heads_kv == 0 {
+        return Err("heads_kv = 0; allowed: 1 or more".into());
+    }
+    Ok(())
+}
+
 /// A tuned-config file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TunedConfig {
     pub tuned_on: ConfigHeader,
     #[serde(default, rename = "entry")]
     pub entries: Vec<ConfigEntry>,
+    /// Decode launch parameters (`[[decode]]`), after the attention entries.
+    #[serde(default, rename = "decode", skip_serializing_if = "Vec::is_empty")]
+    pub decode: Vec<DecodeEntry>,
 }
 
 /// A config file as read, before its entries are checked one by one.
@@ -383,6 +528,8 @@ struct RawConfig {
     tuned_on: ConfigHeader,
     #[serde(default, rename = "entry")]
     entries: Vec<toml::Value>,
+    #[serde(default, rename = "decode")]
+    decode: Vec<toml::Value>,
 }
 
 /// An entry as warnings name it: its spec and bucket as written.
@@ -398,6 +545,22 @@ fn entry_name(value: &toml::Value) -> String {
         field("seq"),
         field("gqa"),
         field("density")
+    )
+}
+
+/// A decode entry as warnings name it: its spec and bucket as written.
+fn decode_entry_name(value: &toml::Value) -> String {
+    let field = |key: &str| match value.get(key) {
+        Some(toml::Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+        None => "?".to_string(),
+    };
+    format!(
+        "{} seq {} batch {} heads_kv {}",
+        field("spec"),
+        field("seq"),
+        field("batch"),
+        field("heads_kv")
     )
 }
 
@@ -428,6 +591,7 @@ impl TunedConfig {
         TunedConfig {
             tuned_on: header,
             entries: Vec::new(),
+            decode: Vec::new(),
         }
     }
 
@@ -435,6 +599,13 @@ impl TunedConfig {
     pub fn insert(&mut self, entry: ConfigEntry) {
         self.entries.retain(|e| e.key() != entry.key());
         self.entries.push(entry);
+        self.normalize();
+    }
+
+    /// Adds a decode entry, replacing one with the same spec and bucket.
+    pub fn insert_decode(&mut self, entry: DecodeEntry) {
+        self.decode.retain(|e| e.sort_key() != entry.sort_key());
+        self.decode.push(entry);
         self.normalize();
     }
 
@@ -450,6 +621,14 @@ impl TunedConfig {
             by_key.insert(entry.key(), entry);
         }
         self.entries = by_key.into_values().collect();
+        let mut by_key: BTreeMap<(String, DecodeBucket), DecodeEntry> = BTreeMap::new();
+        for entry in std::mem::take(&mut self.decode)
+            .into_iter()
+            .chain(other.decode)
+        {
+            by_key.insert((entry.spec.clone(), entry.bucket()), entry);
+        }
+        self.decode = by_key.into_values().collect();
         self.normalize();
     }
 
@@ -463,6 +642,11 @@ impl TunedConfig {
         }
         self.entries
             .sort_by_cached_key(|e| (spec_key(&e.spec), e.bucket()));
+        for e in &mut self.decode {
+            e.ms = round_ms(e.ms);
+            e.default_ms = round_ms(e.default_ms);
+        }
+        self.decode.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
     }
 
     /// The TOML text of the config (sorted).
@@ -514,6 +698,28 @@ impl TunedConfig {
                 Ok(e) => config.entries.push(e),
                 Err(reason) => warnings.push(format!(
                     "tuned config {}: entry {} ({name}): {reason}; the entry is skipped",
+                    path.display(),
+                    i + 1,
+                )),
+            }
+        }
+        let mut seen = HashSet::new();
+        for (i, value) in raw.decode.into_iter().enumerate() {
+            let name = decode_entry_name(&value);
+            let checked = value
+                .try_into::<DecodeEntry>()
+                .map_err(|e| e.to_string().trim_end().to_string())
+                .and_then(|mut e| {
+                    check_decode_entry(&mut e)?;
+                    match seen.insert((e.spec.clone(), e.bucket())) {
+                        true => Ok(e),
+                        false => Err("the same spec and bucket as an earlier entry".to_string()),
+                    }
+                });
+            match checked {
+                Ok(e) => config.decode.push(e),
+                Err(reason) => warnings.push(format!(
+                    "tuned config {}: decode entry {} ({name}): {reason}; the entry is skipped",
                     path.display(),
                     i + 1,
                 )),
@@ -619,6 +825,16 @@ impl TunedConfig {
         let arch = self.tuned_on.arch()?;
         validate(&spec.with_tile(tile), arch).ok()?;
         Some(tile)
+    }
+
+    /// The decode entry of the kernel `spec` (the heuristic's, its row tile the group's) in the
+    /// bucket nearest to `bucket`: nearest sequence class, then batch, then kv heads.
+    pub fn lookup_decode(&self, spec: &DecodeSpec, bucket: &DecodeBucket) -> Option<&DecodeEntry> {
+        let key = spec.to_string();
+        self.decode
+            .iter()
+            .filter(|e| e.spec == key)
+            .min_by_key(|e| bucket.distance(&e.bucket()))
     }
 
     /// Warnings about where the config came from, compared with this machine: another GPU,
@@ -858,6 +1074,99 @@ mod tests {
 
     fn dense_spec() -> AttentionSpec {
         AttentionSpec::new(Variant::Dense, 128, DType::Bf16, true).with_lse(true)
+    }
+
+    fn decode_entry(spec: &str, seq: SeqClass, batch: u32, rows: u32, splits: u32) -> DecodeEntry {
+        DecodeEntry {
+            spec: spec.into(),
+            seq,
+            batch,
+            heads_kv: 8,
+            rows,
+            splits,
+            ms: 0.1,
+            default_splits: 33,
+            default_ms: 0.11,
+        }
+    }
+
+    #[test]
+    fn decode_entries_round_trip_and_answer_the_nearest_bucket() {
+        let dir = temp_dir("decode");
+        let path = dir.join("tuned.toml");
+        let mut c = sample();
+        let spec = "decode-dense,d128,bf16,p64,r16";
+        c.insert_decode(decode_entry(spec, SeqClass::Gt64k, 1, 16, 24));
+        c.insert_decode(decode_entry(spec, SeqClass::Le64k, 8, 32, 4));
+        c.insert_decode(decode_entry(spec, SeqClass::Le64k, 8, 16, 3));
+        assert_eq!(c.decode.len(), 2);
+        c.save(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("[[decode]]"), "{text}");
+        let back = TunedConfig::load(&path).unwrap();
+        assert_eq!(back, c);
+        let key = flashgen_codegen::parse_decode_spec(spec).unwrap();
+        let at = |batch, len| {
+            back.lookup_decode(&key, &DecodeBucket::of(batch, len, 8))
+                .map(|e| (e.rows, e.splits))
+        };
+        assert_eq!(at(1, 131072), Some((16, 24)));
+        assert_eq!(at(6, 40000), Some((16, 3)));
+        // 128k at batch 8: the sequence class decides first.
+        assert_eq!(at(8, 200000), Some((16, 24)));
+        let other = key.with_rows(32);
+        assert!(back
+            .lookup_decode(&other, &DecodeBucket::of(1, 1000, 8))
+            .is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn files_without_decode_entries_still_load_and_bad_decode_entries_are_skipped() {
+        let c = sample();
+        let old = c.to_toml();
+        assert!(!old.contains("decode"));
+        assert_eq!(
+            TunedConfig::from_toml(&old, Path::new("old.toml")).unwrap(),
+            c
+        );
+        let mut with = c.clone();
+        for (spec, rows, splits) in [
+            ("decode-dense,d128,bf16,p64,r16", 16, 4),
+            ("decode-dense,d128,bf16,p48,r16", 16, 4),
+            ("decode-dense,d256,bf16,p64,r16", 64, 4),
+            ("decode-dense,d128,bf16,p64,r32", 16, 4),
+            ("decode-dense,d128,bf16,p64,r16", 16, 0),
+        ] {
+            with.decode
+                .push(decode_entry(spec, SeqClass::Le16k, 1, rows, splits));
+        }
+        with.decode.push(decode_entry(
+            "decode-dense,d128,bf16,p64,r16",
+            SeqClass::Le16k,
+            1,
+            32,
+            8,
+        ));
+        let text = toml::to_string_pretty(&with).unwrap();
+        let (loaded, warnings) =
+            TunedConfig::from_toml_checked(&text, Path::new("t.toml")).unwrap();
+        assert_eq!(loaded.decode.len(), 1);
+        assert_eq!(loaded.decode[0].splits, 4);
+        assert_eq!(warnings.len(), 5, "{warnings:?}");
+        for (w, needle) in warnings.iter().zip([
+            "page_size = 48",
+            "rows = 64",
+            "smaller than the key's row tile",
+            "splits = 0",
+            "same spec and bucket",
+        ]) {
+            assert!(w.contains("decode entry") && w.contains(needle), "{w}");
+        }
+        // Merging keeps decode entries this run did not re-tune.
+        let mut merged = c.clone();
+        merged.merge(loaded.clone());
+        assert_eq!(merged.decode, loaded.decode);
     }
 
     #[test]

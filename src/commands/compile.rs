@@ -1,14 +1,19 @@
-//! `flashgen compile`: NVRTC-compiles specs through the kernel cache, in parallel, and prints
-//! each kernel's resource report.
+//! `flashgen compile`: NVRTC-compiles specs (attention and decode kernels) through the kernel
+//! cache, in parallel, and prints each kernel's resource report.
 
 use super::{check_writable, first_line, target_arch, usage, usage_error, with_sources};
 use crate::cli::{specs_from_file, CompileArgs};
 use crate::output::{errln, outln};
 use anyhow::Context;
-use flashgen_codegen::{default_set, parse_spec, search_space, Arch, KernelSpec};
+use flashgen_codegen::decode::DECODE_ROWS;
+use flashgen_codegen::{
+    default_set, parse_decode_spec, parse_spec, search_space, Arch, DecodeSpec, KernelSpec,
+};
+use flashgen_runtime::decode::DecodeModule;
 use flashgen_runtime::{nvrtc_version, CacheHit, CacheSource, KernelCache};
 use serde::Serialize;
 use std::collections::HashSet;
+use std::fmt;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -37,11 +42,58 @@ pub struct Row {
     pub error: Option<String>,
 }
 
+/// One kernel to compile: an attention kernel, or a decode module (a decode attention kernel
+/// with its merge kernel, an append kernel, a page selector).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Job {
+    Attention(KernelSpec),
+    Decode(DecodeModule),
+}
+
+impl Job {
+    pub fn kernel_name(&self) -> String {
+        match self {
+            Job::Attention(spec) => spec.kernel_name(),
+            Job::Decode(module) => module.entry_name(),
+        }
+    }
+
+    /// Compiles the job through `cache` (decode modules under their render-free digest, as the
+    /// runtime loads them).
+    pub fn compile(&self, cache: &KernelCache, arch: Arch) -> flashgen_runtime::Result<CacheHit> {
+        match self {
+            Job::Attention(spec) => cache.get_or_compile(spec, arch),
+            Job::Decode(module) => {
+                cache.get_or_compile_digest(&module.digest(arch), arch, || module.source(arch))
+            }
+        }
+    }
+}
+
+impl fmt::Display for Job {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Job::Attention(spec) => write!(f, "{spec}"),
+            Job::Decode(module) => write!(f, "{module}"),
+        }
+    }
+}
+
+/// A decode spec with every row tile from its own up to the largest at its head dim (what the
+/// decode tuner may launch).
+fn decode_row_tiles(spec: DecodeSpec) -> Vec<DecodeSpec> {
+    DECODE_ROWS
+        .into_iter()
+        .filter(|&r| r >= spec.rows && r <= DecodeSpec::max_rows(spec.head_dim))
+        .map(|r| spec.with_rows(r))
+        .collect()
+}
+
 impl Row {
-    pub fn new(spec: &KernelSpec, arch: Arch, result: flashgen_runtime::Result<CacheHit>) -> Self {
+    pub fn new(job: &Job, arch: Arch, result: flashgen_runtime::Result<CacheHit>) -> Self {
         let mut row = Row {
-            spec: spec.to_string(),
-            kernel: spec.kernel_name(),
+            spec: job.to_string(),
+            kernel: job.kernel_name(),
             arch: arch.sm_name(),
             registers: 0,
             spill_stores_bytes: 0,
@@ -135,19 +187,27 @@ pub fn totals(rows: &[Row], arch: Arch, threads: usize, wall_s: f64) -> String {
     )
 }
 
-/// The specs to compile, in order and without duplicates: the arguments, the file's lines, the
-/// default set; with `all_tiles` each is replaced by every tile of its search space.
+/// The kernels to compile, in order and without duplicates: the arguments, the file's lines
+/// (attention specs, and decode specs `decode-...`), the default set (its attention kernels,
+/// then its decode kernels with their append and page selector kernels); with `all_tiles` each
+/// attention spec is replaced by every tile of its search space and each decode spec by every
+/// row tile from its own up.
 pub fn collect_specs(
     texts: &[String],
     use_default_set: bool,
     all_tiles: bool,
     arch: Arch,
-) -> Result<Vec<KernelSpec>, Vec<String>> {
-    let mut specs = Vec::new();
+) -> Result<Vec<Job>, Vec<String>> {
+    let mut jobs = Vec::new();
     let mut errors = Vec::new();
     for text in texts {
-        match parse_spec(text, arch) {
-            Ok(spec) => specs.push(spec),
+        let parsed = if text.trim_start().starts_with("decode-") {
+            parse_decode_spec(text).map(|s| Job::Decode(DecodeModule::Attention(s)))
+        } else {
+            parse_spec(text, arch).map(Job::Attention)
+        };
+        match parsed {
+            Ok(job) => jobs.push(job),
             Err(e) => errors.push(format!("spec `{text}`: {e}")),
         }
     }
@@ -155,27 +215,38 @@ pub fn collect_specs(
         return Err(errors);
     }
     if use_default_set {
-        specs.extend(default_set().into_iter().map(|s| s.with_default_tile(arch)));
+        jobs.extend(
+            default_set()
+                .into_iter()
+                .map(|s| Job::Attention(s.with_default_tile(arch))),
+        );
+        jobs.extend(DecodeModule::default_set().into_iter().map(Job::Decode));
     }
     if all_tiles {
-        specs = specs
+        jobs = jobs
             .iter()
-            .flat_map(|spec| {
-                search_space(&spec.attention(), arch)
+            .flat_map(|job| match *job {
+                Job::Attention(spec) => search_space(&spec.attention(), arch)
                     .into_iter()
-                    .map(|tile| spec.with_tile(tile))
+                    .map(|tile| Job::Attention(spec.with_tile(tile)))
+                    .collect::<Vec<_>>(),
+                Job::Decode(DecodeModule::Attention(spec)) => decode_row_tiles(spec)
+                    .into_iter()
+                    .map(|s| Job::Decode(DecodeModule::Attention(s)))
+                    .collect(),
+                Job::Decode(other) => vec![Job::Decode(other)],
             })
             .collect();
     }
     let mut seen = HashSet::new();
-    specs.retain(|spec| seen.insert(*spec));
-    Ok(specs)
+    jobs.retain(|job| seen.insert(*job));
+    Ok(jobs)
 }
 
 /// Compiles every spec through `cache` on `threads` threads; `on_row` sees the rows in input
 /// order as soon as each and all before it are done.
 pub fn compile_specs(
-    specs: &[KernelSpec],
+    specs: &[Job],
     arch: Arch,
     cache: &KernelCache,
     threads: usize,
@@ -191,7 +262,7 @@ pub fn compile_specs(
             scope.spawn(move || loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(spec) = specs.get(i) else { break };
-                let row = Row::new(spec, arch, cache.get_or_compile(spec, arch));
+                let row = Row::new(spec, arch, spec.compile(cache, arch));
                 if tx.send((i, row)).is_err() {
                     break;
                 }
@@ -222,8 +293,8 @@ fn spec_texts(args: &CompileArgs) -> anyhow::Result<Vec<String>> {
     }
     if texts.is_empty() && !args.default_set {
         return Err(usage(
-            "nothing to compile: give specs (e.g. `flashgen compile dense,d128,bf16,causal`), \
-             a spec file with --file FILE, or --default-set",
+            "nothing to compile: give specs (e.g. `flashgen compile dense,d128,bf16,causal` or \
+             `decode-dense,d128,bf16,p64`), a spec file with --file FILE, or --default-set",
         ));
     }
     super::definition::apply(&texts, &args.definition)
@@ -339,14 +410,15 @@ mod tests {
         ];
         let specs = collect_specs(&texts, false, false, arch).unwrap();
         assert_eq!(specs.len(), 2);
-        assert_eq!(specs[0].variant, Variant::Dense);
+        assert!(matches!(specs[0], Job::Attention(s) if s.variant == Variant::Dense));
         assert_eq!(specs[1].to_string(), "streaming,d128,f16,lse,m64n64w4s1");
 
         let with_set = collect_specs(&texts, true, false, arch).unwrap();
-        let set: Vec<_> = default_set()
+        let mut set: Vec<_> = default_set()
             .into_iter()
-            .map(|s| s.with_default_tile(arch))
+            .map(|s| Job::Attention(s.with_default_tile(arch)))
             .collect();
+        set.extend(DecodeModule::default_set().into_iter().map(Job::Decode));
         // The argument's dense d64 spec is the default set's only if the flags match: here not.
         assert_eq!(with_set.len(), 2 + set.len());
         assert_eq!(&with_set[2..], &set[..]);
@@ -355,9 +427,58 @@ mod tests {
         let all = collect_specs(&one, false, true, arch).unwrap();
         let base = KernelSpec::new(Variant::Dense, 64, DType::Bf16, true, arch);
         assert_eq!(all.len(), search_space(&base.attention(), arch).len());
-        assert!(all.iter().all(|s| s.with_tile(base.tile) == base));
+        assert!(all
+            .iter()
+            .all(|j| matches!(j, Job::Attention(s) if s.with_tile(base.tile) == base)));
 
         assert!(collect_specs(&[], false, false, arch).unwrap().is_empty());
+    }
+
+    #[test]
+    fn decode_specs_are_compile_jobs() {
+        let arch = Arch::SM90;
+        let texts = vec![
+            "decode-dense,d128,bf16,p64".to_string(),
+            "decode-mixed,d256,f16,p16,r32".to_string(),
+            "decode-dense,d128,bf16,p64,r16".to_string(),
+        ];
+        let jobs = collect_specs(&texts, false, false, arch).unwrap();
+        assert_eq!(jobs.len(), 2);
+        assert_eq!(jobs[0].to_string(), "decode-dense,d128,bf16,p64,r16");
+        assert_eq!(
+            jobs[0].kernel_name(),
+            "fg_decode_dense_d128_bf16_kvbf16_p64_r16"
+        );
+        // Every row tile from the spec's own: 16, 32, 64 at d128; 32 only at d256.
+        let all = collect_specs(&texts, false, true, arch).unwrap();
+        let names: Vec<String> = all.iter().map(Job::to_string).collect();
+        assert_eq!(
+            names,
+            [
+                "decode-dense,d128,bf16,p64,r16",
+                "decode-dense,d128,bf16,p64,r32",
+                "decode-dense,d128,bf16,p64,r64",
+                "decode-mixed,d256,f16,p16,r32"
+            ]
+        );
+        // The default set's decode part: every decode variant, the append and selector kernels.
+        let set = collect_specs(&[], true, false, arch).unwrap();
+        for v in flashgen_codegen::DecodeVariant::ALL {
+            assert!(set.iter().any(|j| matches!(j,
+                Job::Decode(DecodeModule::Attention(s)) if s.variant == v && s.head_dim == 128)));
+        }
+        assert!(set.iter().any(|j| j.to_string() == "decode-append,kv-bf16"));
+        assert!(set
+            .iter()
+            .any(|j| j.to_string() == "decode-selector,d64,bf16"));
+        let e = collect_specs(
+            &["decode-dense,d128,bf16,p48".to_string()],
+            false,
+            false,
+            arch,
+        )
+        .unwrap_err();
+        assert!(e[0].contains("page_size = 48"), "{e:?}");
     }
 
     #[test]

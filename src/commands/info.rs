@@ -85,6 +85,9 @@ fn tuned_config(runtime: &flashgen_runtime::Result<Runtime>) {
         "  entries",
         format!("{} usable, {skipped} skipped", config.entries.len()),
     );
+    if !config.decode.is_empty() {
+        field("  decode", format!("{} usable", config.decode.len()));
+    }
     field("  status", status);
     for w in warnings {
         field("  warning", w);

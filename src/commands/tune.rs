@@ -2,15 +2,17 @@
 //! winners against the heuristic defaults, and writes the tuned config the runtime reads.
 
 use super::{check_replaceable, check_writable, target_arch, usage, with_sources};
-use crate::cli::TuneArgs;
+use crate::cli::{TuneArgs, VariantFilter};
 use crate::output::{errln, outln};
 use anyhow::Context;
+use flashgen_codegen::decode::{decode_default_set_for, DECODE_ROWS};
+use flashgen_codegen::DecodeSpec;
 use flashgen_codegen::{default_set, Arch, AttentionSpec, DType};
 use flashgen_runtime::config::{default_path, discover, ConfigOrigin};
 use flashgen_runtime::{GpuIdentity, Runtime, TunedConfig};
 use flashgen_tuning::{
-    candidate_tiles, default_targets, TargetReport, TuneEvent, TuneOptions, TuneReport, TuneTarget,
-    Tuner,
+    candidate_tiles, default_targets, DecodeTarget, DecodeTargetReport, TargetReport, TuneEvent,
+    TuneOptions, TuneReport, TuneTarget, Tuner, DECODE_PROBLEMS,
 };
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -41,12 +43,51 @@ pub fn select_targets(args: &TuneArgs) -> Vec<TuneTarget> {
     let mut out = Vec::new();
     for dtype in dtypes {
         for t in &base {
-            let keep = (args.variants.is_empty() || args.variants.contains(&t.spec.variant))
+            let keep = (args.variants.is_empty()
+                || args
+                    .variants
+                    .contains(&VariantFilter::Attention(t.spec.variant)))
                 && (args.head_dims.is_empty() || args.head_dims.contains(&t.spec.head_dim));
             if keep {
                 let mut t = t.clone();
                 t.spec = AttentionSpec { dtype, ..t.spec };
                 out.push(t);
+            }
+        }
+    }
+    out
+}
+
+/// The decode targets of a tune after the filters: the default decode targets (or the decode
+/// default set at the given lengths, batch 1 and 8), for each requested query dtype, restricted
+/// to the requested decode variants (none when only attention variants are named) and head
+/// dims.
+pub fn select_decode_targets(args: &TuneArgs) -> Vec<DecodeTarget> {
+    let problems: Vec<(usize, usize)> = if args.seqs.is_empty() {
+        DECODE_PROBLEMS.to_vec()
+    } else {
+        args.seqs
+            .iter()
+            .flat_map(|&seq| [(1, seq as usize), (8, seq as usize)])
+            .collect()
+    };
+    let dtypes = if args.dtypes.is_empty() {
+        vec![DType::Bf16]
+    } else {
+        args.dtypes.clone()
+    };
+    let mut out = Vec::new();
+    for dtype in dtypes {
+        for spec in decode_default_set_for(dtype) {
+            let keep = (args.variants.is_empty()
+                || args.variants.contains(&VariantFilter::Decode(spec.variant)))
+                && (args.head_dims.is_empty() || args.head_dims.contains(&spec.head_dim));
+            if keep {
+                out.extend(
+                    problems
+                        .iter()
+                        .map(|&(batch, seq)| DecodeTarget::standard(spec, batch, seq)),
+                );
             }
         }
     }
@@ -83,14 +124,16 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<ExitCode> {
     }
     let rt = Runtime::new(args.device).context("opening the GPU to tune")?;
     let targets = select_targets(args);
-    if targets.is_empty() {
+    let decode = select_decode_targets(args);
+    if targets.is_empty() && decode.is_empty() {
         return Err(usage("the filters leave no target to tune"));
     }
     let existing = existing_config(&output, &GpuIdentity::from(rt.info()))?;
     let info = rt.info();
     outln!(
-        "tuning {} target(s) on {} (sm_{}{}, {} SMs){}; config: {}",
+        "tuning {} target(s) and {} decode target(s) on {} (sm_{}{}, {} SMs){}; config: {}",
         targets.len(),
+        decode.len(),
         info.name,
         info.arch.major,
         info.arch.minor,
@@ -99,21 +142,23 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<ExitCode> {
         output.display()
     );
 
-    let progress = Progress::new(targets.len());
+    let progress = Progress::new(targets.len() + decode.len());
     let on_event = |e: &TuneEvent| progress.event(e);
     let options = TuneOptions {
         quick: args.quick,
         time_budget: args.budget,
         progress: Some(&on_event),
     };
-    let report = Tuner::default().tune(&rt, &targets, &options)?;
+    let report = Tuner::default().tune_all(&rt, &targets, &decode, &options)?;
     progress.finish();
     for w in rt.take_warnings() {
         errln!("warning: {w}");
     }
 
     print_table(&report);
-    let failed = report.targets.iter().filter(|t| t.error.is_some()).count();
+    print_decode_table(&report);
+    let failed = report.targets.iter().filter(|t| t.error.is_some()).count()
+        + report.decode.iter().filter(|t| t.error.is_some()).count();
     let config = match existing {
         Some(mut old) => {
             old.merge(report.to_config());
@@ -125,8 +170,9 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<ExitCode> {
         .save(&output)
         .with_context(|| format!("writing {}", output.display()))?;
     outln!(
-        "wrote {} entries to {} in {:.1} s{}",
+        "wrote {} entries and {} decode entries to {} in {:.1} s{}",
         config.entries.len(),
+        config.decode.len(),
         output.display(),
         report.elapsed.as_secs_f64(),
         if failed > 0 {
@@ -213,16 +259,44 @@ fn back_up(path: &Path) -> std::io::Result<PathBuf> {
 /// `--list`: the targets and how many tiles each would consider, without a GPU.
 fn list(args: &TuneArgs, arch: Arch) -> anyhow::Result<ExitCode> {
     let targets = select_targets(args);
-    if targets.is_empty() {
+    let decode = select_decode_targets(args);
+    if targets.is_empty() && decode.is_empty() {
         return Err(usage("the filters leave no target to tune"));
     }
     let smem = arch.max_shared_bytes_per_block();
-    outln!("{:<68} {:>6}  default tile", "target", "tiles");
+    if !targets.is_empty() {
+        outln!("{:<68} {:>6}  default tile", "target", "tiles");
+    }
     for t in &targets {
         let tiles = candidate_tiles(&t.spec, arch, smem, args.quick);
         outln!("{:<68} {:>6}  {}", t.to_string(), tiles.len(), tiles[0]);
     }
-    outln!("{} target(s) for {}", targets.len(), arch.sm_name());
+    if !decode.is_empty() {
+        outln!("{:<68} {:>6}  split counts", "decode target", "rows");
+    }
+    for t in &decode {
+        // The split counts centre on the heuristic's, which needs the GPU's occupancy.
+        let rows: Vec<String> = DECODE_ROWS
+            .into_iter()
+            .filter(|&r| {
+                r >= t.spec.rows
+                    && r <= DecodeSpec::max_rows(t.spec.head_dim)
+                    && (!args.quick || r == t.spec.rows)
+            })
+            .map(|r| format!("r{r}"))
+            .collect();
+        outln!(
+            "{:<68} {:>6}  around the heuristic's (1 ..= one per 64-token tile)",
+            t.to_string(),
+            rows.join(",")
+        );
+    }
+    outln!(
+        "{} target(s) and {} decode target(s) for {}",
+        targets.len(),
+        decode.len(),
+        arch.sm_name()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -262,9 +336,14 @@ impl Progress {
                 self.tiles.set_length(*tiles as u64);
                 self.tiles.set_message(target.clone());
             }
-            TuneEvent::Measured { .. } | TuneEvent::Pruned { .. } => self.tiles.inc(1),
+            TuneEvent::DecodeCandidates { count } => self.tiles.set_length(*count as u64),
+            TuneEvent::Measured { .. }
+            | TuneEvent::Pruned { .. }
+            | TuneEvent::DecodeMeasured { .. } => self.tiles.inc(1),
             TuneEvent::Warning(w) => self.targets.println(format!("warning: {w}")),
-            TuneEvent::TargetDone { .. } => self.targets.inc(1),
+            TuneEvent::TargetDone { .. } | TuneEvent::DecodeTargetDone { .. } => {
+                self.targets.inc(1)
+            }
             _ => {}
         }
     }
@@ -318,6 +397,44 @@ fn print_table(report: &TuneReport) {
     }
 }
 
+fn decode_ms(t: Option<&flashgen_tuning::DecodeTimed>) -> String {
+    t.map_or("-".into(), |t| format!("{:.4}", t.median_ms))
+}
+
+/// The decode table: per target the heuristic's row tile and split count and the winner's.
+fn print_decode_table(report: &TuneReport) {
+    if report.decode.is_empty() {
+        return;
+    }
+    outln!(
+        "\n{:<52} {:<16} {:>9} {:<16} {:>9} {:>8}",
+        "decode target",
+        "heuristic",
+        "ms",
+        "tuned",
+        "ms",
+        "speedup"
+    );
+    for t in &report.decode {
+        if let Some(e) = &t.error {
+            outln!("{:<52} failed: {e}", t.target.to_string());
+            continue;
+        }
+        let name = |c: Option<flashgen_tuning::DecodeCandidate>| {
+            c.map_or("-".to_string(), |c| c.to_string())
+        };
+        outln!(
+            "{:<52} {:<16} {:>9} {:<16} {:>9} {:>8}",
+            t.target.to_string(),
+            name(t.default_candidate),
+            decode_ms(t.default.as_ref()),
+            name(t.winner.as_ref().map(|w| w.candidate)),
+            decode_ms(t.winner.as_ref()),
+            t.speedup().map_or("-".into(), |s| format!("{s:.3}x"))
+        );
+    }
+}
+
 /// The JSON form of a report.
 #[derive(Serialize)]
 struct JsonReport {
@@ -328,6 +445,52 @@ struct JsonReport {
     quick: bool,
     elapsed_s: f64,
     targets: Vec<JsonTarget>,
+    decode: Vec<JsonDecodeTarget>,
+}
+
+#[derive(Serialize)]
+struct JsonDecodeTarget {
+    target: String,
+    spec: String,
+    bucket: String,
+    default: Option<String>,
+    default_ms: Option<f64>,
+    winner: Option<String>,
+    winner_ms: Option<f64>,
+    speedup: Option<f64>,
+    confident: bool,
+    measured: Vec<(String, f64, f64)>,
+    pruned: Vec<(String, String)>,
+    error: Option<String>,
+    elapsed_s: f64,
+}
+
+impl From<&DecodeTargetReport> for JsonDecodeTarget {
+    fn from(t: &DecodeTargetReport) -> Self {
+        JsonDecodeTarget {
+            target: t.target.to_string(),
+            spec: t.target.spec.to_string(),
+            bucket: t.target.bucket().to_string(),
+            default: t.default_candidate.map(|c| c.to_string()),
+            default_ms: t.default.as_ref().map(|d| d.median_ms),
+            winner: t.winner.as_ref().map(|w| w.candidate.to_string()),
+            winner_ms: t.winner.as_ref().map(|w| w.median_ms),
+            speedup: t.speedup(),
+            confident: t.confident,
+            measured: t
+                .measured
+                .iter()
+                .map(|m| (m.candidate.to_string(), m.median_ms, m.spread))
+                .collect(),
+            pruned: t
+                .pruned
+                .iter()
+                .map(|(c, why)| (c.to_string(), why.clone()))
+                .collect(),
+            error: t.error.clone(),
+            elapsed_s: t.elapsed.as_secs_f64(),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -387,6 +550,7 @@ impl From<&TuneReport> for JsonReport {
             quick: r.quick,
             elapsed_s: r.elapsed.as_secs_f64(),
             targets: r.targets.iter().map(JsonTarget::from).collect(),
+            decode: r.decode.iter().map(JsonDecodeTarget::from).collect(),
         }
     }
 }
@@ -397,6 +561,7 @@ mod tests {
     use crate::cli::{Cli, Command};
     use clap::Parser;
     use flashgen_codegen::Variant;
+    use flashgen_tuning::default_decode_targets;
 
     fn args(argv: &[&str]) -> TuneArgs {
         let argv = ["flashgen", "tune"].iter().chain(argv).copied();
@@ -504,6 +669,33 @@ mod tests {
     fn all_targets_by_default() {
         let t = select_targets(&args(&[]));
         assert_eq!(t, default_targets());
+        assert_eq!(select_decode_targets(&args(&[])), default_decode_targets());
+    }
+
+    #[test]
+    fn decode_variants_filter_the_decode_targets() {
+        use flashgen_codegen::DecodeVariant;
+        // Only decode variants: no attention target.
+        let a = args(&["--variant", "decode-selected", "--head-dim", "128"]);
+        assert!(select_targets(&a).is_empty());
+        let d = select_decode_targets(&a);
+        assert!(!d.is_empty());
+        assert!(d
+            .iter()
+            .all(|t| t.spec.variant == DecodeVariant::Selected && t.spec.head_dim == 128));
+        // Only attention variants: no decode target.
+        assert!(select_decode_targets(&args(&["--variant", "dense"])).is_empty());
+        // Lengths: batch 1 and 8 at each.
+        let d = select_decode_targets(&args(&["--seq", "5000", "--variant", "decode-dense"]));
+        assert!(d.iter().all(|t| t.problem.seq == 5000));
+        assert_eq!(d.len(), 2 * 2);
+        // f16 queries take the f16 kernels.
+        let d = select_decode_targets(&args(&["--dtype", "f16", "--variant", "decode-mixed"]));
+        assert!(!d.is_empty() && d.iter().all(|t| t.spec.dtype == DType::F16));
+        let e = Cli::try_parse_from(["flashgen", "tune", "--variant", "decode-sparse"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("decode-dense"), "{e}");
     }
 
     #[test]

@@ -10,6 +10,18 @@
 // (base 2, f32), combined through shared memory at the end. With one split the CTA writes O and
 // lse; otherwise it writes an f32 partial (o normalised, lse) that `{{ kernel_name }}_merge`
 // combines.
+//
+// Pools ({{ kv_dtype }}): a 16-bit pool is read as stored (ldmatrix). A quantized pool's codes
+// are copied to shared memory as they are (half or a quarter of the bytes) and turned into
+// exact bf16 tensor-core operands in registers; the scales stay out of the inner loop. Keys:
+// Q's head dim is permuted in shared memory so that a thread's B fragments of four k-steps are
+// 16 consecutive codes of one key (one wide load); a per-head scale folds into the softmax
+// scale, a per-token (s, z) into the scores: q.(s c + z) = s (q.c) + z sum(q). Values: a
+// thread's B fragments of all output tiles are consecutive codes of its keys (the output
+// columns are permuted, undone when O is written); a per-token scale multiplies the
+// probability, its zero point adds p z to a per-row sum added to every column, a per-head scale
+// multiplies O at the end. With a quantized pool, P V (and, for quantized keys, Q K^T) runs in
+// bf16 whatever the query dtype.
 
 {% include "device/types.cuh" %}
 {% include "device/mma.cuh" %}
@@ -33,18 +45,30 @@ constexpr int D_STEPS = HEAD_DIM / 16;
 constexpr int O_TILES = HEAD_DIM / 8;
 constexpr int ROW_CHUNKS = HEAD_DIM / 8;             // 16-byte chunks per row
 constexpr int SMEM_ROW = HEAD_DIM + 8;               // padded: conflict-free ldmatrix
-constexpr int TILE_ELEMS = BLOCK_N * SMEM_ROW;
-constexpr int STAGE_ELEMS = 2 * TILE_ELEMS;          // K tile, then V tile
+// Formats: 0 16-bit, 1 int8 (per-head scale), 2 int8tok, 3 int4tok (per-token scale and zero),
+// 4 fp8 e4m3 (per-head scale).
+constexpr int K_FMT = {{ k_fmt }}, V_FMT = {{ v_fmt }};
+constexpr int K_BITS = {{ k_bits }}, V_BITS = {{ v_bits }};
+constexpr bool K_QUANT = K_FMT != 0, V_QUANT = V_FMT != 0;
+constexpr bool K_TOK = K_FMT == 2 || K_FMT == 3, V_TOK = V_FMT == 2 || V_FMT == 3;
+constexpr bool K_HEAD = K_FMT == 1 || K_FMT == 4, V_HEAD = V_FMT == 1 || V_FMT == 4;
+constexpr int K_ROW_BYTES = HEAD_DIM * K_BITS / 8, V_ROW_BYTES = HEAD_DIM * V_BITS / 8;
+constexpr int K_PITCH = {{ k_pitch }}, V_PITCH = {{ v_pitch }};  // shared-memory row pitch, bytes
+constexpr int K_TILE_BYTES = BLOCK_N * K_PITCH, V_TILE_BYTES = BLOCK_N * V_PITCH;
+constexpr int KP_BYTES = K_TOK ? BLOCK_N * 8 : 0, VP_BYTES = V_TOK ? BLOCK_N * 8 : 0;
+constexpr int STAGE_BYTES = K_TILE_BYTES + V_TILE_BYTES + KP_BYTES + VP_BYTES;
+constexpr int Q_BYTES = {{ q_bytes }};
 static_assert(WARPS_M * WARPS_N == WARPS && WARP_KEYS >= 16, "row tile");
-static_assert(HEAD_DIM % 16 == 0 && PAGE_SIZE % LOGICAL == 0, "shape");
+static_assert(HEAD_DIM % 64 == 0 && PAGE_SIZE % LOGICAL == 0, "shape");
+static_assert(K_ROW_BYTES % 16 == 0 && V_ROW_BYTES % 16 == 0 && STAGE_BYTES % 16 == 0, "16-byte copies");
 
 // The launch ABI, mirrored by flashgen_runtime::decode::DecodeParams.
 struct DecodeParams {
     const elem_t* q;             // [batch, heads_q, q_len, HEAD_DIM] with strides
     elem_t* o;                   // as q
     float* lse;                  // [batch, heads_q, q_len]
-    const elem_t* k_pool;        // [pages, PAGE_SIZE, heads_kv, HEAD_DIM]
-    const elem_t* v_pool;
+    const unsigned char* k_pool; // [pages, PAGE_SIZE, heads_kv, HEAD_DIM codes]
+    const unsigned char* v_pool;
     const int* block_table;      // [batch, table_stride]
     const int* seq_lens;         // [batch], new tokens included
     float* part_o;               // [batch, heads_q, q_len, num_splits, HEAD_DIM]
@@ -53,6 +77,10 @@ struct DecodeParams {
     const int* sel_count;        // [batch, heads_kv]
     const int* sel_covers;       // [batch]: pages the selection was made over
     const int* head_kind;        // mixed: [heads_kv], 0 = selected, 1 = streaming
+    const float2* k_params;      // per-token formats: [pages, heads_kv, PAGE_SIZE] (scale, zero)
+    const float2* v_params;
+    const float* k_scale;        // per-head formats: [heads_kv]
+    const float* v_scale;
     fg_i64 q_batch_stride, q_head_stride, q_row_stride;
     fg_i64 o_batch_stride, o_head_stride, o_row_stride;
     fg_i64 table_stride, sel_stride;
@@ -63,31 +91,240 @@ struct DecodeParams {
     int unused;
 };
 
+// ---- quantized pools: exact bf16 operands from codes ----------------------------------------
+
+__device__ __forceinline__ void fg_mma_bf16(float (&d)[4], const fg_u32 (&a)[4], fg_u32 b0, fg_u32 b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+        "{ %0, %1, %2, %3 }, { %4, %5, %6, %7 }, { %8, %9 }, { %0, %1, %2, %3 };"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ fg_u32 fg_pack2_bf16(float lo, float hi) {
+    fg_u32 r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+__device__ __forceinline__ fg_u32 fg_prmt(fg_u32 a, fg_u32 b, fg_u32 sel) {
+    fg_u32 r;
+    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
+    return r;
+}
+
+__device__ __forceinline__ fg_u32 fg_bf16x2_fma(fg_u32 a, fg_u32 b, fg_u32 c) {
+    fg_u32 r;
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+    return r;
+}
+
+// Byte `a` of word x and byte `b` of word y as the exact bf16 pair (lo, hi) of 8-bit codes:
+// unsigned for FMT 2, signed for FMT 1 (the caller flipped the sign bits), e4m3 for FMT 4.
+template <int FMT>
+__device__ __forceinline__ fg_u32 fg_code_pair(fg_u32 x, fg_u32 a, fg_u32 y, fg_u32 b) {
+    if constexpr (FMT == 4) {
+        // Codes into the high byte of each half: the sign is bf16's, exponent and mantissa
+        // shift down 4 (bf16 exponent = e4m3 exponent, value * 2^-120; subnormals included),
+        // then an exact multiply by 2^120.
+        const fg_u32 t = fg_prmt(x, y, ((b + 4) << 12) | (a << 4));
+        const fg_u32 bits = ((t >> 4) & 0x07f007f0u) | (t & 0x80008000u);
+        return fg_bf16x2_fma(bits, 0x7b807b80u, 0x80008000u);
+    } else {
+        // 2^23 + c as f32 (its low byte is the code), minus 2^23 (+128 for the flipped sign):
+        // exact, and an 8-significant-bit value is its f32's upper half.
+        const float bias = FMT == 1 ? 8388736.f : 8388608.f;
+        const float lo = __uint_as_float(fg_prmt(x, 0x4b000000u, 0x7440u | a)) - bias;
+        const float hi = __uint_as_float(fg_prmt(y, 0x4b000000u, 0x7440u | b)) - bias;
+        return fg_prmt(__float_as_uint(lo), __float_as_uint(hi), 0x7632u);
+    }
+}
+
+// 16 consecutive codes of one key (K fragments of four k-steps): 8 bf16 pairs, pair j = codes
+// 2j, 2j+1. int4 codes are 128 + c (the bias folds into the zero point).
+template <int FMT>
+__device__ __forceinline__ void fg_k_codes(const unsigned char* src, fg_u32 (&pair)[8]) {
+    if constexpr (FMT == 3) {
+        const uint2 w = *reinterpret_cast<const uint2*>(src);
+        const fg_u32 words[2] = {w.x, w.y};
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) pair[4 * h + j] = ((words[h] >> (4 * j)) & 0x000f000fu) | 0x43004300u;
+    } else {
+        uint4 w = *reinterpret_cast<const uint4*>(src);
+        if constexpr (FMT == 1) {
+            w.x ^= 0x80808080u; w.y ^= 0x80808080u; w.z ^= 0x80808080u; w.w ^= 0x80808080u;
+        }
+        const fg_u32 words[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            pair[2 * i] = fg_code_pair<FMT>(words[i], 0, words[i], 1);
+            pair[2 * i + 1] = fg_code_pair<FMT>(words[i], 2, words[i], 3);
+        }
+    }
+}
+
+// The V codes of 8 output columns of two keys (words x of key a, y of key b; int4: one word
+// each, else two): 8 bf16 pairs (a, b), pair j = column j. int4 codes are 128 + c.
+template <int FMT>
+__device__ __forceinline__ void fg_v_codes(const fg_u32 (&x)[2], const fg_u32 (&y)[2], fg_u32 (&pair)[8]) {
+    if constexpr (FMT == 3) {
+        const fg_u32 lo = fg_prmt(x[0], y[0], 0x5410u), hi = fg_prmt(x[0], y[0], 0x7632u);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            pair[2 * j] = ((lo >> (4 * j)) & 0x000f000fu) | 0x43004300u;
+            pair[2 * j + 1] = ((hi >> (4 * j)) & 0x000f000fu) | 0x43004300u;
+        }
+    } else {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) pair[j] = fg_code_pair<FMT>(x[j / 4], j % 4, y[j / 4], j % 4);
+    }
+}
+
+// Loads one key's V words for output-column group `grp` (8 columns) of this thread.
+template <int FMT>
+__device__ __forceinline__ void fg_v_words(const unsigned char* row, int g, int grp, fg_u32 (&w)[2]) {
+    constexpr int COLS = HEAD_DIM / 8;  // columns per thread (one per output tile)
+    if constexpr (FMT == 3) {
+        w[0] = *reinterpret_cast<const fg_u32*>(row + (g * COLS + grp * 8) / 2);
+        w[1] = 0;
+    } else {
+        const uint2 t = *reinterpret_cast<const uint2*>(row + g * COLS + grp * 8);
+        w[0] = t.x ^ (FMT == 1 ? 0x80808080u : 0u);
+        w[1] = t.y ^ (FMT == 1 ? 0x80808080u : 0u);
+    }
+}
+
 // The three answers every variant gives (its schedule): how many 16-token blocks a (sequence,
 // kv head) visits, the first token of the idx-th, whether a block needs the elementwise mask,
 // and the mask itself. The new tokens sit at positions seq_len - q_len .. seq_len - 1.
 //   int num_blocks() const;  int block_token(int idx) const;
 //   bool block_needs_mask(int token0) const;  bool visible(int t, int pos) const;
 
+// The pool rows of the four 16-token blocks of a KV tile: token row of the pools ((page *
+// PAGE_SIZE + slot) * heads_kv + kvh), row of the per-token parameters ((page * heads_kv + kvh)
+// * PAGE_SIZE + slot) and how many of the block's rows hold tokens.
+struct TileRows {
+    fg_i64 row[BLOCKS_PER_TILE];
+    fg_i64 prow[BLOCKS_PER_TILE];
+    int limit[BLOCKS_PER_TILE];
+};
+
+// Copies the rows of one pool's tile (16-byte copies); rows past the visit list or the
+// sequence are zero-filled (never read from memory). A pass covers THREADS / CHUNKS rows; a
+// copy's block is picked from registers (no local-memory array).
+template <int ROW_BYTES, int PITCH>
+__device__ __forceinline__ void fg_copy_rows(const TileRows& t, const unsigned char* pool, int heads_kv, unsigned char* dst) {
+    constexpr int CHUNKS = ROW_BYTES / 16;
+    constexpr int RPP = THREADS / CHUNKS;
+    static_assert(THREADS % CHUNKS == 0 && RPP <= BLOCK_N, "copy passes");
+    const int r0 = threadIdx.x / CHUNKS, ch = threadIdx.x % CHUNKS;
+#pragma unroll
+    for (int pass = 0; pass < BLOCK_N / RPP; ++pass) {
+        const int r = pass * RPP + r0;
+        const int rr = r % LOGICAL;
+        // Each block's copy under its own branch (a select of the block's row would become a
+        // local-memory table); with RPP <= 16 the pass's block is a compile-time constant.
+#pragma unroll
+        for (int i = 0; i < BLOCKS_PER_TILE; ++i) {
+            if (RPP <= LOGICAL ? i == pass * RPP / LOGICAL : i == r / LOGICAL) {
+                const bool valid = rr < t.limit[i];
+                const fg_i64 off = valid ? (t.row[i] + (fg_i64)rr * heads_kv) * ROW_BYTES + ch * 16 : 0;
+                fg_cp_async16(fg_smem_addr(dst + r * PITCH + ch * 16), pool + off, valid);
+            }
+        }
+    }
+}
+
+// As fg_copy_rows, K and V of one format in the same passes (one address for both).
+template <int ROW_BYTES, int K_P, int V_P>
+__device__ __forceinline__ void fg_copy_rows2(const TileRows& t, const unsigned char* k_pool, const unsigned char* v_pool,
+                                              int heads_kv, unsigned char* k_dst, unsigned char* v_dst) {
+    constexpr int CHUNKS = ROW_BYTES / 16;
+    constexpr int RPP = THREADS / CHUNKS;
+    static_assert(THREADS % CHUNKS == 0 && RPP <= LOGICAL && LOGICAL % RPP == 0, "copy passes");
+    const int r0 = threadIdx.x / CHUNKS, ch = threadIdx.x % CHUNKS;
+#pragma unroll
+    for (int pass = 0; pass < BLOCK_N / RPP; ++pass) {
+        const int j = pass * RPP / LOGICAL;
+        const int rr = (pass * RPP) % LOGICAL + r0;
+        const int r = j * LOGICAL + rr;
+        const bool valid = rr < t.limit[j];
+        const fg_i64 off = valid ? (t.row[j] + (fg_i64)rr * heads_kv) * ROW_BYTES + ch * 16 : 0;
+        fg_cp_async16(fg_smem_addr(k_dst + r * K_P + ch * 16), k_pool + off, valid);
+        fg_cp_async16(fg_smem_addr(v_dst + r * V_P + ch * 16), v_pool + off, valid);
+    }
+}
+
+// The per-token (scale, zero) of a tile's rows, by threads i = 0 .. 31 (two tokens each): a
+// block's 16 tokens are 128 contiguous bytes; rows past the list or the sequence are zero.
+__device__ __forceinline__ void fg_copy_params(const TileRows& t, const float2* params, int i, unsigned char* dst) {
+    if (i < 0 || i >= BLOCKS_PER_TILE * 8) return;
+    const int j = i / 8, pair = i % 8;
+#pragma unroll
+    for (int k = 0; k < BLOCKS_PER_TILE; ++k)
+        if (j == k) {
+            const int bytes = max(0, min(2, t.limit[k] - 2 * pair)) * 8;
+            const void* src = bytes > 0 ? (const void*)(params + t.prow[k] + 2 * pair) : (const void*)params;
+            asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;" ::"r"(fg_smem_addr(dst + (k * LOGICAL + 2 * pair) * 8)),
+                         "l"(src), "r"(bytes));
+        }
+}
+
 template <class Sched>
 __device__ __forceinline__ void fg_decode_split(const Sched& sched, const DecodeParams& p, int b, int kvh, int split,
-                                                int seq_len, elem_t* smem) {
+                                                int seq_len, unsigned char* smem) {
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, t4 = lane & 3;
     const int wm = warp % WARPS_M, wn = warp / WARPS_M;
     const int group = p.heads_q / p.heads_kv;
     const int nrows = group * p.q_len;
-    elem_t* sq = smem;
-    elem_t* sp = smem + ROWS * SMEM_ROW;
+    elem_t* sq = reinterpret_cast<elem_t*>(smem);
+    float* sqsum = reinterpret_cast<float*>(smem + ROWS * SMEM_ROW * 2);  // [ROWS], per-token keys
+    unsigned char* sp = smem + Q_BYTES;
 
     // Q rows of the group: row r is head kvh * group + r / q_len, new token r % q_len.
-    for (int c = tid; c < ROWS * ROW_CHUNKS; c += THREADS) {
-        const int r = c / ROW_CHUNKS, ch = c % ROW_CHUNKS;
-        const bool valid = r < nrows;
-        const int h = kvh * group + (valid ? r / p.q_len : 0);
-        const int tok = valid ? r % p.q_len : 0;
-        const elem_t* src = p.q + (fg_i64)b * p.q_batch_stride + (fg_i64)h * p.q_head_stride + (fg_i64)tok * p.q_row_stride + ch * 8;
-        fg_cp_async16(fg_smem_addr(sq + r * SMEM_ROW + ch * 8), src, valid);
+    if constexpr (!K_QUANT) {
+        for (int c = tid; c < ROWS * ROW_CHUNKS; c += THREADS) {
+            const int r = c / ROW_CHUNKS, ch = c % ROW_CHUNKS;
+            const bool valid = r < nrows;
+            const int h = kvh * group + (valid ? r / p.q_len : 0);
+            const int tok = valid ? r % p.q_len : 0;
+            const elem_t* src = p.q + (fg_i64)b * p.q_batch_stride + (fg_i64)h * p.q_head_stride + (fg_i64)tok * p.q_row_stride + ch * 8;
+            fg_cp_async16(fg_smem_addr(sq + r * SMEM_ROW + ch * 8), src, valid);
+        }
+    } else {
+        // bf16, head dim permuted: within each 64 columns, column 16 s + 8 r + 2 t + e (k-step s,
+        // fragment register r, lane t of a quad, element e) holds dim 16 t + 4 s + 2 r + e, so a
+        // thread's K fragments of four k-steps are 16 consecutive codes.
+        for (int c = tid; c < ROWS * (HEAD_DIM / 2); c += THREADS) {
+            const int r = c / (HEAD_DIM / 2), col = (c % (HEAD_DIM / 2)) * 2;
+            const int l = col % 64;
+            const int dim = col - l + 16 * ((l % 8) / 2) + 4 * (l / 16) + 2 * ((l % 16) / 8);
+            fg_u32 v = 0;
+            if (r < nrows) {
+                const int h = kvh * group + r / p.q_len, tok = r % p.q_len;
+                v = *reinterpret_cast<const fg_u32*>(p.q + (fg_i64)b * p.q_batch_stride + (fg_i64)h * p.q_head_stride + (fg_i64)tok * p.q_row_stride + dim);
+{%- if dtype == "f16" %}
+                float lo, hi;
+                asm("cvt.f32.f16 %0, %1;" : "=f"(lo) : "h"((fg_u16)(v & 0xffffu)));
+                asm("cvt.f32.f16 %0, %1;" : "=f"(hi) : "h"((fg_u16)(v >> 16)));
+                v = fg_pack2_bf16(lo, hi);
+{%- endif %}
+            }
+            *reinterpret_cast<fg_u32*>(sq + r * SMEM_ROW + col) = v;
+        }
+        if constexpr (K_TOK) {
+            // sum(q) of each row, from the bf16 values the tensor cores read.
+            __syncthreads();
+            for (int r = warp; r < ROWS; r += WARPS) {
+                float sum = 0.f;
+                for (int c = lane; c < HEAD_DIM; c += 32) sum += __uint_as_float(((fg_u32)sq[r * SMEM_ROW + c]) << 16);
+#pragma unroll
+                for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+                if (lane == 0) sqsum[r] = sum;
+            }
+        }
     }
 
     const int n_blocks = sched.num_blocks();
@@ -95,52 +332,39 @@ __device__ __forceinline__ void fg_decode_split(const Sched& sched, const Decode
     const int blk_end = min(n_blocks, blk_begin + p.blocks_per_split);
     const int n_tiles = (blk_end - blk_begin + BLOCKS_PER_TILE - 1) / BLOCKS_PER_TILE;
     const int* table = p.block_table + (fg_i64)b * p.table_stride;
-    const fg_i64 head_off = (fg_i64)kvh * HEAD_DIM;
-    const fg_i64 row_pitch = (fg_i64)p.heads_kv * HEAD_DIM;  // elements between tokens of a page
 
-    // Where the blocks of tile `kt` start in the pools and how many of their rows hold tokens
-    // (0 past the visit list). Split from the copies so that the page-table reads of a tile are
-    // in flight while the previous tile's copies are awaited.
-    struct TileRows {
-        fg_i64 base[BLOCKS_PER_TILE];
-        int limit[BLOCKS_PER_TILE];
-    };
+    // Where the blocks of tile `kt` start and how many of their rows hold tokens (0 past the
+    // visit list). Split from the copies so that the page-table reads of a tile are in flight
+    // while the previous tile's copies are awaited.
     auto tile_rows = [&](int kt) {
         TileRows t;
 #pragma unroll
         for (int j = 0; j < BLOCKS_PER_TILE; ++j) {
             const int idx = blk_begin + kt * BLOCKS_PER_TILE + j;
-            t.base[j] = 0;
+            t.row[j] = 0;
+            t.prow[j] = 0;
             t.limit[j] = 0;
             if (kt < n_tiles && idx < blk_end) {
                 const int tok0 = sched.block_token(idx);
-                const int page = table[tok0 / PAGE_SIZE];
-                t.base[j] = ((fg_i64)page * PAGE_SIZE + tok0 % PAGE_SIZE) * row_pitch + head_off;
+                const fg_i64 page = table[tok0 / PAGE_SIZE];
+                t.row[j] = (page * PAGE_SIZE + tok0 % PAGE_SIZE) * p.heads_kv + kvh;
+                if constexpr (K_TOK || V_TOK) t.prow[j] = (page * p.heads_kv + kvh) * PAGE_SIZE + tok0 % PAGE_SIZE;
                 t.limit[j] = min(LOGICAL, seq_len - tok0);
             }
         }
         return t;
     };
-    // Issues the copies of a tile into stage `stage`: rows past the visit list or the sequence
-    // are zero-filled (never read from memory). A pass covers ROWS_PER_PASS rows, a divisor of
-    // the 16-row block, so each pass's block index is a compile-time constant and the block
-    // addresses stay in registers.
-    constexpr int ROWS_PER_PASS = THREADS / ROW_CHUNKS;
-    static_assert(LOGICAL % ROWS_PER_PASS == 0 && BLOCK_N % ROWS_PER_PASS == 0, "copy passes");
     auto copy_tile = [&](const TileRows& t, int stage) {
-        elem_t* ks = sp + stage * STAGE_ELEMS;
-        elem_t* vs = ks + TILE_ELEMS;
-        const int r0 = tid / ROW_CHUNKS, ch = tid % ROW_CHUNKS;
-#pragma unroll
-        for (int pass = 0; pass < BLOCK_N / ROWS_PER_PASS; ++pass) {
-            const int j = pass * ROWS_PER_PASS / LOGICAL;
-            const int rr = (pass * ROWS_PER_PASS) % LOGICAL + r0;
-            const int r = j * LOGICAL + rr;
-            const bool valid = rr < t.limit[j];
-            const fg_i64 off = valid ? t.base[j] + rr * row_pitch + ch * 8 : 0;
-            fg_cp_async16(fg_smem_addr(ks + r * SMEM_ROW + ch * 8), p.k_pool + off, valid);
-            fg_cp_async16(fg_smem_addr(vs + r * SMEM_ROW + ch * 8), p.v_pool + off, valid);
+        unsigned char* ks = sp + stage * STAGE_BYTES;
+        unsigned char* vs = ks + K_TILE_BYTES;
+        if constexpr (K_ROW_BYTES == V_ROW_BYTES && K_ROW_BYTES >= THREADS / LOGICAL * 16) {
+            fg_copy_rows2<K_ROW_BYTES, K_PITCH, V_PITCH>(t, p.k_pool, p.v_pool, p.heads_kv, ks, vs);
+        } else {
+            fg_copy_rows<K_ROW_BYTES, K_PITCH>(t, p.k_pool, p.heads_kv, ks);
+            fg_copy_rows<V_ROW_BYTES, V_PITCH>(t, p.v_pool, p.heads_kv, vs);
         }
+        if constexpr (K_TOK) fg_copy_params(t, p.k_params, tid, vs + V_TILE_BYTES);
+        if constexpr (V_TOK) fg_copy_params(t, p.v_params, tid - THREADS / 2, vs + V_TILE_BYTES + KP_BYTES);
     };
     auto load_tile = [&](int kt, int stage) { copy_tile(tile_rows(kt), stage); };
 
@@ -156,12 +380,21 @@ __device__ __forceinline__ void fg_decode_split(const Sched& sched, const Decode
         for (int e = 0; e < 4; ++e) acc[ot][e] = 0.f;
     float row_max[2] = {fg_neg_inf(), fg_neg_inf()};
     float row_sum[2] = {0.f, 0.f};
-    const float sl2 = p.scale_log2;
+    // Per-token V zero points: sum over keys of p z, per row (a lane's share).
+    float zacc[2] = {0.f, 0.f};
+    // A per-head key scale folds into the softmax scale.
+    const float sl2 = p.scale_log2 * (K_HEAD ? p.k_scale[kvh] : 1.f);
 
 #pragma unroll
     for (int s = 0; s < STAGES - 1; ++s) {
         if (s < n_tiles) load_tile(s, s);
         fg_cp_async_commit();
+    }
+    float qs[2] = {0.f, 0.f};
+    if constexpr (K_TOK) {
+        __syncthreads();
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) qs[hf] = sqsum[wm * 16 + g + 8 * hf];
     }
 
     for (int kt = 0; kt < n_tiles; ++kt) {
@@ -178,8 +411,10 @@ __device__ __forceinline__ void fg_decode_split(const Sched& sched, const Decode
             if (kt + STAGES - 1 < n_tiles) copy_tile(next, (kt + STAGES - 1) % STAGES);
             fg_cp_async_commit();
         }
-        const elem_t* ks = sp + stage * STAGE_ELEMS;
-        const elem_t* vs = ks + TILE_ELEMS;
+        const unsigned char* ks = sp + stage * STAGE_BYTES;
+        const unsigned char* vs = ks + K_TILE_BYTES;
+        const float2* kpar = reinterpret_cast<const float2*>(vs + V_TILE_BYTES);
+        const float2* vpar = reinterpret_cast<const float2*>(vs + V_TILE_BYTES + KP_BYTES);
         const int key0 = wn * WARP_KEYS;
 
         // S = Q K^T for the warp's 16 rows and WARP_KEYS keys.
@@ -188,16 +423,46 @@ __device__ __forceinline__ void fg_decode_split(const Sched& sched, const Decode
         for (int st = 0; st < S_TILES; ++st)
 #pragma unroll
             for (int e = 0; e < 4; ++e) s[st][e] = 0.f;
+        if constexpr (!K_QUANT) {
+            const elem_t* kse = reinterpret_cast<const elem_t*>(ks);
 #pragma unroll
-        for (int kd = 0; kd < D_STEPS; ++kd) {
-            fg_u32 a[4];
-            fg_ldmatrix_x4(a, fg_smem_addr(sq + (wm * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * SMEM_ROW + kd * 16 + (lane >> 4) * 8));
+            for (int kd = 0; kd < D_STEPS; ++kd) {
+                fg_u32 a[4];
+                fg_ldmatrix_x4(a, fg_smem_addr(sq + (wm * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * SMEM_ROW + kd * 16 + (lane >> 4) * 8));
 #pragma unroll
-            for (int pr = 0; pr < S_TILES / 2; ++pr) {
-                fg_u32 bk[4];
-                fg_ldmatrix_x4(bk, fg_smem_addr(ks + (key0 + pr * 16 + (lane >> 4) * 8 + (lane & 7)) * SMEM_ROW + kd * 16 + ((lane >> 3) & 1) * 8));
-                fg_mma_16816(s[2 * pr], a, bk[0], bk[1]);
-                fg_mma_16816(s[2 * pr + 1], a, bk[2], bk[3]);
+                for (int pr = 0; pr < S_TILES / 2; ++pr) {
+                    fg_u32 bk[4];
+                    fg_ldmatrix_x4(bk, fg_smem_addr(kse + (key0 + pr * 16 + (lane >> 4) * 8 + (lane & 7)) * SMEM_ROW + kd * 16 + ((lane >> 3) & 1) * 8));
+                    fg_mma_16816(s[2 * pr], a, bk[0], bk[1]);
+                    fg_mma_16816(s[2 * pr + 1], a, bk[2], bk[3]);
+                }
+            }
+        } else {
+#pragma unroll
+            for (int c = 0; c < HEAD_DIM / 64; ++c) {
+                fg_u32 a[4][4];
+#pragma unroll
+                for (int ks4 = 0; ks4 < 4; ++ks4)
+                    fg_ldmatrix_x4(a[ks4], fg_smem_addr(sq + (wm * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * SMEM_ROW + c * 64 + ks4 * 16 + (lane >> 4) * 8));
+#pragma unroll
+                for (int st = 0; st < S_TILES; ++st) {
+                    fg_u32 bk[8];
+                    fg_k_codes<K_FMT>(ks + (key0 + st * 8 + g) * K_PITCH + (c * 64 + 16 * t4) * K_BITS / 8, bk);
+#pragma unroll
+                    for (int ks4 = 0; ks4 < 4; ++ks4) fg_mma_bf16(s[st], a[ks4], bk[2 * ks4], bk[2 * ks4 + 1]);
+                }
+            }
+            if constexpr (K_TOK) {
+                // s (q.c) + z' sum(q), with z' = z - 128 s for int4 (its codes are 128 + c).
+#pragma unroll
+                for (int st = 0; st < S_TILES; ++st)
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        const float2 sz = kpar[key0 + st * 8 + 2 * t4 + e];
+                        const float z = K_FMT == 3 ? fmaf(-128.f, sz.x, sz.y) : sz.y;
+                        s[st][e] = fmaf(sz.x, s[st][e], z * qs[0]);
+                        s[st][2 + e] = fmaf(sz.x, s[st][2 + e], z * qs[1]);
+                    }
             }
         }
 
@@ -242,6 +507,7 @@ __device__ __forceinline__ void fg_decode_split(const Sched& sched, const Decode
                     sum += pv;
                 }
             row_sum[hf] = row_sum[hf] * corr + sum;
+            if constexpr (V_TOK) zacc[hf] *= corr;
 #pragma unroll
             for (int ot = 0; ot < O_TILES; ++ot) {
                 acc[ot][2 * hf] *= corr;
@@ -249,25 +515,79 @@ __device__ __forceinline__ void fg_decode_split(const Sched& sched, const Decode
             }
         }
 
+        if constexpr (V_TOK) {
+            // p s (V's scale on the probability) and the zero points' share p z'.
+#pragma unroll
+            for (int st = 0; st < S_TILES; ++st)
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const float2 sz = vpar[key0 + st * 8 + 2 * t4 + e];
+                    const float z = V_FMT == 3 ? fmaf(-128.f, sz.x, sz.y) : sz.y;
+#pragma unroll
+                    for (int hf = 0; hf < 2; ++hf) {
+                        zacc[hf] = fmaf(s[st][2 * hf + e], z, zacc[hf]);
+                        s[st][2 * hf + e] *= sz.x;
+                    }
+                }
+        }
+
         // O += P V.
 #pragma unroll
         for (int kv = 0; kv < KV_STEPS; ++kv) {
             fg_u32 a[4];
-            a[0] = fg_pack2(s[2 * kv][0], s[2 * kv][1]);
-            a[1] = fg_pack2(s[2 * kv][2], s[2 * kv][3]);
-            a[2] = fg_pack2(s[2 * kv + 1][0], s[2 * kv + 1][1]);
-            a[3] = fg_pack2(s[2 * kv + 1][2], s[2 * kv + 1][3]);
+            if constexpr (!V_QUANT) {
+                a[0] = fg_pack2(s[2 * kv][0], s[2 * kv][1]);
+                a[1] = fg_pack2(s[2 * kv][2], s[2 * kv][3]);
+                a[2] = fg_pack2(s[2 * kv + 1][0], s[2 * kv + 1][1]);
+                a[3] = fg_pack2(s[2 * kv + 1][2], s[2 * kv + 1][3]);
+                const elem_t* vse = reinterpret_cast<const elem_t*>(vs);
 #pragma unroll
-            for (int pr = 0; pr < O_TILES / 2; ++pr) {
-                fg_u32 bv[4];
-                fg_ldmatrix_x4_trans(bv, fg_smem_addr(vs + (key0 + kv * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * SMEM_ROW + pr * 16 + (lane >> 4) * 8));
-                fg_mma_16816(acc[2 * pr], a, bv[0], bv[1]);
-                fg_mma_16816(acc[2 * pr + 1], a, bv[2], bv[3]);
+                for (int pr = 0; pr < O_TILES / 2; ++pr) {
+                    fg_u32 bv[4];
+                    fg_ldmatrix_x4_trans(bv, fg_smem_addr(vse + (key0 + kv * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * SMEM_ROW + pr * 16 + (lane >> 4) * 8));
+                    fg_mma_16816(acc[2 * pr], a, bv[0], bv[1]);
+                    fg_mma_16816(acc[2 * pr + 1], a, bv[2], bv[3]);
+                }
+            } else {
+                a[0] = fg_pack2_bf16(s[2 * kv][0], s[2 * kv][1]);
+                a[1] = fg_pack2_bf16(s[2 * kv][2], s[2 * kv][3]);
+                a[2] = fg_pack2_bf16(s[2 * kv + 1][0], s[2 * kv + 1][1]);
+                a[3] = fg_pack2_bf16(s[2 * kv + 1][2], s[2 * kv + 1][3]);
+                // Keys 2 t4, 2 t4 + 1 (b0) and 2 t4 + 8, 2 t4 + 9 (b1) of this k-step; output
+                // tile ot's column n is head dim n * O_TILES + ot.
+                const unsigned char* vrow = vs + (key0 + kv * 16 + 2 * t4) * V_PITCH;
+#pragma unroll
+                for (int grp = 0; grp < O_TILES / 8; ++grp) {
+                    fg_u32 w0[2], w1[2], w8[2], w9[2];
+                    fg_v_words<V_FMT>(vrow, g, grp, w0);
+                    fg_v_words<V_FMT>(vrow + V_PITCH, g, grp, w1);
+                    fg_v_words<V_FMT>(vrow + 8 * V_PITCH, g, grp, w8);
+                    fg_v_words<V_FMT>(vrow + 9 * V_PITCH, g, grp, w9);
+                    fg_u32 b0[8], b1[8];
+                    fg_v_codes<V_FMT>(w0, w1, b0);
+                    fg_v_codes<V_FMT>(w8, w9, b1);
+#pragma unroll
+                    for (int j = 0; j < 8; ++j) fg_mma_bf16(acc[grp * 8 + j], a, b0[j], b1[j]);
+                }
             }
         }
     }
     fg_cp_async_wait<0>();
     __syncthreads();
+
+    // Quantized V: the zero points' share (summed over the quad: it is every column's) and a
+    // per-head scale.
+    float vbias[2] = {0.f, 0.f};
+    if constexpr (V_TOK) {
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) {
+            float z = zacc[hf];
+            z += __shfl_xor_sync(0xffffffffu, z, 1);
+            z += __shfl_xor_sync(0xffffffffu, z, 2);
+            vbias[hf] = z;
+        }
+    }
+    const float vmul = V_HEAD ? p.v_scale[kvh] : 1.f;
 
     // Combine the WARPS_N warps of each row tile through shared memory (over the pipeline).
     float* c_max = reinterpret_cast<float*>(sp);        // [WARPS][16]
@@ -286,8 +606,11 @@ __device__ __forceinline__ void fg_decode_split(const Sched& sched, const Decode
 #pragma unroll
     for (int ot = 0; ot < O_TILES; ++ot)
 #pragma unroll
-        for (int e = 0; e < 4; ++e)
-            c_acc[(warp * 16 + g + 8 * (e >> 1)) * HEAD_DIM + ot * 8 + 2 * t4 + (e & 1)] = acc[ot][e];
+        for (int e = 0; e < 4; ++e) {
+            const int n = 2 * t4 + (e & 1);
+            const int col = V_QUANT ? n * O_TILES + ot : ot * 8 + n;
+            c_acc[(warp * 16 + g + 8 * (e >> 1)) * HEAD_DIM + col] = (acc[ot][e] + vbias[e >> 1]) * vmul;
+        }
     __syncthreads();
 
     // Per row: the max over the row tile's warps, each warp's weight and the row's lse.
@@ -352,7 +675,7 @@ __device__ __forceinline__ void fg_decode_split(const Sched& sched, const Decode
 extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const DecodeParams p) {
     extern __shared__ __align__(16) unsigned char fg_smem_raw[];
     const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
-    fg_decode_cta(p, b, kvh, split, p.seq_lens[b], reinterpret_cast<elem_t*>(fg_smem_raw));
+    fg_decode_cta(p, b, kvh, split, p.seq_lens[b], fg_smem_raw);
 }
 
 // Merges the splits' partial results of each row (one CTA per row): O = sum_s w_s o_s / sum_s w_s

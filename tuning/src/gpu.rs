@@ -11,6 +11,7 @@ use flashgen_runtime::{
     Mask, Runtime, Tensor, TensorMut,
 };
 use half::{bf16, f16};
+use std::time::{Duration, Instant};
 
 /// Element types the tuner can fill and read back.
 pub trait TuneElement: Element {
@@ -109,6 +110,18 @@ struct InputSet<T> {
     lse: CudaSlice<f32>,
 }
 
+/// How the random inputs of a workload are drawn.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum InputValues {
+    /// `2 * (u1 + u2 - 1)` for uniforms `u1`, `u2`: a soft bell in [-2, 2), variance 2/3 (the
+    /// tuner's and the benchmarks' inputs).
+    #[default]
+    Bell,
+    /// Uniform in [-2, 2), variance 4/3 (the attention benchmark's inputs before it took the
+    /// tuner's; kept to measure what the inputs change).
+    Uniform,
+}
+
 /// A target's inputs on the device.
 pub struct Workload<T: TuneElement> {
     target: TuneTarget,
@@ -122,14 +135,28 @@ pub struct Workload<T: TuneElement> {
 impl<T: TuneElement> Workload<T> {
     /// Uploads `sets` sets of random inputs (normal-ish values in [-2, 2)) and the target's mask.
     pub fn new(rt: &Runtime, target: &TuneTarget, sets: usize, seed: u64) -> Result<Self, String> {
+        Self::with_values(rt, target, sets, seed, InputValues::Bell)
+    }
+
+    /// As [`new`](Self::new), with the inputs drawn as `values` says.
+    pub fn with_values(
+        rt: &Runtime,
+        target: &TuneTarget,
+        sets: usize,
+        seed: u64,
+        values: InputValues,
+    ) -> Result<Self, String> {
         let l = layouts(target);
         let stream = rt.stream();
         let mut rng = SplitMix(seed);
         let mut random = |n: usize| -> Vec<T> {
             (0..n.max(1))
                 .map(|_| {
-                    // Sum of two uniforms: a soft bell with a realistic spread.
-                    let x = rng.uniform() + rng.uniform() - 1.0;
+                    let x = match values {
+                        // Sum of two uniforms: a soft bell with a realistic spread.
+                        InputValues::Bell => rng.uniform() + rng.uniform() - 1.0,
+                        InputValues::Uniform => 2.0 * rng.uniform() - 1.0,
+                    };
                     T::from_f32((2.0 * x) as f32)
                 })
                 .collect()
@@ -288,55 +315,84 @@ impl<T: TuneElement> Workload<T> {
     }
 }
 
-/// Times launches with CUDA events: `warmup` untimed launches (when positive, at least one per input
-/// set, and for at least `warm_for`), then `reps` launches timed one by one, each on the next
-/// input set in turn. Milliseconds per launch.
+/// The least warm-up before every timing: the GPU leaves its idle clocks only after some
+/// hundred milliseconds of work, and the first launches after an idle spell (a compile, a host
+/// copy) otherwise read several percent slow.
+pub const WARMUP_TIME: Duration = Duration::from_millis(200);
+
+/// Untimed launches issued just before the timed ones, so that the stream is already busy when
+/// the first timed launch is prepared on the host.
+const LEAD: usize = 2;
+
+/// The one way flashgen times GPU work (the tuner's candidates and defaults, and the
+/// benchmarks): what launch `i` costs in a stream of back-to-back launches, as a user's
+/// inference loop issues them.
+///
+/// `launch(i)` issues launch `i` of a sequence of `n` (which kernel and which input set is the
+/// caller's choice: one kernel over rotated input sets, or several kernels interleaved). The
+/// sequence is first repeated untimed, in whole passes and without waiting between launches,
+/// until the GPU has been busy for at least `warm_for`; then [`LEAD`] launches start the
+/// stream, and the `n` timed launches are queued with one CUDA event between each two, with no
+/// host wait in between. Sample `i` is the time from event `i` to event `i + 1`: the kernel
+/// (and any merge kernel the launch issues) plus the gap before the next launch starts. The
+/// host prepares launch `i + 1` (argument checks, plan, tuned lookup) while launch `i` runs, so
+/// its cost is hidden as in a real stream, unless the host is slower than the GPU: then the
+/// samples show the host's pace, which is what such launches cost a user too. Milliseconds per
+/// launch, in launch order.
 pub fn time_launches(
     rt: &Runtime,
-    warmup: usize,
-    warm_for: std::time::Duration,
-    reps: usize,
-    sets: usize,
+    warm_for: Duration,
+    n: usize,
     mut launch: impl FnMut(usize) -> Result<(), String>,
 ) -> Result<Vec<f64>, String> {
-    let ctx = rt.context();
+    let n = n.max(1);
     let stream = rt.stream();
-    let sets = sets.max(1);
-    let warm = if warmup > 0 { warmup.max(sets) } else { 0 };
-    let started = std::time::Instant::now();
-    let mut i = 0;
-    while i < warm || (warm > 0 && started.elapsed() < warm_for) {
-        launch(i % sets)?;
-        if i >= warm {
-            // Past the counted launches the host must not run ahead of the GPU, or the time
-            // would measure queueing rather than work.
-            stream
-                .synchronize()
-                .map_err(|e| driver("waiting for a warm-up launch", e))?;
-        }
-        i += 1;
-    }
-    let event = || {
-        ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
-            .map_err(|e| driver("creating an event", e))
+    let sync = || {
+        stream
+            .synchronize()
+            .map_err(|e| driver("waiting for the warm-up launches", e))
     };
-    let (start, end) = (event()?, event()?);
-    let mut out = Vec::with_capacity(reps);
-    for r in 0..reps {
-        start
+    let started = Instant::now();
+    loop {
+        for i in 0..n {
+            launch(i)?;
+        }
+        // Whole passes without waits keep the GPU as busy as the timed launches will; the
+        // wait bounds the queue, so the elapsed time is GPU time.
+        sync()?;
+        if started.elapsed() >= warm_for {
+            break;
+        }
+    }
+    let ctx = rt.context();
+    let events = (0..=n)
+        .map(|_| {
+            ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+                .map_err(|e| driver("creating an event", e))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    for i in 0..LEAD.min(n) {
+        launch(i)?;
+    }
+    for (i, event) in events.iter().enumerate().take(n) {
+        event
             .record(stream)
             .map_err(|e| driver("recording an event", e))?;
-        launch(r % sets)?;
-        end.record(stream)
-            .map_err(|e| driver("recording an event", e))?;
-        end.synchronize()
-            .map_err(|e| driver("waiting for a timed launch", e))?;
-        let ms = start
-            .elapsed_ms(&end)
-            .map_err(|e| driver("reading an event time", e))?;
-        out.push(ms as f64);
+        launch(i)?;
     }
-    Ok(out)
+    let last = &events[n];
+    last.record(stream)
+        .map_err(|e| driver("recording an event", e))?;
+    last.synchronize()
+        .map_err(|e| driver("waiting for the timed launches", e))?;
+    events
+        .windows(2)
+        .map(|w| {
+            w[0].elapsed_ms(&w[1])
+                .map(f64::from)
+                .map_err(|e| driver("reading an event time", e))
+        })
+        .collect()
 }
 
 #[cfg(test)]

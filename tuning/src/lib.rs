@@ -3,8 +3,12 @@
 //! the device's shared-memory limit, and the NVRTC resource report: no spills), compiles the
 //! candidates on CPU threads through the kernel cache while the GPU times what is ready, checks
 //! every candidate's output against the default tile's before it may win, times with CUDA
-//! events (medians, spreads, rotated input sets, alternating re-measurement of near ties), and
-//! reports winners that become a [`flashgen_runtime::TunedConfig`].
+//! events through the one timing function the benchmarks use too ([`gpu::time_launches`]:
+//! back-to-back launches after a warm-up, medians, rotated input sets), re-times the default and
+//! the fastest candidates interleaved and keeps the default unless one beats it by more than the
+//! noise ([`timing::decide`]), and reports winners that become a
+//! [`flashgen_runtime::TunedConfig`]. Decode kernels are tuned the same way over their launch
+//! parameters (row tile, split count; [`decode`]).
 //!
 //! ```no_run
 //! use flashgen_runtime::Runtime;
@@ -16,6 +20,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod decode;
 pub mod gate;
 pub mod gpu;
 pub mod prune;
@@ -24,6 +29,10 @@ pub mod target;
 pub mod timing;
 pub mod tuner;
 
+pub use decode::{
+    decode_candidates, default_decode_targets, DecodeCandidate, DecodeProblem, DecodeTarget,
+    DecodeTargetReport, DecodeTimed, DECODE_PROBLEMS,
+};
 pub use gate::{gate, GateReport, MAX_LSE_ABS, MAX_REL_L2};
 pub use prune::{
     check_compiled, check_static, compile_pipeline, prune, Candidate, CompileOutcome, PruneReason,

@@ -1,12 +1,13 @@
 //! The tuner: for each target, compile the candidate tiles in parallel, gate each against the
 //! default tile's output, time them with CUDA events, decide, and report.
 
+use crate::decode::{tune_decode, DecodeCandidate, DecodeRun, DecodeTarget, DecodeTargetReport};
 use crate::gate::{check_reference, gate};
-use crate::gpu::{l2_bytes, problem_bytes, time_launches, TuneElement, Workload};
+use crate::gpu::{l2_bytes, problem_bytes, time_launches, TuneElement, Workload, WARMUP_TIME};
 use crate::prune::{compile_pipeline, CompileOutcome, PruneReason, Pruned};
 use crate::space::candidate_tiles;
 use crate::target::TuneTarget;
-use crate::timing::{contenders, decide, input_sets, Measurement, TimingParams};
+use crate::timing::{decide, finalists, input_sets, Measurement, TimingParams};
 use flashgen_codegen::{template_digest, DType, TileConfig};
 use flashgen_runtime::config::{ConfigEntry, ConfigHeader, GpuIdentity, ShapeKey};
 use flashgen_runtime::{nvrtc_version, CacheSource, Runtime, TunedConfig};
@@ -14,9 +15,6 @@ use half::{bf16, f16};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use thiserror::Error;
-
-/// The least warm-up before a target's default tile is timed (see `tune_into`).
-const DEFAULT_WARMUP_TIME: Duration = Duration::from_millis(200);
 
 /// Failures that stop a whole tune. A failure of one target is recorded in its report instead.
 #[derive(Debug, Error)]
@@ -52,10 +50,26 @@ pub enum TuneEvent {
         median_ms: f64,
         spread: f64,
     },
-    /// Tiles within noise of each other are re-measured alternately.
+    /// The default and the fastest candidates are re-timed interleaved for the decision.
     Remeasuring { tiles: Vec<TileConfig> },
     /// Something the user should know (a kernel-cache problem, a failed target).
     Warning(String),
+    /// A decode target's candidate launch parameters are known.
+    DecodeCandidates { count: usize },
+    /// A decode candidate was gated and timed (`None`: dropped).
+    DecodeMeasured {
+        candidate: DecodeCandidate,
+        median_ms: Option<f64>,
+    },
+    /// The heuristic and the fastest decode candidates are re-timed interleaved.
+    DecodeRemeasuring { candidates: Vec<DecodeCandidate> },
+    /// A decode target is done.
+    DecodeTargetDone {
+        index: usize,
+        total: usize,
+        winner: Option<DecodeCandidate>,
+        speedup: Option<f64>,
+    },
     /// A target is done.
     TargetDone {
         index: usize,
@@ -78,7 +92,7 @@ pub struct TuneOptions<'a> {
 }
 
 impl TuneOptions<'_> {
-    fn emit(&self, event: TuneEvent) {
+    pub(crate) fn emit(&self, event: TuneEvent) {
         if let Some(f) = self.progress {
             f(&event);
         }
@@ -107,7 +121,7 @@ pub struct TargetReport {
     pub default: Option<TimedTile>,
     pub winner: Option<TimedTile>,
     pub runner_up: Option<TimedTile>,
-    /// False when the winner and runner-up stayed within noise after re-measurement.
+    /// False when the winner did not beat the runner-up by more than the noise.
     pub confident: bool,
     /// Every timed tile that passed the gate, fastest first.
     pub measured: Vec<TimedTile>,
@@ -155,6 +169,8 @@ pub struct TuneReport {
     pub template_digest: String,
     pub quick: bool,
     pub targets: Vec<TargetReport>,
+    /// The decode targets' results.
+    pub decode: Vec<DecodeTargetReport>,
     pub elapsed: Duration,
 }
 
@@ -170,6 +186,11 @@ impl TuneReport {
         for t in &self.targets {
             if let Some(entry) = t.config_entry() {
                 config.insert(entry);
+            }
+        }
+        for t in &self.decode {
+            if let Some(entry) = t.config_entry() {
+                config.insert_decode(entry);
             }
         }
         config
@@ -217,7 +238,26 @@ impl Tuner {
         targets: &[TuneTarget],
         options: &TuneOptions<'_>,
     ) -> Result<TuneReport, TuneError> {
+        self.tune_all(rt, targets, &[], options)
+    }
+
+    /// Tunes attention targets, then decode targets; the time budget is shared by all of them.
+    pub fn tune_all(
+        &self,
+        rt: &Runtime,
+        targets: &[TuneTarget],
+        decode: &[DecodeTarget],
+        options: &TuneOptions<'_>,
+    ) -> Result<TuneReport, TuneError> {
         let start = Instant::now();
+        let total = targets.len() + decode.len();
+        // Each target gets an even share of what is left of the budget when it starts.
+        let deadline = |index: usize| {
+            options.time_budget.map(|budget| {
+                let left = budget.saturating_sub(start.elapsed());
+                Instant::now() + left / (total - index).max(1) as u32
+            })
+        };
         let nvrtc = nvrtc_version()?;
         let l2 = l2_bytes(rt).map_err(TuneError::Device)?;
         let params = self.timing.unwrap_or(if options.quick {
@@ -227,10 +267,7 @@ impl Tuner {
         });
         let mut reports = Vec::with_capacity(targets.len());
         for (index, target) in targets.iter().enumerate() {
-            let deadline = options.time_budget.map(|budget| {
-                let left = budget.saturating_sub(start.elapsed());
-                Instant::now() + left / (targets.len() - index) as u32
-            });
+            let deadline = deadline(index);
             let ctx = TargetRun {
                 rt,
                 target,
@@ -243,7 +280,7 @@ impl Tuner {
             };
             options.emit(TuneEvent::TargetStarted {
                 index,
-                total: targets.len(),
+                total,
                 target: target.to_string(),
                 tiles: ctx.tiles().len(),
             });
@@ -259,18 +296,31 @@ impl Tuner {
             }
             options.emit(TuneEvent::TargetDone {
                 index,
-                total: targets.len(),
+                total,
                 winner: report.winner.as_ref().map(|w| w.tile),
                 speedup: report.speedup(),
             });
             reports.push(report);
         }
+        let decode = tune_decode(
+            rt,
+            decode,
+            options,
+            params,
+            self.seed,
+            &DecodeRun {
+                first_index: targets.len(),
+                total,
+                deadline: &deadline,
+            },
+        )?;
         Ok(TuneReport {
             gpu: GpuIdentity::from(rt.info()),
             nvrtc,
             template_digest: template_digest().to_string(),
             quick: options.quick,
             targets: reports,
+            decode,
             elapsed: start.elapsed(),
         })
     }
@@ -372,11 +422,10 @@ impl TargetRun<'_> {
             .run_poisoned(rt, &default_spec)
             .map_err(|e| format!("the default tile {default_tile} failed: {e}"))?;
         check_reference(&ref_o, ref_lse.as_deref())?;
-        // The default is timed first, straight after compiles that left the GPU idle: a longer
-        // warm-up brings the clocks back before the baseline every tile is compared with.
-        let warm_for = params.warmup_time.max(DEFAULT_WARMUP_TIME);
-        let samples = time_launches(rt, params.warmup, warm_for, params.reps, work.sets(), |s| {
-            work.launch(rt, &default_spec, s)
+        // The first pass of the default follows compiles that left the GPU idle: it gets the
+        // full warm-up. It only ranks; the reported times come from the interleaved re-timing.
+        let samples = time_launches(rt, WARMUP_TIME, params.reps, |i| {
+            work.launch(rt, &default_spec, i % sets)
         })?;
         let default_measurement = Measurement::new(default_tile, samples);
         report.default = Some(timed(&default_measurement, 0.0));
@@ -386,7 +435,8 @@ impl TargetRun<'_> {
         });
 
         // Compile on CPU threads while this thread gates and times what is ready.
-        let mut eligible: Vec<(Measurement, f64)> = Vec::new();
+        // The default is always a finalist, whatever the pipeline reports about its tile.
+        let mut eligible: Vec<(Measurement, f64)> = vec![(default_measurement, 0.0)];
         let mut seen: HashSet<TileConfig> = HashSet::new();
         let cache = rt.cache();
         compile_pipeline(
@@ -420,7 +470,6 @@ impl TargetRun<'_> {
                     source: candidate.source,
                 });
                 if candidate.tile == default_tile {
-                    eligible.push((default_measurement.clone(), 0.0));
                     return true;
                 }
                 if self.over_budget() {
@@ -464,24 +513,17 @@ impl TargetRun<'_> {
         let position = |t: &TileConfig| tiles.iter().position(|x| x == t);
         report.pruned.sort_by_key(|p| position(&p.tile));
 
-        // Decide; tiles within noise of the fastest are re-measured alternately.
+        // Decide: the default and the fastest candidates, re-timed interleaved in one run.
         let (mut ms, rel): (Vec<Measurement>, Vec<f64>) = eligible.into_iter().unzip();
-        let preferred = ms.iter().position(|m| m.tile == default_tile);
-        let near = contenders(&ms, params.max_contenders);
-        if near.len() > 1 && params.remeasure_rounds > 0 {
-            self.options.emit(TuneEvent::Remeasuring {
-                tiles: near.iter().map(|&i| ms[i].tile).collect(),
-            });
-        }
+        let last = finalists(&ms, 0, params.max_contenders);
+        self.options.emit(TuneEvent::Remeasuring {
+            tiles: last.iter().map(|&i| ms[i].tile).collect(),
+        });
         let specs: Vec<_> = ms.iter().map(|m| target.spec_with(m.tile)).collect();
-        let mut next_set = 0usize;
-        let decision = decide(&mut ms, params, preferred, |i| {
-            let set = next_set;
-            next_set += 1;
-            let t = time_launches(rt, 0, Duration::ZERO, 1, 1, |_| {
-                work.launch(rt, &specs[i], set)
-            })?;
-            Ok::<f64, String>(t[0])
+        let decision = decide(&mut ms, params, 0, |order| {
+            time_launches(rt, WARMUP_TIME, order.len(), |i| {
+                work.launch(rt, &specs[order[i]], i % sets)
+            })
         })?;
         let mut order: Vec<usize> = (0..ms.len()).collect();
         order.sort_by(|&a, &b| ms[a].median_ms().total_cmp(&ms[b].median_ms()));
@@ -491,10 +533,8 @@ impl TargetRun<'_> {
             report.runner_up = d.runner_up.map(|i| timed(&ms[i], rel[i]));
             report.confident = d.confident;
         }
-        // The default's own entry reflects any re-measurement it took part in.
-        if let Some(p) = preferred {
-            report.default = Some(timed(&ms[p], 0.0));
-        }
+        // The default's time is the one it was compared with.
+        report.default = Some(timed(&ms[0], 0.0));
         Ok(())
     }
 
@@ -516,14 +556,10 @@ impl TargetRun<'_> {
             _ => None,
         };
         let g = gate(&o, ref_o, lse_pair).map_err(PruneReason::GateFailed)?;
-        let samples = time_launches(
-            rt,
-            self.params.warmup,
-            self.params.warmup_time,
-            self.params.reps,
-            work.sets(),
-            |s| work.launch(rt, &spec, s),
-        )
+        let sets = work.sets();
+        let samples = time_launches(rt, self.params.warmup_time, self.params.reps, |i| {
+            work.launch(rt, &spec, i % sets)
+        })
         .map_err(PruneReason::LaunchFailed)?;
         Ok((Measurement::new(tile, samples), g.rel_l2))
     }
@@ -586,6 +622,7 @@ mod tests {
             nvrtc: (13, 0),
             template_digest: "digest".into(),
             quick: true,
+            decode: vec![],
             targets: vec![
                 target(t1, Some(tt(b, 2.0)), Some(tt(a, 2.2)), Some(tt(a, 2.2))),
                 target(t2, Some(tt(a, 0.5)), None, Some(tt(a, 0.5))),

@@ -5,6 +5,7 @@ use super::cache::{DevicePageTable, KvCacheConfig, PageTable, PagedKvCache};
 use super::kernels::{decode_function, DecodeModule};
 use super::selector::PageSelection;
 use super::variants;
+use crate::config::DecodeBucket;
 use crate::error::{invalid, DriverContext, Result};
 use crate::layout::Layout;
 use crate::plan::{check_buffer_len, softmax_scale};
@@ -164,6 +165,10 @@ pub struct DecodeParams {
     pub sel_count: u64,
     pub sel_covers: u64,
     pub head_kind: u64,
+    pub k_params: u64,
+    pub v_params: u64,
+    pub k_scale: u64,
+    pub v_scale: u64,
     pub q_batch_stride: i64,
     pub q_head_stride: i64,
     pub q_row_stride: i64,
@@ -265,6 +270,47 @@ fn overlaps(l: &Layout) -> bool {
     false
 }
 
+/// How a decode launch chooses its row tile and split count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DecodeChoice {
+    /// The tuned config's entry for the launch's kernel and bucket
+    /// ([`TunedConfig::lookup_decode`](crate::TunedConfig::lookup_decode)), else the heuristic.
+    #[default]
+    Tuned,
+    /// The heuristic: the smallest row tile that holds the group, [`choose_splits`].
+    Heuristic,
+    /// The given row tile and split count; `None` takes the heuristic's for that part. A row
+    /// tile smaller than the group needs, or not valid at the head dim, is an error; a split
+    /// count is capped at one split per KV tile of the longest visit list.
+    Given {
+        rows: Option<u32>,
+        splits: Option<usize>,
+    },
+}
+
+/// The row tile and split count of a launch, once chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodeLaunch {
+    /// The kernel that ran.
+    pub spec: DecodeSpec,
+    /// KV splits per (sequence, kv head) (1: the kernel writes O directly).
+    pub splits: usize,
+    /// Whether the row tile and splits came from the tuned config.
+    pub tuned: bool,
+}
+
+/// The split count and blocks per split for `splits` wanted splits of a visit list of
+/// `max_blocks` 16-token blocks: whole KV tiles per split, at most one split per tile.
+pub fn exact_splits(max_blocks: usize, splits: usize) -> (usize, usize) {
+    let per_tile = (DECODE_BLOCK_N / 16) as usize;
+    let max_tiles = max_blocks.div_ceil(per_tile).max(1);
+    let tiles_per_split = max_tiles.div_ceil(splits.clamp(1, max_tiles));
+    (
+        max_tiles.div_ceil(tiles_per_split),
+        tiles_per_split * per_tile,
+    )
+}
+
 /// Splits of each (sequence, kv head): enough CTAs to fill `slots` (SMs times CTAs per SM)
 /// without a partial last wave, at most one per KV tile of the longest visit list.
 pub fn choose_splits(work: usize, max_blocks: usize, slots: usize) -> (usize, usize) {
@@ -275,18 +321,13 @@ pub fn choose_splits(work: usize, max_blocks: usize, slots: usize) -> (usize, us
     } else {
         (slots / work.max(1)).max(1)
     };
-    let splits = wanted.clamp(1, 1024).min(max_tiles);
-    let tiles_per_split = max_tiles.div_ceil(splits);
-    (
-        max_tiles.div_ceil(tiles_per_split),
-        tiles_per_split * per_tile,
-    )
+    exact_splits(max_blocks, wanted.clamp(1, 1024).min(max_tiles))
 }
 
 /// Checks a decode launch against the cache and table (no GPU needed): dtypes, shapes,
 /// strides, buffer sizes, `q_len` (1 ..= 8, at most every sequence's length), GQA, the
 /// variant's own arguments; then picks the row tile and split count for `slots` concurrent
-/// CTAs.
+/// CTAs (the heuristic).
 pub fn plan_decode(
     config: &KvCacheConfig,
     table: &PageTable,
@@ -294,16 +335,30 @@ pub fn plan_decode(
     mask: &DecodeMask<'_>,
     slots: usize,
 ) -> Result<DecodePlan> {
+    plan_decode_with(config, table, shape, mask, slots, None, None)
+}
+
+/// [`plan_decode`] with a given row tile and split count (`None`: the heuristic's). A row tile
+/// smaller than the group's or invalid at the head dim is an error naming it.
+pub fn plan_decode_with(
+    config: &KvCacheConfig,
+    table: &PageTable,
+    shape: &DecodeShape,
+    mask: &DecodeMask<'_>,
+    slots: usize,
+    given_rows: Option<u32>,
+    given_splits: Option<usize>,
+) -> Result<DecodePlan> {
     config.validate()?;
     if table.page_size() != config.page_size {
         return Err(invalid("table", "page size differs from the cache's"));
     }
-    if shape.dtype != config.kv_dtype.compute_dtype() {
+    if shape.dtype != config.dtype {
         return Err(invalid(
             "q",
             format!(
-                "is {}, the cache stores {}; only 16-bit caches of the query dtype are supported",
-                shape.dtype, config.kv_dtype
+                "is {}, the cache serves {} queries (its pools: {})",
+                shape.dtype, config.dtype, config.kv_dtype
             ),
         ));
     }
@@ -362,6 +417,29 @@ pub fn plan_decode(
             ),
         )
     })?;
+    let rows = match given_rows {
+        None => rows,
+        Some(r) => {
+            let spec = DecodeSpec::new(
+                mask.variant(),
+                config.head_dim as u32,
+                shape.dtype,
+                config.page_size as u32,
+            )
+            .with_rows(r);
+            spec.validate()
+                .map_err(|e| invalid("rows", e.to_string()))?;
+            if r < rows {
+                return Err(invalid(
+                    "rows",
+                    format!(
+                        "a row tile of {r} cannot hold the {group_rows} query rows per kv head"
+                    ),
+                ));
+            }
+            r
+        }
+    };
     let rows_total = batch * hq * q_len;
     if let Some(n) = shape.lse_len {
         if n < rows_total {
@@ -398,7 +476,10 @@ pub fn plan_decode(
             total_blocks += n;
         }
     }
-    let (num_splits, blocks_per_split) = choose_splits(batch * hkv, max_blocks, slots);
+    let (num_splits, blocks_per_split) = match given_splits {
+        Some(n) => exact_splits(max_blocks, n),
+        None => choose_splits(batch * hkv, max_blocks, slots),
+    };
     params.num_splits = num_splits as i32;
     params.blocks_per_split = blocks_per_split as i32;
     let spec = DecodeSpec::new(
@@ -407,7 +488,7 @@ pub fn plan_decode(
         shape.dtype,
         config.page_size as u32,
     )
-    .with_kv_dtype(config.kv_dtype)
+    .with_kv_dtypes(config.kv_dtype)
     .with_rows(rows);
     Ok(DecodePlan {
         spec,
@@ -433,14 +514,29 @@ pub(crate) struct DecodeScratch {
 
 impl Runtime {
     /// Runs decode attention over `cache` for the sequences of `table` (their lengths include
-    /// the `q_len` new tokens, whose K and V must already be appended). Every argument is
-    /// checked before anything is compiled or launched. Returns the kernel spec that ran.
+    /// the `q_len` new tokens, whose K and V must already be appended), with the row tile and
+    /// split count of the tuned config's entry for the launch ([`DecodeChoice::Tuned`]), else
+    /// the heuristic's. Every argument is checked before anything is compiled or launched.
+    /// Returns the kernel spec that ran.
     pub fn decode<T: Element>(
         &self,
         cache: &PagedKvCache,
         table: &DevicePageTable,
-        mut args: DecodeArgs<'_, T>,
+        args: DecodeArgs<'_, T>,
     ) -> Result<DecodeSpec> {
+        self.decode_with(cache, table, args, DecodeChoice::Tuned)
+            .map(|l| l.spec)
+    }
+
+    /// [`decode`](Self::decode) with the row tile and split count chosen by `choice`; returns
+    /// the kernel that ran and its split count.
+    pub fn decode_with<T: Element>(
+        &self,
+        cache: &PagedKvCache,
+        table: &DevicePageTable,
+        mut args: DecodeArgs<'_, T>,
+        choice: DecodeChoice,
+    ) -> Result<DecodeLaunch> {
         let config = *cache.config();
         table.check_for(&config)?;
         if let Some(sel) = args.mask.selection() {
@@ -455,28 +551,71 @@ impl Runtime {
             lse_len: args.lse.as_ref().map(|l| l.len()),
             scale: args.scale,
         };
-        // The split count needs the kernel's occupancy, the kernel needs the row tile: plan
-        // once for the spec, then again with the real slots.
+        // The heuristic's kernel first: it checks every argument, and it is the tuned config's
+        // key. The split count needs the kernel's occupancy, the kernel needs the row tile.
         let first = plan_decode(&config, table.host(), &shape, &args.mask, 1)?;
-        let name = first.spec.kernel_name();
-        let module = DecodeModule::Attention(first.spec);
-        let smem = first.spec.shared_bytes(self.arch());
+        let (rows, splits, tuned) = match choice {
+            DecodeChoice::Heuristic => (None, None, false),
+            DecodeChoice::Given { rows, splits } => (rows, splits, false),
+            DecodeChoice::Tuned => {
+                let host = table.host();
+                let max_len = (0..host.batch())
+                    .map(|b| host.seq_len(b))
+                    .max()
+                    .unwrap_or(0);
+                let bucket = DecodeBucket::of(host.batch(), max_len, config.heads_kv);
+                let found = self.tuned_config().and_then(|c| {
+                    let e = c.lookup_decode(&first.spec, &bucket)?;
+                    // An entry whose row tile does not fit this launch is left aside.
+                    let fits = e.rows >= first.spec.rows
+                        && first.spec.with_rows(e.rows).validate().is_ok();
+                    fits.then_some(e.choice())
+                });
+                match found {
+                    Some(c) => (Some(c.rows), Some(c.splits as usize), true),
+                    None => (None, None, false),
+                }
+            }
+        };
+        // The given row tile is checked before its kernel is loaded.
+        let checked = plan_decode_with(&config, table.host(), &shape, &args.mask, 1, rows, splits)?;
+        let spec = checked.spec;
+        let name = spec.kernel_name();
+        let module = DecodeModule::Attention(spec);
+        let smem = spec.shared_bytes(self.arch());
         if let Err(e) = fits_shared_memory(smem, 0, self.info().max_shared_per_block_optin) {
             return Err(invalid(
                 "spec",
                 format!(
                     "{} needs {} bytes of shared memory per block; the GPU allows {}",
-                    first.spec, e.needed, e.limit
+                    spec, e.needed, e.limit
                 ),
             ));
         }
         let f = decode_function(self, module, &name, smem)?;
-        let per_sm = f
-            .occupancy_max_active_blocks_per_multiprocessor(DECODE_THREADS, smem as usize, None)
-            .while_(|| format!("reading the occupancy of {name}"))?
-            .max(1);
-        let slots = self.info().sm_count as usize * per_sm as usize;
-        let plan = plan_decode(&config, table.host(), &shape, &args.mask, slots)?;
+        let plan = match splits {
+            Some(_) => checked,
+            None => {
+                let per_sm = f
+                    .occupancy_max_active_blocks_per_multiprocessor(
+                        DECODE_THREADS,
+                        smem as usize,
+                        None,
+                    )
+                    .while_(|| format!("reading the occupancy of {name}"))?
+                    .max(1);
+                let slots = self.info().sm_count as usize * per_sm as usize;
+                plan_decode_with(
+                    &config,
+                    table.host(),
+                    &shape,
+                    &args.mask,
+                    slots,
+                    rows,
+                    splits,
+                )?
+            }
+        };
         let mut params = plan.params;
         let rows_total = table.host().batch() * args.q.layout.heads * args.q.layout.seq;
         let d = config.head_dim;
@@ -509,6 +648,18 @@ impl Runtime {
         }
         if let Some(heads) = args.mask.heads() {
             params.head_kind = keep(&mut guards, heads.dev.device_ptr(s));
+        }
+        if let Some(x) = cache.k_params() {
+            params.k_params = keep(&mut guards, x.device_ptr(s));
+        }
+        if let Some(x) = cache.v_params() {
+            params.v_params = keep(&mut guards, x.device_ptr(s));
+        }
+        if let Some(x) = cache.k_scales_dev() {
+            params.k_scale = keep(&mut guards, x.device_ptr(s));
+        }
+        if let Some(x) = cache.v_scales_dev() {
+            params.v_scale = keep(&mut guards, x.device_ptr(s));
         }
         let scratch_base = match scratch_guard.as_mut() {
             Some(buf) if scratch_len > 0 => keep(&mut guards, buf.device_ptr_mut(s)),
@@ -561,14 +712,18 @@ impl Runtime {
         }
         drop(guards);
         drop(scratch_guard);
-        Ok(plan.spec)
+        Ok(DecodeLaunch {
+            spec: plan.spec,
+            splits: plan.num_splits,
+            tuned,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flashgen_codegen::KvDtype;
+    use flashgen_codegen::{KvDtype, KvDtypes};
 
     fn config() -> KvCacheConfig {
         KvCacheConfig {
@@ -576,7 +731,8 @@ mod tests {
             page_size: 64,
             heads_kv: 2,
             head_dim: 128,
-            kv_dtype: KvDtype::Bf16,
+            dtype: DType::Bf16,
+            kv_dtype: KvDtypes::same(KvDtype::Bf16),
         }
     }
 
@@ -625,7 +781,7 @@ mod tests {
                     dtype: DType::F16,
                     ..ok
                 },
-                "only 16-bit caches",
+                "serves bf16 queries",
             ),
             (shape(1, 1, 8), "batch is 1"),
             (shape(2, 9, 8), "q_len is 9"),
@@ -751,11 +907,55 @@ mod tests {
     }
 
     #[test]
+    fn given_rows_and_splits_are_checked_and_applied() {
+        let c = config();
+        let t = table(&[4000]);
+        let ok = shape(1, 1, 8);
+        let given =
+            |rows, splits| plan_decode_with(&c, &t, &ok, &DecodeMask::Dense, 264, rows, splits);
+        // 4000 tokens: 250 blocks, 63 KV tiles.
+        let plan = given(Some(32), Some(4)).unwrap();
+        assert_eq!((plan.spec.rows, plan.num_splits), (32, 4));
+        assert_eq!(plan.params.blocks_per_split as usize * 4, 16 * 4 * 4);
+        // At most one split per KV tile; at least one.
+        assert_eq!(given(None, Some(1000)).unwrap().num_splits, 63);
+        assert_eq!(given(None, Some(0)).unwrap().num_splits, 1);
+        // The heuristic's where nothing is given.
+        assert_eq!(
+            given(None, None).unwrap(),
+            plan_decode(&c, &t, &ok, &DecodeMask::Dense, 264).unwrap()
+        );
+        // A row tile the group does not fit in, or an invalid one, is an error naming it.
+        let group32 = shape(1, 4, 16);
+        let e = plan_decode_with(&c, &t, &group32, &DecodeMask::Dense, 264, Some(16), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rows") && e.contains("32 query rows"), "{e}");
+        let e = given(Some(48), None).unwrap_err().to_string();
+        assert!(e.contains("rows = 48"), "{e}");
+    }
+
+    #[test]
+    fn exact_splits_cover_the_longest_list() {
+        for blocks in [1usize, 4, 5, 250, 8192] {
+            for want in [1usize, 2, 3, 7, 33, 5000] {
+                let (n, per) = exact_splits(blocks, want);
+                assert!(n >= 1 && n <= want.max(1));
+                assert!(
+                    n * per >= blocks && (n - 1) * per < blocks,
+                    "{blocks} {want}"
+                );
+                assert_eq!(per % 4, 0);
+            }
+        }
+    }
+
+    #[test]
     fn params_match_the_kernel_struct() {
         use std::mem::{offset_of, size_of};
-        assert_eq!(offset_of!(DecodeParams, q_batch_stride), 13 * 8);
-        assert_eq!(offset_of!(DecodeParams, batch), 21 * 8);
-        assert_eq!(offset_of!(DecodeParams, scale_log2), 21 * 8 + 8 * 4);
-        assert_eq!(size_of::<DecodeParams>(), 21 * 8 + 10 * 4);
+        assert_eq!(offset_of!(DecodeParams, q_batch_stride), 17 * 8);
+        assert_eq!(offset_of!(DecodeParams, batch), 25 * 8);
+        assert_eq!(offset_of!(DecodeParams, scale_log2), 25 * 8 + 8 * 4);
+        assert_eq!(size_of::<DecodeParams>(), 25 * 8 + 10 * 4);
     }
 }

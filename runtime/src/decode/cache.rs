@@ -1,6 +1,7 @@
-//! The paged KV cache: K and V pools `[pages, page_size, heads_kv, head_dim]`, the per-channel
-//! key max and min of every logical page (16 tokens) beside them, page tables, a simple page
-//! allocator, and the append kernel's host side.
+//! The paged KV cache: K and V pools `[pages, page_size, heads_kv, head_dim]` of 16-bit values
+//! or quantized codes, the per-token scales and zero points or per-head scales of quantized
+//! pools, the per-channel key max and min of every logical page (16 tokens) beside them, page
+//! tables, a simple page allocator, and the append kernel's host side.
 //!
 //! Index data the kernels read (page tables, appended-token counts) is validated and uploaded
 //! in one call and kept, with its host copy, in a value with private fields that is never
@@ -12,7 +13,7 @@ use crate::plan::check_buffer_len;
 use crate::runtime::{Element, Runtime, Tensor};
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 use flashgen_codegen::decode::{APPEND_THREADS, LOGICAL_PAGE, PAGE_SIZES};
-use flashgen_codegen::KvDtype;
+use flashgen_codegen::{DType, KvDtype, KvDtypes, KvScaling};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The shape of a paged KV cache.
@@ -25,13 +26,55 @@ pub struct KvCacheConfig {
     pub heads_kv: usize,
     /// 64, 128 or 256.
     pub head_dim: usize,
-    /// The stored element type (one more parameter: quantized formats come next).
-    pub kv_dtype: KvDtype,
+    /// The element type of the queries the cache serves, of the appended K and V and of the
+    /// page statistics.
+    pub dtype: DType,
+    /// The K and V pools' storage formats (16-bit: `dtype` itself; or quantized).
+    pub kv_dtype: KvDtypes,
 }
 
 impl KvCacheConfig {
+    /// A cache storing K and V as `dtype` values.
+    pub fn new(
+        num_pages: usize,
+        page_size: usize,
+        heads_kv: usize,
+        head_dim: usize,
+        dtype: DType,
+    ) -> Self {
+        KvCacheConfig {
+            num_pages,
+            page_size,
+            heads_kv,
+            head_dim,
+            dtype,
+            kv_dtype: KvDtypes::same(KvDtype::of(dtype)),
+        }
+    }
+
+    /// The same cache with K and V in `kv` (e.g. `KvDtypes::same(KvDtype::Int8Token)`).
+    pub fn with_kv(mut self, kv: KvDtypes) -> Self {
+        self.kv_dtype = kv;
+        self
+    }
+
     /// Checks every field.
     pub fn validate(&self) -> Result<()> {
+        for (name, kv) in [
+            ("kv_dtype.k", self.kv_dtype.k),
+            ("kv_dtype.v", self.kv_dtype.v),
+        ] {
+            if !kv.serves(self.dtype) {
+                return Err(invalid(
+                    name,
+                    format!(
+                        "is {kv}; a cache of {} queries stores {} or a quantized format (int8, int8tok, int4tok, fp8)",
+                        self.dtype,
+                        KvDtype::of(self.dtype)
+                    ),
+                ));
+            }
+        }
         if !PAGE_SIZES.contains(&(self.page_size as u32)) {
             return Err(invalid(
                 "page_size",
@@ -57,9 +100,25 @@ impl KvCacheConfig {
             ));
         }
         self.pool_elements()
-            .and_then(|n| n.checked_mul(self.kv_dtype.bytes()))
+            .and_then(|n| n.checked_mul(2))
             .ok_or_else(|| invalid("num_pages", "the pools' size overflows"))?;
         Ok(())
+    }
+
+    /// Bytes of one pool of format `kv`.
+    pub fn pool_bytes(&self, kv: KvDtype) -> usize {
+        self.num_pages * self.page_size * self.heads_kv * kv.row_bytes(self.head_dim)
+    }
+
+    /// Bytes of one token's row of one kv head in a pool of format `kv`.
+    pub fn row_bytes(&self, kv: KvDtype) -> usize {
+        kv.row_bytes(self.head_dim)
+    }
+
+    /// Index of the (scale, zero) pair of token `slot` of page `page`, kv head `h`, in a
+    /// per-token parameter array (`[pages, heads_kv, page_size]` pairs of f32).
+    pub fn param_index(&self, page: usize, slot: usize, h: usize) -> usize {
+        (page * self.heads_kv + h) * self.page_size + slot
     }
 
     /// Logical pages (16 tokens) per physical page.
@@ -80,9 +139,10 @@ impl KvCacheConfig {
         self.num_pages * self.logical_per_page() * self.heads_kv * self.head_dim
     }
 
-    /// Element offset of token `slot` of physical page `page`, kv head `h`, in a pool.
-    pub fn token_offset(&self, page: usize, slot: usize, h: usize) -> usize {
-        ((page * self.page_size + slot) * self.heads_kv + h) * self.head_dim
+    /// Row index of token `slot` of physical page `page`, kv head `h`, in a pool (its byte
+    /// offset is this times [`row_bytes`](Self::row_bytes)).
+    pub fn token_row(&self, page: usize, slot: usize, h: usize) -> usize {
+        (page * self.page_size + slot) * self.heads_kv + h
     }
 
     /// Element offset of logical page `logical` of physical page `page`, kv head `h`, in a
@@ -92,30 +152,141 @@ impl KvCacheConfig {
     }
 }
 
-/// The pools and page statistics on the device. Pools and statistics are stored as raw
-/// 16-bit words of the cache's element type (`kv_dtype`).
+/// Per-head scales of the K and V pools of the per-head formats (int8, fp8), fixed when the
+/// cache is made (static calibration): `x` is stored as `q(x / s)` and read as `s * code`.
+/// Each list is empty for a pool that takes no scale, one value (per tensor: every kv head) or
+/// one per kv head; every scale positive and finite.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KvScales {
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+}
+
+impl KvScales {
+    /// One scale for all K and one for all V (per tensor).
+    pub fn per_tensor(k: f32, v: f32) -> Self {
+        KvScales {
+            k: vec![k],
+            v: vec![v],
+        }
+    }
+
+    /// Checks the scales against the formats and returns them per kv head.
+    pub fn per_head(&self, config: &KvCacheConfig) -> Result<(Vec<f32>, Vec<f32>)> {
+        let check = |name: &'static str, kv: KvDtype, s: &[f32]| -> Result<Vec<f32>> {
+            let needs = kv.scaling() == KvScaling::PerHead;
+            if !needs {
+                if !s.is_empty() {
+                    return Err(invalid(
+                        name,
+                        format!("has {} scales; the {kv} pool takes none", s.len()),
+                    ));
+                }
+                return Ok(Vec::new());
+            }
+            if s.is_empty() {
+                return Err(invalid(
+                    name,
+                    format!("is missing: the {kv} pool needs one scale (per tensor) or one per kv head ({})", config.heads_kv),
+                ));
+            }
+            if s.len() != 1 && s.len() != config.heads_kv {
+                return Err(invalid(
+                    name,
+                    format!(
+                        "has {} scales; the {kv} pool needs 1 (per tensor) or {} (per kv head)",
+                        s.len(),
+                        config.heads_kv
+                    ),
+                ));
+            }
+            if let Some(bad) = s.iter().find(|x| !(x.is_finite() && **x > 0.0)) {
+                return Err(invalid(
+                    name,
+                    format!("holds {bad}; scales must be positive and finite"),
+                ));
+            }
+            Ok(if s.len() == 1 {
+                vec![s[0]; config.heads_kv]
+            } else {
+                s.to_vec()
+            })
+        };
+        Ok((
+            check("scales.k", config.kv_dtype.k, &self.k)?,
+            check("scales.v", config.kv_dtype.v, &self.v)?,
+        ))
+    }
+}
+
+/// One pool on the device: codes (or 16-bit values) as bytes, and the per-token (scale, zero)
+/// pairs or per-head scales of its format.
+struct Pool {
+    data: CudaSlice<u8>,
+    /// Per-token formats: `[pages, heads_kv, page_size]` pairs (scale, zero).
+    params: Option<CudaSlice<f32>>,
+    /// Per-head formats: `[heads_kv]`, with the host copy.
+    scales: Option<(CudaSlice<f32>, Vec<f32>)>,
+}
+
+/// The pools and page statistics on the device. Pools are bytes in their format (16-bit
+/// values, int8 / fp8 codes, or int4 codes two a byte, see `flashgen_reference::quant`); the
+/// statistics are 16-bit words of the cache's `dtype`.
 pub struct PagedKvCache {
     config: KvCacheConfig,
-    k_pool: CudaSlice<u16>,
-    v_pool: CudaSlice<u16>,
+    k: Pool,
+    v: Pool,
     k_max: CudaSlice<u16>,
     k_min: CudaSlice<u16>,
 }
 
 impl PagedKvCache {
-    /// Allocates zeroed pools and statistics.
+    /// Allocates zeroed pools and statistics. A pool of a per-head format (int8, fp8) needs
+    /// its scales: use [`with_scales`](Self::with_scales).
     pub fn new(rt: &Runtime, config: KvCacheConfig) -> Result<Self> {
+        Self::with_scales(rt, config, &KvScales::default())
+    }
+
+    /// Allocates zeroed pools and statistics, with the per-head scales of int8 and fp8 pools.
+    pub fn with_scales(rt: &Runtime, config: KvCacheConfig, scales: &KvScales) -> Result<Self> {
         config.validate()?;
-        let pool = config.pool_elements().expect("validated");
+        let (ks, vs) = scales.per_head(&config)?;
+        let s = rt.stream();
+        let pool = |kv: KvDtype, host_scales: Vec<f32>, what: &str| -> Result<Pool> {
+            let data = s
+                .alloc_zeros::<u8>(config.pool_bytes(kv).max(16))
+                .while_(|| format!("allocating the {what} pool"))?;
+            let params = if kv.scaling() == KvScaling::PerToken {
+                let n = 2 * config.num_pages * config.heads_kv * config.page_size;
+                Some(
+                    s.alloc_zeros::<f32>(n.max(4))
+                        .while_(|| format!("allocating the {what} scales"))?,
+                )
+            } else {
+                None
+            };
+            let scales = if host_scales.is_empty() {
+                None
+            } else {
+                let dev = s
+                    .clone_htod(&host_scales)
+                    .while_(|| format!("uploading the {what} scales"))?;
+                Some((dev, host_scales))
+            };
+            Ok(Pool {
+                data,
+                params,
+                scales,
+            })
+        };
         let alloc = |n: usize, what: &str| {
-            rt.stream()
-                .alloc_zeros::<u16>(n.max(1))
+            s.alloc_zeros::<u16>(n.max(1))
                 .while_(|| format!("allocating the {what}"))
         };
         Ok(PagedKvCache {
             config,
-            k_pool: alloc(pool, "K pool")?,
-            v_pool: alloc(pool, "V pool")?,
+            k: pool(config.kv_dtype.k, ks, "K")?,
+            v: pool(config.kv_dtype.v, vs, "V")?,
             k_max: alloc(config.stats_elements(), "key max statistics")?,
             k_min: alloc(config.stats_elements(), "key min statistics")?,
         })
@@ -125,28 +296,57 @@ impl PagedKvCache {
         &self.config
     }
 
-    /// The K pool, `[pages, page_size, heads_kv, head_dim]` of `kv_dtype` words.
-    pub fn k_pool(&self) -> &CudaSlice<u16> {
-        &self.k_pool
+    /// The K pool's bytes, `[pages, page_size, heads_kv, row_bytes]`.
+    pub fn k_pool(&self) -> &CudaSlice<u8> {
+        &self.k.data
     }
 
-    pub fn v_pool(&self) -> &CudaSlice<u16> {
-        &self.v_pool
+    pub fn v_pool(&self) -> &CudaSlice<u8> {
+        &self.v.data
     }
 
-    /// Per-channel key max of each logical page, `[pages, page_size / 16, heads_kv, head_dim]`.
+    /// Per-token formats: the K pool's (scale, zero) pairs, `[pages, heads_kv, page_size, 2]`.
+    pub fn k_params(&self) -> Option<&CudaSlice<f32>> {
+        self.k.params.as_ref()
+    }
+
+    pub fn v_params(&self) -> Option<&CudaSlice<f32>> {
+        self.v.params.as_ref()
+    }
+
+    /// Per-head formats: the K pool's scale of each kv head.
+    pub fn k_scales(&self) -> &[f32] {
+        self.k.scales.as_ref().map_or(&[], |s| &s.1)
+    }
+
+    pub fn v_scales(&self) -> &[f32] {
+        self.v.scales.as_ref().map_or(&[], |s| &s.1)
+    }
+
+    pub(crate) fn k_scales_dev(&self) -> Option<&CudaSlice<f32>> {
+        self.k.scales.as_ref().map(|s| &s.0)
+    }
+
+    pub(crate) fn v_scales_dev(&self) -> Option<&CudaSlice<f32>> {
+        self.v.scales.as_ref().map(|s| &s.0)
+    }
+
+    /// Per-channel key max of each logical page, `[pages, page_size / 16, heads_kv, head_dim]`,
+    /// of the values the cache returns (dequantized), rounded up to `dtype`.
     pub fn k_max(&self) -> &CudaSlice<u16> {
         &self.k_max
     }
 
+    /// As [`k_max`](Self::k_max), the min rounded down.
     pub fn k_min(&self) -> &CudaSlice<u16> {
         &self.k_min
     }
 
-    /// Writes new tokens' K and V into their pages and updates the touched logical pages' key
-    /// statistics, in one kernel. `k_new` and `v_new` are packed `[tokens, heads_kv, head_dim]`
-    /// (`Layout::packed`, any row and head strides), sequence by sequence as `append` counts
-    /// them; `append` must have been made for `table`, whose lengths include the new tokens.
+    /// Writes new tokens' K and V into their pages (quantizing them for quantized pools) and
+    /// updates the touched logical pages' key statistics, in one kernel. `k_new` and `v_new`
+    /// are packed `[tokens, heads_kv, head_dim]` of the cache's `dtype` (`Layout::packed`, any
+    /// row and head strides), sequence by sequence as `append` counts them; `append` must have
+    /// been made for `table`, whose lengths include the new tokens.
     pub fn append<T: Element>(
         &mut self,
         rt: &Runtime,
@@ -163,10 +363,10 @@ impl PagedKvCache {
                 "was made for another page table; make it from the table passed here",
             ));
         }
-        if T::DTYPE != c.kv_dtype.compute_dtype() {
+        if T::DTYPE != c.dtype {
             return Err(invalid(
                 "k_new",
-                format!("is {}, the cache stores {}", T::DTYPE, c.kv_dtype),
+                format!("is {}, the cache takes {}", T::DTYPE, c.dtype),
             ));
         }
         let tokens = append.total;
@@ -187,13 +387,17 @@ impl PagedKvCache {
                 ));
             }
         }
-        let (kp, _g1) = self.k_pool.device_ptr_mut(s);
-        let (vp, _g2) = self.v_pool.device_ptr_mut(s);
+        let (kp, _g1) = self.k.data.device_ptr_mut(s);
+        let (vp, _g2) = self.v.data.device_ptr_mut(s);
         let (kmax, _g3) = self.k_max.device_ptr_mut(s);
         let (kmin, _g4) = self.k_min.device_ptr_mut(s);
         let (bt, _g5) = table.table.device_ptr(s);
         let (lens, _g6) = table.lens.device_ptr(s);
         let (cu, _g7) = append.cu_new.device_ptr(s);
+        let (k_params, _g8) = opt_ptr(s, self.k.params.as_mut());
+        let (v_params, _g9) = opt_ptr(s, self.v.params.as_mut());
+        let (k_scale, _g10) = opt_ptr(s, self.k.scales.as_mut().map(|x| &mut x.0));
+        let (v_scale, _g11) = opt_ptr(s, self.v.scales.as_mut().map(|x| &mut x.0));
         let params = AppendParams {
             k_new: k_ptr,
             v_new: v_ptr,
@@ -201,6 +405,10 @@ impl PagedKvCache {
             v_pool: vp,
             k_max: kmax,
             k_min: kmin,
+            k_params,
+            v_params,
+            k_scale,
+            v_scale,
             block_table: bt,
             seq_lens: lens,
             cu_new: cu,
@@ -214,7 +422,12 @@ impl PagedKvCache {
             page_size: c.page_size as i32,
             unused: 0,
         };
-        let f = decode_function(rt, DecodeModule::Append(c.kv_dtype), "fg_decode_append", 0)?;
+        let f = decode_function(
+            rt,
+            DecodeModule::Append(c.dtype, c.kv_dtype),
+            "fg_decode_append",
+            0,
+        )?;
         let cfg = LaunchConfig {
             grid_dim: (
                 append.max_logical_span as u32,
@@ -228,10 +441,25 @@ impl PagedKvCache {
         launch.arg(&params);
         // SAFETY: every pointer comes from a live buffer checked above against what the kernel
         // addresses: the new rows against their layouts and `append`'s counts, the pages
-        // through the table (validated against this cache's page count), the statistics
-        // through the same pages; the guards order the launch on the stream.
+        // through the table (validated against this cache's page count), the statistics and
+        // per-token parameters through the same pages, the per-head scales hold heads_kv
+        // values (KvScales::per_head); the guards order the launch on the stream.
         unsafe { launch.launch(cfg) }.while_(|| "launching fg_decode_append".into())?;
         Ok(())
+    }
+}
+
+/// The address of an optional buffer (0 when absent) and its stream guard.
+fn opt_ptr<'a>(
+    s: &'a std::sync::Arc<cudarc::driver::CudaStream>,
+    x: Option<&'a mut CudaSlice<f32>>,
+) -> (u64, Option<cudarc::driver::SyncOnDrop<'a>>) {
+    match x {
+        Some(x) => {
+            let (p, g) = x.device_ptr_mut(s);
+            (p, Some(g))
+        }
+        None => (0, None),
     }
 }
 
@@ -277,6 +505,10 @@ struct AppendParams {
     v_pool: u64,
     k_max: u64,
     k_min: u64,
+    k_params: u64,
+    v_params: u64,
+    k_scale: u64,
+    v_scale: u64,
     block_table: u64,
     seq_lens: u64,
     cu_new: u64,
@@ -652,7 +884,8 @@ mod tests {
             page_size: 32,
             heads_kv: 2,
             head_dim: 64,
-            kv_dtype: KvDtype::Bf16,
+            dtype: DType::Bf16,
+            kv_dtype: KvDtypes::same(KvDtype::Bf16),
         }
     }
 
@@ -702,6 +935,68 @@ mod tests {
             assert!(err(c.validate()).contains(needle), "{c:?}");
         }
         config().validate().unwrap();
+    }
+
+    #[test]
+    fn quantized_formats_and_scales_are_checked() {
+        let c = config();
+        // A 16-bit pool of the other dtype.
+        let bad = c.with_kv(KvDtypes::new(KvDtype::F16, KvDtype::Int8Token));
+        assert!(err(bad.validate()).contains("kv_dtype.k"));
+        let bad = c.with_kv(KvDtypes::new(KvDtype::Int8Token, KvDtype::F16));
+        assert!(err(bad.validate()).contains("kv_dtype.v"));
+        // Quantized pools serve either dtype.
+        for kv in KvDtype::QUANTIZED {
+            for dtype in [DType::Bf16, DType::F16] {
+                KvCacheConfig { dtype, ..c }
+                    .with_kv(KvDtypes::same(kv))
+                    .validate()
+                    .unwrap();
+            }
+        }
+        let q = c.with_kv(KvDtypes::new(KvDtype::Int8, KvDtype::Fp8));
+        for (scales, needle) in [
+            (KvScales::default(), "scales.k"),
+            (
+                KvScales {
+                    k: vec![1.0],
+                    v: vec![],
+                },
+                "scales.v",
+            ),
+            (
+                KvScales {
+                    k: vec![1.0; 3],
+                    v: vec![1.0],
+                },
+                "has 3 scales",
+            ),
+            (KvScales::per_tensor(0.0, 1.0), "positive and finite"),
+            (KvScales::per_tensor(1.0, f32::NAN), "positive and finite"),
+            (
+                KvScales::per_tensor(1.0, f32::INFINITY),
+                "positive and finite",
+            ),
+        ] {
+            assert!(err(scales.per_head(&q)).contains(needle), "{scales:?}");
+        }
+        // Per tensor: the same scale for every kv head; per head as given.
+        let (k, v) = KvScales::per_tensor(0.5, 2.0).per_head(&q).unwrap();
+        assert_eq!((k, v), (vec![0.5, 0.5], vec![2.0, 2.0]));
+        let per_head = KvScales {
+            k: vec![1.0, 3.0],
+            v: vec![2.0],
+        };
+        assert_eq!(per_head.per_head(&q).unwrap().0, vec![1.0, 3.0]);
+        // Scales for a pool that takes none.
+        let tok = c.with_kv(KvDtypes::same(KvDtype::Int4Token));
+        assert!(err(KvScales::per_tensor(1.0, 1.0).per_head(&tok)).contains("takes none"));
+        assert!(err(KvScales::per_tensor(1.0, 1.0).per_head(&c)).contains("takes none"));
+        // Bytes and parameter layout.
+        assert_eq!(tok.row_bytes(KvDtype::Int4Token), 32);
+        assert_eq!(tok.pool_bytes(KvDtype::Int4Token), 16 * 32 * 2 * 32);
+        assert_eq!(tok.param_index(3, 5, 1), (3 * 2 + 1) * 32 + 5);
+        assert_eq!(tok.token_row(3, 5, 1), (3 * 32 + 5) * 2 + 1);
     }
 
     #[test]

@@ -6,9 +6,10 @@ use crate::error::{Error, Result};
 use crate::runtime::Runtime;
 use cudarc::driver::CudaFunction;
 use flashgen_codegen::decode::{
-    decode_template_digest, render_append, render_decode, render_selector, DECODE_HEAD_DIMS,
+    decode_default_set, decode_template_digest, render_append, render_decode, render_selector,
+    DECODE_HEAD_DIMS,
 };
-use flashgen_codegen::{Arch, DType, DecodeSpec, KernelSource, KvDtype};
+use flashgen_codegen::{Arch, DType, DecodeSpec, KernelSource, KvDtype, KvDtypes};
 use sha2::{Digest, Sha256};
 
 /// One compiled unit of decode kernels.
@@ -16,8 +17,8 @@ use sha2::{Digest, Sha256};
 pub enum DecodeModule {
     /// The attention kernel of a spec and its split merge kernel.
     Attention(DecodeSpec),
-    /// `fg_decode_append` for one KV dtype.
-    Append(KvDtype),
+    /// `fg_decode_append` for one input dtype and pair of pool formats.
+    Append(DType, KvDtypes),
     /// `fg_decode_page_scores` and `fg_decode_page_select` for one query dtype and head dim.
     Selector(DType, u32),
 }
@@ -29,13 +30,50 @@ impl DecodeModule {
             .into_iter()
             .map(DecodeModule::Attention)
             .collect();
-        all.extend(KvDtype::ALL.map(DecodeModule::Append));
+        for dtype in DType::ALL {
+            all.push(DecodeModule::Append(
+                dtype,
+                KvDtypes::same(KvDtype::of(dtype)),
+            ));
+            for kv in KvDtypes::quantized_pairs(dtype) {
+                all.push(DecodeModule::Append(dtype, kv));
+            }
+        }
         for dtype in DType::ALL {
             for d in DECODE_HEAD_DIMS {
                 all.push(DecodeModule::Selector(dtype, d));
             }
         }
         all
+    }
+
+    /// The decode part of the built-in default set: the attention kernel of every spec of
+    /// [`decode_default_set`], the append kernel of each of their KV dtypes and the page
+    /// selector of each of their query dtypes and head dims.
+    pub fn default_set() -> Vec<DecodeModule> {
+        let specs = decode_default_set();
+        let mut out: Vec<DecodeModule> =
+            specs.iter().map(|&s| DecodeModule::Attention(s)).collect();
+        for s in &specs {
+            for m in [
+                DecodeModule::Append(s.dtype, s.kv_dtype),
+                DecodeModule::Selector(s.dtype, s.head_dim),
+            ] {
+                if !out.contains(&m) {
+                    out.push(m);
+                }
+            }
+        }
+        out
+    }
+
+    /// The module's first entry function, whose resource report the kernel cache keeps.
+    pub fn entry_name(self) -> String {
+        match self {
+            DecodeModule::Attention(spec) => spec.kernel_name(),
+            DecodeModule::Append(..) => "fg_decode_append".into(),
+            DecodeModule::Selector(..) => "fg_decode_page_scores".into(),
+        }
     }
 
     /// The entry functions of the module.
@@ -45,7 +83,7 @@ impl DecodeModule {
                 let name = spec.kernel_name();
                 vec![format!("{name}_merge"), name]
             }
-            DecodeModule::Append(_) => vec!["fg_decode_append".into()],
+            DecodeModule::Append(..) => vec!["fg_decode_append".into()],
             DecodeModule::Selector(..) => vec![
                 "fg_decode_page_scores".into(),
                 "fg_decode_page_select".into(),
@@ -60,10 +98,25 @@ impl DecodeModule {
                 spec.validate()?;
                 render_decode(&spec, arch)
             }
-            DecodeModule::Append(kv) => render_append(kv),
+            DecodeModule::Append(dtype, kv) => render_append(dtype, kv),
             DecodeModule::Selector(dtype, d) => render_selector(dtype, d),
         };
         rendered.map_err(|e| Error::Render(format!("{e:?}")))
+    }
+}
+
+/// The module as reports name it: the attention kernel's spec (`decode-dense,d128,bf16,p64,r16`),
+/// `decode-append,<dtype>,kv-<format>` (or `,k-<format>,v-<format>`) or `decode-selector,d<head_dim>,<dtype>`.
+impl std::fmt::Display for DecodeModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeModule::Attention(spec) => write!(f, "{spec}"),
+            DecodeModule::Append(dtype, kv) if kv.k == kv.v => {
+                write!(f, "decode-append,{dtype},kv-{kv}")
+            }
+            DecodeModule::Append(dtype, kv) => write!(f, "decode-append,{dtype},{kv}"),
+            DecodeModule::Selector(dtype, d) => write!(f, "decode-selector,d{d},{dtype}"),
+        }
     }
 }
 
@@ -102,6 +155,36 @@ mod tests {
     use crate::compile::{compile, parse_report};
 
     #[test]
+    fn the_default_set_has_its_append_and_selector_kernels() {
+        let set = DecodeModule::default_set();
+        for spec in decode_default_set() {
+            assert!(set.contains(&DecodeModule::Attention(spec)));
+            assert!(set.contains(&DecodeModule::Append(spec.dtype, spec.kv_dtype)));
+            assert!(set.contains(&DecodeModule::Selector(spec.dtype, spec.head_dim)));
+        }
+        for m in &set {
+            assert_eq!(set.iter().filter(|x| *x == m).count(), 1);
+            assert_eq!(m.source(Arch::SM90).unwrap().kernel_name, m.entry_name());
+        }
+        assert_eq!(
+            DecodeModule::Append(DType::Bf16, KvDtypes::same(KvDtype::Bf16)).to_string(),
+            "decode-append,bf16,kv-bf16"
+        );
+        assert_eq!(
+            DecodeModule::Append(
+                DType::Bf16,
+                KvDtypes::new(KvDtype::Int4Token, KvDtype::Int8Token)
+            )
+            .to_string(),
+            "decode-append,bf16,k-int4tok,v-int8tok"
+        );
+        assert_eq!(
+            DecodeModule::Selector(DType::Bf16, 128).to_string(),
+            "decode-selector,d128,bf16"
+        );
+    }
+
+    #[test]
     fn every_module_names_its_functions_in_its_source() {
         for module in DecodeModule::all() {
             let source = module.source(Arch::SM90).unwrap();
@@ -125,7 +208,12 @@ mod tests {
         let spec = DecodeSpec::new(flashgen_codegen::DecodeVariant::Mixed, 128, DType::Bf16, 64);
         for module in [
             DecodeModule::Attention(spec),
-            DecodeModule::Append(KvDtype::F16),
+            DecodeModule::Append(DType::F16, KvDtypes::same(KvDtype::F16)),
+            DecodeModule::Append(DType::Bf16, KvDtypes::new(KvDtype::Int4Token, KvDtype::Fp8)),
+            DecodeModule::Attention(
+                DecodeSpec::new(flashgen_codegen::DecodeVariant::Dense, 128, DType::Bf16, 64)
+                    .with_kv_dtypes(KvDtypes::new(KvDtype::Int4Token, KvDtype::Int8Token)),
+            ),
             DecodeModule::Selector(DType::Bf16, 128),
         ] {
             for arch in [Arch::SM80, Arch::SM90] {

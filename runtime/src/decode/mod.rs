@@ -19,11 +19,12 @@ pub mod selector;
 mod variants;
 
 pub use attention::{
-    choose_splits, plan_decode, DecodeArgs, DecodeHeadKind, DecodeHeads, DecodeMask, DecodePlan,
-    DecodeShape, StreamingWindow,
+    choose_splits, exact_splits, plan_decode, plan_decode_with, DecodeArgs, DecodeChoice,
+    DecodeHeadKind, DecodeHeads, DecodeLaunch, DecodeMask, DecodePlan, DecodeShape,
+    StreamingWindow,
 };
 pub use cache::{
-    plan_append, DeviceAppend, DevicePageTable, KvCacheConfig, PageAllocator, PageTable,
+    plan_append, DeviceAppend, DevicePageTable, KvCacheConfig, KvScales, PageAllocator, PageTable,
     PagedKvCache,
 };
 pub use kernels::DecodeModule;

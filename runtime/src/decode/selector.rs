@@ -390,10 +390,10 @@ impl PageSelector {
         table.check_for(&c)?;
         let host = table.host();
         let keep = self.budget_pages(c.page_size)?;
-        if T::DTYPE != c.kv_dtype.compute_dtype() {
+        if T::DTYPE != c.dtype {
             return Err(invalid(
                 "q",
-                format!("is {}, the cache stores {}", T::DTYPE, c.kv_dtype),
+                format!("is {}, the cache serves {}", T::DTYPE, c.dtype),
             ));
         }
         let l = q.layout;
@@ -484,7 +484,7 @@ impl PageSelector {
                 keep_pages: keep as i32,
                 unused: 0,
             };
-            let module = DecodeModule::Selector(c.kv_dtype.compute_dtype(), c.head_dim as u32);
+            let module = DecodeModule::Selector(c.dtype, c.head_dim as u32);
             let score = decode_function(rt, module, "fg_decode_page_scores", 0)?;
             let warps = (SCORE_THREADS / 32) as usize;
             let cfg = LaunchConfig {
@@ -536,7 +536,7 @@ impl PageSelector {
 mod tests {
     use super::*;
     use crate::decode::cache::KvCacheConfig;
-    use flashgen_codegen::KvDtype;
+    use flashgen_codegen::{DType, KvDtype, KvDtypes};
 
     fn table() -> PageTable {
         let c = KvCacheConfig {
@@ -544,7 +544,8 @@ mod tests {
             page_size: 32,
             heads_kv: 2,
             head_dim: 64,
-            kv_dtype: KvDtype::Bf16,
+            dtype: DType::Bf16,
+            kv_dtype: KvDtypes::same(KvDtype::Bf16),
         };
         PageTable::new(&c, &[vec![0, 1, 2, 3], vec![4, 5]], &[100, 40]).unwrap()
     }
@@ -577,7 +578,8 @@ mod tests {
             page_size: 32,
             heads_kv: 2,
             head_dim: 64,
-            kv_dtype: KvDtype::Bf16,
+            dtype: DType::Bf16,
+            kv_dtype: KvDtypes::same(KvDtype::Bf16),
         };
         let shorter = PageTable::new(&c, &[vec![0, 1, 2, 3], vec![4, 5]], &[100, 20]).unwrap();
         assert!(info

@@ -10,6 +10,6 @@ struct DenseSchedule {
     __device__ __forceinline__ bool visible(int t, int pos) const { return t <= pos; }
 };
 
-__device__ __forceinline__ void fg_decode_cta(const DecodeParams& p, int b, int kvh, int split, int seq_len, elem_t* smem) {
+__device__ __forceinline__ void fg_decode_cta(const DecodeParams& p, int b, int kvh, int split, int seq_len, unsigned char* smem) {
     fg_decode_split(DenseSchedule(p, b, kvh, seq_len), p, b, kvh, split, seq_len, smem);
 }

@@ -3,7 +3,7 @@
 {% include "decode/variants/streaming.cuh" %}
 {% include "decode/variants/selected.cuh" %}
 
-__device__ __forceinline__ void fg_decode_cta(const DecodeParams& p, int b, int kvh, int split, int seq_len, elem_t* smem) {
+__device__ __forceinline__ void fg_decode_cta(const DecodeParams& p, int b, int kvh, int split, int seq_len, unsigned char* smem) {
     if (p.head_kind[kvh] == 1) {
         fg_decode_split(StreamingSchedule(p, b, kvh, seq_len), p, b, kvh, split, seq_len, smem);
     } else {

@@ -31,7 +31,7 @@ struct SelectedSchedule {
 };
 {%- if variant == "selected" %}
 
-__device__ __forceinline__ void fg_decode_cta(const DecodeParams& p, int b, int kvh, int split, int seq_len, elem_t* smem) {
+__device__ __forceinline__ void fg_decode_cta(const DecodeParams& p, int b, int kvh, int split, int seq_len, unsigned char* smem) {
     fg_decode_split(SelectedSchedule(p, b, kvh, seq_len), p, b, kvh, split, seq_len, smem);
 }
 {%- endif %}

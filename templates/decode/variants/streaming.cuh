@@ -25,7 +25,7 @@ struct StreamingSchedule {
 };
 {%- if variant == "streaming" %}
 
-__device__ __forceinline__ void fg_decode_cta(const DecodeParams& p, int b, int kvh, int split, int seq_len, elem_t* smem) {
+__device__ __forceinline__ void fg_decode_cta(const DecodeParams& p, int b, int kvh, int split, int seq_len, unsigned char* smem) {
     fg_decode_split(StreamingSchedule(p, b, kvh, seq_len), p, b, kvh, split, seq_len, smem);
 }
 {%- endif %}
