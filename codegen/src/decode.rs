@@ -687,7 +687,16 @@ pub fn decode_default_set() -> Vec<DecodeSpec> {
 }
 
 /// [`decode_default_set`] with queries of `dtype`.
+///
+/// Its caches: the 16-bit one and the per-token quantized formats (int8tok, int4tok), which need
+/// nothing from the engine but the tokens. The per-tensor formats (int8, fp8) take calibrated
+/// scales that only the engine knows, so their kernels are compiled on first use.
 pub fn decode_default_set_for(dtype: DType) -> Vec<DecodeSpec> {
+    let caches = [
+        KvDtypes::same(KvDtype::of(dtype)),
+        KvDtypes::same(KvDtype::Int8Token),
+        KvDtypes::same(KvDtype::Int4Token),
+    ];
     DecodeSpec::all()
         .into_iter()
         .filter(|s| {
@@ -695,6 +704,7 @@ pub fn decode_default_set_for(dtype: DType) -> Vec<DecodeSpec> {
                 && s.dtype == dtype
                 && s.page_size == DEFAULT_PAGE_SIZE
                 && s.rows == DECODE_ROWS[0]
+                && caches.contains(&s.kv_dtype)
         })
         .collect()
 }

@@ -467,7 +467,12 @@ mod tests {
             assert!(set.iter().any(|j| matches!(j,
                 Job::Decode(DecodeModule::Attention(s)) if s.variant == v && s.head_dim == 128)));
         }
-        assert!(set.iter().any(|j| j.to_string() == "decode-append,kv-bf16"));
+        assert!(set
+            .iter()
+            .any(|j| j.to_string() == "decode-append,bf16,kv-bf16"));
+        assert!(set
+            .iter()
+            .any(|j| j.to_string() == "decode-append,bf16,kv-int4tok"));
         assert!(set
             .iter()
             .any(|j| j.to_string() == "decode-selector,d64,bf16"));

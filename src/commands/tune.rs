@@ -688,7 +688,11 @@ mod tests {
         // Lengths: batch 1 and 8 at each.
         let d = select_decode_targets(&args(&["--seq", "5000", "--variant", "decode-dense"]));
         assert!(d.iter().all(|t| t.problem.seq == 5000));
-        assert_eq!(d.len(), 2 * 2);
+        let dense_specs = flashgen_codegen::decode::decode_default_set()
+            .into_iter()
+            .filter(|s| s.variant == DecodeVariant::Dense)
+            .count();
+        assert_eq!(d.len(), dense_specs * 2);
         // f16 queries take the f16 kernels.
         let d = select_decode_targets(&args(&["--dtype", "f16", "--variant", "decode-mixed"]));
         assert!(!d.is_empty() && d.iter().all(|t| t.spec.dtype == DType::F16));
