@@ -1,8 +1,8 @@
 //! The custom variant against FlexAttention's user-defined masks: the cases of
 //! `shared/bench/flex_mods.py` (b1, h32 over 8 kv heads, d128, bf16, s16384) — causal, sliding
 //! window 1024, prefix-LM 2048, document-causal with random document lengths, causal with a
-//! tanh soft cap of 50, causal with ALiBi — each timed with CUDA events (the benchmarks' shared timing: median after a
-//! warm-up), with useful TFLOP/s (`4 * heads * d * visible pairs`, the pairs counted from the
+//! tanh soft cap of 50, causal with ALiBi — each timed with CUDA events (the benchmarks'
+//! shared timing: median after a warm-up), with useful TFLOP/s (`4 * heads * d * visible pairs`, the pairs counted from the
 //! mask itself, as flex_mods.py counts them), the block classification's creation time and the
 //! cold path of a definition never seen before (render, NVRTC, classification, first launch).
 //!
