@@ -2,7 +2,9 @@
 # Runs on a GPU machine from the repository root, over the binaries of scripts/build-carry.sh:
 #   scripts/gpu-check.sh [tests] [sanitizer] [bench] [peers] [bench-apb] [bench-custom] [bench-decode] [tune-quick] [tune-full]
 #                        [tune-decode] [bench-new-shapes] [timing-check]
-#   (default: the first four). $TESTS, when set, names the test executables to run.
+#   (default: the first four). $TESTS, when set, names the test executables to run;
+#   $TEST_THREADS (default 1) runs that many tests of a binary at once (correctness only: the
+#   GPU test binaries pass with 4-6, in about half the time).
 # Logs go to $OUT (default /tmp/flashgen-out); a short summary is printed last.
 set -uo pipefail
 out=${OUT:-/tmp/flashgen-out}
@@ -36,7 +38,7 @@ for step in $steps; do
         fi
         for t in "${list[@]}"; do
             echo "== $(basename "$t")"
-            "$t" --include-ignored --test-threads=1 2>&1 || rc=1
+            "$t" --include-ignored --test-threads="${TEST_THREADS:-1}" 2>&1 || rc=1
         done > "$out/tests.log"
         grep -E "^test result|FAILED|panicked" "$out/tests.log" | tail -40
         summary+=("tests: rc=$rc, $(grep -c '\.\.\. ok' "$out/tests.log") ok, $(grep -c '\.\.\. FAILED' "$out/tests.log") failed")
