@@ -289,6 +289,19 @@ pub fn attention<T: Element>(
     mask: &Mask,
     scale: Option<f64>,
 ) -> Result<Output, AttentionError> {
+    let (problem, rows) = fixed_problem(q, k, v, mask, scale)?;
+    mask.check(q.layout.batch, q.layout.heads, q.layout.seq, k.layout.seq)?;
+    Ok(problem.run(rows))
+}
+
+/// The checked problem and rows of fixed-length tensors (shapes as [`attention`]).
+fn fixed_problem<'a, T: Element>(
+    q: Tensor<'a, T>,
+    k: Tensor<'a, T>,
+    v: Tensor<'a, T>,
+    mask: &'a Mask,
+    scale: Option<f64>,
+) -> Result<(Problem<'a, T>, Rows), AttentionError> {
     let (ql, kl, vl) = (q.layout, k.layout, v.layout);
     same("batch of q and k", ql.batch, kl.batch)?;
     same("batch of q and v", ql.batch, vl.batch)?;
@@ -301,13 +314,11 @@ pub fn attention<T: Element>(
         Side::fixed(k.data, kl),
         Side::fixed(v.data, vl),
     ];
-    let problem = Problem::new(sides, mask, scale)?;
-    mask.check(ql.batch, ql.heads, ql.seq, kl.seq)?;
     let rows = Rows::Fixed {
         batch: ql.batch,
         seq: ql.seq,
     };
-    Ok(problem.run(rows))
+    Ok((Problem::new(sides, mask, scale)?, rows))
 }
 
 /// Attention over packed varlen tensors: Q `[total_q, hq, d]` over `cu_seqlens_q`, K and V
@@ -320,6 +331,26 @@ pub fn attention_varlen<T: Element>(
     mask: &Mask,
     scale: Option<f64>,
 ) -> Result<Output, AttentionError> {
+    let (problem, rows) = varlen_problem(q, k, v, mask, scale)?;
+    for b in 0..q.layout.batch() {
+        mask.check(
+            q.layout.batch(),
+            q.layout.heads,
+            q.layout.seqlen(b),
+            k.layout.seqlen(b),
+        )?;
+    }
+    Ok(problem.run(rows))
+}
+
+/// The checked problem and rows of packed varlen tensors (shapes as [`attention_varlen`]).
+fn varlen_problem<'a, T: Element>(
+    q: VarlenTensor<'a, T>,
+    k: VarlenTensor<'a, T>,
+    v: VarlenTensor<'a, T>,
+    mask: &'a Mask,
+    scale: Option<f64>,
+) -> Result<(Problem<'a, T>, Rows), AttentionError> {
     let (ql, kl, vl) = (q.layout, k.layout, v.layout);
     same("batch of q and k", ql.batch(), kl.batch())?;
     same("batch of q and v", ql.batch(), vl.batch())?;
@@ -340,14 +371,10 @@ pub fn attention_varlen<T: Element>(
         Side::varlen(k.data, kl),
         Side::varlen(v.data, vl),
     ];
-    let problem = Problem::new(sides, mask, scale)?;
-    for b in 0..ql.batch() {
-        mask.check(ql.batch(), ql.heads, ql.seqlen(b), kl.seqlen(b))?;
-    }
     let rows = Rows::Varlen {
         cu_seqlens: ql.cu_seqlens().to_vec(),
     };
-    Ok(problem.run(rows))
+    Ok((Problem::new(sides, mask, scale)?, rows))
 }
 
 fn same(what: &'static str, left: usize, right: usize) -> Result<(), AttentionError> {
@@ -803,30 +830,9 @@ pub fn attention_custom<T: Element>(
     custom: &CustomMask<'_>,
     scale: Option<f64>,
 ) -> Result<Output, AttentionError> {
-    let (ql, kl, vl) = (q.layout, k.layout, v.layout);
-    same("batch of q and k", ql.batch, kl.batch)?;
-    same("batch of q and v", ql.batch, vl.batch)?;
-    same("sequence length of k and v", kl.seq, vl.seq)?;
-    for (name, data, layout) in [("q", q.data, ql), ("k", k.data, kl), ("v", v.data, vl)] {
-        buffer_fits(name, data.len(), layout.required_len())?;
-    }
     let mask = Mask::dense();
-    let problem = Problem::new(
-        [
-            Side::fixed(q.data, ql),
-            Side::fixed(k.data, kl),
-            Side::fixed(v.data, vl),
-        ],
-        &mask,
-        scale,
-    )?;
-    Ok(problem.run_custom(
-        custom,
-        Rows::Fixed {
-            batch: ql.batch,
-            seq: ql.seq,
-        },
-    ))
+    let (problem, rows) = fixed_problem(q, k, v, &mask, scale)?;
+    Ok(problem.run_custom(custom, rows))
 }
 
 /// [`attention_custom`] over packed varlen tensors (shapes as [`attention_varlen`]); each
@@ -838,37 +844,9 @@ pub fn attention_custom_varlen<T: Element>(
     custom: &CustomMask<'_>,
     scale: Option<f64>,
 ) -> Result<Output, AttentionError> {
-    let (ql, kl, vl) = (q.layout, k.layout, v.layout);
-    same("batch of q and k", ql.batch(), kl.batch())?;
-    same("batch of q and v", ql.batch(), vl.batch())?;
-    for b in 0..kl.batch() {
-        if kl.seqlen(b) != vl.seqlen(b) {
-            return Err(AttentionError::KvSeqlen {
-                b,
-                k: kl.seqlen(b),
-                v: vl.seqlen(b),
-            });
-        }
-    }
-    for (name, data, layout) in [("q", q.data, ql), ("k", k.data, kl), ("v", v.data, vl)] {
-        buffer_fits(name, data.len(), layout.required_len())?;
-    }
     let mask = Mask::dense();
-    let problem = Problem::new(
-        [
-            Side::varlen(q.data, ql),
-            Side::varlen(k.data, kl),
-            Side::varlen(v.data, vl),
-        ],
-        &mask,
-        scale,
-    )?;
-    Ok(problem.run_custom(
-        custom,
-        Rows::Varlen {
-            cu_seqlens: ql.cu_seqlens().to_vec(),
-        },
-    ))
+    let (problem, rows) = varlen_problem(q, k, v, &mask, scale)?;
+    Ok(problem.run_custom(custom, rows))
 }
 
 /// O (`[rows, dv]`) and lse of one (sequence, query head).
