@@ -7,13 +7,14 @@
 //! b8 s128k against dense bf16 decode there. Effective bandwidth = bytes of K and V (with their
 //! scales) the exact result must read / time (HBM read: 4.47 TB/s on an H200). Device time by
 //! CUDA events, median of repeated launches after a warm-up, each launch behind an L2 flush with
-//! the host running ahead (`common/gpu_time.rs`: as the peers' `do_bench` times them, so the
-//! ratios to the peers compare like with like). Prints a table and writes JSON.
+//! the host running ahead (`flashgen_tuning::gpu::time_launches_flushed`, as the peers'
+//! `do_bench` times them, so the ratios to the peers compare like with like). Prints a table
+//! and writes JSON.
 //!
 //!   cargo bench --bench decode -- [--json FILE] [--only TEXT]
 
-#[path = "common/gpu_time.rs"]
-mod gpu_time;
+#[path = "common/timing.rs"]
+mod timing;
 
 use flashgen_codegen::{DType, KvDtype, KvDtypes, KvScaling};
 use flashgen_reference::Rng;
@@ -177,7 +178,7 @@ fn main() {
             .stream()
             .alloc_zeros::<bf16>(q_layout.required_len())
             .expect("alloc");
-        let ms = gpu_time::device_median_ms(&rt, WARMUP, REPS, || {
+        let ms = timing::flushed_median_ms(&rt, WARMUP, REPS, || {
             rt.decode(
                 &cache,
                 &table,
@@ -214,7 +215,7 @@ fn main() {
                 .alloc_zeros::<bf16>(q_layout.required_len())
                 .expect("alloc");
             let mut lse = rt.stream().alloc_zeros::<f32>(batch * HQ).expect("alloc");
-            gpu_time::device_median_ms(&rt, WARMUP, REPS, || {
+            timing::flushed_median_ms(&rt, WARMUP, REPS, || {
                 rt.decode(
                     &cache,
                     &table,
@@ -333,7 +334,7 @@ fn main() {
                 layout: q_layout,
             };
             let sel = selector.select(&rt, &cache, &table, qt())?;
-            let select_ms = gpu_time::device_median_ms(&rt, WARMUP, REPS, || {
+            let select_ms = timing::flushed_median_ms(&rt, WARMUP, REPS, || {
                 selector.select(&rt, &cache, &table, qt()).map(drop)
             })?;
             let kinds: Vec<DecodeHeadKind> = (0..HKV)
@@ -359,7 +360,7 @@ fn main() {
             } else {
                 DecodeMask::Selected(&sel)
             };
-            let decode_ms = gpu_time::device_median_ms(&rt, WARMUP, REPS, || {
+            let decode_ms = timing::flushed_median_ms(&rt, WARMUP, REPS, || {
                 rt.decode(
                     &cache,
                     &table,

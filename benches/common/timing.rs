@@ -7,7 +7,9 @@
 #![allow(dead_code)]
 
 use flashgen_runtime::Runtime;
-use flashgen_tuning::gpu::{l2_bytes, problem_bytes, time_launches, WARMUP_TIME};
+use flashgen_tuning::gpu::{
+    l2_bytes, problem_bytes, time_launches, time_launches_flushed, WARMUP_TIME,
+};
 use flashgen_tuning::timing::{input_sets, median, TimingParams};
 use flashgen_tuning::{TuneTarget, Tuner};
 
@@ -46,6 +48,29 @@ pub fn median_ms<E: std::fmt::Display>(
 ) -> Result<f64, E> {
     let mut failure = None;
     let samples = time_launches(rt, WARMUP_TIME, reps.max(1), |_| {
+        f().map_err(|e| {
+            let text = e.to_string();
+            failure = Some(e);
+            text
+        })
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    Ok(median(&samples.expect("CUDA event timing")))
+}
+
+/// Median milliseconds of `f` timed as the peers' `do_bench` times theirs
+/// ([`time_launches_flushed`]: an L2 flush before each launch, gaps not counted), after
+/// `warmup` untimed launches. A failing `f` returns its error; a failing CUDA call panics.
+pub fn flushed_median_ms<E: std::fmt::Display>(
+    rt: &Runtime,
+    warmup: usize,
+    reps: usize,
+    mut f: impl FnMut() -> Result<(), E>,
+) -> Result<f64, E> {
+    let mut failure = None;
+    let samples = time_launches_flushed(rt, warmup, reps, |_| {
         f().map_err(|e| {
             let text = e.to_string();
             failure = Some(e);

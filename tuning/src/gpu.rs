@@ -395,6 +395,64 @@ pub fn time_launches(
         .collect()
 }
 
+/// Bytes written between two launches timed by [`time_launches_flushed`]: more than the L2
+/// cache of any current GPU (50 MiB on an H100/H200), as the peers' timer does.
+const FLUSH_BYTES: usize = 256 << 20;
+
+/// [`time_launches`] the way `triton.testing.do_bench` times the peers: `warmup` untimed
+/// launches, then each of the `n` timed launches queued behind a write that evicts the L2
+/// cache, between its own pair of events, with no host wait in between. No launch finds its
+/// inputs in L2 and the gaps between launches are not counted, so a ratio to a peer's time
+/// compares like with like (the decode benchmark reports these). Milliseconds per launch.
+pub fn time_launches_flushed(
+    rt: &Runtime,
+    warmup: usize,
+    n: usize,
+    mut launch: impl FnMut(usize) -> Result<(), String>,
+) -> Result<Vec<f64>, String> {
+    let stream = rt.stream();
+    let mut flush = stream
+        .alloc_zeros::<u8>(FLUSH_BYTES)
+        .map_err(|e| driver("allocating the L2 flush buffer", e))?;
+    for i in 0..warmup {
+        launch(i)?;
+    }
+    stream
+        .synchronize()
+        .map_err(|e| driver("waiting for the warm-up launches", e))?;
+    let ctx = rt.context();
+    let event = || {
+        ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+            .map_err(|e| driver("creating an event", e))
+    };
+    let mut pairs = Vec::with_capacity(n.max(1));
+    for i in 0..n.max(1) {
+        stream
+            .memset_zeros(&mut flush)
+            .map_err(|e| driver("flushing the L2 cache", e))?;
+        let (start, end) = (event()?, event()?);
+        start
+            .record(stream)
+            .map_err(|e| driver("recording an event", e))?;
+        launch(i)?;
+        end.record(stream)
+            .map_err(|e| driver("recording an event", e))?;
+        pairs.push((start, end));
+    }
+    stream
+        .synchronize()
+        .map_err(|e| driver("waiting for the timed launches", e))?;
+    pairs
+        .iter()
+        .map(|(start, end)| {
+            start
+                .elapsed_ms(end)
+                .map(f64::from)
+                .map_err(|e| driver("reading an event time", e))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
