@@ -162,7 +162,7 @@ impl<'a> Parts<'a> {
 fn parse_parts(text: &str) -> Result<(AttentionSpec, Option<TileConfig>), SpecError> {
     let (definition, rest) = split_definition(text)?;
     let (spec, tile) = parse_plain_parts(text, rest)?;
-    if definition.is_some() && spec.variant != Variant::Custom {
+    if definition.is_some() && !spec.variant.takes_definition() {
         return Err(parse_err(
             text,
             format!(

@@ -209,8 +209,7 @@ pub fn validate_attention(spec: &AttentionSpec) -> Result<(), SpecError> {
             variant: spec.variant,
         });
     }
-    if spec.definition.is_some() && spec.variant.info().args != crate::variants::LaunchArgs::Custom
-    {
+    if spec.definition.is_some() && !spec.variant.takes_definition() {
         return Err(SpecError::DefinitionNotApplicable {
             variant: spec.variant,
         });

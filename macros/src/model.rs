@@ -397,10 +397,10 @@ pub fn lower(decl: &Decl) -> syn::Result<Kernel> {
     };
     let mut seen: Vec<String> = Vec::new();
     let mut definition = None;
-    if variant == Variant::Custom {
+    if variant.takes_definition() {
         definition = crate::custom::definition(args)?;
     }
-    for arg in args.iter().filter(|_| variant != Variant::Custom) {
+    for arg in args.iter().filter(|_| !variant.takes_definition()) {
         let key = arg.key.to_string();
         if seen.contains(&key) {
             errors.at(&arg.key, format!("duplicate parameter `{key}` of {vkey}"));

@@ -253,6 +253,12 @@ impl Variant {
         self.info().name
     }
 
+    /// Whether the variant's kernel is generated from a user definition (a mask and score
+    /// modifier in braces in its spec text), read from its kind of launch arguments.
+    pub fn takes_definition(self) -> bool {
+        self.info().args == LaunchArgs::Custom
+    }
+
     /// Whether the `causal` flag means something for this variant.
     pub fn accepts_causal(self) -> bool {
         self.info().causal
