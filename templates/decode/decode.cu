@@ -293,6 +293,7 @@ __device__ __forceinline__ void fg_decode_split(const Sched& sched, const Decode
             const elem_t* src = p.q + (fg_i64)b * p.q_batch_stride + (fg_i64)h * p.q_head_stride + (fg_i64)tok * p.q_row_stride + ch * 8;
             fg_cp_async16(fg_smem_addr(sq + r * SMEM_ROW + ch * 8), src, valid);
         }
+        fg_cp_async_commit();
     } else {
         // bf16, head dim permuted: within each 64 columns, column 16 s + 8 r + 2 t + e (k-step s,
         // fragment register r, lane t of a quad, element e) holds dim 16 t + 4 s + 2 r + e, so a
@@ -390,9 +391,23 @@ __device__ __forceinline__ void fg_decode_split(const Sched& sched, const Decode
         if (s < n_tiles) load_tile(s, s);
         fg_cp_async_commit();
     }
+    // Q's A fragments stay in registers for the whole split where registers allow (d 256 needs
+    // its registers for 128 accumulators, and 64-row tiles for their 32 score registers: those
+    // reload Q per tile). The Q group is the oldest: waiting until STAGES - 1 groups are
+    // pending waits for Q alone.
+    constexpr bool Q_IN_REGS = HEAD_DIM <= 128 && S_TILES <= 4;
+    fg_u32 qa[Q_IN_REGS ? D_STEPS : 1][4];
+    if constexpr (!K_QUANT) fg_cp_async_wait<STAGES - 1>();
+    __syncthreads();
+    auto q_frag = [&](int kd, fg_u32 (&a)[4]) {
+        fg_ldmatrix_x4(a, fg_smem_addr(sq + (wm * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * SMEM_ROW + kd * 16 + (lane >> 4) * 8));
+    };
+    if constexpr (Q_IN_REGS) {
+#pragma unroll
+        for (int kd = 0; kd < D_STEPS; ++kd) q_frag(kd, qa[kd]);
+    }
     float qs[2] = {0.f, 0.f};
     if constexpr (K_TOK) {
-        __syncthreads();
 #pragma unroll
         for (int hf = 0; hf < 2; ++hf) qs[hf] = sqsum[wm * 16 + g + 8 * hf];
     }
@@ -428,7 +443,12 @@ __device__ __forceinline__ void fg_decode_split(const Sched& sched, const Decode
 #pragma unroll
             for (int kd = 0; kd < D_STEPS; ++kd) {
                 fg_u32 a[4];
-                fg_ldmatrix_x4(a, fg_smem_addr(sq + (wm * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * SMEM_ROW + kd * 16 + (lane >> 4) * 8));
+                if constexpr (Q_IN_REGS) {
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) a[i] = qa[kd][i];
+                } else {
+                    q_frag(kd, a);
+                }
 #pragma unroll
                 for (int pr = 0; pr < S_TILES / 2; ++pr) {
                     fg_u32 bk[4];
@@ -442,8 +462,14 @@ __device__ __forceinline__ void fg_decode_split(const Sched& sched, const Decode
             for (int c = 0; c < HEAD_DIM / 64; ++c) {
                 fg_u32 a[4][4];
 #pragma unroll
-                for (int ks4 = 0; ks4 < 4; ++ks4)
-                    fg_ldmatrix_x4(a[ks4], fg_smem_addr(sq + (wm * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * SMEM_ROW + c * 64 + ks4 * 16 + (lane >> 4) * 8));
+                for (int ks4 = 0; ks4 < 4; ++ks4) {
+                    if constexpr (Q_IN_REGS) {
+#pragma unroll
+                        for (int i = 0; i < 4; ++i) a[ks4][i] = qa[c * 4 + ks4][i];
+                    } else {
+                        q_frag(c * 4 + ks4, a[ks4]);
+                    }
+                }
 #pragma unroll
                 for (int st = 0; st < S_TILES; ++st) {
                     fg_u32 bk[8];
@@ -486,7 +512,10 @@ __device__ __forceinline__ void fg_decode_split(const Sched& sched, const Decode
                 }
         }
 
-        // Online softmax in base 2.
+        // Online softmax in base 2. O is rescaled only when a row max of the warp moved (a
+        // correction of exactly 1 leaves it unchanged): past the first tiles of a long context
+        // it rarely does.
+        float corr[2];
 #pragma unroll
         for (int hf = 0; hf < 2; ++hf) {
             float mx = row_max[hf];
@@ -495,7 +524,7 @@ __device__ __forceinline__ void fg_decode_split(const Sched& sched, const Decode
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
             const float offset = mx == fg_neg_inf() ? 0.f : mx * sl2;
-            const float corr = fg_exp2(row_max[hf] * sl2 - offset);
+            corr[hf] = fg_exp2(row_max[hf] * sl2 - offset);
             row_max[hf] = mx;
             float sum = 0.f;
 #pragma unroll
@@ -506,13 +535,14 @@ __device__ __forceinline__ void fg_decode_split(const Sched& sched, const Decode
                     s[st][2 * hf + e] = pv;
                     sum += pv;
                 }
-            row_sum[hf] = row_sum[hf] * corr + sum;
-            if constexpr (V_TOK) zacc[hf] *= corr;
+            row_sum[hf] = row_sum[hf] * corr[hf] + sum;
+            if constexpr (V_TOK) zacc[hf] *= corr[hf];
+        }
+        if (__any_sync(0xffffffffu, corr[0] != 1.f || corr[1] != 1.f)) {
 #pragma unroll
-            for (int ot = 0; ot < O_TILES; ++ot) {
-                acc[ot][2 * hf] *= corr;
-                acc[ot][2 * hf + 1] *= corr;
-            }
+            for (int ot = 0; ot < O_TILES; ++ot)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) acc[ot][e] *= corr[e >> 1];
         }
 
         if constexpr (V_TOK) {
