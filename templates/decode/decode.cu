@@ -523,15 +523,18 @@ __device__ __forceinline__ void fg_decode_split(const Sched& sched, const Decode
             for (int st = 0; st < S_TILES; ++st) mx = fmaxf(mx, fmaxf(s[st][2 * hf], s[st][2 * hf + 1]));
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            const float offset = mx == fg_neg_inf() ? 0.f : mx * sl2;
-            corr[hf] = fg_exp2(row_max[hf] * sl2 - offset);
+            // (s - max) * scale, not s * scale - max * scale: a per-head key scale can make the
+            // scaled scores huge, and a contracted s * scale - max * scale then leaves the max's
+            // rounding error (up to 2^-24 of it) in the exponent, overflowing exp2.
+            const float m = mx == fg_neg_inf() ? 0.f : mx;
+            corr[hf] = fg_exp2((row_max[hf] - m) * sl2);
             row_max[hf] = mx;
             float sum = 0.f;
 #pragma unroll
             for (int st = 0; st < S_TILES; ++st)
 #pragma unroll
                 for (int e = 0; e < 2; ++e) {
-                    const float pv = fg_exp2(s[st][2 * hf + e] * sl2 - offset);
+                    const float pv = fg_exp2((s[st][2 * hf + e] - m) * sl2);
                     s[st][2 * hf + e] = pv;
                     sum += pv;
                 }
@@ -546,17 +549,26 @@ __device__ __forceinline__ void fg_decode_split(const Sched& sched, const Decode
         }
 
         if constexpr (V_TOK) {
-            // p s (V's scale on the probability) and the zero points' share p z'.
+            // p s (V's scale on the probability, the A operand) and the zero points' share p z.
+            // int4 codes enter the tensor cores as 128 + c: their bias, 128 times the operand
+            // as rounded to bf16, is taken off here from that same rounded value, so that it
+            // cancels exactly (taken off p s unrounded, the operand's rounding error would be
+            // 128 / c times larger than bf16's).
 #pragma unroll
             for (int st = 0; st < S_TILES; ++st)
 #pragma unroll
                 for (int e = 0; e < 2; ++e) {
                     const float2 sz = vpar[key0 + st * 8 + 2 * t4 + e];
-                    const float z = V_FMT == 3 ? fmaf(-128.f, sz.x, sz.y) : sz.y;
 #pragma unroll
                     for (int hf = 0; hf < 2; ++hf) {
-                        zacc[hf] = fmaf(s[st][2 * hf + e], z, zacc[hf]);
-                        s[st][2 * hf + e] *= sz.x;
+                        const float pv = s[st][2 * hf + e];
+                        float ps = pv * sz.x;
+                        if constexpr (V_FMT == 3) {
+                            ps = __uint_as_float(fg_pack2_bf16(0.f, ps) & 0xffff0000u);
+                            zacc[hf] = fmaf(-128.f, ps, zacc[hf]);
+                        }
+                        zacc[hf] = fmaf(pv, sz.y, zacc[hf]);
+                        s[st][2 * hf + e] = ps;
                     }
                 }
         }
