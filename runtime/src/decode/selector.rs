@@ -598,6 +598,28 @@ mod tests {
             .contains("had 2 pages"));
     }
 
+    /// The struct mirrors `SelectorParams` of templates/decode/select.cu: 9 pointers, 6 i64,
+    /// 8 i32, in that order.
+    #[test]
+    fn params_match_the_kernel_struct() {
+        use std::mem::{offset_of, size_of};
+        assert_eq!(offset_of!(SelectorParams, sel_covers), 8 * 8);
+        assert_eq!(offset_of!(SelectorParams, q_batch_stride), 9 * 8);
+        assert_eq!(offset_of!(SelectorParams, batch), 15 * 8);
+        assert_eq!(offset_of!(SelectorParams, keep_pages), 15 * 8 + 6 * 4);
+        assert_eq!(size_of::<SelectorParams>(), 15 * 8 + 8 * 4);
+        let code = flashgen_codegen::decode::render_selector(flashgen_codegen::DType::Bf16, 128)
+            .unwrap()
+            .code;
+        let fields = code
+            .split("struct SelectorParams {")
+            .nth(1)
+            .and_then(|rest| rest.split("};").next())
+            .expect("the kernel declares SelectorParams");
+        assert!(fields.contains("int* sel_count;") && fields.contains("int* sel_covers;"));
+        assert_eq!(fields.matches('*').count(), 9, "{fields}");
+    }
+
     #[test]
     fn selector_settings_are_checked() {
         assert!(PageSelector::new(SelectorConfig {
