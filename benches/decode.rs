@@ -1,15 +1,15 @@
 //! Decode benchmark over the paged KV cache (hq 32, hkv 8, d 128, bf16, pages of 64 tokens):
-//! dense decode at b1 s32k, b1 s128k, b8 s32k and b32 s8k; selected decode at b1 s128k with a
-//! 4096-token budget, the selector amortised over 4 steps; and an LServe layer (half the kv
-//! heads streaming 128 + 256, half selected with a 4096-token budget) at b8 s128k. Quantized
-//! caches: dense decode at b8 s32k over int8, int8tok, int4tok and fp8 pools holding the same
-//! tokens as the bf16 row, with the speedup over it, and the LServe layer over int8tok pools at
-//! b8 s128k against dense bf16 decode there. Effective bandwidth = bytes of K and V (with their
-//! scales) the exact result must read / time (HBM read: 4.47 TB/s on an H200). Device time by
-//! CUDA events, median of repeated launches after a warm-up, each launch behind an L2 flush with
-//! the host running ahead (`flashgen_tuning::gpu::time_launches_flushed`, as the peers'
-//! `do_bench` times them, so the ratios to the peers compare like with like). Prints a table
-//! and writes JSON.
+//! dense decode at b1 s32k, b1 s128k, b8 s32k and b32 s8k; selected decode at b1 and b8 s128k
+//! with a 4096-token budget (rows: decode, selector, step = decode + selector / 4); and an
+//! LServe layer (half the kv heads streaming 128 + 256, half selected with a 4096-token budget)
+//! at b8 s128k. Quantized caches: dense decode at b8 s32k over int8, int8tok, int4tok and fp8
+//! pools holding the same tokens as the bf16 row, with the speedup over it, and the LServe layer
+//! over int8tok pools at b8 s128k against dense bf16 decode there. Effective bandwidth = bytes
+//! of K and V (with their scales) the exact result must read / time (HBM read: 4.47 TB/s on an
+//! H200). Device time by CUDA events, median of repeated launches after a warm-up, each launch
+//! behind an L2 flush with the host running ahead (`flashgen_tuning::gpu::time_launches_flushed`,
+//! as the peers' `do_bench` times them, so the ratios to the peers compare like with like).
+//! Prints a table and writes JSON.
 //!
 //!   cargo bench --bench decode -- [--json FILE] [--only TEXT]
 
@@ -299,6 +299,8 @@ fn main() {
     // Selected decode and the LServe layer: q random so that the selection is query-aware.
     for (case, batch, mixed, kv) in [
         ("selected decode (selector / 4)", 1usize, false, bf16),
+        // The selector over a batch (one launch for every sequence).
+        ("selected decode (selector / 4)", 8, false, bf16),
         ("LServe layer: half streaming, half selected", 8, true, bf16),
         (
             "LServe layer, int8tok pools",

@@ -772,6 +772,18 @@ fn selector_matches_the_reference_index_for_index() {
     selector_case::<bf16>(&rt, &[900, 17], 32, 8, 8, 1, 4096, 1);
 }
 
+/// Rows of more pages than the top-k keeps in registers (512 threads x 4: 2048 pages), so the
+/// later chunks are read again each pass and compacted after the first; one row keeps every
+/// page of a multi-chunk context. Integer scores tie often, so the bucket is rarely taken whole
+/// before the last pass.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn selector_rows_longer_than_the_register_chunk() {
+    let rt = runtime();
+    selector_case::<bf16>(&rt, &[40_000, 3_000, 17], 16, 8, 2, 1, 8192, 1);
+    selector_case::<bf16>(&rt, &[33_000, 700], 16, 4, 4, 1, 40_000, 2);
+}
+
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn selector_reuse_is_explicit() {

@@ -207,9 +207,14 @@ mod tests {
         assert_eq!(select_row(&s, 3), vec![0, 1, 3]);
     }
 
-    /// The kernel's algorithm step by step on the CPU (4 radix passes of 8 bits, then the
-    /// threshold compaction), so CI checks the selection logic without a GPU.
-    fn radix_select_row(scores: &[f32], lp: usize) -> Vec<i32> {
+    /// The kernel's algorithm step by step on the CPU (`fg_topk_block` of
+    /// `templates/device/topk.cuh` with `threads` threads of `kpt` keys): up to 4 radix passes
+    /// of 8 bits, stopping once the bucket holding the lp-th key is taken whole, then the
+    /// compaction of each chunk of `threads * kpt` keys, every thread placing its keys by one
+    /// exclusive scan of its (above, in-bucket) counts, so CI checks the selection logic and
+    /// its output positions without a GPU.
+    fn radix_select_row(scores: &[f32], lp: usize, threads: usize, kpt: usize) -> Vec<i32> {
+        let n = scores.len();
         let keys: Vec<u32> = scores.iter().map(|&s| order_key(s)).collect();
         let (mut prefix, mut mask, mut k) = (0u32, 0u32, lp as u32);
         for shift in [24u32, 16, 8, 0] {
@@ -232,17 +237,50 @@ mod tests {
             prefix |= (digit as u32) << shift;
             k -= above;
             mask |= 255 << shift;
-        }
-        let mut taken_eq = 0u32;
-        let mut out = Vec::new();
-        for (j, &key) in keys.iter().enumerate() {
-            if key > prefix || (key == prefix && taken_eq < k) {
-                out.push(j as i32);
-            }
-            if key == prefix {
-                taken_eq += 1;
+            if hist[digit] == k {
+                break;
             }
         }
+        let take_eq = k;
+        let taken = |eq: u32| eq.min(take_eq);
+        let mut out = vec![-1i32; lp];
+        let (mut eq_base, mut out_base) = (0u32, 0u32);
+        let chunk = threads * kpt;
+        let mut base = 0;
+        while base < n && out_base < lp as u32 {
+            let at_key = |t: usize, i: usize| {
+                let j = base + t * kpt + i;
+                (j < n).then(|| (j, keys[j] & mask))
+            };
+            let counts: Vec<(u32, u32)> = (0..threads)
+                .map(|t| {
+                    let (mut gt, mut eq) = (0u32, 0u32);
+                    for (_, m) in (0..kpt).filter_map(|i| at_key(t, i)) {
+                        gt += u32::from(m > prefix);
+                        eq += u32::from(m == prefix);
+                    }
+                    (gt, eq)
+                })
+                .collect();
+            let (mut gt_before, mut eq_before) = (0u32, 0u32);
+            for (t, &(gt, eq)) in counts.iter().enumerate() {
+                let mut eq_rank = eq_base + eq_before;
+                let mut at = out_base + gt_before + taken(eq_rank) - taken(eq_base);
+                for (j, m) in (0..kpt).filter_map(|i| at_key(t, i)) {
+                    if m > prefix || (m == prefix && eq_rank < take_eq) {
+                        out[at as usize] = j as i32;
+                        at += 1;
+                    }
+                    eq_rank += u32::from(m == prefix);
+                }
+                gt_before += gt;
+                eq_before += eq;
+            }
+            out_base += gt_before + taken(eq_base + eq_before) - taken(eq_base);
+            eq_base += eq_before;
+            base += chunk;
+        }
+        assert_eq!(out_base, lp as u32, "every position placed");
         out
     }
 
@@ -267,11 +305,14 @@ mod tests {
                     .collect();
                 for lp in [1, n / 3, n / 2, n - 1, n] {
                     let lp = lp.clamp(1, n);
-                    assert_eq!(
-                        radix_select_row(&scores, lp),
-                        select_row(&scores, lp),
-                        "n {n} flavour {flavour} lp {lp}"
-                    );
+                    // APB's CTA, the decode selector's, and a small one for many chunks.
+                    for (threads, kpt) in [(1024, 4), (512, 4), (3, 5)] {
+                        assert_eq!(
+                            radix_select_row(&scores, lp, threads, kpt),
+                            select_row(&scores, lp),
+                            "n {n} flavour {flavour} lp {lp} threads {threads} kpt {kpt}"
+                        );
+                    }
                 }
             }
         }

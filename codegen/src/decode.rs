@@ -751,6 +751,10 @@ pub const DECODE_TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/device/topk.cuh"),
     ),
     (
+        "device/pdl.cuh",
+        include_str!("../../templates/device/pdl.cuh"),
+    ),
+    (
         "decode/select.cu",
         include_str!("../../templates/decode/select.cu"),
     ),
@@ -819,8 +823,9 @@ pub fn render_decode(spec: &DecodeSpec, arch: Arch) -> Result<KernelSource, tera
 pub const APPEND_THREADS: u32 = 256;
 /// Threads per CTA of the page-scoring kernel (a warp per logical page).
 pub const SCORE_THREADS: u32 = 256;
-/// Threads per CTA of the page top-k kernel.
-pub const SELECT_THREADS: u32 = 1024;
+/// Threads per CTA of the page top-k kernel (one CTA per (sequence, kv head); each thread keeps
+/// four scores in registers, so a row of up to 2048 pages is read once).
+pub const SELECT_THREADS: u32 = 512;
 
 /// The formats' template constants: `K_FMT`/`V_FMT` (0 16-bit, 1 int8, 2 int8tok, 3 int4tok,
 /// 4 fp8), their bits and shared-memory pitches.
@@ -857,6 +862,7 @@ pub fn render_selector(dtype: DType, head_dim: u32) -> Result<KernelSource, tera
     let mut ctx = base_context(dtype);
     ctx.insert("head_dim", &head_dim);
     ctx.insert("score_threads", &SCORE_THREADS);
+    ctx.insert("select_threads", &SELECT_THREADS);
     let code = tera().render("decode/select.cu", &ctx)?;
     Ok(KernelSource {
         kernel_name: "fg_decode_page_scores".into(),

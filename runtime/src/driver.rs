@@ -1,13 +1,20 @@
 //! The CUDA driver underneath cudarc's safe API: whether libcuda loads, the device count and
-//! driver version, opening a device and reading its properties, loading a CUBIN and raising a
-//! function's shared-memory limit. Every raw driver call of the runtime is made here.
+//! driver version, opening a device and reading its properties, loading a CUBIN, raising a
+//! function's shared-memory limit and launching a kernel as a programmatic dependent. Every raw
+//! driver call of the runtime is made here.
 
 use crate::error::{DriverContext, Error, Result};
 use crate::libs::ensure_driver;
 use crate::runtime::DeviceInfo;
-use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute, CUresult};
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, DriverError};
+use cudarc::driver::sys::{
+    CUdevice_attribute, CUfunction_attribute, CUlaunchAttribute, CUlaunchAttributeID,
+    CUlaunchConfig, CUresult,
+};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaStream, DriverError, LaunchConfig,
+};
 use flashgen_codegen::Arch;
+use std::ffi::c_void;
 use std::sync::{Arc, OnceLock};
 
 /// Whether libcuda can be loaded (checked once per process).
@@ -99,6 +106,58 @@ pub(crate) fn set_max_dynamic_shared(
         )
     }
     .while_(|| format!("raising the shared-memory limit of {name}"))
+}
+
+/// Whether kernels on `info`'s device may be launched as programmatic dependents
+/// ([`launch_dependent`]): compute capability 9.0 or newer and a driver with `cuLaunchKernelEx`.
+pub(crate) fn dependent_launch_supported(info: &DeviceInfo) -> bool {
+    info.arch.major >= 9 && info.driver_version >= 12_000
+}
+
+/// Launches `function` (its parameters at `args`) on `stream` as a programmatic dependent of the
+/// kernel before it on the stream: it may start once every CTA of that kernel has executed
+/// `griddepcontrol.launch_dependents` (or exited), and must execute `griddepcontrol.wait`
+/// before it reads what that kernel writes (`templates/device/pdl.cuh`). Only where
+/// [`dependent_launch_supported`].
+///
+/// # Safety
+/// As `cuLaunchKernelEx`: `args` must point at the kernel's parameters in order, each valid for
+/// the launch, and the kernel must wait for the kernel before it as described.
+pub(crate) unsafe fn launch_dependent(
+    stream: &CudaStream,
+    function: &CudaFunction,
+    cfg: LaunchConfig,
+    args: &mut [*mut c_void],
+) -> std::result::Result<(), DriverError> {
+    stream.context().bind_to_thread()?;
+    // SAFETY: an all-zero attribute is a valid value of the C struct; the union member is then
+    // the one its id names.
+    let mut attr: CUlaunchAttribute = unsafe { std::mem::zeroed() };
+    attr.id = CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+    attr.value.programmaticStreamSerializationAllowed = 1;
+    let config = CUlaunchConfig {
+        gridDimX: cfg.grid_dim.0,
+        gridDimY: cfg.grid_dim.1,
+        gridDimZ: cfg.grid_dim.2,
+        blockDimX: cfg.block_dim.0,
+        blockDimY: cfg.block_dim.1,
+        blockDimZ: cfg.block_dim.2,
+        sharedMemBytes: cfg.shared_mem_bytes,
+        hStream: stream.cu_stream(),
+        attrs: &mut attr,
+        numAttrs: 1,
+    };
+    // SAFETY: the config and its one attribute outlive the call; the caller vouches for the
+    // function and its arguments.
+    unsafe {
+        cudarc::driver::sys::cuLaunchKernelEx(
+            &config,
+            function.cu_function(),
+            args.as_mut_ptr(),
+            std::ptr::null_mut(),
+        )
+    }
+    .result()
 }
 
 #[cfg(test)]

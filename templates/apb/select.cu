@@ -3,9 +3,8 @@
 //
 // Order: higher score first, then lower position. Scores map to an order-preserving u32 key
 // (both zeros equal; NaN below every number, even -inf), so the rule is "key descending,
-// position ascending". A 4-pass MSB-first radix select (8 bits a pass) finds the lp-th key T;
-// a final pass keeps every key > T and the first (by position) keys == T, compacting in
-// position order with block-wide ballots, so no sort is needed.
+// position ascending". The radix select and the compaction in position order are
+// `fg_topk_block` of device/topk.cuh (no sort).
 
 {% include "apb/common.cuh" %}
 {% include "device/topk.cuh" %}

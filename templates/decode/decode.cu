@@ -25,6 +25,7 @@
 
 {% include "device/types.cuh" %}
 {% include "device/mma.cuh" %}
+{% include "device/pdl.cuh" %}
 
 constexpr int HEAD_DIM = {{ head_dim }};
 constexpr int PAGE_SIZE = {{ page_size }};
@@ -195,10 +196,12 @@ __device__ __forceinline__ void fg_v_words(const unsigned char* row, int g, int 
     }
 }
 
-// The three answers every variant gives (its schedule): how many 16-token blocks a (sequence,
-// kv head) visits, the first token of the idx-th, whether a block needs the elementwise mask,
-// and the mask itself. The new tokens sit at positions seq_len - q_len .. seq_len - 1.
+// The answers every variant gives (its schedule): how many 16-token blocks a (sequence, kv
+// head) visits, the first token of the idx-th and its physical page (the block table's entry,
+// or one the schedule read ahead), whether a block needs the elementwise mask, and the mask
+// itself. The new tokens sit at positions seq_len - q_len .. seq_len - 1.
 //   int num_blocks() const;  int block_token(int idx) const;
+//   int block_page(int idx, int token0, const int* table) const;
 //   bool block_needs_mask(int token0) const;  bool visible(int t, int pos) const;
 
 // The pool rows of the four 16-token blocks of a KV tile: token row of the pools ((page *
@@ -347,7 +350,7 @@ __device__ __forceinline__ void fg_decode_split(const Sched& sched, const Decode
             t.limit[j] = 0;
             if (kt < n_tiles && idx < blk_end) {
                 const int tok0 = sched.block_token(idx);
-                const fg_i64 page = table[tok0 / PAGE_SIZE];
+                const fg_i64 page = sched.block_page(idx, tok0, table);
                 t.row[j] = (page * PAGE_SIZE + tok0 % PAGE_SIZE) * p.heads_kv + kvh;
                 if constexpr (K_TOK || V_TOK) t.prow[j] = (page * p.heads_kv + kvh) * PAGE_SIZE + tok0 % PAGE_SIZE;
                 t.limit[j] = min(LOGICAL, seq_len - tok0);
@@ -716,6 +719,8 @@ __device__ __forceinline__ void fg_decode_split(const Sched& sched, const Decode
 
 extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const DecodeParams p) {
     extern __shared__ __align__(16) unsigned char fg_smem_raw[];
+    // The merge kernel, launched as a programmatic dependent, may then start early and wait.
+    fg_launch_dependents();
     const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
     fg_decode_cta(p, b, kvh, split, p.seq_lens[b], fg_smem_raw);
 }
@@ -733,6 +738,8 @@ extern "C" __global__ void __launch_bounds__(MERGE_WARPS * 32) {{ kernel_name }}
     const fg_i64 row = blockIdx.x;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int splits = p.num_splits;
+    // The partials are the attention kernel's: wait for it (a no-op unless launched early).
+    fg_grid_dependency_wait();
     const float* lse = p.part_lse + row * splits;
     float mx = fg_neg_inf();
     for (int s = lane; s < splits; s += 32) mx = fmaxf(mx, lse[s]);

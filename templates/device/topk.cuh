@@ -1,11 +1,16 @@
-// Top-k of one row of f32 scores by a whole CTA of SEL_THREADS threads (the APB compressor's
-// row selection and the decode page selector's). Self-contained: no types of its includer.
+// Top-k of one row of f32 scores by a whole CTA (the APB compressor's row selection and the
+// decode page selector's). Self-contained: no types of its includer.
 //
 // Order: higher score first, then lower position. Scores map to an order-preserving u32 key
 // (both zeros equal; NaN below every number, even -inf), so the rule is "key descending,
-// position ascending". A 4-pass MSB-first radix select (8 bits a pass) finds the lp-th key T;
-// a final pass keeps every key > T and the first (by position) keys == T, compacting in
-// position order with block-wide ballots, so no sort is needed.
+// position ascending". An MSB-first radix select (8 bits a pass, at most 4 passes) narrows the
+// keys down to the bucket holding the lp-th key; it stops as soon as that bucket is taken whole.
+// A final pass keeps every key above the bucket and the first (by position) keys in it,
+// compacting in position order with one block-wide scan per chunk, so no sort is needed.
+//
+// The row is read in chunks of THREADS * KPT scores, thread t holding positions t * KPT ..
+// t * KPT + KPT - 1 of a chunk; the first chunk stays in registers across the passes (a decode
+// row of up to that many pages is read from memory once), later ones are read again each pass.
 
 #define SEL_THREADS 1024
 #define SEL_WARPS (SEL_THREADS / 32)
@@ -16,104 +21,154 @@ __device__ __forceinline__ unsigned fg_order_key(float s) {
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
-// The selection of one row, by a whole CTA of SEL_THREADS threads: the `lp` best of the `n`
-// scores at `s`, their positions written ascending to `out`.
-__device__ __forceinline__ void fg_topk_row(const float* __restrict__ s, int n, int lp, int* __restrict__ out) {
-    // Per-warp histograms: the warps never contend with each other.
-    __shared__ unsigned hist[SEL_WARPS][256];
-    __shared__ unsigned sh_prefix, sh_k;
-    __shared__ unsigned w_eq[SEL_WARPS], w_sel[SEL_WARPS];
+// Exclusive prefix sum of `v` over the CTA (THREADS threads); `total` gets the CTA's sum.
+// `w_sum` holds THREADS / 32 words; the trailing barrier lets the caller reuse it at once.
+template <int THREADS>
+__device__ __forceinline__ unsigned fg_block_exclusive_scan(unsigned v, unsigned& total, unsigned* w_sum) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    unsigned incl = v;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        const unsigned t = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += t;
+    }
+    if (lane == 31) w_sum[warp] = incl;
+    __syncthreads();
+    unsigned before = 0u, sum = 0u;
+#pragma unroll
+    for (int w = 0; w < THREADS / 32; ++w) {
+        const unsigned c = w_sum[w];
+        if (w < warp) before += c;
+        sum += c;
+    }
+    __syncthreads();
+    total = sum;
+    return before + incl - v;
+}
 
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const unsigned lanes_below = (1u << lane) - 1u;
+// The selection of one row, by a whole CTA of THREADS threads: the `lp` best of the `n` scores
+// at `s` (1 <= lp <= n), their positions written ascending to `out`.
+template <int THREADS, int KPT>
+__device__ __forceinline__ void fg_topk_block(const float* __restrict__ s, int n, int lp, int* __restrict__ out) {
+    constexpr int CHUNK = THREADS * KPT;
+    static_assert(THREADS % 32 == 0 && THREADS >= 256 && KPT >= 1, "one histogram bin per thread");
+    // The final pass packs two per-chunk counts into the halves of one word.
+    static_assert(CHUNK < 65536, "chunk counts fit 16 bits");
+    // Three histograms in turn: pass p counts into hist[p % 3], which every warp then reads,
+    // and clears hist[(p + 1) % 3] (read in pass p - 2, which every warp left before the
+    // barrier of pass p - 1; counted into in pass p + 1, after the barrier of pass p). One
+    // barrier a pass then separates every write from every read.
+    __shared__ __align__(16) unsigned hist[3][256];
+    __shared__ unsigned w_sum[THREADS / 32];
+
+    const int tid = threadIdx.x, lane = tid & 31;
+    unsigned first[KPT];
+#pragma unroll
+    for (int i = 0; i < KPT; ++i) {
+        const int j = tid * KPT + i;
+        first[i] = j < n ? fg_order_key(s[j]) : 0u;
+    }
+    if (tid < 256) hist[0][tid] = 0u;
+    __syncthreads();
+
+    // One key into the histogram of the pass: one shared atomic per distinct digit of a warp.
+    // Every lane takes part in the match (lanes without a key form a group of their own), so
+    // no warp-wide operation sits under a branch.
+    auto count = [&](unsigned* h, unsigned key, bool valid, unsigned mask, unsigned prefix, int shift) {
+        const bool match = valid && (key & mask) == prefix;
+        const unsigned digit = (key >> shift) & 255u;
+        const unsigned peers = __match_any_sync(0xffffffffu, match ? digit : 256u);
+        if (match && lane == __ffs(peers) - 1) atomicAdd(&h[digit], __popc(peers));
+    };
 
     unsigned prefix = 0u, mask = 0u, k = (unsigned)lp;
-    for (int shift = 24; shift >= 0; shift -= 8) {
-        for (int i = tid; i < SEL_WARPS * 256; i += SEL_THREADS) (&hist[0][0])[i] = 0u;
-        __syncthreads();
-        for (int base = 0; base < n; base += SEL_THREADS) {
-            const int j = base + tid;
-            const unsigned key = j < n ? fg_order_key(s[j]) : 0u;
-            const bool match = j < n && (key & mask) == prefix;
-            const unsigned digit = (key >> shift) & 255u;
-            const unsigned active = __ballot_sync(0xffffffffu, match);
-            if (match) {
-                // One atomic per distinct digit in the warp.
-                const unsigned peers = __match_any_sync(active, digit);
-                if (lane == __ffs(peers) - 1) atomicAdd(&hist[warp][digit], __popc(peers));
+#pragma unroll
+    for (int pass = 0; pass < 4; ++pass) {
+        const int shift = 24 - 8 * pass;
+        unsigned* h = hist[pass % 3];
+#pragma unroll
+        for (int i = 0; i < KPT; ++i) count(h, first[i], tid * KPT + i < n, mask, prefix, shift);
+        for (int base = CHUNK; base < n; base += CHUNK) {
+#pragma unroll
+            for (int i = 0; i < KPT; ++i) {
+                const int j = base + tid * KPT + i;
+                count(h, j < n ? fg_order_key(s[j]) : 0u, j < n, mask, prefix, shift);
             }
         }
+        if (tid < 256) hist[(pass + 1) % 3][tid] = 0u;
         __syncthreads();
-        if (tid < 256) {
-            unsigned t = 0u;
-            for (int w = 0; w < SEL_WARPS; ++w) t += hist[w][tid];
-            hist[0][tid] = t;
+        // Every warp finds the bucket itself (no second barrier): lane l owns digits 255-8l
+        // down to 248-8l; an inclusive scan from the top digit finds the lane, then the
+        // digit, where the running count reaches k.
+        const uint4 lo = *reinterpret_cast<const uint4*>(&h[248 - 8 * lane]);
+        const uint4 hi = *reinterpret_cast<const uint4*>(&h[252 - 8 * lane]);
+        const unsigned c[8] = {hi.w, hi.z, hi.y, hi.x, lo.w, lo.z, lo.y, lo.x};
+        unsigned sum = 0u;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) sum += c[i];
+        unsigned incl = sum;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            const unsigned v = __shfl_up_sync(0xffffffffu, incl, o);
+            if (lane >= o) incl += v;
         }
-        __syncthreads();
-        if (warp == 0) {
-            // Lane l owns digits 255-8l down to 248-8l; an inclusive scan from the top digit
-            // finds the lane (then the digit) where the running count reaches k.
-            unsigned c[8], sum = 0u;
+        const unsigned before = incl - sum;
+        unsigned found = 0u, digit = 0u, left = 0u, whole = 0u;
+        if (before < k && k <= incl) {
+            unsigned acc = before;
+#pragma unroll
             for (int i = 0; i < 8; ++i) {
-                c[i] = hist[0][255 - lane * 8 - i];
-                sum += c[i];
-            }
-            unsigned incl = sum;
-            for (int o = 1; o < 32; o <<= 1) {
-                const unsigned v = __shfl_up_sync(0xffffffffu, incl, o);
-                if (lane >= o) incl += v;
-            }
-            const unsigned before = incl - sum;
-            if (before < k && k <= incl) {
-                unsigned acc = before;
-                for (int i = 0; i < 8; ++i) {
-                    if (acc + c[i] >= k) {
-                        sh_prefix = prefix | ((unsigned)(255 - lane * 8 - i) << shift);
-                        sh_k = k - acc;
-                        break;
-                    }
-                    acc += c[i];
+                if (acc < k && acc + c[i] >= k) {
+                    found = 1u;
+                    digit = 255u - lane * 8u - i;
+                    left = k - acc;
+                    whole = c[i] == k - acc;
                 }
+                acc += c[i];
             }
         }
-        __syncthreads();
-        prefix = sh_prefix;
-        k = sh_k;
+        const int src = __ffs(__ballot_sync(0xffffffffu, found)) - 1;
+        prefix |= __shfl_sync(0xffffffffu, digit, src) << shift;
+        k = __shfl_sync(0xffffffffu, left, src);
         mask |= 255u << shift;
+        // The bucket is taken whole: the lower digits are never needed.
+        if (__shfl_sync(0xffffffffu, whole, src)) break;
     }
 
-    // prefix is now T, the lp-th key; k of the keys equal to T are taken, lowest positions first.
-    const unsigned T = prefix, take_eq = k;
+    // Keys above the bucket (masked key > prefix) are all kept, and the first `k` (by
+    // position) of the bucket (masked key == prefix).
+    const unsigned take_eq = k;
     unsigned eq_base = 0u, out_base = 0u;
-    for (int base = 0; base < n && out_base < (unsigned)lp; base += SEL_THREADS) {
-        const int j = base + tid;
-        const unsigned key = j < n ? fg_order_key(s[j]) : 0u;
-        const bool eq = j < n && key == T;
-        const bool gt = j < n && key > T;
-        const unsigned eq_mask = __ballot_sync(0xffffffffu, eq);
-        if (lane == 0) w_eq[warp] = __popc(eq_mask);
-        __syncthreads();
-        unsigned eq_before = eq_base + __popc(eq_mask & lanes_below), eq_total = 0u;
-        for (int w = 0; w < SEL_WARPS; ++w) {
-            const unsigned c = w_eq[w];
-            if (w < warp) eq_before += c;
-            eq_total += c;
+    auto taken = [&](unsigned eq) { return eq < take_eq ? eq : take_eq; };
+    for (int base = 0; base < n && out_base < (unsigned)lp; base += CHUNK) {
+        unsigned key[KPT];
+        unsigned n_gt = 0u, n_eq = 0u;
+#pragma unroll
+        for (int i = 0; i < KPT; ++i) {
+            const int j = base + tid * KPT + i;
+            key[i] = base == 0 ? first[i] : (j < n ? fg_order_key(s[j]) : 0u);
+            const unsigned m = key[i] & mask;
+            n_gt += j < n && m > prefix;
+            n_eq += j < n && m == prefix;
         }
-        const bool sel = gt || (eq && eq_before < take_eq);
-        const unsigned sel_mask = __ballot_sync(0xffffffffu, sel);
-        if (lane == 0) w_sel[warp] = __popc(sel_mask);
-        __syncthreads();
-        unsigned at = out_base + __popc(sel_mask & lanes_below), sel_total = 0u;
-        for (int w = 0; w < SEL_WARPS; ++w) {
-            const unsigned c = w_sel[w];
-            if (w < warp) at += c;
-            sel_total += c;
+        unsigned total;
+        const unsigned before = fg_block_exclusive_scan<THREADS>((n_eq << 16) | n_gt, total, w_sum);
+        unsigned eq_rank = eq_base + (before >> 16);
+        unsigned at = out_base + (before & 0xffffu) + taken(eq_rank) - taken(eq_base);
+#pragma unroll
+        for (int i = 0; i < KPT; ++i) {
+            const int j = base + tid * KPT + i;
+            const unsigned m = key[i] & mask;
+            const bool eq = j < n && m == prefix;
+            if ((j < n && m > prefix) || (eq && eq_rank < take_eq)) out[at++] = j;
+            eq_rank += eq;
         }
-        if (sel) out[at] = j;
-        eq_base += eq_total;
-        out_base += sel_total;
-        // w_eq and w_sel are rewritten by the next tile.
-        __syncthreads();
+        out_base += (total & 0xffffu) + taken(eq_base + (total >> 16)) - taken(eq_base);
+        eq_base += total >> 16;
     }
 }
 
+// The selection of one row by a CTA of SEL_THREADS threads (APB's row selection).
+__device__ __forceinline__ void fg_topk_row(const float* __restrict__ s, int n, int lp, int* __restrict__ out) {
+    fg_topk_block<SEL_THREADS, 4>(s, n, lp, out);
+}

@@ -6,6 +6,7 @@ use super::kernels::{decode_function, DecodeModule};
 use super::selector::PageSelection;
 use super::variants;
 use crate::config::DecodeBucket;
+use crate::driver::{dependent_launch_supported, launch_dependent};
 use crate::error::{invalid, DriverContext, Result};
 use crate::layout::Layout;
 use crate::plan::{check_buffer_len, softmax_scale};
@@ -15,6 +16,7 @@ use cudarc::driver::{
 };
 use flashgen_codegen::decode::{DECODE_BLOCK_N, DECODE_THREADS, MAX_Q_LEN};
 use flashgen_codegen::{fits_shared_memory, DType, DecodeSpec, DecodeVariant};
+use std::ffi::c_void;
 use std::sync::Mutex;
 
 /// Sink and recent tokens of streaming heads (LServe: 128 + 256).
@@ -705,10 +707,17 @@ impl Runtime {
                 block_dim: (256, 1, 1),
                 shared_mem_bytes: 0,
             };
-            let mut launch = s.launch_builder(&merge);
-            launch.arg(&params);
-            // SAFETY: as above; the merge reads the partials the attention kernel wrote.
-            unsafe { launch.launch(cfg) }.while_(|| format!("launching {name}_merge"))?;
+            // SAFETY: as above; the merge reads the partials the attention kernel wrote, after
+            // waiting for it (templates/decode/decode.cu) when launched as its dependent.
+            unsafe {
+                if dependent_launch_supported(self.info()) {
+                    let mut arg = &params as *const DecodeParams as *mut c_void;
+                    launch_dependent(s, &merge, cfg, std::slice::from_mut(&mut arg))
+                } else {
+                    s.launch_builder(&merge).arg(&params).launch(cfg).map(drop)
+                }
+            }
+            .while_(|| format!("launching {name}_merge"))?;
         }
         drop(guards);
         drop(scratch_guard);

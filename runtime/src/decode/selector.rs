@@ -16,10 +16,12 @@
 use super::attention::{check_qo, DecodeParams};
 use super::cache::{DevicePageTable, PageTable, PagedKvCache};
 use super::kernels::{decode_function, DecodeModule};
+use crate::driver::{dependent_launch_supported, launch_dependent};
 use crate::error::{invalid, DriverContext, Result};
 use crate::runtime::{Element, Runtime, Tensor};
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 use flashgen_codegen::decode::{MAX_Q_LEN, SCORE_THREADS, SELECT_THREADS};
+use std::ffi::c_void;
 
 /// What a selection holds, on the host: per (sequence, kv head) how many pages and the last
 /// (newest) one, and per sequence how many pages the sequence had when it was made (every
@@ -200,11 +202,6 @@ impl PageSelection {
         let index = s
             .clone_htod(&flat)
             .while_(|| "uploading the page lists".into())?;
-        Self::with_index(rt, info, index)
-    }
-
-    fn with_index(rt: &Runtime, info: SelectionInfo, index: CudaSlice<i32>) -> Result<Self> {
-        let s = rt.stream();
         let counts: Vec<i32> = info.counts.iter().map(|&c| c as i32).collect();
         let covers: Vec<i32> = info.covers.iter().map(|&c| c as i32).collect();
         Ok(PageSelection {
@@ -287,6 +284,8 @@ struct SelectorParams {
     seq_lens: u64,
     scores: u64,
     sel_index: u64,
+    sel_count: u64,
+    sel_covers: u64,
     q_batch_stride: i64,
     q_head_stride: i64,
     q_row_stride: i64,
@@ -435,18 +434,30 @@ impl PageSelector {
             ));
         }
         let info = SelectionInfo::for_selector(host, c.heads_kv, keep);
-        let rows = host.batch() * c.heads_kv;
-        let max_used = (0..host.batch())
-            .map(|b| host.used_pages(b))
-            .max()
-            .unwrap_or(1);
+        let (batch, rows) = (host.batch(), host.batch() * c.heads_kv);
+        let max_used = (0..batch).map(|b| host.used_pages(b)).max().unwrap_or(1);
+        let chunks = max_used.div_ceil((SCORE_THREADS / 32) as usize);
+        if chunks > 65_535 || batch > 65_535 || c.heads_kv > 65_535 {
+            return Err(invalid(
+                "table",
+                format!(
+                    "{max_used} pages per sequence, batch {batch}: the selector's grid allows \
+                     {} pages and a batch of 65535",
+                    65_535 * (SCORE_THREADS / 32)
+                ),
+            ));
+        }
         let s = rt.stream();
-        let mut scores = s
-            .alloc_zeros::<f32>(rows * max_used)
+        // Every score, index entry, count and extent is written by the kernels below before it
+        // is read (entries past a row's count never are): no clearing, no upload.
+        // SAFETY (each alloc): plain f32/i32 device memory, uninitialised until written.
+        let mut scores = unsafe { s.alloc::<f32>(rows * max_used) }
             .while_(|| "allocating the page scores".into())?;
-        let mut index = s
-            .alloc_zeros::<i32>(rows * info.stride)
-            .while_(|| "allocating the page selection".into())?;
+        let alloc = |len: usize| {
+            unsafe { s.alloc::<i32>(len) }.while_(|| "allocating the page selection".into())
+        };
+        let (mut index, mut counts, mut covers) =
+            (alloc(rows * info.stride)?, alloc(rows)?, alloc(batch)?);
         {
             let (qp, _g0) = q.data.device_ptr(s);
             if qp % 16 != 0 {
@@ -461,6 +472,8 @@ impl PageSelector {
             let (lens, _g4) = table.lens().device_ptr(s);
             let (sc, _g5) = scores.device_ptr_mut(s);
             let (ix, _g6) = index.device_ptr_mut(s);
+            let (cn, _g7) = counts.device_ptr_mut(s);
+            let (cv, _g8) = covers.device_ptr_mut(s);
             let params = SelectorParams {
                 q: qp,
                 k_max: kmax,
@@ -469,13 +482,15 @@ impl PageSelector {
                 seq_lens: lens,
                 scores: sc,
                 sel_index: ix,
+                sel_count: cn,
+                sel_covers: cv,
                 q_batch_stride: l.strides[0] as i64,
                 q_head_stride: l.strides[2] as i64,
                 q_row_stride: l.strides[1] as i64,
                 table_stride: host.max_pages() as i64,
                 score_stride: max_used as i64,
                 sel_stride: info.stride as i64,
-                batch: host.batch() as i32,
+                batch: batch as i32,
                 heads_q: l.heads as i32,
                 heads_kv: c.heads_kv as i32,
                 q_len: l.seq as i32,
@@ -486,49 +501,43 @@ impl PageSelector {
             };
             let module = DecodeModule::Selector(c.dtype, c.head_dim as u32);
             let score = decode_function(rt, module, "fg_decode_page_scores", 0)?;
-            let warps = (SCORE_THREADS / 32) as usize;
+            // The kv heads along x: CTAs launched together read the same pages' statistics
+            // for every head (adjacent in memory).
             let cfg = LaunchConfig {
-                grid_dim: (
-                    max_used.div_ceil(warps) as u32,
-                    c.heads_kv as u32,
-                    host.batch() as u32,
-                ),
+                grid_dim: (c.heads_kv as u32, chunks as u32, batch as u32),
                 block_dim: (SCORE_THREADS, 1, 1),
                 shared_mem_bytes: 0,
             };
             let mut launch = s.launch_builder(&score);
             launch.arg(&params);
             // SAFETY: q was checked against its layout; the table's pages against the pool
-            // (and so the statistics); scores and index hold every row at their strides.
+            // (and so the statistics); scores hold every row at their stride.
             unsafe { launch.launch(cfg) }.while_(|| "launching fg_decode_page_scores".into())?;
             let select = decode_function(rt, module, "fg_decode_page_select", 0)?;
-            let row_bytes = 4 * c.heads_kv as u64;
-            for b in 0..host.batch() {
-                let n = host.used_pages(b) as i32;
-                let lp = info.count(b, 0) as i32;
-                let scores_b = sc + b as u64 * row_bytes * max_used as u64;
-                let index_b = ix + b as u64 * row_bytes * info.stride as u64;
-                let (score_stride, sel_stride) = (max_used as i32, info.stride as i32);
-                let cfg = LaunchConfig {
-                    grid_dim: (c.heads_kv as u32, 1, 1),
-                    block_dim: (SELECT_THREADS, 1, 1),
-                    shared_mem_bytes: 0,
-                };
-                let mut launch = s.launch_builder(&select);
-                launch
-                    .arg(&scores_b)
-                    .arg(&n)
-                    .arg(&lp)
-                    .arg(&score_stride)
-                    .arg(&index_b)
-                    .arg(&sel_stride);
-                // SAFETY: as above; sequence b's rows start at these offsets and each writes
-                // lp = min(pages, keep) <= stride entries from its n <= max_used scores.
-                unsafe { launch.launch(cfg) }
-                    .while_(|| "launching fg_decode_page_select".into())?;
+            let cfg = LaunchConfig {
+                grid_dim: (c.heads_kv as u32, batch as u32, 1),
+                block_dim: (SELECT_THREADS, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: each (sequence, kv head) CTA reads its n <= max_used scores and writes
+            // min(n, keep) <= stride index entries, its count and (kv head 0) its extent; the
+            // kernel waits for the scorer before it reads the scores.
+            unsafe {
+                if dependent_launch_supported(rt.info()) {
+                    let mut arg = &params as *const SelectorParams as *mut c_void;
+                    launch_dependent(s, &select, cfg, std::slice::from_mut(&mut arg))
+                } else {
+                    s.launch_builder(&select).arg(&params).launch(cfg).map(drop)
+                }
             }
+            .while_(|| "launching fg_decode_page_select".into())?;
         }
-        PageSelection::with_index(rt, info, index)
+        Ok(PageSelection {
+            info,
+            index,
+            counts,
+            covers,
+        })
     }
 }
 
@@ -587,6 +596,28 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("had 2 pages"));
+    }
+
+    /// The struct mirrors `SelectorParams` of templates/decode/select.cu: 9 pointers, 6 i64,
+    /// 8 i32, in that order.
+    #[test]
+    fn params_match_the_kernel_struct() {
+        use std::mem::{offset_of, size_of};
+        assert_eq!(offset_of!(SelectorParams, sel_covers), 8 * 8);
+        assert_eq!(offset_of!(SelectorParams, q_batch_stride), 9 * 8);
+        assert_eq!(offset_of!(SelectorParams, batch), 15 * 8);
+        assert_eq!(offset_of!(SelectorParams, keep_pages), 15 * 8 + 6 * 4);
+        assert_eq!(size_of::<SelectorParams>(), 15 * 8 + 8 * 4);
+        let code = flashgen_codegen::decode::render_selector(flashgen_codegen::DType::Bf16, 128)
+            .unwrap()
+            .code;
+        let fields = code
+            .split("struct SelectorParams {")
+            .nth(1)
+            .and_then(|rest| rest.split("};").next())
+            .expect("the kernel declares SelectorParams");
+        assert!(fields.contains("int* sel_count;") && fields.contains("int* sel_covers;"));
+        assert_eq!(fields.matches('*').count(), 9, "{fields}");
     }
 
     #[test]

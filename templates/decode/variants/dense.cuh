@@ -6,6 +6,7 @@ struct DenseSchedule {
         : seq_len(len), first_pos(len - p.q_len) {}
     __device__ __forceinline__ int num_blocks() const { return (seq_len + LOGICAL - 1) / LOGICAL; }
     __device__ __forceinline__ int block_token(int idx) const { return idx * LOGICAL; }
+    __device__ __forceinline__ int block_page(int, int tok0, const int* table) const { return table[tok0 / PAGE_SIZE]; }
     __device__ __forceinline__ bool block_needs_mask(int tok0) const { return tok0 + LOGICAL - 1 > first_pos; }
     __device__ __forceinline__ bool visible(int t, int pos) const { return t <= pos; }
 };

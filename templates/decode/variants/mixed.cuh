@@ -7,6 +7,7 @@ __device__ __forceinline__ void fg_decode_cta(const DecodeParams& p, int b, int 
     if (p.head_kind[kvh] == 1) {
         fg_decode_split(StreamingSchedule(p, b, kvh, seq_len), p, b, kvh, split, seq_len, smem);
     } else {
-        fg_decode_split(SelectedSchedule(p, b, kvh, seq_len), p, b, kvh, split, seq_len, smem);
+        __shared__ int pages[2][SEL_PREFETCH];
+        fg_decode_split(SelectedSchedule(p, b, kvh, split, seq_len, pages), p, b, kvh, split, seq_len, smem);
     }
 }

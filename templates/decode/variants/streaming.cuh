@@ -15,6 +15,7 @@ struct StreamingSchedule {
     __device__ __forceinline__ int block_token(int idx) const {
         return (idx < sink_blocks ? idx : recent_block0 + idx - sink_blocks) * LOGICAL;
     }
+    __device__ __forceinline__ int block_page(int, int tok0, const int* table) const { return table[tok0 / PAGE_SIZE]; }
     // Fully visible: every token at or before the first new token, and each either a sink
     // token or inside the last new token's window.
     __device__ __forceinline__ bool block_needs_mask(int tok0) const {
