@@ -7,6 +7,9 @@
 //!   takes 0.2 to 3 s on a 2-core machine, so this group takes 10 flat samples of one compile each
 //!   (criterion's minimum; it warns that it cannot complete 10 samples in the target time,
 //!   which is expected) and is most of the run;
+//! - `custom_cold`: the two kernels a cold launch of a new custom definition compiles, for the
+//!   causal mask with a tanh soft cap of `benches/custom.rs`: the attention kernel (render and
+//!   NVRTC, `attention_kernel`) and its block classification kernel (`classification_kernel`);
 //! - `cache_memory_hit`: `KernelCache::get_or_compile` of a kernel already in the cache's memory
 //!   table (key computation, lock, lookup);
 //! - `cache_disk_hit`: the same call on a fresh `KernelCache` over a folder that holds the
@@ -16,12 +19,15 @@
 //!
 //!   cargo bench --bench jit                    # all groups, about 3.5 minutes on 2 cores
 //!   cargo bench --bench jit -- cache_          # one or more groups by name
+//!   cargo bench --bench jit -- 'nvrtc_compile|custom_cold'   # the compile times alone
 //!
 //! Medians land in `target/criterion/<group>/<kernel>/new/estimates.json`. The disk-hit entries
 //! are written to a temporary folder that is removed at the end.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingMode};
-use flashgen_codegen::{default_set, render, Arch, KernelSpec};
+use flashgen_codegen::expr::CustomMods;
+use flashgen_codegen::render::render_custom_blocks;
+use flashgen_codegen::{default_set, render, Arch, AttentionSpec, DType, KernelSpec};
 use flashgen_runtime::{compile, CacheSource, KernelCache};
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -95,6 +101,33 @@ fn bench_nvrtc_compile(c: &mut Criterion) {
     group.finish();
 }
 
+/// The custom definition of the cold-compile group: `benches/custom.rs`'s causal soft cap.
+const CUSTOM_DEFINITION: &str = "mask = k <= q; score = 50.0 * tanh(s / 50.0)";
+
+fn bench_custom_cold(c: &mut Criterion) {
+    let mods = CustomMods::parse(CUSTOM_DEFINITION).expect("valid definition");
+    let spec = AttentionSpec::custom(&mods, 128, DType::Bf16)
+        .with_lse(true)
+        .with_default_tile(ARCH);
+    let attention = || {
+        let source = render(&spec).expect("render");
+        compile(&source, ARCH).expect("NVRTC compile")
+    };
+    let classification = || {
+        let source = render_custom_blocks(spec.definition).expect("render");
+        compile(&source, ARCH).expect("NVRTC compile")
+    };
+    let mut group = c.benchmark_group("custom_cold");
+    group
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_secs(1));
+    group.bench_function("attention_kernel", |b| b.iter(attention));
+    group.bench_function("classification_kernel", |b| b.iter(classification));
+    group.finish();
+}
+
 fn bench_cache_memory_hit(c: &mut Criterion) {
     let dir = TempDir::new("memory");
     let cache = KernelCache::new(Some(dir.0.clone()));
@@ -153,6 +186,7 @@ criterion_group!(
     benches,
     bench_render,
     bench_nvrtc_compile,
+    bench_custom_cold,
     bench_cache_memory_hit,
     bench_cache_disk_hit
 );

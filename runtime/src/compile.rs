@@ -84,6 +84,68 @@ fn nvrtc_err(context: &str, e: impl std::fmt::Debug) -> Error {
 /// Compiles generated source to CUBIN for `arch`, returning the kernel and the NVRTC time in
 /// milliseconds. A source that does not compile is [`Error::Compile`] with NVRTC's full log.
 pub fn compile(source: &KernelSource, arch: Arch) -> Result<(CompiledKernel, f64)> {
+    compile_with(source, arch, &[])
+}
+
+/// Where one cold NVRTC compile spends its time, in milliseconds: NVRTC's own per-phase report
+/// (its `--time` option) and the wall time of the whole call.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CompilePhases {
+    pub total_ms: f64,
+    /// Parsing and semantic analysis of the CUDA C++.
+    pub frontend_ms: f64,
+    /// The NVVM optimizer and PTX generation.
+    pub optimizer_ms: f64,
+    /// ptxas: PTX to the arch's machine code.
+    pub ptxas_ms: f64,
+}
+
+/// Compiles `source` as [`compile`] does (same options, so the same CUBIN) and reports where
+/// the time went. For measuring only: the report goes through a temporary file.
+pub fn compile_phases(
+    source: &KernelSource,
+    arch: Arch,
+) -> Result<(CompiledKernel, CompilePhases)> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let file = std::env::temp_dir().join(format!(
+        "flashgen-nvrtc-time-{}-{}.csv",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let option = format!("--time={}", file.display());
+    let compiled = compile_with(source, arch, &[option]);
+    let report = std::fs::read_to_string(&file);
+    let _ = std::fs::remove_file(&file);
+    let (kernel, total_ms) = compiled?;
+    let report = report.map_err(|e| Error::Nvrtc {
+        context: "reading NVRTC's time report".into(),
+        message: e.to_string(),
+    })?;
+    let mut phases = CompilePhases {
+        total_ms,
+        ..CompilePhases::default()
+    };
+    // Rows of `file, phase, milliseconds, unit`.
+    for line in report.lines().skip(1) {
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        let Some(ms) = fields.get(2).and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        match fields[1] {
+            "CUDA C++ Frontend" => phases.frontend_ms += ms,
+            "PTX Translation" => phases.ptxas_ms += ms,
+            _ => phases.optimizer_ms += ms,
+        }
+    }
+    Ok((kernel, phases))
+}
+
+/// [`compile`] with options added to [`compile_options`].
+fn compile_with(
+    source: &KernelSource,
+    arch: Arch,
+    extra: &[String],
+) -> Result<(CompiledKernel, f64)> {
     ensure_nvrtc()?;
     let start = Instant::now();
     let code = CString::new(source.code.as_str())
@@ -94,7 +156,8 @@ pub fn compile(source: &KernelSource, arch: Arch) -> Result<(CompiledKernel, f64
         nvrtc::create_program(&code, Some(&name))
             .map_err(|e| nvrtc_err("creating the program", e))?,
     );
-    let options = compile_options(arch);
+    let mut options = compile_options(arch);
+    options.extend_from_slice(extra);
     // SAFETY: the program is live; options are plain strings.
     let compiled = unsafe { nvrtc::compile_program(program.0, &options) };
     // SAFETY: the program is live.
@@ -352,6 +415,21 @@ ptxas info    : Compile time = 387.012 ms
                 kernel.log
             );
         }
+    }
+
+    #[test]
+    fn phases_are_reported_and_the_cubin_is_the_plain_compiles() {
+        let source = tiny_source("flashgen_tiny_phases");
+        let (kernel, phases) = compile_phases(&source, Arch::SM90).unwrap();
+        let (plain, _) = compile(&source, Arch::SM90).unwrap();
+        assert_eq!(kernel.report, plain.report);
+        assert!(phases.frontend_ms > 0.0, "{phases:?}");
+        assert!(phases.ptxas_ms > 0.0, "{phases:?}");
+        assert!(
+            phases.frontend_ms + phases.optimizer_ms + phases.ptxas_ms
+                <= phases.total_ms * 1.05 + 1.0,
+            "{phases:?}"
+        );
     }
 
     #[test]

@@ -50,7 +50,10 @@ pub mod tuned;
 pub mod variants;
 
 pub use cache::{CacheHit, CacheSource, KernelCache};
-pub use compile::{compile, compile_options, nvrtc_version, CompiledKernel, ResourceReport};
+pub use compile::{
+    compile, compile_options, compile_phases, nvrtc_version, CompilePhases, CompiledKernel,
+    ResourceReport,
+};
 pub use config::{ConfigError, GpuIdentity, ShapeKey, TunedConfig};
 pub use custom::{
     BlocksKey, CustomArgs, CustomBlocks, CustomValue, DeviceCustomBlocks, DeviceVector, VectorType,
