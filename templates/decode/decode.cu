@@ -394,21 +394,14 @@ __device__ __forceinline__ void fg_decode_split(const Sched& sched, const Decode
         if (s < n_tiles) load_tile(s, s);
         fg_cp_async_commit();
     }
-    // Q's A fragments stay in registers for the whole split where registers allow (d 256 needs
-    // its registers for 128 accumulators, and 64-row tiles for their 32 score registers: those
-    // reload Q per tile). The Q group is the oldest: waiting until STAGES - 1 groups are
-    // pending waits for Q alone.
-    constexpr bool Q_IN_REGS = HEAD_DIM <= 128 && S_TILES <= 4;
-    fg_u32 qa[Q_IN_REGS ? D_STEPS : 1][4];
+    // The Q group is the oldest: waiting until STAGES - 1 groups are pending waits for Q alone.
     if constexpr (!K_QUANT) fg_cp_async_wait<STAGES - 1>();
     __syncthreads();
+    // Q's A fragment of k-step kd. (Held in registers across tiles instead, Q left the d 128
+    // kernels as fast and made ptxas spill in others.)
     auto q_frag = [&](int kd, fg_u32 (&a)[4]) {
         fg_ldmatrix_x4(a, fg_smem_addr(sq + (wm * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * SMEM_ROW + kd * 16 + (lane >> 4) * 8));
     };
-    if constexpr (Q_IN_REGS) {
-#pragma unroll
-        for (int kd = 0; kd < D_STEPS; ++kd) q_frag(kd, qa[kd]);
-    }
     float qs[2] = {0.f, 0.f};
     if constexpr (K_TOK) {
 #pragma unroll
@@ -435,29 +428,29 @@ __device__ __forceinline__ void fg_decode_split(const Sched& sched, const Decode
         const float2* vpar = reinterpret_cast<const float2*>(vs + V_TILE_BYTES + KP_BYTES);
         const int key0 = wn * WARP_KEYS;
 
-        // S = Q K^T for the warp's 16 rows and WARP_KEYS keys.
-        float s[S_TILES][4];
+        // S = Q K^T for the warp's 16 rows and WARP_KEYS keys. Even and odd k-steps accumulate
+        // into separate registers (where registers allow): two dependent mma chains of half the
+        // length instead of one, summed at the end.
+        constexpr int CHAINS = S_TILES <= 4 ? 2 : 1;
+        float sc[CHAINS][S_TILES][4];
 #pragma unroll
-        for (int st = 0; st < S_TILES; ++st)
+        for (int ch = 0; ch < CHAINS; ++ch)
 #pragma unroll
-            for (int e = 0; e < 4; ++e) s[st][e] = 0.f;
+            for (int st = 0; st < S_TILES; ++st)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) sc[ch][st][e] = 0.f;
         if constexpr (!K_QUANT) {
             const elem_t* kse = reinterpret_cast<const elem_t*>(ks);
 #pragma unroll
             for (int kd = 0; kd < D_STEPS; ++kd) {
                 fg_u32 a[4];
-                if constexpr (Q_IN_REGS) {
-#pragma unroll
-                    for (int i = 0; i < 4; ++i) a[i] = qa[kd][i];
-                } else {
-                    q_frag(kd, a);
-                }
+                q_frag(kd, a);
 #pragma unroll
                 for (int pr = 0; pr < S_TILES / 2; ++pr) {
                     fg_u32 bk[4];
                     fg_ldmatrix_x4(bk, fg_smem_addr(kse + (key0 + pr * 16 + (lane >> 4) * 8 + (lane & 7)) * SMEM_ROW + kd * 16 + ((lane >> 3) & 1) * 8));
-                    fg_mma_16816(s[2 * pr], a, bk[0], bk[1]);
-                    fg_mma_16816(s[2 * pr + 1], a, bk[2], bk[3]);
+                    fg_mma_16816(sc[kd % CHAINS][2 * pr], a, bk[0], bk[1]);
+                    fg_mma_16816(sc[kd % CHAINS][2 * pr + 1], a, bk[2], bk[3]);
                 }
             }
         } else {
@@ -465,22 +458,22 @@ __device__ __forceinline__ void fg_decode_split(const Sched& sched, const Decode
             for (int c = 0; c < HEAD_DIM / 64; ++c) {
                 fg_u32 a[4][4];
 #pragma unroll
-                for (int ks4 = 0; ks4 < 4; ++ks4) {
-                    if constexpr (Q_IN_REGS) {
-#pragma unroll
-                        for (int i = 0; i < 4; ++i) a[ks4][i] = qa[c * 4 + ks4][i];
-                    } else {
-                        q_frag(c * 4 + ks4, a[ks4]);
-                    }
-                }
+                for (int ks4 = 0; ks4 < 4; ++ks4) q_frag(c * 4 + ks4, a[ks4]);
 #pragma unroll
                 for (int st = 0; st < S_TILES; ++st) {
                     fg_u32 bk[8];
                     fg_k_codes<K_FMT>(ks + (key0 + st * 8 + g) * K_PITCH + (c * 64 + 16 * t4) * K_BITS / 8, bk);
 #pragma unroll
-                    for (int ks4 = 0; ks4 < 4; ++ks4) fg_mma_bf16(s[st], a[ks4], bk[2 * ks4], bk[2 * ks4 + 1]);
+                    for (int ks4 = 0; ks4 < 4; ++ks4) fg_mma_bf16(sc[ks4 % CHAINS][st], a[ks4], bk[2 * ks4], bk[2 * ks4 + 1]);
                 }
             }
+        }
+        float s[S_TILES][4];
+#pragma unroll
+        for (int st = 0; st < S_TILES; ++st)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) s[st][e] = CHAINS == 2 ? sc[0][st][e] + sc[CHAINS - 1][st][e] : sc[0][st][e];
+        if constexpr (K_QUANT) {
             if constexpr (K_TOK) {
                 // s (q.c) + z' sum(q), with z' = z - 128 s for int4 (its codes are 128 + c).
 #pragma unroll
