@@ -406,7 +406,7 @@ pub fn expand(k: &DecodeKernel) -> syn::Result<TokenStream> {
                 let spec = Self::spec();
                 let module = #dec::DecodeModule::Attention(spec);
                 let arch = rt.arch();
-                rt.load_module(&module.digest(arch), || module.source(arch))?;
+                rt.load_module(&module.digest(arch)?, || module.source(arch))?;
                 ::core::result::Result::Ok(#name { spec })
             }
 

@@ -58,13 +58,13 @@ impl Job {
         }
     }
 
-    /// Compiles the job through `cache` (decode modules under their render-free digest, as the
+    /// Compiles the job through `cache` (decode modules under their source's digest, as the
     /// runtime loads them).
     pub fn compile(&self, cache: &KernelCache, arch: Arch) -> flashgen_runtime::Result<CacheHit> {
         match self {
             Job::Attention(spec) => cache.get_or_compile(spec, arch),
             Job::Decode(module) => {
-                cache.get_or_compile_digest(&module.digest(arch), arch, || module.source(arch))
+                cache.get_or_compile_digest(&module.digest(arch)?, arch, || module.source(arch))
             }
         }
     }

@@ -6,11 +6,11 @@ use crate::error::{Error, Result};
 use crate::runtime::Runtime;
 use cudarc::driver::CudaFunction;
 use flashgen_codegen::decode::{
-    decode_default_set, decode_template_digest, render_append, render_decode, render_selector,
-    DECODE_HEAD_DIMS,
+    decode_default_set, render_append, render_decode, render_selector, DECODE_HEAD_DIMS,
 };
 use flashgen_codegen::{Arch, DType, DecodeSpec, KernelSource, KvDtype, KvDtypes};
-use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 
 /// One compiled unit of decode kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -121,14 +121,28 @@ impl std::fmt::Display for DecodeModule {
 }
 
 impl DecodeModule {
-    /// A stable digest of everything the module's source is rendered from (the module, the
-    /// arch and the decode templates), so the runtime's module table and the disk cache find it
-    /// without rendering it again.
-    pub fn digest(self, arch: Arch) -> String {
-        let mut h = Sha256::new();
-        h.update(format!("decode|{self:?}|{arch}|").as_bytes());
-        h.update(decode_template_digest().as_bytes());
-        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    /// The digest of the module's source on `arch` ([`KernelSource::digest`]), the key of the
+    /// runtime's module table and of the disk cache. It is the rendered source's: a digest of
+    /// what the source is rendered from (module, arch, templates) cannot see a change in the
+    /// renderer's own code (a stage count, a pitch), and a kernel compiled by an older renderer
+    /// must never be loaded for a newer one. Rendered once per module and arch in a process.
+    pub fn digest(self, arch: Arch) -> Result<String> {
+        static DIGESTS: OnceLock<Mutex<HashMap<(DecodeModule, Arch), String>>> = OnceLock::new();
+        let digests = DIGESTS.get_or_init(Default::default);
+        let known = digests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(self, arch))
+            .cloned();
+        if let Some(d) = known {
+            return Ok(d);
+        }
+        let d = self.source(arch)?.digest();
+        digests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((self, arch), d.clone());
+        Ok(d)
     }
 }
 
@@ -141,7 +155,7 @@ pub(crate) fn decode_function(
     shared_bytes: u32,
 ) -> Result<CudaFunction> {
     let arch = rt.arch();
-    let loaded = rt.load_module(&module.digest(arch), || module.source(arch))?;
+    let loaded = rt.load_module(&module.digest(arch)?, || module.source(arch))?;
     let f = loaded.function(name)?;
     if shared_bytes > 48 * 1024 {
         set_max_dynamic_shared(&f, shared_bytes, name)?;
@@ -164,6 +178,11 @@ mod tests {
         }
         for m in &set {
             assert_eq!(set.iter().filter(|x| *x == m).count(), 1);
+            // Keyed by the rendered source: a renderer change is a new key.
+            assert_eq!(
+                m.digest(Arch::SM90).unwrap(),
+                m.source(Arch::SM90).unwrap().digest()
+            );
             assert_eq!(m.source(Arch::SM90).unwrap().kernel_name, m.entry_name());
         }
         assert_eq!(
