@@ -351,9 +351,14 @@ pub const MAX_Q_LEN: usize = 8;
 pub const DECODE_THREADS: u32 = 128;
 /// Tokens per KV tile of the decode kernel (four logical pages).
 pub const DECODE_BLOCK_N: u32 = 64;
-/// Shared memory the decode kernel aims to stay under, so that two CTAs share an SM on sm_80
-/// and sm_90.
+/// Shared memory the decode kernel over 16-bit pools aims to stay under, so that two CTAs share
+/// an SM on sm_80 and sm_90.
 const DECODE_SMEM_TARGET: u32 = 112 * 1024;
+/// The same over a quantized pool: smaller, for more CTAs per SM. Those kernels are bound by
+/// the latency of their per-tile work, not by bytes in flight; on an H200 at b8 s32k, 48 KiB
+/// (2-3 stages, 4 CTAs per SM) ran int8 at 216 us against 230 us at 112 KiB (5-6 stages, 2 CTAs),
+/// int4tok at 265 against 300; 16-bit pools gained nothing from it.
+const DECODE_SMEM_TARGET_QUANTIZED: u32 = 48 * 1024;
 
 /// One decode attention kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -521,7 +526,14 @@ impl DecodeSpec {
     /// the arch allows them.
     pub fn stages(&self, arch: Arch) -> u32 {
         let stage = self.stage_bytes();
-        let budget = DECODE_SMEM_TARGET.min(arch.max_shared_bytes_per_block()) - self.q_bytes();
+        let target = if self.quantized() {
+            DECODE_SMEM_TARGET_QUANTIZED
+        } else {
+            DECODE_SMEM_TARGET
+        };
+        let budget = target
+            .min(arch.max_shared_bytes_per_block())
+            .saturating_sub(self.q_bytes());
         let most = if self.quantized() { 6 } else { 4 };
         let fit = (budget / stage).min(most);
         if fit >= 2 {
