@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 const MAGIC: &[u8; 16] = b"FLASHGEN-CUBIN\0\0";
 const FORMAT_VERSION: u32 = 1;
@@ -65,22 +65,12 @@ impl KernelCache {
     /// The cache key of a spec on an arch with the loaded NVRTC.
     pub fn key(spec: &KernelSpec, arch: Arch) -> Result<String> {
         let (major, minor) = nvrtc_version()?;
-        Ok(key_for(spec, arch, (major, minor)))
+        Ok(key_for(spec, &rendered_digest(spec)?, arch, (major, minor)))
     }
 
     /// Returns the compiled kernel for a validated spec, compiling it on a miss.
     pub fn get_or_compile(&self, spec: &KernelSpec, arch: Arch) -> Result<CacheHit> {
-        self.get_or_compile_with(spec, arch, || {
-            render(spec).map_err(|e| {
-                let mut text = e.to_string();
-                let mut cause = std::error::Error::source(&e);
-                while let Some(c) = cause {
-                    text.push_str(&format!(": {c}"));
-                    cause = c.source();
-                }
-                Error::Render(text)
-            })
-        })
+        self.get_or_compile_with(spec, arch, || render_spec(spec))
     }
 
     /// Returns the compiled kernel of source that is not an attention kernel's, keyed by the
@@ -205,10 +195,49 @@ fn finish_key(mut h: Sha256, arch: Arch) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The key: a digest of the spec hash (spec + templates), NVRTC version, arch, options and ABI.
-pub fn key_for(spec: &KernelSpec, arch: Arch, nvrtc: (i32, i32)) -> String {
+/// What `spec` renders to, or the renderer's error with its causes.
+fn render_spec(spec: &KernelSpec) -> Result<KernelSource> {
+    render(spec).map_err(|e| {
+        let mut text = e.to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            text.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
+        Error::Render(text)
+    })
+}
+
+/// The digest of the source `spec` renders to ([`KernelSource::digest`]), rendered once per
+/// spec in a process (tens of microseconds). Part of the key because the spec hash covers the
+/// spec and the templates but not the renderer's own code: a kernel compiled by an older
+/// renderer must never be loaded for a newer one.
+pub fn rendered_digest(spec: &KernelSpec) -> Result<String> {
+    static DIGESTS: OnceLock<Mutex<HashMap<KernelSpec, String>>> = OnceLock::new();
+    let digests = DIGESTS.get_or_init(Default::default);
+    let known = digests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(spec)
+        .cloned();
+    if let Some(d) = known {
+        return Ok(d);
+    }
+    let d = render_spec(spec)?.digest();
+    digests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(*spec, d.clone());
+    Ok(d)
+}
+
+/// The key: a digest of the spec hash (spec + templates), the rendered source's digest
+/// ([`rendered_digest`]), NVRTC version, arch, options and ABI.
+pub fn key_for(spec: &KernelSpec, rendered: &str, arch: Arch, nvrtc: (i32, i32)) -> String {
     let mut h = Sha256::new();
     h.update(spec_hash(spec).as_bytes());
+    h.update([0]);
+    h.update(rendered.as_bytes());
     h.update(
         format!(
             "|nvrtc {}.{}|{}|abi {KERNEL_ABI_VERSION}|",
@@ -613,10 +642,18 @@ mod tests {
     #[test]
     fn keys_separate_arch_nvrtc_and_spec() {
         let spec = flashgen_codegen::parse_spec("dense,d128,bf16,causal", Arch::SM90).unwrap();
-        let a = key_for(&spec, Arch::SM90, (13, 0));
-        assert_eq!(a, key_for(&spec, Arch::SM90, (13, 0)));
-        assert_ne!(a, key_for(&spec, Arch::SM80, (13, 0)));
-        assert_ne!(a, key_for(&spec, Arch::SM90, (13, 1)));
-        assert_ne!(a, key_for(&spec.with_lse(true), Arch::SM90, (13, 0)));
+        let r = rendered_digest(&spec).unwrap();
+        let a = key_for(&spec, &r, Arch::SM90, (13, 0));
+        assert_eq!(a, key_for(&spec, &r, Arch::SM90, (13, 0)));
+        assert_ne!(a, key_for(&spec, &r, Arch::SM80, (13, 0)));
+        assert_ne!(a, key_for(&spec, &r, Arch::SM90, (13, 1)));
+        let lse = spec.with_lse(true);
+        assert_ne!(
+            a,
+            key_for(&lse, &rendered_digest(&lse).unwrap(), Arch::SM90, (13, 0))
+        );
+        // A renderer change (another source for the same spec and templates) is another key.
+        assert_ne!(a, key_for(&spec, "another source", Arch::SM90, (13, 0)));
+        assert_eq!(r, render(&spec).unwrap().digest());
     }
 }
