@@ -354,7 +354,7 @@ pub const DECODE_BLOCK_N: u32 = 64;
 /// Shared memory the decode kernel over 16-bit pools aims to stay under, so that two CTAs share
 /// an SM on sm_80 and sm_90.
 const DECODE_SMEM_TARGET: u32 = 112 * 1024;
-/// The same over a quantized pool: smaller, for more CTAs per SM. Those kernels are bound by
+/// The same when both pools are quantized: smaller, for more CTAs per SM. Those kernels are bound by
 /// the latency of their per-tile work, not by bytes in flight; on an H200 at b8 s32k, 48 KiB
 /// (2-3 stages, 4 CTAs per SM) ran int8 at 216 us against 230 us at 112 KiB (5-6 stages, 2 CTAs),
 /// int4tok at 265 against 300; 16-bit pools gained nothing from it.
@@ -526,7 +526,8 @@ impl DecodeSpec {
     /// the arch allows them.
     pub fn stages(&self, arch: Arch) -> u32 {
         let stage = self.stage_bytes();
-        let target = if self.quantized() {
+        // Both pools quantized: a 16-bit pool beside a quantized one was not measured faster.
+        let target = if self.kv_dtype.k.is_quantized() && self.kv_dtype.v.is_quantized() {
             DECODE_SMEM_TARGET_QUANTIZED
         } else {
             DECODE_SMEM_TARGET

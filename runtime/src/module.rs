@@ -17,8 +17,9 @@ use std::sync::{Arc, Mutex};
 /// What names a module in a runtime's table (and its entry in the kernel cache).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum ModuleKey {
-    /// An attention kernel: rendered by codegen from its spec on a miss and cached under the
-    /// spec's hash ([`KernelCache::key`](crate::KernelCache::key)).
+    /// An attention kernel: rendered by codegen from its spec on a miss and cached under its
+    /// key ([`KernelCache::key`](crate::KernelCache::key): the spec's hash and its rendered
+    /// source's digest).
     Spec(KernelSpec),
     /// Any other module, by a stable digest of everything its source is rendered from; equal
     /// digests must render equal sources. [`KernelSource::digest`] of a finished source

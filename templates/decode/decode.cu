@@ -411,6 +411,8 @@ __device__ __forceinline__ void fg_decode_split(const Sched& sched, const Decode
     for (int kt = 0; kt < n_tiles; ++kt) {
         const int stage = kt % STAGES;
         if (STAGES == 1) {
+            // One buffer: every warp must be done with the previous tile before it is refilled.
+            if (kt > 0) __syncthreads();
             load_tile(kt, 0);
             fg_cp_async_commit();
         }

@@ -157,7 +157,9 @@ pub(crate) fn decode_function(
     let arch = rt.arch();
     let loaded = rt.load_module(&module.digest(arch)?, || module.source(arch))?;
     let f = loaded.function(name)?;
-    if shared_bytes > 48 * 1024 {
+    // Raised whenever there is dynamic shared memory: the default limit is 48 KiB of static and
+    // dynamic together, and the selected and mixed kernels declare static shared memory too.
+    if shared_bytes > 0 {
         set_max_dynamic_shared(&f, shared_bytes, name)?;
     }
     Ok(f)

@@ -448,8 +448,10 @@ impl PageSelector {
             ));
         }
         let s = rt.stream();
-        // Every score, index entry, count and extent is written by the kernels below before it
-        // is read (entries past a row's count never are): no clearing, no upload.
+        // Every score, index entry, count and extent that is used is written by the kernels
+        // below first: no clearing, no upload. (The selected decode's page prefetch loads list
+        // entries past a row's count without using them; `compute-sanitizer --tool initcheck`
+        // reports those loads.)
         // SAFETY (each alloc): plain f32/i32 device memory, uninitialised until written.
         let mut scores = unsafe { s.alloc::<f32>(rows * max_used) }
             .while_(|| "allocating the page scores".into())?;
