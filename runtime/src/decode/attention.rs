@@ -15,7 +15,7 @@ use cudarc::driver::{
     CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg, SyncOnDrop,
 };
 use flashgen_codegen::decode::{DECODE_BLOCK_N, DECODE_THREADS, MAX_Q_LEN};
-use flashgen_codegen::{fits_shared_memory, DType, DecodeSpec, DecodeVariant};
+use flashgen_codegen::{DType, DecodeSpec, DecodeVariant};
 use std::ffi::c_void;
 use std::sync::Mutex;
 
@@ -585,16 +585,7 @@ impl Runtime {
         let name = spec.kernel_name();
         let module = DecodeModule::Attention(spec);
         let smem = spec.shared_bytes(self.arch());
-        if let Err(e) = fits_shared_memory(smem, 0, self.info().max_shared_per_block_optin) {
-            return Err(invalid(
-                "spec",
-                format!(
-                    "{} needs {} bytes of shared memory per block; the GPU allows {}",
-                    spec, e.needed, e.limit
-                ),
-            ));
-        }
-        let f = decode_function(self, module, &name, smem)?;
+        let f = decode_function(self, module, &name)?;
         let plan = match splits {
             Some(_) => checked,
             None => {
@@ -700,7 +691,7 @@ impl Runtime {
         // partials of every row and split; the guards keep the buffers ordered on the stream.
         unsafe { launch.launch(cfg) }.while_(|| format!("launching {name}"))?;
         if plan.num_splits > 1 {
-            let merge = decode_function(self, module, &format!("{name}_merge"), 0)?;
+            let merge = decode_function(self, module, &format!("{name}_merge"))?;
             // One CTA of MERGE_WARPS (8) warps per row (templates/decode/decode.cu).
             let cfg = LaunchConfig {
                 grid_dim: (rows_total as u32, 1, 1),

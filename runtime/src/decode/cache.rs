@@ -426,7 +426,6 @@ impl PagedKvCache {
             rt,
             DecodeModule::Append(c.dtype, c.kv_dtype),
             "fg_decode_append",
-            0,
         )?;
         let cfg = LaunchConfig {
             grid_dim: (

@@ -1,7 +1,6 @@
 //! The decode kernels' sources, their NVRTC builds through the runtime's kernel cache, and the
 //! functions loaded through the runtime's one module table.
 
-use crate::driver::set_max_dynamic_shared;
 use crate::error::{Error, Result};
 use crate::runtime::Runtime;
 use cudarc::driver::CudaFunction;
@@ -146,23 +145,17 @@ impl DecodeModule {
     }
 }
 
-/// The function `name` of `module` in `rt`'s context, loaded through the runtime's one module
-/// table, with its dynamic shared-memory limit raised to `shared_bytes`.
+/// The function `name` of `module`, loaded through the runtime's one module table (which
+/// checks the entry function's shared memory against the device and raises its dynamic limit
+/// once, at load).
 pub(crate) fn decode_function(
     rt: &Runtime,
     module: DecodeModule,
     name: &str,
-    shared_bytes: u32,
 ) -> Result<CudaFunction> {
     let arch = rt.arch();
     let loaded = rt.load_module(&module.digest(arch)?, || module.source(arch))?;
-    let f = loaded.function(name)?;
-    // Raised whenever there is dynamic shared memory: the default limit is 48 KiB of static and
-    // dynamic together, and the selected and mixed kernels declare static shared memory too.
-    if shared_bytes > 0 {
-        set_max_dynamic_shared(&f, shared_bytes, name)?;
-    }
-    Ok(f)
+    loaded.function(name)
 }
 
 #[cfg(test)]

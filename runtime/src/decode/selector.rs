@@ -502,7 +502,7 @@ impl PageSelector {
                 unused: 0,
             };
             let module = DecodeModule::Selector(c.dtype, c.head_dim as u32);
-            let score = decode_function(rt, module, "fg_decode_page_scores", 0)?;
+            let score = decode_function(rt, module, "fg_decode_page_scores")?;
             // The kv heads along x: CTAs launched together read the same pages' statistics
             // for every head (adjacent in memory).
             let cfg = LaunchConfig {
@@ -515,7 +515,7 @@ impl PageSelector {
             // SAFETY: q was checked against its layout; the table's pages against the pool
             // (and so the statistics); scores hold every row at their stride.
             unsafe { launch.launch(cfg) }.while_(|| "launching fg_decode_page_scores".into())?;
-            let select = decode_function(rt, module, "fg_decode_page_select", 0)?;
+            let select = decode_function(rt, module, "fg_decode_page_select")?;
             let cfg = LaunchConfig {
                 grid_dim: (c.heads_kv as u32, batch as u32, 1),
                 block_dim: (SELECT_THREADS, 1, 1),
