@@ -35,20 +35,14 @@ pub fn select_targets(args: &TuneArgs) -> Vec<TuneTarget> {
             })
             .collect()
     };
-    let dtypes = if args.dtypes.is_empty() {
-        vec![DType::Bf16]
-    } else {
-        args.dtypes.clone()
-    };
     let mut out = Vec::new();
-    for dtype in dtypes {
+    for dtype in requested_dtypes(args) {
         for t in &base {
-            let keep = (args.variants.is_empty()
-                || args
-                    .variants
-                    .contains(&VariantFilter::Attention(t.spec.variant)))
-                && (args.head_dims.is_empty() || args.head_dims.contains(&t.spec.head_dim));
-            if keep {
+            if kept(
+                args,
+                VariantFilter::Attention(t.spec.variant),
+                t.spec.head_dim,
+            ) {
                 let mut t = t.clone();
                 t.spec = AttentionSpec { dtype, ..t.spec };
                 out.push(t);
@@ -71,18 +65,10 @@ pub fn select_decode_targets(args: &TuneArgs) -> Vec<DecodeTarget> {
             .flat_map(|&seq| [(1, seq as usize), (8, seq as usize)])
             .collect()
     };
-    let dtypes = if args.dtypes.is_empty() {
-        vec![DType::Bf16]
-    } else {
-        args.dtypes.clone()
-    };
     let mut out = Vec::new();
-    for dtype in dtypes {
+    for dtype in requested_dtypes(args) {
         for spec in decode_default_set_for(dtype) {
-            let keep = (args.variants.is_empty()
-                || args.variants.contains(&VariantFilter::Decode(spec.variant)))
-                && (args.head_dims.is_empty() || args.head_dims.contains(&spec.head_dim));
-            if keep {
+            if kept(args, VariantFilter::Decode(spec.variant), spec.head_dim) {
                 out.extend(
                     problems
                         .iter()
@@ -92,6 +78,21 @@ pub fn select_decode_targets(args: &TuneArgs) -> Vec<DecodeTarget> {
         }
     }
     out
+}
+
+/// The query dtypes of a tune: `--dtype`, else bf16.
+fn requested_dtypes(args: &TuneArgs) -> Vec<DType> {
+    if args.dtypes.is_empty() {
+        vec![DType::Bf16]
+    } else {
+        args.dtypes.clone()
+    }
+}
+
+/// Whether the variant and head-dim filters keep a target (an empty filter keeps all).
+fn kept(args: &TuneArgs, variant: VariantFilter, head_dim: u32) -> bool {
+    (args.variants.is_empty() || args.variants.contains(&variant))
+        && (args.head_dims.is_empty() || args.head_dims.contains(&head_dim))
 }
 
 /// Where the config goes: `--output`, else `$FLASHGEN_CONFIG`, else the user config dir.
