@@ -12,13 +12,13 @@ use crate::target::SplitMix;
 use crate::timing::{decide, finalists, input_sets, Measurement, TimingParams};
 use crate::tuner::{TuneError, TuneEvent, TuneOptions};
 use flashgen_codegen::decode::{decode_default_set, DECODE_BLOCK_N, DECODE_ROWS};
-use flashgen_codegen::{DType, DecodeSpec, DecodeVariant};
+use flashgen_codegen::{DType, DecodeSpec};
 use flashgen_runtime::config::{DecodeBucket, DecodeEntry};
 use flashgen_runtime::cudarc::driver::CudaSlice;
 use flashgen_runtime::decode::{
     exact_splits, plan_decode, DecodeArgs, DecodeChoice, DecodeHeadKind, DecodeHeads, DecodeMask,
     DecodePlan, DecodeShape, DeviceAppend, DevicePageTable, KvCacheConfig, PageSelection,
-    PagedKvCache, StreamingWindow,
+    PagedKvCache,
 };
 use flashgen_runtime::{Layout, Runtime, Tensor, TensorMut};
 use half::{bf16, f16};
@@ -424,7 +424,7 @@ impl<T: TuneElement> DecodeWork<T> {
     }
 
     fn mask(&self, set: usize) -> DecodeMask<'_> {
-        standard_mask(self.target.spec.variant, &self.heads, &self.selections[set])
+        DecodeMask::standard(self.target.spec.variant, &self.heads, &self.selections[set])
     }
 
     /// The heuristic's plan on set `set` with one CTA slot (for the visit lists).
@@ -455,7 +455,8 @@ impl<T: TuneElement> DecodeWork<T> {
     /// Launches with `choice` on input set `set` (asynchronously); the splits it ran.
     fn launch(&mut self, rt: &Runtime, choice: DecodeChoice, set: usize) -> Result<usize, String> {
         let set = set % self.tables.len();
-        let mask = standard_mask(self.target.spec.variant, &self.heads, &self.selections[set]);
+        let mask =
+            DecodeMask::standard(self.target.spec.variant, &self.heads, &self.selections[set]);
         let (q_layout, table) = (self.q_layout, &self.tables[set]);
         let args = DecodeArgs::new(
             Tensor {
@@ -490,26 +491,6 @@ impl<T: TuneElement> DecodeWork<T> {
         let o: Vec<T> = s.clone_dtoh(&self.o).map_err(|e| format!("{e:?}"))?;
         let lse: Vec<f32> = s.clone_dtoh(&self.lse).map_err(|e| format!("{e:?}"))?;
         Ok((o.into_iter().map(T::to_f32).collect(), lse, splits))
-    }
-}
-
-/// The mask of a variant's standard problem: LServe's streaming window (sink 128, recent
-/// 256), the target's page selection, even kv heads streaming and odd ones selected. The match
-/// is exhaustive: a new decode variant needs its standard mask here.
-fn standard_mask<'a>(
-    variant: DecodeVariant,
-    heads: &'a DecodeHeads,
-    selection: &'a PageSelection,
-) -> DecodeMask<'a> {
-    match variant {
-        DecodeVariant::Dense => DecodeMask::Dense,
-        DecodeVariant::Streaming => DecodeMask::Streaming(StreamingWindow::default()),
-        DecodeVariant::Selected => DecodeMask::Selected(selection),
-        DecodeVariant::Mixed => DecodeMask::Mixed {
-            heads,
-            streaming: StreamingWindow::default(),
-            selection,
-        },
     }
 }
 
@@ -720,6 +701,7 @@ fn tune_one<T: TuneElement>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flashgen_codegen::DecodeVariant;
 
     #[test]
     fn default_targets_cover_the_decode_default_set() {

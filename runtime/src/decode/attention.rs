@@ -85,7 +85,18 @@ pub enum DecodeMask<'a> {
     },
 }
 
-impl DecodeMask<'_> {
+impl<'a> DecodeMask<'a> {
+    /// The mask of `variant`'s standard problem, as its registry module defines it (the
+    /// tuner's targets): LServe's streaming window (sink 128, recent 256), `selection` and
+    /// `heads` where the variant takes them.
+    pub fn standard(
+        variant: DecodeVariant,
+        heads: &'a DecodeHeads,
+        selection: &'a PageSelection,
+    ) -> Self {
+        variants::host(variant).standard_mask(heads, selection)
+    }
+
     pub fn variant(&self) -> DecodeVariant {
         match self {
             DecodeMask::Dense => DecodeVariant::Dense,

@@ -1,8 +1,9 @@
 //! Dense decode: every cached token at or before the query's position.
 
 use super::{all_blocks, DecodeVariantHost};
-use crate::decode::attention::{DecodeMask, DecodeParams};
+use crate::decode::attention::{DecodeHeads, DecodeMask, DecodeParams};
 use crate::decode::cache::PageTable;
+use crate::decode::selector::PageSelection;
 use crate::error::Result;
 use flashgen_codegen::DecodeVariant;
 
@@ -33,5 +34,9 @@ impl DecodeVariantHost for Dense {
         _: usize,
     ) -> usize {
         all_blocks(table.seq_len(b))
+    }
+
+    fn standard_mask<'a>(&self, _: &'a DecodeHeads, _: &'a PageSelection) -> DecodeMask<'a> {
+        DecodeMask::Dense
     }
 }

@@ -4,8 +4,11 @@
 use super::selected::selected_blocks;
 use super::streaming::{check_window, streaming_blocks};
 use super::DecodeVariantHost;
-use crate::decode::attention::{DecodeHeadKind, DecodeMask, DecodeParams};
+use crate::decode::attention::{
+    DecodeHeadKind, DecodeHeads, DecodeMask, DecodeParams, StreamingWindow,
+};
 use crate::decode::cache::PageTable;
+use crate::decode::selector::PageSelection;
 use crate::error::{invalid, Result};
 use flashgen_codegen::DecodeVariant;
 
@@ -62,6 +65,18 @@ impl DecodeVariantHost for Mixed {
             Some(DecodeHeadKind::Streaming) => streaming_blocks(streaming, table.seq_len(b), q_len),
             Some(DecodeHeadKind::Selected) => selected_blocks(selection.info(), table, b, h),
             None => 0,
+        }
+    }
+
+    fn standard_mask<'a>(
+        &self,
+        heads: &'a DecodeHeads,
+        selection: &'a PageSelection,
+    ) -> DecodeMask<'a> {
+        DecodeMask::Mixed {
+            heads,
+            streaming: StreamingWindow::default(),
+            selection,
         }
     }
 }

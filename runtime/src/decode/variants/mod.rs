@@ -8,8 +8,9 @@ mod mixed;
 mod selected;
 mod streaming;
 
-use super::attention::{DecodeMask, DecodeParams};
+use super::attention::{DecodeHeads, DecodeMask, DecodeParams};
 use super::cache::PageTable;
+use super::selector::PageSelection;
 use crate::error::Result;
 use flashgen_codegen::DecodeVariant;
 
@@ -37,6 +38,14 @@ pub(crate) trait DecodeVariantHost: Sync {
         h: usize,
         q_len: usize,
     ) -> usize;
+
+    /// The mask of the variant's standard problem (the tuner's): LServe's streaming window,
+    /// the given page selection and head kinds where the variant takes them.
+    fn standard_mask<'a>(
+        &self,
+        heads: &'a DecodeHeads,
+        selection: &'a PageSelection,
+    ) -> DecodeMask<'a>;
 }
 
 /// The registry: one entry per decode variant.

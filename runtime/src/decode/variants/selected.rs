@@ -2,8 +2,9 @@
 //! (sequence, kv head), plus every page the sequence gained since the selection was made.
 
 use super::{all_blocks, DecodeVariantHost, LOGICAL};
-use crate::decode::attention::{DecodeMask, DecodeParams};
+use crate::decode::attention::{DecodeHeads, DecodeMask, DecodeParams};
 use crate::decode::cache::PageTable;
+use crate::decode::selector::PageSelection;
 use crate::decode::selector::SelectionInfo;
 use crate::error::Result;
 use flashgen_codegen::DecodeVariant;
@@ -54,6 +55,14 @@ impl DecodeVariantHost for Selected {
             DecodeMask::Selected(sel) => selected_blocks(sel.info(), table, b, h),
             _ => 0,
         }
+    }
+
+    fn standard_mask<'a>(
+        &self,
+        _: &'a DecodeHeads,
+        selection: &'a PageSelection,
+    ) -> DecodeMask<'a> {
+        DecodeMask::Selected(selection)
     }
 }
 

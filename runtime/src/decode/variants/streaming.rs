@@ -2,8 +2,9 @@
 //! other pages are never read.
 
 use super::{all_blocks, DecodeVariantHost, LOGICAL};
-use crate::decode::attention::{DecodeMask, DecodeParams, StreamingWindow};
+use crate::decode::attention::{DecodeHeads, DecodeMask, DecodeParams, StreamingWindow};
 use crate::decode::cache::PageTable;
+use crate::decode::selector::PageSelection;
 use crate::error::{invalid, Result};
 use flashgen_codegen::DecodeVariant;
 
@@ -65,5 +66,9 @@ impl DecodeVariantHost for Streaming {
             DecodeMask::Streaming(w) => streaming_blocks(w, table.seq_len(b), q_len),
             _ => 0,
         }
+    }
+
+    fn standard_mask<'a>(&self, _: &'a DecodeHeads, _: &'a PageSelection) -> DecodeMask<'a> {
+        DecodeMask::Streaming(StreamingWindow::default())
     }
 }
