@@ -44,20 +44,11 @@ pub fn median_ms_at(
 pub fn median_ms<E: std::fmt::Display>(
     rt: &Runtime,
     reps: usize,
-    mut f: impl FnMut() -> Result<(), E>,
+    f: impl FnMut() -> Result<(), E>,
 ) -> Result<f64, E> {
-    let mut failure = None;
-    let samples = time_launches(rt, WARMUP_TIME, reps.max(1), |_| {
-        f().map_err(|e| {
-            let text = e.to_string();
-            failure = Some(e);
-            text
-        })
-    });
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    Ok(median(&samples.expect("CUDA event timing")))
+    median_keeping_error(f, |launch| {
+        time_launches(rt, WARMUP_TIME, reps.max(1), launch)
+    })
 }
 
 /// Median milliseconds of `f` timed as the peers' `do_bench` times theirs
@@ -67,10 +58,19 @@ pub fn flushed_median_ms<E: std::fmt::Display>(
     rt: &Runtime,
     warmup: usize,
     reps: usize,
+    f: impl FnMut() -> Result<(), E>,
+) -> Result<f64, E> {
+    median_keeping_error(f, |launch| time_launches_flushed(rt, warmup, reps, launch))
+}
+
+/// The median of what `timer` measures of `f`, with `f`'s first error returned as it was (the
+/// timers take launches that fail with text).
+fn median_keeping_error<E: std::fmt::Display>(
     mut f: impl FnMut() -> Result<(), E>,
+    timer: impl FnOnce(&mut dyn FnMut(usize) -> Result<(), String>) -> Result<Vec<f64>, String>,
 ) -> Result<f64, E> {
     let mut failure = None;
-    let samples = time_launches_flushed(rt, warmup, reps, |_| {
+    let samples = timer(&mut |_| {
         f().map_err(|e| {
             let text = e.to_string();
             failure = Some(e);
