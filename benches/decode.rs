@@ -164,8 +164,10 @@ fn main() {
         });
     };
     let bf16 = KvDtypes::same(KvDtype::Bf16);
-    let token_bytes = kv_token_bytes(bf16); // K and V of one token, all kv heads
-                                            // Dense decode of `batch` sequences of `seq` tokens over pools `kv`: microseconds.
+    // K and V of one token, all kv heads.
+    let token_bytes = kv_token_bytes(bf16);
+    // Dense decode (O and lse) of `batch` sequences of `seq` tokens over pools `kv`:
+    // microseconds.
     let dense = |batch: usize, seq: usize, kv: KvDtypes| -> flashgen_runtime::Result<f64> {
         let (cache, table) = filled(&rt, batch, seq, kv)?;
         let q_layout = Layout::bhsd(batch, 1, HQ, D);
@@ -178,6 +180,7 @@ fn main() {
             .stream()
             .alloc_zeros::<bf16>(q_layout.required_len())
             .expect("alloc");
+        let mut lse = rt.stream().alloc_zeros::<f32>(batch * HQ).expect("alloc");
         let ms = timing::flushed_median_ms(&rt, WARMUP, REPS, || {
             rt.decode(
                 &cache,
@@ -191,7 +194,8 @@ fn main() {
                         data: &mut o,
                         layout: q_layout,
                     },
-                ),
+                )
+                .lse(&mut lse),
             )
             .map(drop)
         })?;
@@ -203,42 +207,12 @@ fn main() {
         if !wanted("dense decode", &shape) {
             continue;
         }
-        let result = (|| -> flashgen_runtime::Result<f64> {
-            let (cache, table) = filled(&rt, batch, seq, bf16)?;
-            let q_layout = Layout::bhsd(batch, 1, HQ, D);
-            let q = rt
-                .stream()
-                .alloc_zeros::<bf16>(q_layout.required_len())
-                .expect("alloc");
-            let mut o = rt
-                .stream()
-                .alloc_zeros::<bf16>(q_layout.required_len())
-                .expect("alloc");
-            let mut lse = rt.stream().alloc_zeros::<f32>(batch * HQ).expect("alloc");
-            timing::flushed_median_ms(&rt, WARMUP, REPS, || {
-                rt.decode(
-                    &cache,
-                    &table,
-                    DecodeArgs::new(
-                        Tensor {
-                            data: &q,
-                            layout: q_layout,
-                        },
-                        TensorMut {
-                            data: &mut o,
-                            layout: q_layout,
-                        },
-                    )
-                    .lse(&mut lse),
-                )
-                .map(drop)
-            })
-        })();
+        let result = dense(batch, seq, bf16);
         match result {
-            Ok(ms) => report(
+            Ok(us) => report(
                 "dense decode",
                 shape,
-                ms * 1e3,
+                us,
                 batch as u64 * seq as u64 * token_bytes,
                 None,
             ),
