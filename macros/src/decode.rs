@@ -314,15 +314,8 @@ pub fn expand(k: &DecodeKernel) -> syn::Result<TokenStream> {
          `[batch, heads_q, q_len, head_dim]`."
             .to_string(),
     ];
-    let (lse_param, lse_apply) = if k.lse {
-        docs.push("`lse`: f32 log-sum-exp output, `[batch, heads_q, q_len]`.".into());
-        (
-            quote!(lse: &'a mut #rt::cudarc::driver::CudaSlice<f32>,),
-            quote!(let args = args.lse(lse);),
-        )
-    } else {
-        (quote!(), quote!())
-    };
+    let (lse_param, lse_apply) =
+        crate::expand::lse_argument(k.lse, "[batch, heads_q, q_len]", &mut docs);
     let info = k.info;
     let mut params = TokenStream::new();
     if info.selection {

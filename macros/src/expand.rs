@@ -21,6 +21,23 @@ fn enum_path(ty: TokenStream, value: impl std::fmt::Debug) -> TokenStream {
     quote!(#ty::#ident)
 }
 
+/// The `lse` parameter of a generated `forward` and the line that passes it on, when the kernel
+/// declares `lse` (`shape`: the output's shape in its doc line); nothing otherwise.
+pub(crate) fn lse_argument(
+    lse: bool,
+    shape: &str,
+    docs: &mut Vec<String>,
+) -> (TokenStream, TokenStream) {
+    if !lse {
+        return (quote!(), quote!());
+    }
+    docs.push(format!("`lse`: f32 log-sum-exp output, `{shape}`."));
+    (
+        quote!(lse: &'a mut ::flashgen::runtime::cudarc::driver::CudaSlice<f32>,),
+        quote!(let args = args.lse(lse);),
+    )
+}
+
 fn doc(text: impl AsRef<str>) -> TokenStream {
     let text = format!(" {}", text.as_ref());
     quote!(#[doc = #text])
@@ -110,15 +127,7 @@ pub fn kernel(k: &Kernel) -> syn::Result<TokenStream> {
          positions, scale `1/sqrt(head_dim)`)."
             .to_string(),
     ];
-    let (lse_param, lse_apply) = if k.lse {
-        forward_docs.push("`lse`: f32 log-sum-exp output, `[batch, heads_q, seq_q]`.".to_string());
-        (
-            quote!(lse: &'a mut #rt::cudarc::driver::CudaSlice<f32>,),
-            quote!(let args = args.lse(lse);),
-        )
-    } else {
-        (quote!(), quote!())
-    };
+    let (lse_param, lse_apply) = lse_argument(k.lse, "[batch, heads_q, seq_q]", &mut forward_docs);
     let (varlen_param, varlen_apply) = if k.varlen {
         forward_docs.push(
             "`varlen`: the packed batch's `cu_seqlens` (`Runtime::upload_varlen`; q, k, v and o are `Layout::packed`)."
