@@ -2,7 +2,7 @@
 
 use super::{wrong_arguments, Extent, HostVariant};
 use crate::error::{invalid, Result};
-use crate::masks::dense_density;
+use crate::masks::{dense_density, BlockMask};
 use crate::params::VariantBlock;
 use crate::plan::{BlockListArg, Geometry, LaunchDesc, MaskArg, PlanContext};
 use flashgen_codegen::block::IntPtr;
@@ -35,16 +35,22 @@ pub(super) fn plan_list(cx: &PlanContext, list: &BlockListArg) -> Result<BlockLi
     if let Some(tile) = cx.tile {
         super::check_blocks_fit(m.block_q, m.block_k, tile)?;
     }
-    Ok(BlockListArgs {
+    Ok(list_args(m, list.kv_count.ptr, list.kv_index.ptr))
+}
+
+/// A block list as the kernel reads it: its geometry and the device addresses of its counts
+/// and indices (checked by the caller).
+pub(super) fn list_args(m: &BlockMask, kv_count: u64, kv_index: u64) -> BlockListArgs {
+    BlockListArgs {
         block_q: m.block_q as i32,
         block_k: m.block_k as i32,
         list_heads: m.heads as i32,
         max_blocks: m.max_blocks as i32,
         list_batch_stride: (m.heads * m.q_blocks) as i64,
         list_head_stride: m.q_blocks as i64,
-        kv_count: IntPtr(list.kv_count.ptr),
-        kv_index: IntPtr(list.kv_index.ptr),
-    })
+        kv_count: IntPtr(kv_count),
+        kv_index: IntPtr(kv_index),
+    }
 }
 
 /// The kept fraction of query head `head` (of `heads_q`) under a block list, measured on the

@@ -11,7 +11,6 @@ use crate::params::VariantBlock;
 use crate::plan::{CustomArg, LaunchDesc, MaskArg, PlanContext};
 use flashgen_codegen::block::IntPtr;
 use flashgen_codegen::expr::CustomMods;
-use flashgen_codegen::variants::block_sparse::BlockListArgs;
 use flashgen_codegen::variants::custom::Params;
 use flashgen_codegen::AttentionSpec;
 use std::sync::OnceLock;
@@ -135,16 +134,7 @@ impl HostVariant for Custom {
             })
             .collect::<Result<_>>()?;
         Ok(VariantBlock::new(&Params {
-            list: BlockListArgs {
-                block_q: list.block_q as i32,
-                block_k: list.block_k as i32,
-                list_heads: list.heads as i32,
-                max_blocks: list.max_blocks as i32,
-                list_batch_stride: (list.heads * list.q_blocks) as i64,
-                list_head_stride: list.q_blocks as i64,
-                kv_count: IntPtr(blocks.kv_count.ptr),
-                kv_index: IntPtr(blocks.kv_index.ptr),
-            },
+            list: super::block_sparse::list_args(list, blocks.kv_count.ptr, blocks.kv_index.ptr),
             kv_full: IntPtr(blocks.kv_full.ptr),
             expr: expr_args(mods, &values, &pointers),
         }))
