@@ -14,38 +14,9 @@ use flashgen_runtime::decode::{
 use flashgen_runtime::{Element, Layout, Runtime, Tensor, TensorMut};
 use half::{bf16, f16};
 
-trait Half: Element + reference::Element {
-    const PRECISION: Precision;
-    const NAN: Self;
-    fn from_f32(x: f32) -> Self;
-    fn from_bits(b: u16) -> Self;
-}
-
-impl Half for bf16 {
-    const PRECISION: Precision = Precision::Bf16;
-    const NAN: Self = bf16::NAN;
-    fn from_f32(x: f32) -> Self {
-        bf16::from_f32(x)
-    }
-    fn from_bits(b: u16) -> Self {
-        bf16::from_bits(b)
-    }
-}
-
-impl Half for f16 {
-    const PRECISION: Precision = Precision::F16;
-    const NAN: Self = f16::NAN;
-    fn from_f32(x: f32) -> Self {
-        f16::from_f32(x)
-    }
-    fn from_bits(b: u16) -> Self {
-        f16::from_bits(b)
-    }
-}
-
-fn runtime() -> Runtime {
-    Runtime::new(0).unwrap_or_else(|e| panic!("GPU tests need a CUDA GPU: {e}"))
-}
+#[path = "common/decode.rs"]
+mod decode_common;
+use decode_common::{decode_poisoned, runtime, Half};
 
 /// Which tokens the case's decode reads.
 #[derive(Clone, Debug)]
@@ -429,36 +400,8 @@ fn run<T: Half>(rt: &Runtime, case: &Case) -> Result<(), String> {
         .into_iter()
         .map(T::from_f32)
         .collect();
-    let s = rt.stream();
-    let q = s.clone_htod(&q_host).map_err(|e| format!("{e:?}"))?;
-    let mut o = s
-        .clone_htod(&vec![T::NAN; q_layout.required_len()])
-        .map_err(|e| format!("{e:?}"))?;
-    let mut lse = s
-        .clone_htod(&vec![f32::NAN; batch * hq * q_len])
-        .map_err(|e| format!("{e:?}"))?;
-    let spec = rt
-        .decode(
-            &filled.cache,
-            &table,
-            DecodeArgs::new(
-                Tensor {
-                    data: &q,
-                    layout: q_layout,
-                },
-                TensorMut {
-                    data: &mut o,
-                    layout: q_layout,
-                },
-            )
-            .lse(&mut lse)
-            .mask(mask),
-        )
-        .map_err(|e| format!("decode: {e}"))?;
-    s.synchronize()
-        .map_err(|e| format!("{spec} failed on the GPU: {e:?}"))?;
-    let o_out: Vec<T> = s.clone_dtoh(&o).map_err(|e| format!("{e:?}"))?;
-    let lse_out: Vec<f32> = s.clone_dtoh(&lse).map_err(|e| format!("{e:?}"))?;
+    let out = decode_poisoned(rt, &filled.cache, &table, &q_host, q_layout, mask)?;
+    let (spec, o_out, lse_out) = (out.spec, out.o, out.lse);
 
     // The reference reads the pools back: what the append wrote is what it attends over.
     let k_pool = download_pool::<T>(rt, filled.cache.k_pool());

@@ -11,35 +11,15 @@ use flashgen_reference as reference;
 use flashgen_reference::quant::{self, KvFormat};
 use flashgen_reference::{DecodeRule, PagedKv, Precision, Rng, Tolerance};
 use flashgen_runtime::decode::{
-    DecodeArgs, DecodeHeadKind, DecodeHeads, DecodeMask, DeviceAppend, DevicePageTable,
-    KvCacheConfig, KvScales, PageSelection, PageSelector, PagedKvCache, SelectorConfig,
-    StreamingWindow,
+    DecodeHeadKind, DecodeHeads, DecodeMask, DeviceAppend, DevicePageTable, KvCacheConfig,
+    KvScales, PageSelection, PageSelector, PagedKvCache, SelectorConfig, StreamingWindow,
 };
-use flashgen_runtime::{Element, Layout, Runtime, Tensor, TensorMut};
+use flashgen_runtime::{Element, Layout, Runtime, Tensor};
 use half::{bf16, f16};
 
-fn runtime() -> Runtime {
-    Runtime::new(0).unwrap_or_else(|e| panic!("GPU tests need a CUDA GPU: {e}"))
-}
-
-trait Half: Element + reference::Element {
-    const PRECISION: Precision;
-    fn from_f32(x: f32) -> Self;
-}
-
-impl Half for bf16 {
-    const PRECISION: Precision = Precision::Bf16;
-    fn from_f32(x: f32) -> Self {
-        bf16::from_f32(x)
-    }
-}
-
-impl Half for f16 {
-    const PRECISION: Precision = Precision::F16;
-    fn from_f32(x: f32) -> Self {
-        f16::from_f32(x)
-    }
-}
+#[path = "common/decode.rs"]
+mod decode_common;
+use decode_common::{decode_poisoned, runtime, Half};
 
 fn format(kv: KvDtype) -> KvFormat {
     match kv {
@@ -575,35 +555,8 @@ fn run<T: Half>(rt: &Runtime, case: &Case) -> Result<(), String> {
         .into_iter()
         .map(T::from_f32)
         .collect();
-    let q = s.clone_htod(&q_host).map_err(|e| format!("{e:?}"))?;
-    let mut o = s
-        .clone_htod(&vec![T::from_f32(f32::NAN); q_layout.required_len()])
-        .map_err(|e| format!("{e:?}"))?;
-    let mut lse = s
-        .clone_htod(&vec![f32::NAN; lens.len() * hq * q_len])
-        .map_err(|e| format!("{e:?}"))?;
-    let spec = rt
-        .decode(
-            &filled.cache,
-            &table,
-            DecodeArgs::new(
-                Tensor {
-                    data: &q,
-                    layout: q_layout,
-                },
-                TensorMut {
-                    data: &mut o,
-                    layout: q_layout,
-                },
-            )
-            .lse(&mut lse)
-            .mask(mask),
-        )
-        .map_err(|e| format!("decode: {e}"))?;
-    s.synchronize()
-        .map_err(|e| format!("{spec} failed on the GPU: {e:?}"))?;
-    let o_out: Vec<T> = s.clone_dtoh(&o).map_err(|e| format!("{e:?}"))?;
-    let lse_out: Vec<f32> = s.clone_dtoh(&lse).map_err(|e| format!("{e:?}"))?;
+    let out = decode_poisoned(rt, &filled.cache, &table, &q_host, q_layout, mask)?;
+    let (spec, o_out, lse_out) = (out.spec, out.o, out.lse);
     let want = reference::decode_attention(&q_host, hq, q_len, &kv, &rule, None);
     reference::check_close(&o_out, &want.o, &Tolerance::rel(1e-2).with_poison(f32::NAN))
         .map_err(|m| format!("{spec}: O differs {seed}\n{m}"))?;
