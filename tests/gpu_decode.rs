@@ -7,11 +7,10 @@ use flashgen_codegen::DType;
 use flashgen_reference as reference;
 use flashgen_reference::{DecodeRule, PagedKv, Precision, Rng, Tolerance};
 use flashgen_runtime::decode::{
-    DecodeArgs, DecodeHeadKind, DecodeHeads, DecodeMask, DeviceAppend, DevicePageTable,
-    KvCacheConfig, PageAllocator, PageSelection, PageSelector, PagedKvCache, SelectorConfig,
-    StreamingWindow,
+    DecodeHeadKind, DecodeHeads, DecodeMask, DeviceAppend, DevicePageTable, KvCacheConfig,
+    PageAllocator, PageSelection, PageSelector, PagedKvCache, SelectorConfig, StreamingWindow,
 };
-use flashgen_runtime::{Element, Layout, Runtime, Tensor, TensorMut};
+use flashgen_runtime::{Element, Layout, Runtime, Tensor};
 use half::{bf16, f16};
 
 #[path = "common/decode.rs"]
@@ -672,27 +671,16 @@ fn selector_case<T: Half>(
         }
     }
     // Decoding over the GPU's selection matches the reference over the same pages.
-    let mut o = rt
-        .stream()
-        .alloc_zeros::<T>(q_layout.required_len())
-        .unwrap();
-    rt.decode(
+    let o_out = decode_poisoned(
+        rt,
         &cache,
         &table,
-        DecodeArgs::new(
-            Tensor {
-                data: &q,
-                layout: q_layout,
-            },
-            TensorMut {
-                data: &mut o,
-                layout: q_layout,
-            },
-        )
-        .mask(DecodeMask::Selected(&sel)),
+        &q_host,
+        q_layout,
+        DecodeMask::Selected(&sel),
     )
-    .unwrap();
-    let o_out: Vec<T> = rt.stream().clone_dtoh(&o).unwrap();
+    .unwrap()
+    .o;
     let v_pool = download_pool::<T>(rt, cache.v_pool());
     let kv = PagedKv { v: &v_pool, ..kv };
     let rule = DecodeRule::Selected {
