@@ -455,7 +455,7 @@ impl DecodeSpec {
         out
     }
 
-    /// The `extern "C"` name of the attention kernel; its merge kernel is `<name>_merge`.
+    /// The `extern "C"` name of the attention kernel.
     pub fn kernel_name(&self) -> String {
         format!(
             "fg_decode_{}_d{}_{}_kv{}_p{}_r{}",
@@ -805,7 +805,7 @@ fn base_context(dtype: DType) -> Context {
     ctx
 }
 
-/// Renders the attention kernel (and its split merge kernel) of a validated decode spec.
+/// Renders the attention kernel of a validated decode spec.
 pub fn render_decode(spec: &DecodeSpec, arch: Arch) -> Result<KernelSource, tera::Error> {
     let mut ctx = base_context(spec.dtype);
     ctx.insert("kernel_name", &spec.kernel_name());
@@ -1041,7 +1041,7 @@ mod tests {
         for spec in DecodeSpec::all() {
             let src = render_decode(&spec, Arch::SM90).unwrap();
             assert!(src.code.contains(&format!("{}(", spec.kernel_name())));
-            assert!(src.code.contains(&format!("{}_merge(", spec.kernel_name())));
+            assert!(src.code.contains("fg_merge_if_last("));
             assert!(!src.code.contains("#include"));
         }
         for dtype in DType::ALL {

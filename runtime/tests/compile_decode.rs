@@ -1,5 +1,5 @@
 //! Decode kernels compile with NVRTC for sm_80 and sm_90a without register spills (needs
-//! libnvrtc, no GPU): the attention kernel (and its merge kernel) of every variant, head dim,
+//! libnvrtc, no GPU): the attention kernel of every variant, head dim,
 //! dtype and row tile at pages of 64 tokens, every page size of dense d128 bf16 with 16 rows
 //! (the page size changes constants only: block-to-page arithmetic), the append kernel of every
 //! KV dtype pair and the page selector of every dtype and head dim; quantized caches as

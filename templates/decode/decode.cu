@@ -8,8 +8,8 @@
 // its own page) stream through a STAGES-deep cp.async pipeline. Warps split the tile: WARPS_M
 // warps along the rows (16 each) times WARPS_N along the keys; each keeps its own online softmax
 // (base 2, f32), combined through shared memory at the end. With one split the CTA writes O and
-// lse; otherwise it writes an f32 partial (o normalised, lse) that `{{ kernel_name }}_merge`
-// combines.
+// lse; otherwise it writes an f32 partial (o normalised, lse), and the last CTA of the
+// (sequence, kv head) to finish merges the partials of its rows (no second launch).
 //
 // Pools ({{ kv_dtype }}): a 16-bit pool is read as stored (ldmatrix). A quantized pool's codes
 // are copied to shared memory as they are (half or a quarter of the bytes) and turned into
@@ -25,7 +25,6 @@
 
 {% include "device/types.cuh" %}
 {% include "device/mma.cuh" %}
-{% include "device/pdl.cuh" %}
 
 constexpr int HEAD_DIM = {{ head_dim }};
 constexpr int PAGE_SIZE = {{ page_size }};
@@ -82,6 +81,7 @@ struct DecodeParams {
     const float2* v_params;
     const float* k_scale;        // per-head formats: [heads_kv]
     const float* v_scale;
+    int* split_done;             // [batch, heads_kv]: splits finished (zero between launches)
     fg_i64 q_batch_stride, q_head_stride, q_row_stride;
     fg_i64 o_batch_stride, o_head_stride, o_row_stride;
     fg_i64 table_stride, sel_stride;
@@ -233,7 +233,7 @@ __device__ __forceinline__ void fg_copy_rows(const TileRows& t, const unsigned c
             if (RPP <= LOGICAL ? i == pass * RPP / LOGICAL : i == r / LOGICAL) {
                 const bool valid = rr < t.limit[i];
                 const fg_i64 off = valid ? (t.row[i] + (fg_i64)rr * heads_kv) * ROW_BYTES + ch * 16 : 0;
-                fg_cp_async16(fg_smem_addr(dst + r * PITCH + ch * 16), pool + off, valid);
+                fg_cp_async16_l2(fg_smem_addr(dst + r * PITCH + ch * 16), pool + off, valid);
             }
         }
     }
@@ -254,8 +254,8 @@ __device__ __forceinline__ void fg_copy_rows2(const TileRows& t, const unsigned 
         const int r = j * LOGICAL + rr;
         const bool valid = rr < t.limit[j];
         const fg_i64 off = valid ? (t.row[j] + (fg_i64)rr * heads_kv) * ROW_BYTES + ch * 16 : 0;
-        fg_cp_async16(fg_smem_addr(k_dst + r * K_P + ch * 16), k_pool + off, valid);
-        fg_cp_async16(fg_smem_addr(v_dst + r * V_P + ch * 16), v_pool + off, valid);
+        fg_cp_async16_l2(fg_smem_addr(k_dst + r * K_P + ch * 16), k_pool + off, valid);
+        fg_cp_async16_l2(fg_smem_addr(v_dst + r * V_P + ch * 16), v_pool + off, valid);
     }
 }
 
@@ -272,6 +272,85 @@ __device__ __forceinline__ void fg_copy_params(const TileRows& t, const float2* 
             asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;" ::"r"(fg_smem_addr(dst + (k * LOGICAL + 2 * pair) * 8)),
                          "l"(src), "r"(bytes));
         }
+}
+
+// Called by every CTA of a split launch once its partials are written: the last of the
+// (sequence, kv head)'s splits to arrive merges the partials of the group's rows, a warp a row:
+// O = sum_s w_s o_s / sum_s w_s with w_s = exp(lse_s - max lse); a row no split saw gets O = 0,
+// lse = -inf. The arrival counter is reset by that CTA, so it is zero for the next launch. The
+// partials are read through L2 (ld.cg): other CTAs wrote them.
+constexpr int MERGE_UNROLL = 8;
+constexpr int MERGE_VEC = (HEAD_DIM / 4 + 31) / 32;  // float4 per lane
+__device__ __forceinline__ void fg_merge_if_last(const DecodeParams& p, int b, int kvh, int nrows) {
+    __shared__ int last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int* done = p.split_done + (fg_i64)b * p.heads_kv + kvh;
+        last = atomicAdd(done, 1) == p.num_splits - 1;
+        if (last) *done = 0;
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int group = p.heads_q / p.heads_kv, splits = p.num_splits;
+    for (int r = warp; r < nrows; r += WARPS) {
+        const int h = kvh * group + r / p.q_len, tok = r % p.q_len;
+        const fg_i64 row = ((fg_i64)b * p.heads_q + h) * p.q_len + tok;
+        const float* lse = p.part_lse + row * splits;
+        float mx = fg_neg_inf();
+        for (int s = lane; s < splits; s += 32) mx = fmaxf(mx, __ldcg(lse + s));
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+        float total = 0.f;
+        float4 acc[MERGE_VEC];
+#pragma unroll
+        for (int v = 0; v < MERGE_VEC; ++v) acc[v] = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (mx != fg_neg_inf()) {
+            const float4* part = reinterpret_cast<const float4*>(p.part_o + row * splits * HEAD_DIM);
+            // MERGE_UNROLL splits' loads go out before any is used: the merge's time is the
+            // latency of those loads.
+            for (int s0 = 0; s0 < splits; s0 += MERGE_UNROLL) {
+                float w[MERGE_UNROLL];
+                float4 x[MERGE_UNROLL][MERGE_VEC];
+#pragma unroll
+                for (int u = 0; u < MERGE_UNROLL; ++u) {
+                    const int s = s0 + u;
+                    const bool live = s < splits;
+                    w[u] = live ? fg_exp2((__ldcg(lse + s) - mx) * 1.4426950408889634f) : 0.f;
+#pragma unroll
+                    for (int v = 0; v < MERGE_VEC; ++v) {
+                        const int c4 = lane + 32 * v;
+                        x[u][v] = live && c4 < HEAD_DIM / 4 ? __ldcg(part + (fg_i64)s * (HEAD_DIM / 4) + c4) : make_float4(0.f, 0.f, 0.f, 0.f);
+                    }
+                }
+#pragma unroll
+                for (int u = 0; u < MERGE_UNROLL; ++u) {
+                    total += w[u];
+#pragma unroll
+                    for (int v = 0; v < MERGE_VEC; ++v) {
+                        acc[v].x = fmaf(w[u], x[u][v].x, acc[v].x);
+                        acc[v].y = fmaf(w[u], x[u][v].y, acc[v].y);
+                        acc[v].z = fmaf(w[u], x[u][v].z, acc[v].z);
+                        acc[v].w = fmaf(w[u], x[u][v].w, acc[v].w);
+                    }
+                }
+            }
+        }
+        const float inv = total > 0.f ? 1.f / total : 0.f;
+        elem_t* dst = p.o + (fg_i64)b * p.o_batch_stride + (fg_i64)h * p.o_head_stride + (fg_i64)tok * p.o_row_stride;
+#pragma unroll
+        for (int v = 0; v < MERGE_VEC; ++v) {
+            const int c4 = lane + 32 * v;
+            if (c4 < HEAD_DIM / 4) {
+                fg_u32* d2 = reinterpret_cast<fg_u32*>(dst + c4 * 4);
+                d2[0] = fg_pack2(acc[v].x * inv, acc[v].y * inv);
+                d2[1] = fg_pack2(acc[v].z * inv, acc[v].w * inv);
+            }
+        }
+        if (lane == 0) p.lse[row] = total > 0.f ? mx + fg_log2(total) * 0.6931471805599453f : fg_neg_inf();
+    }
 }
 
 template <class Sched>
@@ -708,99 +787,16 @@ __device__ __forceinline__ void fg_decode_split(const Sched& sched, const Decode
             p.part_lse[row * p.num_splits + split] = c_lse[r];
         }
     }
+    if (!direct) fg_merge_if_last(p, b, kvh, nrows);
 }
 
 {{ hooks_code }}
 
-extern "C" __global__ void __launch_bounds__(THREADS) {{ kernel_name }}(const DecodeParams p) {
+// At least one CTA per SM: that alone lets ptxas use every register it needs (its own
+// occupancy guess capped some kernels at 168 and spilled); the shared-memory target sets the
+// CTAs per SM.
+extern "C" __global__ void __launch_bounds__(THREADS, 1) {{ kernel_name }}(const DecodeParams p) {
     extern __shared__ __align__(16) unsigned char fg_smem_raw[];
-    // The merge kernel, launched as a programmatic dependent, may then start early and wait.
-    fg_launch_dependents();
     const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
     fg_decode_cta(p, b, kvh, split, p.seq_lens[b], fg_smem_raw);
-}
-
-// Merges the splits' partial results of each row (one CTA per row): O = sum_s w_s o_s / sum_s w_s
-// with w_s = exp(lse_s - max lse); a row no split saw stays O = 0, lse = -inf. The MERGE_WARPS
-// warps take every MERGE_WARPS-th split, and each issues the loads of MERGE_UNROLL splits before
-// it uses them: the merge reads little, so its time is the latency of those loads, not bandwidth.
-constexpr int MERGE_WARPS = 8;
-constexpr int MERGE_UNROLL = 4;
-constexpr int MERGE_VEC = (HEAD_DIM / 4 + 31) / 32;  // float4 per lane
-extern "C" __global__ void __launch_bounds__(MERGE_WARPS * 32) {{ kernel_name }}_merge(const DecodeParams p) {
-    __shared__ float4 part[MERGE_WARPS][HEAD_DIM / 4];
-    __shared__ float part_total[MERGE_WARPS];
-    const fg_i64 row = blockIdx.x;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int splits = p.num_splits;
-    // The partials are the attention kernel's: wait for it (a no-op unless launched early).
-    fg_grid_dependency_wait();
-    const float* lse = p.part_lse + row * splits;
-    float mx = fg_neg_inf();
-    for (int s = lane; s < splits; s += 32) mx = fmaxf(mx, lse[s]);
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-    float total = 0.f;
-    float4 acc[MERGE_VEC];
-#pragma unroll
-    for (int v = 0; v < MERGE_VEC; ++v) acc[v] = make_float4(0.f, 0.f, 0.f, 0.f);
-    if (mx != fg_neg_inf()) {
-        for (int s0 = warp; s0 < splits; s0 += MERGE_WARPS * MERGE_UNROLL) {
-            float4 x[MERGE_UNROLL][MERGE_VEC];
-            float w[MERGE_UNROLL];
-#pragma unroll
-            for (int u = 0; u < MERGE_UNROLL; ++u) {
-                const int s = s0 + u * MERGE_WARPS;
-                const bool live = s < splits;
-                w[u] = live ? fg_exp2((lse[s] - mx) * 1.4426950408889634f) : 0.f;
-                const float4* src = reinterpret_cast<const float4*>(p.part_o + (row * splits + (live ? s : 0)) * HEAD_DIM);
-#pragma unroll
-                for (int v = 0; v < MERGE_VEC; ++v) {
-                    const int c4 = lane + 32 * v;
-                    x[u][v] = live && c4 < HEAD_DIM / 4 ? src[c4] : make_float4(0.f, 0.f, 0.f, 0.f);
-                }
-            }
-#pragma unroll
-            for (int u = 0; u < MERGE_UNROLL; ++u) {
-                total += w[u];
-#pragma unroll
-                for (int v = 0; v < MERGE_VEC; ++v) {
-                    acc[v].x += w[u] * x[u][v].x;
-                    acc[v].y += w[u] * x[u][v].y;
-                    acc[v].z += w[u] * x[u][v].z;
-                    acc[v].w += w[u] * x[u][v].w;
-                }
-            }
-        }
-    }
-#pragma unroll
-    for (int v = 0; v < MERGE_VEC; ++v) {
-        const int c4 = lane + 32 * v;
-        if (c4 < HEAD_DIM / 4) part[warp][c4] = acc[v];
-    }
-    if (lane == 0) part_total[warp] = total;
-    __syncthreads();
-    float sum = 0.f;
-#pragma unroll
-    for (int w = 0; w < MERGE_WARPS; ++w) sum += part_total[w];
-    const float inv = sum > 0.f ? 1.f / sum : 0.f;
-    const int b = (int)(row / ((fg_i64)p.heads_q * p.q_len));
-    const int h = (int)((row / p.q_len) % p.heads_q);
-    const int tok = (int)(row % p.q_len);
-    elem_t* dst = p.o + (fg_i64)b * p.o_batch_stride + (fg_i64)h * p.o_head_stride + (fg_i64)tok * p.o_row_stride;
-    for (int c4 = threadIdx.x; c4 < HEAD_DIM / 4; c4 += MERGE_WARPS * 32) {
-        float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll
-        for (int w = 0; w < MERGE_WARPS; ++w) {
-            const float4 y = part[w][c4];
-            o.x += y.x;
-            o.y += y.y;
-            o.z += y.z;
-            o.w += y.w;
-        }
-        fg_u32* d2 = reinterpret_cast<fg_u32*>(dst + c4 * 4);
-        d2[0] = fg_pack2(o.x * inv, o.y * inv);
-        d2[1] = fg_pack2(o.z * inv, o.w * inv);
-    }
-    if (threadIdx.x == 0) p.lse[row] = sum > 0.f ? mx + fg_log2(sum) * 0.6931471805599453f : fg_neg_inf();
 }

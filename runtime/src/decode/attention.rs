@@ -1,12 +1,12 @@
 //! Decode attention over the paged cache: argument checks, the split count, and the launch of
-//! the attention kernel and (with more than one split) its merge kernel.
+//! the attention kernel (with more than one split, its last CTA of each (sequence, kv head)
+//! merges the splits).
 
 use super::cache::{DevicePageTable, KvCacheConfig, PageTable, PagedKvCache};
 use super::kernels::{decode_function, DecodeModule};
 use super::selector::PageSelection;
 use super::variants;
 use crate::config::DecodeBucket;
-use crate::driver::{dependent_launch_supported, launch_dependent};
 use crate::error::{invalid, DriverContext, Result};
 use crate::layout::Layout;
 use crate::plan::{check_buffer_len, softmax_scale};
@@ -16,7 +16,6 @@ use cudarc::driver::{
 };
 use flashgen_codegen::decode::{DECODE_BLOCK_N, DECODE_THREADS, MAX_Q_LEN};
 use flashgen_codegen::{DType, DecodeSpec, DecodeVariant};
-use std::ffi::c_void;
 use std::sync::Mutex;
 
 /// Sink and recent tokens of streaming heads (LServe: 128 + 256).
@@ -182,6 +181,7 @@ pub struct DecodeParams {
     pub v_params: u64,
     pub k_scale: u64,
     pub v_scale: u64,
+    pub split_done: u64,
     pub q_batch_stride: i64,
     pub q_head_stride: i64,
     pub q_row_stride: i64,
@@ -518,11 +518,14 @@ fn keep<'a>(guards: &mut Vec<SyncOnDrop<'a>>, (ptr, guard): (u64, SyncOnDrop<'a>
     ptr
 }
 
-/// The split-KV scratch of one runtime: partial outputs and lse, grown on demand and reused
-/// by every launch on the runtime's stream (launches are ordered on it).
+/// The split-KV scratch of one runtime, grown on demand and reused by every launch on the
+/// runtime's stream (launches are ordered on it): partial outputs and lse, and the arrival
+/// counters of the (sequence, kv head) groups (zeroed when allocated; the kernel leaves them
+/// at zero).
 #[derive(Default)]
 pub(crate) struct DecodeScratch {
     buf: Mutex<Option<CudaSlice<f32>>>,
+    counters: Mutex<Option<CudaSlice<i32>>>,
 }
 
 impl Runtime {
@@ -631,11 +634,23 @@ impl Runtime {
 
         let s = self.stream();
         let mut scratch_guard = self.decode_scratch.buf.lock().expect("decode scratch lock");
+        let mut counter_guard = self
+            .decode_scratch
+            .counters
+            .lock()
+            .expect("decode counter lock");
         let mut guards: Vec<SyncOnDrop<'_>> = Vec::new();
         if scratch_len > 0 && scratch_guard.as_ref().is_none_or(|b| b.len() < scratch_len) {
             *scratch_guard = Some(
                 s.alloc_zeros::<f32>(scratch_len)
                     .while_(|| "allocating the split-KV scratch".into())?,
+            );
+        }
+        let groups = table.host().batch() * config.heads_kv;
+        if plan.num_splits > 1 && counter_guard.as_ref().is_none_or(|b| b.len() < groups) {
+            *counter_guard = Some(
+                s.alloc_zeros::<i32>(groups)
+                    .while_(|| "allocating the split counters".into())?,
             );
         }
         params.q = keep(&mut guards, args.q.data.device_ptr(s));
@@ -671,6 +686,9 @@ impl Runtime {
         };
         let mut at = scratch_base;
         if plan.num_splits > 1 {
+            if let Some(counters) = counter_guard.as_mut() {
+                params.split_done = keep(&mut guards, counters.device_ptr_mut(s));
+            }
             params.part_o = at;
             at += (rows_total * plan.num_splits * d * 4) as u64;
             params.part_lse = at;
@@ -701,28 +719,9 @@ impl Runtime {
         // against the table's lengths and the head kinds' count; the scratch holds the
         // partials of every row and split; the guards keep the buffers ordered on the stream.
         unsafe { launch.launch(cfg) }.while_(|| format!("launching {name}"))?;
-        if plan.num_splits > 1 {
-            let merge = decode_function(self, module, &format!("{name}_merge"))?;
-            // One CTA of MERGE_WARPS (8) warps per row (templates/decode/decode.cu).
-            let cfg = LaunchConfig {
-                grid_dim: (rows_total as u32, 1, 1),
-                block_dim: (256, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            // SAFETY: as above; the merge reads the partials the attention kernel wrote, after
-            // waiting for it (templates/decode/decode.cu) when launched as its dependent.
-            unsafe {
-                if dependent_launch_supported(self.info()) {
-                    let mut arg = &params as *const DecodeParams as *mut c_void;
-                    launch_dependent(s, &merge, cfg, std::slice::from_mut(&mut arg))
-                } else {
-                    s.launch_builder(&merge).arg(&params).launch(cfg).map(drop)
-                }
-            }
-            .while_(|| format!("launching {name}_merge"))?;
-        }
         drop(guards);
         drop(scratch_guard);
+        drop(counter_guard);
         Ok(DecodeLaunch {
             spec: plan.spec,
             splits: plan.num_splits,

@@ -14,7 +14,7 @@ use std::sync::{Mutex, OnceLock};
 /// One compiled unit of decode kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DecodeModule {
-    /// The attention kernel of a spec and its split merge kernel.
+    /// The attention kernel of a spec (it merges its own splits).
     Attention(DecodeSpec),
     /// `fg_decode_append` for one input dtype and pair of pool formats.
     Append(DType, KvDtypes),
@@ -79,8 +79,7 @@ impl DecodeModule {
     pub fn functions(self) -> Vec<String> {
         match self {
             DecodeModule::Attention(spec) => {
-                let name = spec.kernel_name();
-                vec![format!("{name}_merge"), name]
+                vec![spec.kernel_name()]
             }
             DecodeModule::Append(..) => vec!["fg_decode_append".into()],
             DecodeModule::Selector(..) => vec![
