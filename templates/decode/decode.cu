@@ -59,6 +59,11 @@ constexpr int KP_BYTES = K_TOK ? BLOCK_N * 8 : 0, VP_BYTES = V_TOK ? BLOCK_N * 8
 constexpr int STAGE_BYTES = K_TILE_BYTES + V_TILE_BYTES + KP_BYTES + VP_BYTES;
 constexpr int Q_BYTES = {{ q_bytes }};
 static_assert(WARPS_M * WARPS_N == WARPS && WARP_KEYS >= 16, "row tile");
+// One row tile (16 rows): each warp scores and accumulates exactly one 16-token block of every
+// tile, so it copies that block itself and waits for its own copies only: the warps run their
+// pipelines independently, with no barrier of the CTA per tile (measured: the per-tile barrier
+// kept the next copies from going out while any warp was still computing).
+constexpr bool WARP_PIPE = WARPS_M == 1 && WARP_KEYS == LOGICAL;
 static_assert(HEAD_DIM % 64 == 0 && PAGE_SIZE % LOGICAL == 0, "shape");
 static_assert(K_ROW_BYTES % 16 == 0 && V_ROW_BYTES % 16 == 0 && STAGE_BYTES % 16 == 0, "16-byte copies");
 
@@ -274,6 +279,42 @@ __device__ __forceinline__ void fg_copy_params(const TileRows& t, const float2* 
         }
 }
 
+// One warp's copy of its own 16-token block (WARP_PIPE): rows row + r * heads_kv of each pool
+// for r < limit (the rest zero-filled, never read from memory) to rows `slot` .. slot + 15 of
+// the stage's tiles, and the block's per-token (scale, zero) (lanes 0-7 for K, 8-15 for V).
+__device__ __forceinline__ void fg_copy_block(const DecodeParams& p, fg_i64 row, fg_i64 prow, int limit, int slot, unsigned char* stage) {
+    const int lane = threadIdx.x & 31;
+    unsigned char* ks = stage + slot * K_PITCH;
+    unsigned char* vs = stage + K_TILE_BYTES + slot * V_PITCH;
+    constexpr int KC = K_ROW_BYTES / 16, VC = V_ROW_BYTES / 16;
+    static_assert((LOGICAL * KC) % 32 == 0 && (LOGICAL * VC) % 32 == 0, "whole passes of a warp");
+#pragma unroll
+    for (int c = lane; c < LOGICAL * KC; c += 32) {
+        const int r = c / KC, ch = c % KC;
+        const bool valid = r < limit;
+        const fg_i64 off = valid ? (row + (fg_i64)r * p.heads_kv) * K_ROW_BYTES + ch * 16 : 0;
+        fg_cp_async16_l2(fg_smem_addr(ks + r * K_PITCH + ch * 16), p.k_pool + off, valid);
+    }
+#pragma unroll
+    for (int c = lane; c < LOGICAL * VC; c += 32) {
+        const int r = c / VC, ch = c % VC;
+        const bool valid = r < limit;
+        const fg_i64 off = valid ? (row + (fg_i64)r * p.heads_kv) * V_ROW_BYTES + ch * 16 : 0;
+        fg_cp_async16_l2(fg_smem_addr(vs + r * V_PITCH + ch * 16), p.v_pool + off, valid);
+    }
+    if constexpr (K_TOK || V_TOK) {
+        const bool is_k = lane < 8;
+        const int pair = lane % 8;
+        if ((is_k && K_TOK) || (!is_k && lane < 16 && V_TOK)) {
+            const float2* params = is_k ? p.k_params : p.v_params;
+            unsigned char* dst = stage + K_TILE_BYTES + V_TILE_BYTES + (is_k ? 0 : KP_BYTES) + (slot + 2 * pair) * 8;
+            const int bytes = max(0, min(2, limit - 2 * pair)) * 8;
+            const void* src = bytes > 0 ? (const void*)(params + prow + 2 * pair) : (const void*)params;
+            asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;" ::"r"(fg_smem_addr(dst)), "l"(src), "r"(bytes));
+        }
+    }
+}
+
 // Called by every CTA of a split launch once its partials are written: the last of the
 // (sequence, kv head)'s splits to arrive merges the partials of the group's rows, a warp a row:
 // O = sum_s w_s o_s / sum_s w_s with w_s = exp(lse_s - max lse); a row no split saw gets O = 0,
@@ -423,11 +464,12 @@ __device__ __forceinline__ void fg_decode_split(const Sched& sched, const Decode
         TileRows t;
 #pragma unroll
         for (int j = 0; j < BLOCKS_PER_TILE; ++j) {
-            const int idx = blk_begin + kt * BLOCKS_PER_TILE + j;
+            // WARP_PIPE: only the warp's own block, kept in slot 0.
+            const int idx = blk_begin + kt * BLOCKS_PER_TILE + (WARP_PIPE ? wn : j);
             t.row[j] = 0;
             t.prow[j] = 0;
             t.limit[j] = 0;
-            if (kt < n_tiles && idx < blk_end) {
+            if ((!WARP_PIPE || j == 0) && kt < n_tiles && idx < blk_end) {
                 const int tok0 = sched.block_token(idx);
                 const fg_i64 page = sched.block_page(idx, tok0, table);
                 t.row[j] = (page * PAGE_SIZE + tok0 % PAGE_SIZE) * p.heads_kv + kvh;
@@ -438,6 +480,10 @@ __device__ __forceinline__ void fg_decode_split(const Sched& sched, const Decode
         return t;
     };
     auto copy_tile = [&](const TileRows& t, int stage) {
+        if constexpr (WARP_PIPE) {
+            fg_copy_block(p, t.row[0], t.prow[0], t.limit[0], wn * LOGICAL, sp + stage * STAGE_BYTES);
+            return;
+        }
         unsigned char* ks = sp + stage * STAGE_BYTES;
         unsigned char* vs = ks + K_TILE_BYTES;
         if constexpr (K_ROW_BYTES == V_ROW_BYTES && K_ROW_BYTES >= THREADS / LOGICAL * 16) {
@@ -491,14 +537,20 @@ __device__ __forceinline__ void fg_decode_split(const Sched& sched, const Decode
         const int stage = kt % STAGES;
         if (STAGES == 1) {
             // One buffer: every warp must be done with the previous tile before it is refilled.
-            if (kt > 0) __syncthreads();
+            if (kt > 0) {
+                if constexpr (WARP_PIPE) __syncwarp();
+                else __syncthreads();
+            }
             load_tile(kt, 0);
             fg_cp_async_commit();
         }
         // The next tile's page-table reads go out before the wait for this one.
         const TileRows next = tile_rows(kt + STAGES - 1);
         fg_cp_async_wait<(STAGES >= 2 ? STAGES - 2 : 0)>();
-        __syncthreads();
+        // The tile's rows are the copies of the threads that read them: of this warp alone
+        // (WARP_PIPE), else of the whole CTA. The barrier also frees the stage copied next.
+        if constexpr (WARP_PIPE) __syncwarp();
+        else __syncthreads();
         if (STAGES > 1) {
             if (kt + STAGES - 1 < n_tiles) copy_tile(next, (kt + STAGES - 1) % STAGES);
             fg_cp_async_commit();
@@ -573,8 +625,9 @@ __device__ __forceinline__ void fg_decode_split(const Sched& sched, const Decode
         int tok0[BLOCKS_PER_TILE];
         bool need_mask = false;
 #pragma unroll
-        for (int j = 0; j < BLOCKS_PER_TILE; ++j) {
-            const int idx = blk_begin + kt * BLOCKS_PER_TILE + j;
+        for (int j = 0; j < (WARP_PIPE ? 1 : BLOCKS_PER_TILE); ++j) {
+            // WARP_PIPE: the warp's keys are block wn's alone, kept in slot 0.
+            const int idx = blk_begin + kt * BLOCKS_PER_TILE + (WARP_PIPE ? wn : j);
             tok0[j] = idx < blk_end ? sched.block_token(idx) : 0x3fffffff;
             need_mask |= idx >= blk_end || sched.block_needs_mask(tok0[j]);
         }
@@ -584,7 +637,7 @@ __device__ __forceinline__ void fg_decode_split(const Sched& sched, const Decode
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
                     const int key = key0 + st * 8 + 2 * t4 + (e & 1);
-                    const int tok = tok0[key / LOGICAL] + key % LOGICAL;
+                    const int tok = tok0[WARP_PIPE ? 0 : key / LOGICAL] + key % LOGICAL;
                     if (!sched.visible(tok, pos[e >> 1])) s[st][e] = fg_neg_inf();
                 }
         }
