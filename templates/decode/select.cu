@@ -105,23 +105,33 @@ extern "C" __global__ void __launch_bounds__(SCORE_THREADS) fg_decode_page_score
     const int kvh = blockIdx.x, b = blockIdx.z;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t4 = lane & 3;
-    const int seq_len = p.seq_lens[b];
-    const int n_logical = (seq_len + LOGICAL - 1) / LOGICAL;
-    const int first = (blockIdx.y * SCORE_WARPS + warp) * SCORE_GROUPS * 8;
-    if (first >= n_logical) return;
     // Logical pages per physical page: 1, 2, 4 or 8.
     const int per_page = p.page_size / LOGICAL, page_shift = __ffs(per_page) - 1;
-    const int n_pages = (seq_len + p.page_size - 1) / p.page_size;
+    const int first = (blockIdx.y * SCORE_WARPS + warp) * SCORE_GROUPS * 8;
     const int* table = p.block_table + (fg_i64)b * p.table_stride;
+    // The table entries are read beside the sequence length (their addresses need none): an
+    // entry past the sequence's pages is read but not used.
+    int page[SCORE_GROUPS];
+#pragma unroll
+    for (int gi = 0; gi < SCORE_GROUPS; ++gi) {
+        page[gi] = table[min((first + gi * 8 + g) >> page_shift, (int)p.table_stride - 1)];
+    }
+    const int seq_len = p.seq_lens[b];
+    const int n_logical = (seq_len + LOGICAL - 1) / LOGICAL;
+    if (first >= n_logical) return;
+    const int n_pages = (seq_len + p.page_size - 1) / p.page_size;
 
     // Every statistic this lane will use, loaded before the first product. A logical page past
     // the sequence's tokens reads the last one that holds tokens instead (its column is dropped).
     uint4 hi[SCORE_GROUPS][PIECES], lo[SCORE_GROUPS][PIECES];
 #pragma unroll
     for (int gi = 0; gi < SCORE_GROUPS; ++gi) {
-        const int l = min(first + gi * 8 + g, n_logical - 1);
-        const int page = table[l >> page_shift];
-        const fg_i64 at = (((fg_i64)page * per_page + (l & (per_page - 1))) * p.heads_kv + kvh) * HEAD_DIM + 8 * t4;
+        int l = first + gi * 8 + g;
+        if (l >= n_logical) {
+            l = n_logical - 1;
+            page[gi] = table[l >> page_shift];
+        }
+        const fg_i64 at = (((fg_i64)page[gi] * per_page + (l & (per_page - 1))) * p.heads_kv + kvh) * HEAD_DIM + 8 * t4;
 #pragma unroll
         for (int i = 0; i < PIECES; ++i) {
             hi[gi][i] = fg_ld_stats(p.k_max + at + 32 * i);
