@@ -567,6 +567,7 @@ fn mixed_heads_in_one_launch() {
 #[allow(clippy::too_many_arguments)]
 fn selector_case<T: Half>(
     rt: &Runtime,
+    d: usize,
     lens: &[usize],
     ps: usize,
     hq: usize,
@@ -577,7 +578,6 @@ fn selector_case<T: Half>(
 ) {
     let mut rng = Rng::fresh();
     let seed = format!("(seed {})", rng.seed());
-    let d = 128;
     let case = Case {
         page_size: ps,
         head_dim: d,
@@ -696,11 +696,26 @@ fn selector_case<T: Half>(
 #[ignore = "needs a CUDA GPU"]
 fn selector_matches_the_reference_index_for_index() {
     let rt = runtime();
-    selector_case::<bf16>(&rt, &[5000, 100, 1, 4096], 64, 32, 8, 1, 1024, 1);
-    selector_case::<f16>(&rt, &[3333, 700], 16, 8, 2, 3, 256, 2);
-    selector_case::<bf16>(&rt, &[9000], 128, 4, 4, 2, 4096, 1);
+    selector_case::<bf16>(&rt, 128, &[5000, 100, 1, 4096], 64, 32, 8, 1, 1024, 1);
+    selector_case::<f16>(&rt, 128, &[3333, 700], 16, 8, 2, 3, 256, 2);
+    selector_case::<bf16>(&rt, 128, &[9000], 128, 4, 4, 2, 4096, 1);
     // Budget larger than every context: every page.
-    selector_case::<bf16>(&rt, &[900, 17], 32, 8, 8, 1, 4096, 1);
+    selector_case::<bf16>(&rt, 128, &[900, 17], 32, 8, 8, 1, 4096, 1);
+}
+
+/// The scorer's tensor-core tiles at every head dim and page size: groups of 8 logical pages
+/// that span eight pages of 16 tokens or one of 128, the 64-row maximum (four row tiles), row
+/// counts that are not a multiple of 16 (the padding rows take no part), sequences shorter
+/// than one group and sequences ending inside a logical page.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn selector_at_every_head_dim_and_row_count() {
+    let rt = runtime();
+    selector_case::<bf16>(&rt, 64, &[5000, 129, 2], 128, 32, 1, 2, 1024, 1);
+    selector_case::<f16>(&rt, 128, &[3000, 40], 32, 16, 2, 8, 512, 2);
+    selector_case::<bf16>(&rt, 256, &[2100, 33], 16, 12, 4, 3, 512, 1);
+    selector_case::<f16>(&rt, 256, &[4097, 700], 128, 32, 2, 2, 2048, 1);
+    selector_case::<bf16>(&rt, 64, &[1000, 17], 64, 6, 2, 1, 256, 1);
 }
 
 /// Rows of more pages than the top-k keeps in registers (512 threads x 4: 2048 pages), so the
@@ -711,8 +726,8 @@ fn selector_matches_the_reference_index_for_index() {
 #[ignore = "needs a CUDA GPU"]
 fn selector_rows_longer_than_the_register_chunk() {
     let rt = runtime();
-    selector_case::<bf16>(&rt, &[40_000, 3_000, 17], 16, 8, 2, 1, 8192, 1);
-    selector_case::<bf16>(&rt, &[33_000, 700], 16, 4, 4, 1, 40_000, 2);
+    selector_case::<bf16>(&rt, 128, &[40_000, 3_000, 17], 16, 8, 2, 1, 8192, 1);
+    selector_case::<bf16>(&rt, 128, &[33_000, 700], 16, 4, 4, 1, 40_000, 2);
 }
 
 #[test]
@@ -783,5 +798,7 @@ fn sanitizer_decode_variants() {
 #[ignore = "needs a CUDA GPU"]
 fn sanitizer_decode_selector_and_append() {
     let rt = runtime();
-    selector_case::<bf16>(&rt, &[300, 20], 16, 4, 2, 1, 64, 1);
+    selector_case::<bf16>(&rt, 128, &[300, 20], 16, 4, 2, 1, 64, 1);
+    // Logical pages past the tokens of a 128-token page: never read.
+    selector_case::<bf16>(&rt, 64, &[300, 20], 128, 8, 2, 2, 256, 1);
 }

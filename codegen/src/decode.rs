@@ -834,8 +834,20 @@ pub fn render_decode(spec: &DecodeSpec, arch: Arch) -> Result<KernelSource, tera
 
 /// Threads per CTA of the append kernel.
 pub const APPEND_THREADS: u32 = 256;
-/// Threads per CTA of the page-scoring kernel (a warp per logical page).
+/// Threads per CTA of the page-scoring kernel.
 pub const SCORE_THREADS: u32 = 256;
+
+/// Groups of 8 logical pages a warp of the page-scoring kernel scores at a head dim: each lane
+/// holds 64 registers of statistics whatever the head dim (4 groups at d64, 1 at d256).
+pub fn score_groups(head_dim: u32) -> u32 {
+    (256 / head_dim).max(1)
+}
+
+/// Logical pages (16 tokens) one CTA of the page-scoring kernel scores at a head dim: the
+/// launch covers a sequence's logical pages with `ceil(logical / this)` CTAs per kv head.
+pub fn score_logical_per_cta(head_dim: u32) -> u32 {
+    SCORE_THREADS / 32 * score_groups(head_dim) * 8
+}
 /// Threads per CTA of the page top-k kernel (one CTA per (sequence, kv head); each thread keeps
 /// four scores in registers, so a row of up to 2048 pages is read once).
 pub const SELECT_THREADS: u32 = 512;
@@ -875,6 +887,7 @@ pub fn render_selector(dtype: DType, head_dim: u32) -> Result<KernelSource, tera
     let mut ctx = base_context(dtype);
     ctx.insert("head_dim", &head_dim);
     ctx.insert("score_threads", &SCORE_THREADS);
+    ctx.insert("score_groups", &score_groups(head_dim));
     ctx.insert("select_threads", &SELECT_THREADS);
     let code = tera().render("decode/select.cu", &ctx)?;
     Ok(KernelSource {
@@ -1055,6 +1068,11 @@ mod tests {
                 let src = render_selector(dtype, d).unwrap();
                 assert!(src.code.contains("fg_decode_page_scores("));
                 assert!(src.code.contains("fg_decode_page_select("));
+                // The launch's grid counts the logical pages a CTA scores as the kernel does.
+                let groups = format!("constexpr int SCORE_GROUPS = {};", score_groups(d));
+                assert!(src.code.contains(&groups), "d{d}: {groups}");
+                assert_eq!(score_logical_per_cta(d) % 8, 0);
+                assert_eq!(score_groups(d) * d, 256, "64 statistic registers a lane");
             }
         }
     }

@@ -20,7 +20,7 @@ use crate::driver::{dependent_launch_supported, launch_dependent};
 use crate::error::{invalid, DriverContext, Result};
 use crate::runtime::{Element, Runtime, Tensor};
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
-use flashgen_codegen::decode::{MAX_Q_LEN, SCORE_THREADS, SELECT_THREADS};
+use flashgen_codegen::decode::{score_logical_per_cta, MAX_Q_LEN, SCORE_THREADS, SELECT_THREADS};
 use std::ffi::c_void;
 
 /// What a selection holds, on the host: per (sequence, kv head) how many pages and the last
@@ -436,14 +436,18 @@ impl PageSelector {
         let info = SelectionInfo::for_selector(host, c.heads_kv, keep);
         let (batch, rows) = (host.batch(), host.batch() * c.heads_kv);
         let max_used = (0..batch).map(|b| host.used_pages(b)).max().unwrap_or(1);
-        let chunks = max_used.div_ceil((SCORE_THREADS / 32) as usize);
+        // The scorer's CTAs each cover a run of logical pages (16 tokens) of one (sequence,
+        // kv head).
+        let per_cta = score_logical_per_cta(c.head_dim as u32) as usize;
+        let chunks = (max_used * (c.page_size / 16)).div_ceil(per_cta);
         if chunks > 65_535 || batch > 65_535 || c.heads_kv > 65_535 {
             return Err(invalid(
                 "table",
                 format!(
                     "{max_used} pages per sequence, batch {batch}: the selector's grid allows \
-                     {} pages and a batch of 65535",
-                    65_535 * (SCORE_THREADS / 32)
+                     {} pages of {} and a batch of 65535",
+                    65_535 * per_cta / (c.page_size / 16),
+                    c.page_size
                 ),
             ));
         }
