@@ -340,42 +340,51 @@ __device__ __forceinline__ void fg_merge_if_last(const DecodeParams& p, int b, i
         const int h = kvh * group + r / p.q_len, tok = r % p.q_len;
         const fg_i64 row = ((fg_i64)b * p.heads_q + h) * p.q_len + tok;
         const float* lse = p.part_lse + row * splits;
-        float mx = fg_neg_inf();
-        for (int s = lane; s < splits; s += 32) mx = fmaxf(mx, __ldcg(lse + s));
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-        float total = 0.f;
+        const float4* part = reinterpret_cast<const float4*>(p.part_o + row * splits * HEAD_DIM);
+        // One pass, MERGE_UNROLL splits' loads out before any is used (the merge's time is the
+        // latency of those loads), the running max rescaling what came before.
+        float mx = fg_neg_inf(), total = 0.f;
         float4 acc[MERGE_VEC];
 #pragma unroll
         for (int v = 0; v < MERGE_VEC; ++v) acc[v] = make_float4(0.f, 0.f, 0.f, 0.f);
-        if (mx != fg_neg_inf()) {
-            const float4* part = reinterpret_cast<const float4*>(p.part_o + row * splits * HEAD_DIM);
-            // MERGE_UNROLL splits' loads go out before any is used: the merge's time is the
-            // latency of those loads.
-            for (int s0 = 0; s0 < splits; s0 += MERGE_UNROLL) {
-                float w[MERGE_UNROLL];
-                float4 x[MERGE_UNROLL][MERGE_VEC];
+        for (int s0 = 0; s0 < splits; s0 += MERGE_UNROLL) {
+            float l[MERGE_UNROLL];
+            float4 x[MERGE_UNROLL][MERGE_VEC];
 #pragma unroll
-                for (int u = 0; u < MERGE_UNROLL; ++u) {
-                    const int s = s0 + u;
-                    const bool live = s < splits;
-                    w[u] = live ? fg_exp2((__ldcg(lse + s) - mx) * 1.4426950408889634f) : 0.f;
+            for (int u = 0; u < MERGE_UNROLL; ++u) {
+                const int s = s0 + u;
+                const bool live = s < splits;
+                l[u] = live ? __ldcg(lse + s) : fg_neg_inf();
 #pragma unroll
-                    for (int v = 0; v < MERGE_VEC; ++v) {
-                        const int c4 = lane + 32 * v;
-                        x[u][v] = live && c4 < HEAD_DIM / 4 ? __ldcg(part + (fg_i64)s * (HEAD_DIM / 4) + c4) : make_float4(0.f, 0.f, 0.f, 0.f);
-                    }
+                for (int v = 0; v < MERGE_VEC; ++v) {
+                    const int c4 = lane + 32 * v;
+                    x[u][v] = live && c4 < HEAD_DIM / 4 ? __ldcg(part + (fg_i64)s * (HEAD_DIM / 4) + c4) : make_float4(0.f, 0.f, 0.f, 0.f);
                 }
+            }
+            float m = mx;
 #pragma unroll
-                for (int u = 0; u < MERGE_UNROLL; ++u) {
-                    total += w[u];
+            for (int u = 0; u < MERGE_UNROLL; ++u) m = fmaxf(m, l[u]);
+            if (m == fg_neg_inf()) continue;  // no split so far saw a key
+            const float corr = fg_exp2((mx - m) * 1.4426950408889634f);
+            mx = m;
+            total *= corr;
 #pragma unroll
-                    for (int v = 0; v < MERGE_VEC; ++v) {
-                        acc[v].x = fmaf(w[u], x[u][v].x, acc[v].x);
-                        acc[v].y = fmaf(w[u], x[u][v].y, acc[v].y);
-                        acc[v].z = fmaf(w[u], x[u][v].z, acc[v].z);
-                        acc[v].w = fmaf(w[u], x[u][v].w, acc[v].w);
-                    }
+            for (int v = 0; v < MERGE_VEC; ++v) {
+                acc[v].x *= corr;
+                acc[v].y *= corr;
+                acc[v].z *= corr;
+                acc[v].w *= corr;
+            }
+#pragma unroll
+            for (int u = 0; u < MERGE_UNROLL; ++u) {
+                const float w = fg_exp2((l[u] - m) * 1.4426950408889634f);
+                total += w;
+#pragma unroll
+                for (int v = 0; v < MERGE_VEC; ++v) {
+                    acc[v].x = fmaf(w, x[u][v].x, acc[v].x);
+                    acc[v].y = fmaf(w, x[u][v].y, acc[v].y);
+                    acc[v].z = fmaf(w, x[u][v].z, acc[v].z);
+                    acc[v].w = fmaf(w, x[u][v].w, acc[v].w);
                 }
             }
         }
