@@ -16,7 +16,7 @@ use std::sync::Mutex;
 const THREADS: usize = 2;
 
 /// The quantized specs the sweep compiles: per pair of formats, the register-heaviest dense
-/// shapes (d64 r64, d128 r16 and r64, d256 r32) in bf16, d128 r16 in f16 (Q converted to bf16)
+/// shapes (d64 r64, d128 r16 and r64, d256 r32) in bf16, d128 r16 in f16 (keys as f16 operands)
 /// and each other variant at d128 r16 (same formats only).
 fn quantized_sample(spec: &DecodeSpec) -> bool {
     if spec.page_size != 64 {

@@ -20,8 +20,9 @@
 // thread's B fragments of all output tiles are consecutive codes of its keys (the output
 // columns are permuted, undone when O is written); a per-token scale multiplies the
 // probability, its zero point adds p z to a per-row sum added to every column, a per-head scale
-// multiplies O at the end. With a quantized pool, P V (and, for quantized keys, Q K^T) runs in
-// bf16 whatever the query dtype.
+// multiplies O at the end. With a quantized pool P V runs in bf16 whatever the query dtype (p s
+// can leave f16's range); Q K^T over quantized keys runs in the query dtype, the codes becoming
+// exact f16 operands for f16 queries (Q stays exact).
 
 {% include "device/types.cuh" %}
 {% include "device/mma.cuh" %}
@@ -52,6 +53,7 @@ constexpr int K_BITS = {{ k_bits }}, V_BITS = {{ v_bits }};
 constexpr bool K_QUANT = K_FMT != 0, V_QUANT = V_FMT != 0;
 constexpr bool K_TOK = K_FMT == 2 || K_FMT == 3, V_TOK = V_FMT == 2 || V_FMT == 3;
 constexpr bool K_HEAD = K_FMT == 1 || K_FMT == 4, V_HEAD = V_FMT == 1 || V_FMT == 4;
+constexpr bool Q_F16 = {% if dtype == "f16" %}true{% else %}false{% endif %};  // quantized keys: f16 operands
 constexpr int K_ROW_BYTES = HEAD_DIM * K_BITS / 8, V_ROW_BYTES = HEAD_DIM * V_BITS / 8;
 constexpr int K_PITCH = {{ k_pitch }}, V_PITCH = {{ v_pitch }};  // shared-memory row pitch, bytes
 constexpr int K_TILE_BYTES = BLOCK_N * K_PITCH, V_TILE_BYTES = BLOCK_N * V_PITCH;
@@ -145,9 +147,41 @@ __device__ __forceinline__ fg_u32 fg_code_pair(fg_u32 x, fg_u32 a, fg_u32 y, fg_
     }
 }
 
-// 16 consecutive codes of one key (K fragments of four k-steps): 8 bf16 pairs, pair j = codes
-// 2j, 2j+1. int4 codes are 128 + c (the bias folds into the zero point).
+__device__ __forceinline__ fg_u32 fg_f16x2_sub(fg_u32 a, fg_u32 b) {
+    fg_u32 r;
+    asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
+
+__device__ __forceinline__ fg_u32 fg_f16x2_mul(fg_u32 a, fg_u32 b) {
+    fg_u32 r;
+    asm("mul.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
+
+// Bytes a (lo) and b (hi) of word w as the exact f16 pair of 8-bit codes (keys of f16 queries):
+// unsigned for FMT 2, signed for FMT 1 (the caller flipped the sign bits), e4m3 for FMT 4.
 template <int FMT>
+__device__ __forceinline__ fg_u32 fg_code_pair_f16(fg_u32 w, fg_u32 a, fg_u32 b) {
+    if constexpr (FMT == 4) {
+        // Exponent and mantissa at f16 bits 13..7, the sign at 15: f16 exponent = e4m3
+        // exponent, value * 2^-8 (e4m3 subnormals land on f16 subnormals, which f16 arithmetic
+        // keeps), then an exact multiply by 2^8.
+        const fg_u32 t = fg_prmt(w, w, (b << 12) | (a << 4));
+        const fg_u32 bits = ((t >> 1) & 0x3f803f80u) | (t & 0x80008000u);
+        return fg_f16x2_mul(bits, 0x5c005c00u);
+    } else {
+        // 0x6400 | c is 1024 + c (an ulp of 1 there), minus 1024 (+128 for the flipped sign):
+        // exact.
+        const fg_u32 t = fg_prmt(w, 0x64646464u, 0x4040u | (b << 8) | a);
+        return fg_f16x2_sub(t, FMT == 1 ? 0x64806480u : 0x64006400u);
+    }
+}
+
+// 16 consecutive codes of one key (K fragments of four k-steps): 8 pairs, pair j = codes 2j,
+// 2j+1. bf16 (F16 false): int4 codes are 128 + c (the bias folds into the zero point). f16:
+// the codes exactly (int4's 1024 + c loses its 1024 in an exact subtraction).
+template <int FMT, bool F16>
 __device__ __forceinline__ void fg_k_codes(const unsigned char* src, fg_u32 (&pair)[8]) {
     if constexpr (FMT == 3) {
         const uint2 w = *reinterpret_cast<const uint2*>(src);
@@ -155,7 +189,13 @@ __device__ __forceinline__ void fg_k_codes(const unsigned char* src, fg_u32 (&pa
 #pragma unroll
         for (int h = 0; h < 2; ++h)
 #pragma unroll
-            for (int j = 0; j < 4; ++j) pair[4 * h + j] = ((words[h] >> (4 * j)) & 0x000f000fu) | 0x43004300u;
+            for (int j = 0; j < 4; ++j) {
+                if constexpr (F16) {
+                    pair[4 * h + j] = fg_f16x2_sub(((words[h] >> (4 * j)) & 0x000f000fu) | 0x64006400u, 0x64006400u);
+                } else {
+                    pair[4 * h + j] = ((words[h] >> (4 * j)) & 0x000f000fu) | 0x43004300u;
+                }
+            }
     } else {
         uint4 w = *reinterpret_cast<const uint4*>(src);
         if constexpr (FMT == 1) {
@@ -164,8 +204,13 @@ __device__ __forceinline__ void fg_k_codes(const unsigned char* src, fg_u32 (&pa
         const fg_u32 words[4] = {w.x, w.y, w.z, w.w};
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-            pair[2 * i] = fg_code_pair<FMT>(words[i], 0, words[i], 1);
-            pair[2 * i + 1] = fg_code_pair<FMT>(words[i], 2, words[i], 3);
+            if constexpr (F16) {
+                pair[2 * i] = fg_code_pair_f16<FMT>(words[i], 0, 1);
+                pair[2 * i + 1] = fg_code_pair_f16<FMT>(words[i], 2, 3);
+            } else {
+                pair[2 * i] = fg_code_pair<FMT>(words[i], 0, words[i], 1);
+                pair[2 * i + 1] = fg_code_pair<FMT>(words[i], 2, words[i], 3);
+            }
         }
     }
 }
@@ -427,7 +472,8 @@ __device__ __forceinline__ void fg_decode_split(const Sched& sched, const Decode
         }
         fg_cp_async_commit();
     } else {
-        // bf16, head dim permuted: within each 64 columns, column 16 s + 8 r + 2 t + e (k-step s,
+        // In the dtype of the key operands (bf16, or f16 for f16 queries), head dim permuted:
+        // within each 64 columns, column 16 s + 8 r + 2 t + e (k-step s,
         // fragment register r, lane t of a quad, element e) holds dim 16 t + 4 s + 2 r + e, so a
         // thread's K fragments of four k-steps are 16 consecutive codes.
         for (int c = tid; c < ROWS * (HEAD_DIM / 2); c += THREADS) {
@@ -438,21 +484,23 @@ __device__ __forceinline__ void fg_decode_split(const Sched& sched, const Decode
             if (r < nrows) {
                 const int h = kvh * group + r / p.q_len, tok = r % p.q_len;
                 v = *reinterpret_cast<const fg_u32*>(p.q + (fg_i64)b * p.q_batch_stride + (fg_i64)h * p.q_head_stride + (fg_i64)tok * p.q_row_stride + dim);
-{%- if dtype == "f16" %}
-                float lo, hi;
-                asm("cvt.f32.f16 %0, %1;" : "=f"(lo) : "h"((fg_u16)(v & 0xffffu)));
-                asm("cvt.f32.f16 %0, %1;" : "=f"(hi) : "h"((fg_u16)(v >> 16)));
-                v = fg_pack2_bf16(lo, hi);
-{%- endif %}
             }
             *reinterpret_cast<fg_u32*>(sq + r * SMEM_ROW + col) = v;
         }
         if constexpr (K_TOK) {
-            // sum(q) of each row, from the bf16 values the tensor cores read.
+            // sum(q) of each row, from the values the tensor cores read.
             __syncthreads();
             for (int r = warp; r < ROWS; r += WARPS) {
                 float sum = 0.f;
-                for (int c = lane; c < HEAD_DIM; c += 32) sum += __uint_as_float(((fg_u32)sq[r * SMEM_ROW + c]) << 16);
+                for (int c = lane; c < HEAD_DIM; c += 32) {
+{%- if dtype == "f16" %}
+                    float x;
+                    asm("cvt.f32.f16 %0, %1;" : "=f"(x) : "h"(sq[r * SMEM_ROW + c]));
+                    sum += x;
+{%- else %}
+                    sum += __uint_as_float(((fg_u32)sq[r * SMEM_ROW + c]) << 16);
+{%- endif %}
+                }
 #pragma unroll
                 for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
                 if (lane == 0) sqsum[r] = sum;
@@ -604,9 +652,10 @@ __device__ __forceinline__ void fg_decode_split(const Sched& sched, const Decode
 #pragma unroll
                 for (int st = 0; st < S_TILES; ++st) {
                     fg_u32 bk[8];
-                    fg_k_codes<K_FMT>(ks + (key0 + st * 8 + g) * K_PITCH + (c * 64 + 16 * t4) * K_BITS / 8, bk);
+                    fg_k_codes<K_FMT, Q_F16>(ks + (key0 + st * 8 + g) * K_PITCH + (c * 64 + 16 * t4) * K_BITS / 8, bk);
+                    // In the query dtype: bf16, or f16 (Q and the codes exact).
 #pragma unroll
-                    for (int ks4 = 0; ks4 < 4; ++ks4) fg_mma_bf16(sc[ks4 % CHAINS][st], a[ks4], bk[2 * ks4], bk[2 * ks4 + 1]);
+                    for (int ks4 = 0; ks4 < 4; ++ks4) fg_mma_16816(sc[ks4 % CHAINS][st], a[ks4], bk[2 * ks4], bk[2 * ks4 + 1]);
                 }
             }
         }
@@ -617,13 +666,14 @@ __device__ __forceinline__ void fg_decode_split(const Sched& sched, const Decode
             for (int e = 0; e < 4; ++e) s[st][e] = CHAINS == 2 ? sc[0][st][e] + sc[CHAINS - 1][st][e] : sc[0][st][e];
         if constexpr (K_QUANT) {
             if constexpr (K_TOK) {
-                // s (q.c) + z' sum(q), with z' = z - 128 s for int4 (its codes are 128 + c).
+                // s (q.c) + z' sum(q), with z' = z - 128 s for int4 under bf16 (its codes are
+                // 128 + c there; f16 operands are the codes themselves).
 #pragma unroll
                 for (int st = 0; st < S_TILES; ++st)
 #pragma unroll
                     for (int e = 0; e < 2; ++e) {
                         const float2 sz = kpar[key0 + st * 8 + 2 * t4 + e];
-                        const float z = K_FMT == 3 ? fmaf(-128.f, sz.x, sz.y) : sz.y;
+                        const float z = K_FMT == 3 && !Q_F16 ? fmaf(-128.f, sz.x, sz.y) : sz.y;
                         s[st][e] = fmaf(sz.x, s[st][e], z * qs[0]);
                         s[st][2 + e] = fmaf(sz.x, s[st][2 + e], z * qs[1]);
                     }
