@@ -963,9 +963,10 @@ mod tests {
     #[test]
     fn params_match_the_kernel_struct() {
         use std::mem::{offset_of, size_of};
-        assert_eq!(offset_of!(DecodeParams, q_batch_stride), 17 * 8);
-        assert_eq!(offset_of!(DecodeParams, batch), 25 * 8);
-        assert_eq!(offset_of!(DecodeParams, scale_log2), 25 * 8 + 8 * 4);
-        assert_eq!(size_of::<DecodeParams>(), 25 * 8 + 10 * 4);
+        // 18 pointers, 8 i64 strides, then the i32 / f32 fields.
+        assert_eq!(offset_of!(DecodeParams, q_batch_stride), 18 * 8);
+        assert_eq!(offset_of!(DecodeParams, batch), 26 * 8);
+        assert_eq!(offset_of!(DecodeParams, scale_log2), 26 * 8 + 8 * 4);
+        assert_eq!(size_of::<DecodeParams>(), 26 * 8 + 10 * 4);
     }
 }
