@@ -19,8 +19,9 @@
 // scale, a per-token (s, z) into the scores: q.(s c + z) = s (q.c) + z sum(q). Values: a
 // thread's B fragments of all output tiles are consecutive codes of its keys (the output
 // columns are permuted, undone when O is written); a per-token scale multiplies the
-// probability, its zero point adds p z to a per-row sum added to every column, a per-head scale
-// multiplies O at the end. With a quantized pool P V runs in bf16 whatever the query dtype (p s
+// probability of the code centred on its range (s (c - m) + (z + s m)), the shifted zero point
+// adds p (z + s m) to a per-row sum added to every column, a per-head scale multiplies O at
+// the end. With a quantized pool P V runs in bf16 whatever the query dtype (p s
 // can leave f16's range); Q K^T over quantized keys runs in the query dtype, the codes becoming
 // exact f16 operands for f16 queries (Q stays exact).
 
@@ -216,7 +217,9 @@ __device__ __forceinline__ void fg_k_codes(const unsigned char* src, fg_u32 (&pa
 }
 
 // The V codes of 8 output columns of two keys (words x of key a, y of key b; int4: one word
-// each, else two): 8 bf16 pairs (a, b), pair j = column j. int4 codes are 128 + c.
+// each, else two): 8 bf16 pairs (a, b), pair j = column j. Per-token codes enter centred on
+// their range's middle (int8tok c - 128; int4 128 + c, the caller taking off 136 = 128 + 8),
+// so that a zero point far from zero does not cancel against them (see the P V step).
 template <int FMT>
 __device__ __forceinline__ void fg_v_codes(const fg_u32 (&x)[2], const fg_u32 (&y)[2], fg_u32 (&pair)[8]) {
     if constexpr (FMT == 3) {
@@ -228,7 +231,7 @@ __device__ __forceinline__ void fg_v_codes(const fg_u32 (&x)[2], const fg_u32 (&
         }
     } else {
 #pragma unroll
-        for (int j = 0; j < 8; ++j) pair[j] = fg_code_pair<FMT>(x[j / 4], j % 4, y[j / 4], j % 4);
+        for (int j = 0; j < 8; ++j) pair[j] = fg_code_pair<FMT == 2 ? 1 : FMT>(x[j / 4], j % 4, y[j / 4], j % 4);
     }
 }
 
@@ -738,11 +741,13 @@ __device__ __forceinline__ void fg_decode_split(const Sched& sched, const Decode
         }
 
         if constexpr (V_TOK) {
-            // p s (V's scale on the probability, the A operand) and the zero points' share p z.
-            // int4 codes enter the tensor cores as 128 + c: their bias, 128 times the operand
-            // as rounded to bf16, is taken off here from that same rounded value, so that it
-            // cancels exactly (taken off p s unrounded, the operand's rounding error would be
-            // 128 / c times larger than bf16's).
+            // p s (V's scale on the probability, the A operand) and the zero points' share p z'.
+            // The codes are centred, c' = c - 128 (int8tok) or c - 8 (int4), and z' = z + 128 s
+            // or z + 8 s: the rounding error of bf16(p s) then scales with half the token's
+            // range, not with s c, which a zero point near -s c would cancel down to a far
+            // smaller output (large-magnitude rows lost 2% that way). int4 codes enter the tensor
+            // cores as 128 + c: their bias, 136 times the operand as rounded to bf16, is taken
+            // off here from that same rounded value, so that it cancels exactly.
 #pragma unroll
             for (int st = 0; st < S_TILES; ++st)
 #pragma unroll
@@ -754,9 +759,9 @@ __device__ __forceinline__ void fg_decode_split(const Sched& sched, const Decode
                         float ps = pv * sz.x;
                         if constexpr (V_FMT == 3) {
                             ps = __uint_as_float(fg_pack2_bf16(0.f, ps) & 0xffff0000u);
-                            zacc[hf] = fmaf(-128.f, ps, zacc[hf]);
+                            zacc[hf] = fmaf(-136.f, ps, zacc[hf]);
                         }
-                        zacc[hf] = fmaf(pv, sz.y, zacc[hf]);
+                        zacc[hf] = fmaf(pv, fmaf(V_FMT == 3 ? 8.f : 128.f, sz.x, sz.y), zacc[hf]);
                         s[st][2 * hf + e] = ps;
                     }
                 }
