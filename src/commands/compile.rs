@@ -43,7 +43,7 @@ pub struct Row {
 }
 
 /// One kernel to compile: an attention kernel, or a decode module (a decode attention kernel
-/// with its merge kernel, an append kernel, a page selector).
+/// that merges its own splits, an append kernel, a page selector).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Job {
     Attention(KernelSpec),

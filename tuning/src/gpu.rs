@@ -334,7 +334,7 @@ const LEAD: usize = 2;
 /// until the GPU has been busy for at least `warm_for`; then [`LEAD`] launches start the
 /// stream, and the `n` timed launches are queued with one CUDA event between each two, with no
 /// host wait in between. Sample `i` is the time from event `i` to event `i + 1`: the kernel
-/// (and any merge kernel the launch issues) plus the gap before the next launch starts. The
+/// (every kernel the launch issues) plus the gap before the next launch starts. The
 /// host prepares launch `i + 1` (argument checks, plan, tuned lookup) while launch `i` runs, so
 /// its cost is hidden as in a real stream, unless the host is slower than the GPU: then the
 /// samples show the host's pace, which is what such launches cost a user too. Milliseconds per
