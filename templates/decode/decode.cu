@@ -327,40 +327,31 @@ __device__ __forceinline__ void fg_copy_params(const TileRows& t, const float2* 
         }
 }
 
-// One warp's copy of its own 16-token block (WARP_PIPE): rows row + r * heads_kv of each pool
-// for r < limit (the rest zero-filled, never read from memory) to rows `slot` .. slot + 15 of
-// the stage's tiles, and the block's per-token (scale, zero) (lanes 0-7 for K, 8-15 for V).
-__device__ __forceinline__ void fg_copy_block(const DecodeParams& p, fg_i64 row, fg_i64 prow, int limit, int slot, unsigned char* stage) {
+// One warp's copy of one pool's rows of its 16-token block (WARP_PIPE): rows row + r * heads_kv
+// for r < limit (the rest zero-filled, never read from memory) to the 16 rows at dst.
+template <int ROW_BYTES, int PITCH>
+__device__ __forceinline__ void fg_warp_copy_rows(const unsigned char* pool, fg_i64 row, int limit, int heads_kv, unsigned char* dst) {
+    constexpr int CHUNKS = ROW_BYTES / 16;
+    static_assert((LOGICAL * CHUNKS) % 32 == 0, "whole passes of a warp");
     const int lane = threadIdx.x & 31;
-    unsigned char* ks = stage + slot * K_PITCH;
-    unsigned char* vs = stage + K_TILE_BYTES + slot * V_PITCH;
-    constexpr int KC = K_ROW_BYTES / 16, VC = V_ROW_BYTES / 16;
-    static_assert((LOGICAL * KC) % 32 == 0 && (LOGICAL * VC) % 32 == 0, "whole passes of a warp");
 #pragma unroll
-    for (int c = lane; c < LOGICAL * KC; c += 32) {
-        const int r = c / KC, ch = c % KC;
+    for (int c = lane; c < LOGICAL * CHUNKS; c += 32) {
+        const int r = c / CHUNKS, ch = c % CHUNKS;
         const bool valid = r < limit;
-        const fg_i64 off = valid ? (row + (fg_i64)r * p.heads_kv) * K_ROW_BYTES + ch * 16 : 0;
-        fg_cp_async16_l2(fg_smem_addr(ks + r * K_PITCH + ch * 16), p.k_pool + off, valid);
+        const fg_i64 off = valid ? (row + (fg_i64)r * heads_kv) * ROW_BYTES + ch * 16 : 0;
+        fg_cp_async16_l2(fg_smem_addr(dst + r * PITCH + ch * 16), pool + off, valid);
     }
-#pragma unroll
-    for (int c = lane; c < LOGICAL * VC; c += 32) {
-        const int r = c / VC, ch = c % VC;
-        const bool valid = r < limit;
-        const fg_i64 off = valid ? (row + (fg_i64)r * p.heads_kv) * V_ROW_BYTES + ch * 16 : 0;
-        fg_cp_async16_l2(fg_smem_addr(vs + r * V_PITCH + ch * 16), p.v_pool + off, valid);
-    }
-    if constexpr (K_TOK || V_TOK) {
-        const bool is_k = lane < 8;
-        const int pair = lane % 8;
-        if ((is_k && K_TOK) || (!is_k && lane < 16 && V_TOK)) {
-            const float2* params = is_k ? p.k_params : p.v_params;
-            unsigned char* dst = stage + K_TILE_BYTES + V_TILE_BYTES + (is_k ? 0 : KP_BYTES) + (slot + 2 * pair) * 8;
-            const int bytes = max(0, min(2, limit - 2 * pair)) * 8;
-            const void* src = bytes > 0 ? (const void*)(params + prow + 2 * pair) : (const void*)params;
-            asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;" ::"r"(fg_smem_addr(dst)), "l"(src), "r"(bytes));
-        }
-    }
+}
+
+// One warp's copy of its own block (WARP_PIPE; slot 0 of `t`) to rows `slot` .. slot + 15 of
+// the stage's tiles, with the block's per-token (scale, zero) (lanes 0-7 for K, 8-15 for V).
+__device__ __forceinline__ void fg_copy_block(const DecodeParams& p, const TileRows& t, int slot, unsigned char* stage) {
+    const int lane = threadIdx.x & 31;
+    unsigned char* params = stage + K_TILE_BYTES + V_TILE_BYTES + slot * 8;
+    fg_warp_copy_rows<K_ROW_BYTES, K_PITCH>(p.k_pool, t.row[0], t.limit[0], p.heads_kv, stage + slot * K_PITCH);
+    fg_warp_copy_rows<V_ROW_BYTES, V_PITCH>(p.v_pool, t.row[0], t.limit[0], p.heads_kv, stage + K_TILE_BYTES + slot * V_PITCH);
+    if constexpr (K_TOK) fg_copy_params(t, p.k_params, lane < 8 ? lane : -1, params);
+    if constexpr (V_TOK) fg_copy_params(t, p.v_params, lane >= 8 && lane < 16 ? lane - 8 : -1, params + KP_BYTES);
 }
 
 // Called by every CTA of a split launch once its partials are written: the last of the
@@ -541,7 +532,7 @@ __device__ __forceinline__ void fg_decode_split(const Sched& sched, const Decode
     };
     auto copy_tile = [&](const TileRows& t, int stage) {
         if constexpr (WARP_PIPE) {
-            fg_copy_block(p, t.row[0], t.prow[0], t.limit[0], wn * LOGICAL, sp + stage * STAGE_BYTES);
+            fg_copy_block(p, t, wn * LOGICAL, sp + stage * STAGE_BYTES);
             return;
         }
         unsigned char* ks = sp + stage * STAGE_BYTES;
