@@ -524,8 +524,13 @@ fn keep<'a>(guards: &mut Vec<SyncOnDrop<'a>>, (ptr, guard): (u64, SyncOnDrop<'a>
 /// at zero).
 #[derive(Default)]
 pub(crate) struct DecodeScratch {
-    buf: Mutex<Option<CudaSlice<f32>>>,
-    counters: Mutex<Option<CudaSlice<i32>>>,
+    bufs: Mutex<ScratchBuffers>,
+}
+
+#[derive(Default)]
+struct ScratchBuffers {
+    partials: Option<CudaSlice<f32>>,
+    counters: Option<CudaSlice<i32>>,
 }
 
 impl Runtime {
@@ -633,22 +638,22 @@ impl Runtime {
         } + if args.lse.is_none() { rows_total } else { 0 };
 
         let s = self.stream();
-        let mut scratch_guard = self.decode_scratch.buf.lock().expect("decode scratch lock");
-        let mut counter_guard = self
+        let mut scratch = self
             .decode_scratch
-            .counters
+            .bufs
             .lock()
-            .expect("decode counter lock");
+            .expect("decode scratch lock");
+        let ScratchBuffers { partials, counters } = &mut *scratch;
         let mut guards: Vec<SyncOnDrop<'_>> = Vec::new();
-        if scratch_len > 0 && scratch_guard.as_ref().is_none_or(|b| b.len() < scratch_len) {
-            *scratch_guard = Some(
+        if scratch_len > 0 && partials.as_ref().is_none_or(|b| b.len() < scratch_len) {
+            *partials = Some(
                 s.alloc_zeros::<f32>(scratch_len)
                     .while_(|| "allocating the split-KV scratch".into())?,
             );
         }
         let groups = table.host().batch() * config.heads_kv;
-        if plan.num_splits > 1 && counter_guard.as_ref().is_none_or(|b| b.len() < groups) {
-            *counter_guard = Some(
+        if plan.num_splits > 1 && counters.as_ref().is_none_or(|b| b.len() < groups) {
+            *counters = Some(
                 s.alloc_zeros::<i32>(groups)
                     .while_(|| "allocating the split counters".into())?,
             );
@@ -680,13 +685,13 @@ impl Runtime {
         if let Some(x) = cache.v_scales_dev() {
             params.v_scale = keep(&mut guards, x.device_ptr(s));
         }
-        let scratch_base = match scratch_guard.as_mut() {
+        let scratch_base = match partials.as_mut() {
             Some(buf) if scratch_len > 0 => keep(&mut guards, buf.device_ptr_mut(s)),
             _ => 0,
         };
         let mut at = scratch_base;
         if plan.num_splits > 1 {
-            if let Some(counters) = counter_guard.as_mut() {
+            if let Some(counters) = counters.as_mut() {
                 params.split_done = keep(&mut guards, counters.device_ptr_mut(s));
             }
             params.part_o = at;
@@ -720,8 +725,7 @@ impl Runtime {
         // partials of every row and split; the guards keep the buffers ordered on the stream.
         unsafe { launch.launch(cfg) }.while_(|| format!("launching {name}"))?;
         drop(guards);
-        drop(scratch_guard);
-        drop(counter_guard);
+        drop(scratch);
         Ok(DecodeLaunch {
             spec: plan.spec,
             splits: plan.num_splits,
